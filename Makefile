@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := .emulator/.system-packages
+
+.PHONY: deps demo serve test test-fast test-emulator bench clean
+
+deps: $(STAMP) $(SYSTEM_STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+# Slurm, munge and curl: the head node's tools, which the emulator runs on this machine.
+$(SYSTEM_STAMP): scripts/install-system-packages.sh
+	bash scripts/install-system-packages.sh
+	mkdir -p $(dir $(SYSTEM_STAMP)) && touch $(SYSTEM_STAMP)
+
+demo: deps
+	$(PY) -m lsstctl.emulator demo
+
+serve: deps
+	$(PY) -m lsstctl.emulator serve --port 8000
+
+# Unit/integration/infra tests use moto in-process; workflow and e2e tests share one
+# emulator (moto server + Slurm), so they run in their own pytest process.
+test: deps
+	$(PY) -m pytest -q tests/unit tests/integration tests/infra
+	$(PY) -m pytest -q tests/workflows tests/e2e
+
+clean:
+	rm -rf $(VENV) .emulator

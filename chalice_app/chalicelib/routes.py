@@ -1,0 +1,222 @@
+"""Routes: parse the request, call one service function, map the result or the error.
+
+Errors are mapped once, in `handle`: domain errors to their HTTP status with
+{"error": {"code", "message", "field"?}}, body validation to 400 naming the field, and
+anything unexpected to a 500 without internals (the stack trace goes to the log only).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from chalice import Blueprint, IAMAuthorizer, Response
+from pydantic import BaseModel
+from pydantic import ValidationError as ModelError
+
+from lsstctl import wiring
+from lsstctl.domain.models import ClusterSpec, JobSpec, UserSpec
+from lsstctl.errors import ControlPlaneError, UnauthenticatedError, ValidationError
+from lsstctl.observability import bind, logger, metrics, tracer
+from lsstctl.services import clusters, jobs, users
+from lsstctl.services.identity import Principal, principal_from
+from lsstctl.services.idempotency import once
+
+api = Blueprint(__name__)
+iam = IAMAuthorizer()
+
+PRINCIPAL_HEADER = "x-lsst-principal"
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+def _error(status: int, body: dict[str, Any]) -> Response:
+    return Response(body={"error": body}, status_code=status, headers={"Content-Type": "application/json"})
+
+
+def _principal() -> Principal:
+    settings = wiring.deps().settings
+    request = api.current_request
+    identity = (request.context or {}).get("identity") or {}
+    caller = identity.get("userArn") or identity.get("caller")
+    if settings.trust_principal_header:
+        caller = request.headers.get(PRINCIPAL_HEADER) or caller
+    if not caller:
+        raise UnauthenticatedError(
+            "sign the request with AWS SigV4"
+            + (f" or, locally, send the {PRINCIPAL_HEADER} header" if settings.trust_principal_header else "")
+        )
+    return principal_from(caller, admins=settings.admins, user_prefix=settings.user_name_prefix)
+
+
+def _body() -> Any:
+    raw = api.current_request.raw_body
+    if not raw:
+        raise ValidationError("request body must be a JSON object", field="body")
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ValidationError(f"request body is not valid JSON: {error}", field="body") from error
+
+
+def _model(model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ValidationError("request body must be a JSON object", field="body")
+    return model.model_validate(data)
+
+
+def _field_errors(error: ModelError) -> dict[str, Any]:
+    details = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in error.errors()
+    ]
+    first = details[0]
+    return {
+        "code": "validation_error",
+        "message": f"{first['field']}: {first['message']}",
+        "field": first["field"],
+        "details": details,
+    }
+
+
+def handle(fn: Callable[[], Response]) -> Response:
+    try:
+        return fn()
+    except ModelError as error:
+        return _error(400, _field_errors(error))
+    except ControlPlaneError as error:
+        if error.http_status >= 500:
+            logger.exception("request failed")
+        return _error(error.http_status, error.to_dict())
+    except Exception:
+        logger.exception("unexpected error")
+        return _error(500, {"code": "internal_error", "message": "internal error; see the control plane's logs"})
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _idempotent(principal: Principal, scope: str, body: Any, operation: Callable[[], dict[str, Any]]) -> Response:
+    """Run a mutating operation once per Idempotency-Key; replays return the first response."""
+    key = api.current_request.headers.get(IDEMPOTENCY_HEADER)
+    result = once(
+        wiring.deps().idempotency,
+        key=key,
+        scope=f"{principal.name}#{scope}",
+        body=body,
+        operation=operation,
+        lambda_context=api.lambda_context,
+    )
+    return _json(result["status"], result["body"], result.get("headers"))
+
+
+def _accepted(body: dict[str, Any], location: str) -> dict[str, Any]:
+    return {"status": 202, "body": {**body, "status_url": location}, "headers": {"Location": location}}
+
+
+@tracer.capture_method(capture_response=False)
+def _route(handler: Callable[[], Response]) -> Response:
+    request = api.current_request
+    bind(path=request.path, method=request.method, request_id=(request.context or {}).get("requestId"))
+    response = handle(handler)
+    metrics.add_metric(name=f"Http{response.status_code // 100}xx", unit="Count", value=1)
+    metrics.flush_metrics()
+    return response
+
+
+# users ---------------------------------------------------------------------------------
+@api.route("/users", methods=["POST"], authorizer=iam)
+def create_user() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        body = _body()
+        spec = _model(UserSpec, body)
+
+        def operation() -> dict[str, Any]:
+            existed = wiring.deps().store.get_user(spec.name) is not None
+            user = users.create_user(wiring.deps(), principal, spec)
+            return {"status": 200 if existed else 201, "body": user.model_dump(mode="json")}
+
+        return _idempotent(principal, "POST /users", body, operation)
+
+    return _route(run)
+
+
+@api.route("/users", methods=["GET"], authorizer=iam)
+def list_users() -> Response:
+    return _route(lambda: _json(200, {"users": [u.model_dump(mode="json") for u in users.list_users(wiring.deps(), _principal())]}))
+
+
+@api.route("/users/{name}", methods=["GET"], authorizer=iam)
+def get_user(name: str) -> Response:
+    return _route(lambda: _json(200, users.get_user(wiring.deps(), _principal(), name).model_dump(mode="json")))
+
+
+# clusters ------------------------------------------------------------------------------
+@api.route("/clusters", methods=["POST"], authorizer=iam)
+def launch_cluster() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        body = _body()
+        spec = _model(ClusterSpec, body)
+
+        def operation() -> dict[str, Any]:
+            cluster = clusters.launch_cluster(wiring.deps(), principal, spec)
+            return _accepted({"cluster": cluster.public()}, f"/clusters/{cluster.name}")
+
+        return _idempotent(principal, "POST /clusters", body, operation)
+
+    return _route(run)
+
+
+@api.route("/clusters", methods=["GET"], authorizer=iam)
+def list_clusters() -> Response:
+    return _route(
+        lambda: _json(200, {"clusters": [c.public() for c in clusters.list_clusters(wiring.deps(), _principal())]})
+    )
+
+
+@api.route("/clusters/{name}", methods=["GET"], authorizer=iam)
+def get_cluster(name: str) -> Response:
+    return _route(lambda: _json(200, clusters.get_cluster(wiring.deps(), _principal(), name).public()))
+
+
+@api.route("/clusters/{name}", methods=["DELETE"], authorizer=iam)
+def delete_cluster(name: str) -> Response:
+    def run() -> Response:
+        principal = _principal()
+
+        def operation() -> dict[str, Any]:
+            cluster = clusters.request_teardown(wiring.deps(), name, reason="user", principal=principal)
+            return _accepted({"cluster": cluster.public()}, f"/clusters/{name}")
+
+        return _idempotent(principal, f"DELETE /clusters/{name}", {}, operation)
+
+    return _route(run)
+
+
+# jobs ----------------------------------------------------------------------------------
+@api.route("/clusters/{name}/jobs", methods=["POST"], authorizer=iam)
+def submit_job(name: str) -> Response:
+    def run() -> Response:
+        principal = _principal()
+        body = _body()
+        spec = _model(JobSpec, body)
+
+        def operation() -> dict[str, Any]:
+            job = jobs.submit_job(wiring.deps(), principal, name, spec)
+            return _accepted({"job": job.model_dump(mode="json")}, f"/clusters/{name}/jobs/{job.job_id}")
+
+        return _idempotent(principal, f"POST /clusters/{name}/jobs", body, operation)
+
+    return _route(run)
+
+
+@api.route("/clusters/{name}/jobs", methods=["GET"], authorizer=iam)
+def list_jobs(name: str) -> Response:
+    return _route(
+        lambda: _json(200, {"jobs": [j.model_dump(mode="json") for j in jobs.list_jobs(wiring.deps(), _principal(), name)]})
+    )
+
+
+@api.route("/clusters/{name}/jobs/{job_id}", methods=["GET"], authorizer=iam)
+def get_job(name: str, job_id: str) -> Response:
+    return _route(lambda: _json(200, jobs.get_job(wiring.deps(), _principal(), name, job_id).model_dump(mode="json")))

@@ -1,0 +1,16 @@
+"""Lambda for the teardown workflow's Tasks (statemachines/teardown.asl.json)."""
+from lsstctl.services import teardown_steps as steps
+from lsstctl.steps import step_handler
+
+lambda_handler = step_handler(
+    {
+        "begin": lambda d, e: steps.begin_teardown(d, e.cluster, e.generation, e.execution, e.reason),
+        "stop_fleet": lambda d, e: steps.stop_fleet(d, e.cluster),
+        "archive": lambda d, e: steps.start_archive(d, e.cluster, e.poll),
+        "poll_archive": lambda d, e: steps.poll_archive(d, e.cluster, e.command_id, e.deadline),
+        "delete": lambda d, e: steps.delete_cluster(d, e.cluster, e.poll),
+        "poll_delete": lambda d, e: steps.poll_delete(d, e.cluster, e.deadline),
+        "finish": lambda d, e: steps.finish_teardown(d, e.cluster),
+        "failed": lambda d, e: steps.teardown_failed(d, e.cluster, e.error),
+    }
+)

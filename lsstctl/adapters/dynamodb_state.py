@@ -1,0 +1,290 @@
+"""DynamoDB state store: one table, optimistic concurrency on every cluster write.
+
+Items: CLUSTER#<name>/CLUSTER, CLUSTER#<name>/JOB#<job_id>, USER#<name>/USER.
+Each cluster write is conditional on the version it read, so of two racing transitions
+exactly one wins; the loser re-reads and fails unless the new state still allows it.
+"""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from lsstctl.domain.lifecycle import REUSABLE, can_transition
+from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Transition, User, iso, utcnow
+from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError
+
+BY_OWNER = "by_owner"
+BY_KIND = "by_kind"
+MAX_RACE_RETRIES = 5
+
+
+def table_definition(name: str) -> dict[str, Any]:
+    """CreateTable arguments; shared by the emulator bootstrap and tests (infra has the same)."""
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "owner", "owner_key", "kind")
+        ],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": BY_OWNER,
+                "KeySchema": [
+                    {"AttributeName": "owner", "KeyType": "HASH"},
+                    {"AttributeName": "owner_key", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+            {
+                "IndexName": BY_KIND,
+                "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+        ],
+    }
+
+
+def _to_ddb(model: Any) -> dict[str, Any]:
+    return json.loads(model.model_dump_json(), parse_float=Decimal)
+
+
+def _from_ddb(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_ddb(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _from_ddb(v) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _conditional_failed(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+class DynamoStateStore:
+    def __init__(self, table_name: str, resource: Any = None):
+        self._table_name = table_name
+        self._resource = resource
+        self._table: Any = None
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            if self._resource is None:
+                import boto3
+
+                self._resource = boto3.resource("dynamodb")
+            self._table = self._resource.Table(self._table_name)
+        return self._table
+
+    # clusters -----------------------------------------------------------------------
+    @staticmethod
+    def _cluster_item(cluster: Cluster, version: int) -> dict[str, Any]:
+        return {
+            "pk": f"CLUSTER#{cluster.name}",
+            "sk": "CLUSTER",
+            "kind": "CLUSTER",
+            "owner": cluster.owner,
+            "owner_key": f"CLUSTER#{cluster.name}",
+            "state": cluster.state.value,
+            "version": version,
+            "doc": _to_ddb(cluster),
+        }
+
+    def _read_cluster(self, name: str) -> tuple[Cluster, int] | None:
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{name}", "sk": "CLUSTER"}, ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        return Cluster.model_validate(_from_ddb(item["doc"])), int(item["version"])
+
+    def create_cluster(self, cluster: Cluster) -> Cluster:
+        """Insert a new generation; fails if the name is held by a cluster not yet deleted."""
+        existing = self._read_cluster(cluster.name)
+        if existing:
+            current, _ = existing
+            if current.state not in REUSABLE:
+                raise ConflictError(
+                    f"cluster '{cluster.name}' already exists (state {current.state.value})", field="name"
+                )
+            cluster = cluster.model_copy(update={"generation": current.generation + 1})
+        condition = Attr("pk").not_exists() | Attr("state").is_in([s.value for s in REUSABLE])
+        try:
+            self.table.put_item(Item=self._cluster_item(cluster, 1), ConditionExpression=condition)
+        except ClientError as error:
+            if _conditional_failed(error):
+                raise ConflictError(f"cluster '{cluster.name}' already exists", field="name") from error
+            raise
+        return cluster
+
+    def get_cluster(self, name: str) -> Cluster:
+        found = self._read_cluster(name)
+        if not found:
+            raise NotFoundError(f"cluster '{name}' not found")
+        return found[0]
+
+    def list_clusters(self, owner: str | None) -> list[Cluster]:
+        items = self._query_index(owner, "CLUSTER")
+        return [Cluster.model_validate(_from_ddb(i["doc"])) for i in items]
+
+    def _query_index(self, owner: str | None, kind: str) -> list[dict[str, Any]]:
+        if owner is None:
+            kwargs: dict[str, Any] = {"IndexName": BY_KIND, "KeyConditionExpression": Key("kind").eq(kind)}
+        else:
+            kwargs = {
+                "IndexName": BY_OWNER,
+                "KeyConditionExpression": Key("owner").eq(owner) & Key("owner_key").begins_with(f"{kind}#"),
+            }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.table.query(**kwargs)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _write_versioned(self, cluster: Cluster, version: int) -> bool:
+        try:
+            self.table.put_item(
+                Item=self._cluster_item(cluster, version + 1),
+                ConditionExpression=Attr("version").eq(version),
+            )
+            return True
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+
+    def transition(
+        self,
+        name: str,
+        *,
+        to: ClusterState,
+        reason: str,
+        allowed_from: frozenset[ClusterState],
+        updates: dict[str, Any] | None = None,
+        or_if: dict[str, Any] | None = None,
+    ) -> Cluster:
+        """Move `name` to `to` if its state is in allowed_from (and the lifecycle allows it).
+
+        `or_if`: the transition is already done if the record is in `to` and these fields
+        match (a retried step sees its own earlier write and succeeds without a second one).
+        """
+        for _ in range(MAX_RACE_RETRIES):
+            found = self._read_cluster(name)
+            if not found:
+                raise NotFoundError(f"cluster '{name}' not found")
+            current, version = found
+            if or_if is not None and current.state == to and all(
+                getattr(current, k) == v for k, v in or_if.items()
+            ):
+                return current
+            if current.state not in allowed_from or not can_transition(current.state, to):
+                raise InvalidTransitionError(
+                    f"cluster '{name}' is {current.state.value}; cannot move to {to.value}",
+                    details={"state": current.state.value},
+                )
+            now = iso(utcnow())
+            changed = current.model_copy(
+                update={
+                    **(updates or {}),
+                    "state": to,
+                    "updated_at": now,
+                    "history": [*current.history, Transition(state=to.value, at=now, reason=reason)],
+                }
+            )
+            if self._write_versioned(changed, version):
+                return changed
+        raise InvalidTransitionError(f"cluster '{name}' is changing too fast; try again")
+
+    def update_cluster(self, name: str, updates: dict[str, Any]) -> Cluster:
+        for _ in range(MAX_RACE_RETRIES):
+            found = self._read_cluster(name)
+            if not found:
+                raise NotFoundError(f"cluster '{name}' not found")
+            current, version = found
+            changed = current.model_copy(update={**updates, "updated_at": iso(utcnow())})
+            if self._write_versioned(changed, version):
+                return changed
+        raise ConflictError(f"cluster '{name}' is changing too fast; try again")
+
+    # jobs ---------------------------------------------------------------------------
+    def put_job(self, job: Job) -> Job:
+        try:
+            self.table.put_item(
+                Item={"pk": f"CLUSTER#{job.cluster}", "sk": f"JOB#{job.job_id}", "kind": "JOB", "doc": _to_ddb(job)},
+                ConditionExpression=Attr("sk").not_exists(),
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                raise ConflictError(f"job '{job.job_id}' already exists") from error
+            raise
+        return job
+
+    def get_job(self, cluster: str, job_id: str) -> Job:
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster}", "sk": f"JOB#{job_id}"}, ConsistentRead=True).get("Item")
+        if not item:
+            raise NotFoundError(f"job '{job_id}' not found on cluster '{cluster}'")
+        return Job.model_validate(_from_ddb(item["doc"]))
+
+    def list_jobs(self, cluster: str) -> list[Job]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(f"CLUSTER#{cluster}") & Key("sk").begins_with("JOB#"),
+            "ConsistentRead": True,
+        }
+        jobs: list[Job] = []
+        while True:
+            page = self.table.query(**kwargs)
+            jobs += [Job.model_validate(_from_ddb(i["doc"])) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return jobs
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def update_job(
+        self, cluster: str, job_id: str, *, state: JobState, reason: str, updates: dict[str, Any] | None = None
+    ) -> Job:
+        """Record a job's state. A terminal state is final: later writes cannot revive it."""
+        current = self.get_job(cluster, job_id)
+        if current.state.terminal:
+            return current
+        now = iso(utcnow())
+        history = current.history
+        if state != current.state:
+            history = [*history, Transition(state=state.value, at=now, reason=reason)]
+        changed = current.model_copy(update={**(updates or {}), "state": state, "updated_at": now, "history": history})
+        try:
+            self.table.put_item(
+                Item={"pk": f"CLUSTER#{cluster}", "sk": f"JOB#{job_id}", "kind": "JOB", "doc": _to_ddb(changed)},
+                ConditionExpression=Attr("doc.state").eq(current.state.value),
+            )
+        except ClientError as error:
+            if _conditional_failed(error):
+                return self.get_job(cluster, job_id)
+            raise
+        return changed
+
+    # users --------------------------------------------------------------------------
+    def put_user(self, user: User) -> User:
+        self.table.put_item(
+            Item={
+                "pk": f"USER#{user.name}",
+                "sk": "USER",
+                "kind": "USER",
+                "owner": user.owner,
+                "owner_key": f"USER#{user.name}",
+                "doc": _to_ddb(user),
+            }
+        )
+        return user
+
+    def get_user(self, name: str) -> User | None:
+        item = self.table.get_item(Key={"pk": f"USER#{name}", "sk": "USER"}, ConsistentRead=True).get("Item")
+        return User.model_validate(_from_ddb(item["doc"])) if item else None
+
+    def list_users(self, owner: str | None) -> list[User]:
+        return [User.model_validate(_from_ddb(i["doc"])) for i in self._query_index(owner, "USER")]

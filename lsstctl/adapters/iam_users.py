@@ -1,0 +1,112 @@
+"""IAM user provisioning with the access key kept in Secrets Manager.
+
+Create-or-converge: every step looks for what exists first, so a repeated or half-failed
+request ends with exactly one user, one policy and one working key stored in one secret.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from lsstctl.errors import ControlPlaneError
+
+MAX_KEYS = 2  # IAM's limit per user
+
+
+def _code(error: ClientError) -> str:
+    return error.response["Error"]["Code"]
+
+
+class IamUserProvisioner:
+    def __init__(self, *, path: str, iam: Any = None, secrets: Any = None):
+        self._path = path
+        self._iam = iam
+        self._secrets = secrets
+
+    @property
+    def iam(self) -> Any:
+        if self._iam is None:
+            import boto3
+
+            self._iam = boto3.client("iam")
+        return self._iam
+
+    @property
+    def secrets(self) -> Any:
+        if self._secrets is None:
+            import boto3
+
+            self._secrets = boto3.client("secretsmanager")
+        return self._secrets
+
+    def ensure_user(
+        self, *, name: str, owner: str, policy_name: str, policy: dict[str, Any], secret_name: str, tags: dict[str, str]
+    ) -> tuple[str, str]:
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        arn = self._ensure_iam_user(name, tag_list)
+        self.iam.put_user_policy(UserName=name, PolicyName=policy_name, PolicyDocument=json.dumps(policy))
+        self.iam.tag_user(UserName=name, Tags=tag_list)
+        secret_arn = self._ensure_key_secret(name, secret_name, tag_list)
+        return arn, secret_arn
+
+    def _ensure_iam_user(self, name: str, tags: list[dict[str, str]]) -> str:
+        try:
+            return self.iam.get_user(UserName=name)["User"]["Arn"]
+        except ClientError as error:
+            if _code(error) != "NoSuchEntity":
+                raise
+        try:
+            return self.iam.create_user(UserName=name, Path=self._path, Tags=tags)["User"]["Arn"]
+        except ClientError as error:
+            if _code(error) == "EntityAlreadyExists":  # a racing request created it
+                return self.iam.get_user(UserName=name)["User"]["Arn"]
+            raise
+
+    def _stored_key_id(self, secret_name: str) -> tuple[str | None, str | None]:
+        """(secret ARN, access key id stored in it) or (None, None) when there is no secret."""
+        try:
+            value = self.secrets.get_secret_value(SecretId=secret_name)
+        except ClientError as error:
+            if _code(error) == "ResourceNotFoundException":
+                return None, None
+            raise
+        try:
+            return value["ARN"], json.loads(value["SecretString"]).get("AccessKeyId")
+        except (ValueError, KeyError, AttributeError):
+            return value["ARN"], None
+
+    def _ensure_key_secret(self, user: str, secret_name: str, tags: list[dict[str, str]]) -> str:
+        secret_arn, stored_key = self._stored_key_id(secret_name)
+        keys = [k["AccessKeyId"] for k in self.iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+        if secret_arn and stored_key in keys:
+            self._delete_keys(user, [k for k in keys if k != stored_key])
+            return secret_arn
+        # No usable stored key: drop stray keys (never handed out), mint one, store it.
+        self._delete_keys(user, keys)
+        key = self.iam.create_access_key(UserName=user)["AccessKey"]
+        payload = json.dumps({"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]})
+        try:
+            if secret_arn:
+                self.secrets.put_secret_value(SecretId=secret_arn, SecretString=payload)
+            else:
+                secret_arn = self.secrets.create_secret(
+                    Name=secret_name,
+                    SecretString=payload,
+                    Description=f"Access key of IAM user {user} (managed by lsstctl)",
+                    Tags=tags,
+                )["ARN"]
+        except ClientError as error:
+            # Never leave a key that nobody can retrieve.
+            self._delete_keys(user, [key["AccessKeyId"]])
+            raise ControlPlaneError(f"could not store the access key of {user}: {_code(error)}") from error
+        return secret_arn
+
+    def _delete_keys(self, user: str, key_ids: list[str]) -> None:
+        for key_id in key_ids:
+            try:
+                self.iam.delete_access_key(UserName=user, AccessKeyId=key_id)
+            except ClientError as error:
+                if _code(error) != "NoSuchEntity":
+                    raise

@@ -1,0 +1,246 @@
+"""The local ClusterEngine: materialises a cluster inside the emulator the way
+ParallelCluster leaves it in an account, so the same describe/delete calls apply.
+
+A cluster is: a CloudFormation stack named after it and tagged
+`parallelcluster:version` / `parallelcluster:cluster-name`; the `parallelcluster-<name>`
+DynamoDB table holding the compute fleet status; a head node and MinCount compute nodes as
+EC2 instances with ParallelCluster's tags. The cluster reports CREATE_IN_PROGRESS until
+`provision_seconds` after its head node launched, then CREATE_COMPLETE.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError
+
+from lsstctl.ports import EngineCluster
+
+PCLUSTER_VERSION = "3.16.1"
+NAME_TAG = "parallelcluster:cluster-name"
+NODE_TYPE_TAG = "parallelcluster:node-type"
+QUEUE_TAG = "parallelcluster:queue-name"
+RESOURCE_TAG = "parallelcluster:compute-resource-name"
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def stack_template(name: str) -> dict[str, Any]:
+    """A stack needs one resource; a parameter costs nothing and moto creates it."""
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "AWS ParallelCluster cluster (materialised by the lsstctl local engine)",
+        "Resources": {
+            "ClusterMarker": {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {
+                    "Name": f"/lsstctl/local-engine/{name}",
+                    "Type": "String",
+                    "Value": f"aws-parallelcluster {PCLUSTER_VERSION}",
+                },
+            }
+        },
+    }
+
+
+def fleet_table_name(cluster: str) -> str:
+    return f"parallelcluster-{cluster}"
+
+
+class LocalClusterEngine:
+    def __init__(
+        self,
+        *,
+        provision_seconds: float = 0,
+        clock: Callable[[], datetime] | None = None,
+        ec2: Any = None,
+        cloudformation: Any = None,
+        dynamodb: Any = None,
+    ):
+        self._provision_seconds = provision_seconds
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clients: dict[str, Any] = {"ec2": ec2, "cloudformation": cloudformation, "dynamodb": dynamodb}
+
+    def _client(self, service: str) -> Any:
+        if self._clients[service] is None:
+            import boto3
+
+            self._clients[service] = boto3.client(service)
+        return self._clients[service]
+
+    # ClusterEngine ------------------------------------------------------------------
+    def create_cluster(self, name: str, config: dict[str, Any]) -> EngineCluster:
+        tags = {t["Key"]: t["Value"] for t in config.get("Tags", [])}
+        self._ensure_fleet_table(name)
+        self._ensure_stack(name, config, tags)
+        self._ensure_head_node(name, config, tags)
+        self._ensure_min_compute(name, config, tags)
+        return self.describe_cluster(name)
+
+    def describe_cluster(self, name: str) -> EngineCluster:
+        stack = self._stack(name)
+        if stack is None or stack["StackStatus"] == "DELETE_COMPLETE":
+            return EngineCluster(name=name, status="NOT_FOUND")
+        if stack["StackStatus"].startswith("DELETE"):
+            return EngineCluster(name=name, status=stack["StackStatus"])
+        heads = self._instances(name, node_type="HeadNode")
+        if not heads:
+            return EngineCluster(name=name, status="CREATE_IN_PROGRESS", fleet_status=self._fleet_status(name))
+        head = heads[0]
+        elapsed = (self._clock() - head["LaunchTime"]).total_seconds()
+        status = "CREATE_COMPLETE" if elapsed >= self._provision_seconds else "CREATE_IN_PROGRESS"
+        return EngineCluster(
+            name=name,
+            status=status,
+            fleet_status=self._fleet_status(name),
+            head_node_instance_id=head["InstanceId"],
+        )
+
+    def stop_compute_fleet(self, name: str) -> EngineCluster:
+        if self._stack(name) is None:
+            return EngineCluster(name=name, status="NOT_FOUND")
+        self._set_fleet_status(name, "STOP_REQUESTED")
+        compute = [i["InstanceId"] for i in self._instances(name, node_type="Compute")]
+        if compute:
+            self._client("ec2").terminate_instances(InstanceIds=compute)
+        self._set_fleet_status(name, "STOPPED")
+        return self.describe_cluster(name)
+
+    def delete_cluster(self, name: str) -> EngineCluster:
+        instances = [i["InstanceId"] for i in self._instances(name)]
+        if instances:
+            self._client("ec2").terminate_instances(InstanceIds=instances)
+        if self._stack(name) is not None:
+            self._client("cloudformation").delete_stack(StackName=name)
+        try:
+            self._client("dynamodb").delete_table(TableName=fleet_table_name(name))
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        return EngineCluster(name=name, status="DELETE_IN_PROGRESS")
+
+    # helpers ------------------------------------------------------------------------
+    def _stack(self, name: str) -> dict[str, Any] | None:
+        try:
+            stacks = self._client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+        except ClientError as error:
+            if "does not exist" in error.response["Error"].get("Message", ""):
+                return None
+            raise
+        return stacks[0] if stacks else None
+
+    def _ensure_stack(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
+        if self._stack(name) is not None:
+            return
+        stack_tags = {**tags, "parallelcluster:version": PCLUSTER_VERSION, NAME_TAG: name}
+        self._client("cloudformation").create_stack(
+            StackName=name,
+            TemplateBody=json.dumps(stack_template(name)),
+            Tags=[{"Key": k, "Value": v} for k, v in stack_tags.items()],
+        )
+
+    def _ensure_fleet_table(self, name: str) -> None:
+        ddb = self._client("dynamodb")
+        try:
+            ddb.create_table(
+                TableName=fleet_table_name(name),
+                AttributeDefinitions=[{"AttributeName": "Id", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "Id", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+            return
+        self._set_fleet_status(name, "RUNNING")
+
+    def _set_fleet_status(self, name: str, status: str) -> None:
+        self._client("dynamodb").put_item(
+            TableName=fleet_table_name(name),
+            Item={
+                "Id": {"S": "COMPUTE_FLEET"},
+                "Data": {"M": {
+                    "status": {"S": status},
+                    "lastStatusUpdatedTime": {"S": self._clock().strftime("%Y-%m-%d %H:%M:%S.%f+00:00")},
+                }},
+            },
+        )
+
+    def _fleet_status(self, name: str) -> str | None:
+        try:
+            item = self._client("dynamodb").get_item(
+                TableName=fleet_table_name(name), Key={"Id": {"S": "COMPUTE_FLEET"}}
+            ).get("Item")
+        except ClientError:
+            return None
+        return item["Data"]["M"]["status"]["S"] if item else None
+
+    def _instances(self, name: str, *, node_type: str | None = None, queue: str | None = None) -> list[dict[str, Any]]:
+        filters = [
+            {"Name": f"tag:{NAME_TAG}", "Values": [name]},
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+        if node_type:
+            filters.append({"Name": f"tag:{NODE_TYPE_TAG}", "Values": [node_type]})
+        if queue:
+            filters.append({"Name": f"tag:{QUEUE_TAG}", "Values": [queue]})
+        found: list[dict[str, Any]] = []
+        for page in self._client("ec2").get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page["Reservations"]:
+                found += reservation["Instances"]
+        return found
+
+    def _image_id(self, config: dict[str, Any]) -> str:
+        os_name = config.get("Image", {}).get("Os", "alinux2023")
+        flavour = {"alinux2023": "amzn2023"}.get(os_name, os_name)
+        images = self._client("ec2").describe_images(
+            Owners=["amazon"],
+            Filters=[{"Name": "name", "Values": [f"aws-parallelcluster-{PCLUSTER_VERSION}-{flavour}-*"]}],
+        )["Images"]
+        if not images:
+            raise RuntimeError(f"no ParallelCluster {PCLUSTER_VERSION} AMI for {os_name} in this region")
+        return sorted(images, key=lambda i: i.get("CreationDate", ""))[-1]["ImageId"]
+
+    def _run(self, *, config: dict[str, Any], instance_type: str, subnet: str, count: int, tags: dict[str, str]) -> None:
+        self._client("ec2").run_instances(
+            ImageId=self._image_id(config),
+            InstanceType=instance_type,
+            MinCount=count,
+            MaxCount=count,
+            SubnetId=subnet,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )
+
+    def _ensure_head_node(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
+        if self._instances(name, node_type="HeadNode"):
+            return
+        head = config["HeadNode"]
+        self._run(
+            config=config,
+            instance_type=head["InstanceType"],
+            subnet=head["Networking"]["SubnetId"],
+            count=1,
+            tags={**tags, NAME_TAG: name, NODE_TYPE_TAG: "HeadNode", "Name": "HeadNode"},
+        )
+
+    def _ensure_min_compute(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
+        for queue in config["Scheduling"]["SlurmQueues"]:
+            for resource in queue["ComputeResources"]:
+                missing = resource.get("MinCount", 0) - len(self._instances(name, node_type="Compute", queue=queue["Name"]))
+                if missing <= 0:
+                    continue
+                itype = resource.get("InstanceType") or resource["Instances"][0]["InstanceType"]
+                self._run(
+                    config=config,
+                    instance_type=itype,
+                    subnet=queue["Networking"]["SubnetIds"][0],
+                    count=missing,
+                    tags={
+                        **tags,
+                        NAME_TAG: name,
+                        NODE_TYPE_TAG: "Compute",
+                        QUEUE_TAG: queue["Name"],
+                        RESOURCE_TAG: resource["Name"],
+                        "Name": "Compute",
+                    },
+                )

@@ -1,0 +1,49 @@
+"""RemoteRunner on SSM Run Command (AWS-RunShellScript)."""
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from lsstctl.errors import TransientError
+from lsstctl.ports import CommandResult
+
+
+class SsmRunner:
+    def __init__(self, client: Any = None):
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("ssm")
+        return self._client
+
+    def send(self, instance_id: str, script: str, *, comment: str, timeout_seconds: int = 3600) -> str:
+        response = self.client.send_command(
+            InstanceIds=[instance_id],
+            DocumentName="AWS-RunShellScript",
+            Comment=comment[:100],
+            TimeoutSeconds=timeout_seconds,
+            Parameters={"commands": [script], "executionTimeout": [str(timeout_seconds)]},
+        )
+        return response["Command"]["CommandId"]
+
+    def result(self, command_id: str, instance_id: str) -> CommandResult:
+        try:
+            inv = self.client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+        except ClientError as error:
+            # Right after send_command the invocation may not exist yet (eventual consistency).
+            if error.response["Error"]["Code"] == "InvocationDoesNotExist":
+                raise TransientError(f"command {command_id} not yet visible on {instance_id}") from error
+            raise
+        code = inv.get("ResponseCode")
+        return CommandResult(
+            command_id=command_id,
+            status=inv["Status"],
+            exit_code=None if code in (None, -1) else int(code),
+            stdout=inv.get("StandardOutputContent", ""),
+            stderr=inv.get("StandardErrorContent", ""),
+        )

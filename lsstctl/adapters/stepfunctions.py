@@ -1,0 +1,35 @@
+"""WorkflowStarter on Step Functions. Execution names are deterministic, so a repeated
+trigger finds the execution it already started instead of starting a second one."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+
+class StepFunctionsStarter:
+    def __init__(self, client: Any = None):
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("stepfunctions")
+        return self._client
+
+    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        try:
+            return self.client.start_execution(
+                stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
+            )["executionArn"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+        return execution_arn(state_machine_arn, name)
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"

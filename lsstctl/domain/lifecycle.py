@@ -1,0 +1,30 @@
+"""Cluster lifecycle rules: which transitions exist, and which states still bill."""
+from __future__ import annotations
+
+from lsstctl.domain.models import ClusterState as S
+
+ALLOWED: dict[S, frozenset[S]] = {
+    S.REQUESTED: frozenset({S.LAUNCHING, S.TEARING_DOWN}),
+    S.LAUNCHING: frozenset({S.INSTALLING, S.TEARING_DOWN}),
+    S.INSTALLING: frozenset({S.READY, S.TEARING_DOWN}),
+    S.READY: frozenset({S.TEARING_DOWN}),
+    # `failed` means a teardown could not finish and may hold resources: it can be retried.
+    S.TEARING_DOWN: frozenset({S.DELETED, S.FAILED}),
+    S.FAILED: frozenset({S.TEARING_DOWN}),
+    S.DELETED: frozenset(),
+}
+
+ACTIVE = frozenset({S.REQUESTED, S.LAUNCHING, S.INSTALLING, S.READY})
+# States from which a new teardown may claim the cluster.
+CLAIMABLE_FOR_TEARDOWN = frozenset(s for s, nxt in ALLOWED.items() if S.TEARING_DOWN in nxt)
+# A name may be launched again once its previous generation is gone.
+REUSABLE = frozenset({S.DELETED})
+
+
+def sources_of(target: S) -> frozenset[S]:
+    """States from which `target` can be reached (used as a DynamoDB condition)."""
+    return frozenset(s for s, nxt in ALLOWED.items() if target in nxt)
+
+
+def can_transition(current: S, target: S) -> bool:
+    return target in ALLOWED[current]

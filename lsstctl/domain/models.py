@@ -1,0 +1,191 @@
+"""Domain models: what users ask for (specs) and what the control plane records.
+
+Pure pydantic, no AWS imports. Field-level checks here are the ones that belong to our
+product (names, budgets, tags); ParallelCluster's own schema and validators judge the
+rendered cluster config (see adapters/pcluster_validation.py).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CLUSTER_NAME_RE = r"^[a-z][a-z0-9-]{1,39}$"
+USER_NAME_RE = r"^[a-z][a-z0-9-]{1,31}$"
+# Release tags (v30_0_7), weeklies (w_2026_40), dailies (d_2026_11_02) and w_latest.
+STACK_TAG_RE = r"^(v\d+_\d+_\d+(_rc\d+)?|w_\d{4}_\d{2}|d_\d{4}_\d{2}_\d{2}|w_latest)$"
+INSTANCE_TYPE_RE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class QueueSpec(_Strict):
+    """A Slurm partition. Name rules and min/max consistency are left to ParallelCluster's
+    validators so that users see ParallelCluster's own message."""
+
+    name: str = Field(min_length=1, max_length=64)
+    instance_types: list[str] = Field(min_length=1, max_length=5)
+    min_nodes: int = Field(0, ge=0, le=1000)
+    max_nodes: int = Field(4, ge=1, le=1000)
+    capacity_type: Literal["ondemand", "spot"] = "ondemand"
+
+    @field_validator("instance_types")
+    @classmethod
+    def _instance_type_shape(cls, value: list[str]) -> list[str]:
+        for itype in value:
+            if not re.match(INSTANCE_TYPE_RE, itype):
+                raise ValueError(f"'{itype}' is not an EC2 instance type (e.g. c6i.2xlarge)")
+        return value
+
+
+class SharedStorageSpec(_Strict):
+    type: Literal["ebs", "efs", "fsx_lustre"] = "ebs"
+    mount_dir: str = Field("/shared", pattern=r"^/[A-Za-z0-9_/-]{1,60}$")
+    size_gib: int = Field(100, ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _fsx_capacity(self) -> "SharedStorageSpec":
+        if self.type == "fsx_lustre" and self.size_gib % 1200:
+            raise ValueError("fsx_lustre size_gib must be a multiple of 1200")
+        if self.mount_dir.rstrip("/") in {"", "/home", "/opt", "/usr", "/etc", "/var", "/tmp"}:
+            raise ValueError(f"mount_dir {self.mount_dir} would hide a system directory")
+        return self
+
+
+class ClusterSpec(_Strict):
+    """What a user asks for when launching a cluster."""
+
+    name: str = Field(pattern=CLUSTER_NAME_RE, description="lowercase, 2-40 chars")
+    owner: str | None = Field(None, pattern=USER_NAME_RE, description="defaults to the caller")
+    region: str | None = None
+    head_node_type: str = Field("t3.medium", pattern=INSTANCE_TYPE_RE)
+    os: Literal["alinux2023", "ubuntu2204", "ubuntu2404", "rhel9", "rocky9"] = "alinux2023"
+    queues: list[QueueSpec] = Field(min_length=1, max_length=10)
+    shared_storage: SharedStorageSpec = SharedStorageSpec()
+    stack_tag: str = Field("v30_0_7", pattern=STACK_TAG_RE)
+    budget_usd: float = Field(gt=0, le=100_000)
+    idle_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
+    max_lifetime_hours: float = Field(24, gt=0, le=30 * 24)
+
+
+class ClusterState(str, Enum):
+    REQUESTED = "requested"
+    LAUNCHING = "launching"
+    INSTALLING = "installing"
+    READY = "ready"
+    TEARING_DOWN = "tearing_down"
+    DELETED = "deleted"
+    FAILED = "failed"
+
+
+class Transition(BaseModel):
+    state: str
+    at: str
+    reason: str
+
+
+class Cluster(BaseModel):
+    """The record of one cluster generation (a name can be reused once deleted)."""
+
+    name: str
+    owner: str
+    spec: ClusterSpec
+    state: ClusterState = ClusterState.REQUESTED
+    generation: int = 1
+    created_at: str
+    updated_at: str
+    history: list[Transition] = []
+    launch_execution: str | None = None
+    teardown_execution: str | None = None
+    teardown_reason: str | None = None
+    failure: dict[str, str] | None = None
+    head_node_instance_id: str | None = None
+    install_command_id: str | None = None
+    archive_uri: str | None = None
+    engine_status: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude={"install_command_id"})
+        return data
+
+
+class JobState(str, Enum):
+    SUBMITTING = "submitting"
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+
+
+class PipetaskSpec(_Strict):
+    """`pipetask run` arguments (LSST Science Pipelines, Gen3 middleware)."""
+
+    butler: str = Field(min_length=1, description="-b: Butler repository")
+    pipeline: str = Field(min_length=1, description="-p: pipeline YAML, optionally #subset")
+    inputs: list[str] = Field(min_length=1, description="-i: input collections")
+    output: str = Field(min_length=1, description="-o: output collection")
+    data_query: str | None = Field(None, description="-d: data query")
+    extra_args: list[str] = []
+
+
+class JobSpec(_Strict):
+    name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    command: str | None = Field(None, min_length=1, max_length=10_000)
+    pipetask: PipetaskSpec | None = None
+    queue: str | None = None
+    cores: int = Field(1, ge=1, le=1024)
+    walltime_minutes: int = Field(60, ge=1, le=14 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "JobSpec":
+        if (self.command is None) == (self.pipetask is None):
+            raise ValueError("give exactly one of 'command' or 'pipetask'")
+        return self
+
+
+class Job(BaseModel):
+    job_id: str
+    cluster: str
+    owner: str
+    spec: JobSpec
+    state: JobState = JobState.SUBMITTING
+    slurm_job_id: str | None = None
+    exit_code: str | None = None
+    reason: str | None = None
+    output_dir: str | None = None
+    execution: str | None = None
+    created_at: str
+    updated_at: str
+    history: list[Transition] = []
+
+
+class UserSpec(_Strict):
+    name: str = Field(pattern=USER_NAME_RE)
+
+
+class User(BaseModel):
+    name: str
+    owner: str
+    iam_user_name: str
+    iam_user_arn: str
+    secret_arn: str
+    policy_name: str
+    created_at: str

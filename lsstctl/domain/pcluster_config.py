@@ -1,0 +1,90 @@
+"""Render a ParallelCluster v3 cluster configuration from a ClusterSpec (pure)."""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from lsstctl.domain.models import ClusterSpec, QueueSpec
+
+OWNER_TAG = "lsstctl:owner"
+CLUSTER_TAG = "lsstctl:cluster"
+PROJECT_TAG = "lsstctl:project"
+PROJECT = "lsst-science-pipelines"
+
+
+def _compute_resource(queue: QueueSpec) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "Name": "cr1",
+        "MinCount": queue.min_nodes,
+        "MaxCount": queue.max_nodes,
+    }
+    if len(queue.instance_types) == 1:
+        resource["InstanceType"] = queue.instance_types[0]
+    else:
+        resource["Instances"] = [{"InstanceType": t} for t in queue.instance_types]
+    return resource
+
+
+def _shared_storage(spec: ClusterSpec) -> dict[str, Any]:
+    storage = spec.shared_storage
+    # Data is archived to S3 before deletion, so storage is deleted with the cluster:
+    # a retained volume would keep billing after the user believes spend is zero.
+    if storage.type == "ebs":
+        settings = {"EbsSettings": {"VolumeType": "gp3", "Size": storage.size_gib, "DeletionPolicy": "Delete"}}
+        kind = "Ebs"
+    elif storage.type == "efs":
+        settings = {"EfsSettings": {"DeletionPolicy": "Delete"}}
+        kind = "Efs"
+    else:
+        settings = {
+            "FsxLustreSettings": {
+                "StorageCapacity": storage.size_gib,
+                "DeploymentType": "SCRATCH_2",
+                "DeletionPolicy": "Delete",
+            }
+        }
+        kind = "FsxLustre"
+    return {"MountDir": storage.mount_dir, "Name": "shared", "StorageType": kind, **settings}
+
+
+def render_cluster_config(spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str) -> dict[str, Any]:
+    """The ParallelCluster v3 config as a dict (what pcluster.lib accepts)."""
+    tags = [
+        {"Key": OWNER_TAG, "Value": owner},
+        {"Key": CLUSTER_TAG, "Value": spec.name},
+        {"Key": PROJECT_TAG, "Value": PROJECT},
+    ]
+    head: dict[str, Any] = {
+        "InstanceType": spec.head_node_type,
+        "Networking": {"SubnetId": subnet_id},
+        # SSM Run Command is how the control plane reaches the head node.
+        "Iam": {"AdditionalIamPolicies": [{"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}]},
+    }
+    if key_name:
+        head["Ssh"] = {"KeyName": key_name}
+    queues = [
+        {
+            "Name": q.name,
+            "CapacityType": "SPOT" if q.capacity_type == "spot" else "ONDEMAND",
+            "ComputeResources": [_compute_resource(q)],
+            "Networking": {"SubnetIds": [subnet_id]},
+        }
+        for q in spec.queues
+    ]
+    return {
+        "Region": spec.region,
+        "Image": {"Os": spec.os},
+        "HeadNode": head,
+        "Scheduling": {
+            "Scheduler": "slurm",
+            "SlurmSettings": {"ScaledownIdletime": 10},
+            "SlurmQueues": queues,
+        },
+        "SharedStorage": [_shared_storage(spec)],
+        "Tags": tags,
+    }
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False)

@@ -1,0 +1,181 @@
+"""Shell scripts sent to the head node (SSM Run Command). Pure rendering; every value
+that reaches a shell is quoted with shlex."""
+from __future__ import annotations
+
+import shlex
+
+from lsstctl.domain.models import JobSpec
+
+STACK_SUBDIR = "lsst_stack"
+OUTPUTS_SUBDIR = "outputs"
+JOB_LOG = "slurm-%j.out"
+
+INSTALL_TEMPLATE = r"""#!/bin/bash
+# Install the LSST Science Pipelines into shared storage. Idempotent: a tag that is already
+# installed is skipped, and a lock serialises concurrent runs (SSM may deliver twice).
+set -euo pipefail
+STACK_DIR={stack_dir}
+TAG={tag}
+INSTALLER_URL={installer_url}
+umask 002
+mkdir -p "$STACK_DIR"
+chmod g+ws "$STACK_DIR" || true
+exec 9>"$STACK_DIR/.install.lock"
+flock 9
+cd "$STACK_DIR"
+if [ -f loadLSST.bash ]; then
+  set +u; source loadLSST.bash; set -u
+  if [ -n "$(eups list -t "$TAG" lsst_distrib 2>/dev/null)" ]; then
+    echo "lsst_distrib $TAG already installed in $STACK_DIR: skipped"
+    exit 0
+  fi
+fi
+curl -fsSL -o lsstinstall "$INSTALLER_URL"
+chmod u+x lsstinstall
+./lsstinstall -T "$TAG"
+set +u; source loadLSST.bash; set -u
+eups distrib install -t "$TAG" lsst_distrib
+echo "lsst_distrib $TAG installed in $STACK_DIR"
+"""
+
+
+def stack_dir(shared_dir: str) -> str:
+    return f"{shared_dir.rstrip('/')}/{STACK_SUBDIR}"
+
+
+def job_output_dir(shared_dir: str, job_id: str) -> str:
+    return f"{shared_dir.rstrip('/')}/{OUTPUTS_SUBDIR}/{job_id}"
+
+
+def render_install_script(*, shared_dir: str, tag: str, installer_url: str) -> str:
+    return INSTALL_TEMPLATE.format(
+        stack_dir=shlex.quote(stack_dir(shared_dir)),
+        tag=shlex.quote(tag),
+        installer_url=shlex.quote(installer_url),
+    )
+
+
+def job_command(spec: JobSpec) -> str:
+    if spec.command is not None:
+        return spec.command
+    assert spec.pipetask is not None
+    p = spec.pipetask
+    argv = ["pipetask", "run", "-b", p.butler, "-p", p.pipeline, "-o", p.output, "-j", str(spec.cores)]
+    for collection in p.inputs:
+        argv += ["-i", collection]
+    if p.data_query:
+        argv += ["-d", p.data_query]
+    argv += p.extra_args
+    return shlex.join(argv)
+
+
+def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
+    """The batch script. The job runs with the installed stack set up, in its own
+    output directory under shared storage (which teardown archives to S3)."""
+    out = job_output_dir(shared_dir, job_id)
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={spec.name}",
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={spec.cores}",
+        f"#SBATCH --time={spec.walltime_minutes}",
+        f"#SBATCH --output={out}/{JOB_LOG}",
+        f"#SBATCH --chdir={out}",
+    ]
+    if spec.queue:
+        lines.append(f"#SBATCH --partition={spec.queue}")
+    lines += [
+        "set -eo pipefail",
+        f"export LSST_JOB_OUTPUT_DIR={shlex.quote(out)}",
+        f"if [ -f {shlex.quote(stack_dir(shared_dir))}/loadLSST.bash ]; then",
+        f"  source {shlex.quote(stack_dir(shared_dir))}/loadLSST.bash",
+        "  setup lsst_distrib",
+        "fi",
+        job_command(spec),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
+    """Write the batch script next to the job's outputs and submit it; prints the Slurm id.
+    Re-running it for the same job id returns the existing Slurm job instead of a second one."""
+    out = job_output_dir(shared_dir, job_id)
+    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir)
+    q_out = shlex.quote(out)
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            f"mkdir -p {q_out}",
+            f"if [ -s {q_out}/slurm_job_id ]; then cat {q_out}/slurm_job_id; exit 0; fi",
+            f"cat > {q_out}/job.sbatch <<'LSSTCTL_EOF'",
+            script.rstrip("\n"),
+            "LSSTCTL_EOF",
+            f"sbatch --parsable {q_out}/job.sbatch | cut -d';' -f1 > {q_out}/slurm_job_id.tmp",
+            f"mv {q_out}/slurm_job_id.tmp {q_out}/slurm_job_id",
+            f"cat {q_out}/slurm_job_id",
+        ]
+    )
+
+
+def render_job_status_command(slurm_job_id: str) -> str:
+    jid = shlex.quote(slurm_job_id)
+    # scontrol knows the job until MinJobAge after it ends; sacct (when accounting is
+    # configured) covers older jobs.
+    return (
+        f"scontrol show job -o {jid} 2>/dev/null | grep -o 'JobState=[A-Z_]* .*ExitCode=[0-9:]*' "
+        f"|| sacct -n -P -X -j {jid} -o State,ExitCode | head -1 | sed 's/^/SACCT=/'"
+    )
+
+
+def render_archive_command(*, shared_dir: str, bucket: str, prefix: str) -> str:
+    """Copy job outputs to S3. Fails (non-zero) if the copy fails, so teardown keeps data."""
+    src = f"{shared_dir.rstrip('/')}/{OUTPUTS_SUBDIR}"
+    dest = f"s3://{bucket}/{prefix.strip('/')}/"
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            f"mkdir -p {shlex.quote(src)}",
+            f"aws s3 sync --only-show-errors {shlex.quote(src)} {shlex.quote(dest)}",
+            f"echo archived {shlex.quote(src)} to {shlex.quote(dest)}",
+        ]
+    )
+
+
+SLURM_STATES = {
+    "PENDING": "pending",
+    "CONFIGURING": "pending",
+    "REQUEUED": "pending",
+    "RESV_DEL_HOLD": "pending",
+    "SUSPENDED": "running",
+    "RUNNING": "running",
+    "COMPLETING": "running",
+    "STAGE_OUT": "running",
+    "COMPLETED": "completed",
+    "CANCELLED": "cancelled",
+    "PREEMPTED": "cancelled",
+    "FAILED": "failed",
+    "TIMEOUT": "failed",
+    "NODE_FAIL": "failed",
+    "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed",
+    "DEADLINE": "failed",
+}
+
+
+def parse_job_status(output: str) -> tuple[str, str | None, str]:
+    """Parse render_job_status_command's output into (state, exit_code, slurm_state)."""
+    text = output.strip()
+    if text.startswith("SACCT="):
+        fields = text[len("SACCT="):].split("|")
+        slurm_state = fields[0].split()[0] if fields and fields[0] else ""
+        exit_code = fields[1] if len(fields) > 1 else None
+    else:
+        slurm_state, exit_code = "", None
+        for token in text.split():
+            if token.startswith("JobState="):
+                slurm_state = token.split("=", 1)[1]
+            elif token.startswith("ExitCode="):
+                exit_code = token.split("=", 1)[1]
+    if slurm_state not in SLURM_STATES:
+        raise ValueError(f"unrecognised Slurm job status: {text[:200]!r}")
+    return SLURM_STATES[slurm_state], exit_code, slurm_state

@@ -1,0 +1,127 @@
+"""Create the control plane's resources in the emulator: the same tables, bucket, bus,
+functions and state machines (from statemachines/*.asl.json) that infra/ creates on AWS,
+plus the network and ParallelCluster AMI a real account already has."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lsstctl.adapters.dynamodb_state import table_definition
+from lsstctl.adapters.local_engine import PCLUSTER_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+STATEMACHINES = ROOT / "statemachines"
+ACCOUNT = "123456789012"
+AUDIT_QUEUE = "lsstctl-events-audit"
+
+FUNCTIONS = {
+    "LaunchStepsFunctionArn": ("lsstctl-launch-steps", "lambdas.launch_steps.lambda_handler"),
+    "TeardownStepsFunctionArn": ("lsstctl-teardown-steps", "lambdas.teardown_steps.lambda_handler"),
+    "JobStepsFunctionArn": ("lsstctl-job-steps", "lambdas.job_steps.lambda_handler"),
+}
+STATE_MACHINES = {"launch": "lsstctl-launch", "teardown": "lsstctl-teardown", "run_job": "lsstctl-run-job"}
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
+
+
+def render_definition(path: Path, values: dict[str, str]) -> str:
+    """Fill ${Placeholders}; a placeholder without a value is an error, never left in."""
+    text = path.read_text()
+    missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
+    if missing:
+        raise KeyError(f"{path.name}: no value for {missing}")
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def _zip_stub() -> bytes:
+    """moto wants a package; the emulator imports the real handler in-process instead."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "lsstctl emulator: handlers run in-process from the repository\n")
+    return buffer.getvalue()
+
+
+def _ensure_pcluster_ami(region: str) -> str:
+    """ParallelCluster looks its AMI up by name, owned by 'amazon' (moto has none)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.amis import Ami
+
+    backend = ec2_backends[ACCOUNT][region]
+    name = f"aws-parallelcluster-{PCLUSTER_VERSION}-amzn2023-hvm-x86_64-202601010000"
+    for ami in backend.amis.values():
+        if ami.name == name:
+            return ami.id
+    ami = Ami(backend, ami_id="ami-0a1b2c3d4e5f60718", name=name, owner_alias="amazon", architecture="x86_64",
+              creation_date=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    backend.amis[ami.id] = ami
+    return ami.id
+
+
+def bootstrap(session: Any, region: str) -> dict[str, str]:
+    """Create everything; returns the LSSTCTL_* settings that point at it."""
+    ec2 = session.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20")["Subnet"]["SubnetId"]
+    ec2.create_key_pair(KeyName="lsstctl-local", KeyType="rsa")
+    _ensure_pcluster_ami(region)
+
+    ddb = session.client("dynamodb")
+    ddb.create_table(**table_definition("lsstctl-state"))
+    ddb.create_table(
+        TableName="lsstctl-idempotency",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.update_time_to_live(
+        TableName="lsstctl-idempotency", TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+    )
+    session.client("s3").create_bucket(Bucket="lsstctl-archive")
+
+    events = session.client("events")
+    sqs = session.client("sqs")
+    events.create_event_bus(Name="lsstctl-events")
+    queue_url = sqs.create_queue(QueueName=AUDIT_QUEUE)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="lsstctl-all-events", EventBusName="lsstctl-events", EventPattern=json.dumps({"source": ["lsstctl"]}))
+    events.put_targets(Rule="lsstctl-all-events", EventBusName="lsstctl-events", Targets=[{"Id": "audit", "Arn": queue_arn}])
+
+    iam = session.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                       "Action": "sts:AssumeRole"}],
+    }
+    role = iam.create_role(RoleName="lsstctl-local", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
+    lam = session.client("lambda")
+    arns: dict[str, str] = {}
+    for placeholder, (name, handler) in FUNCTIONS.items():
+        arns[placeholder] = lam.create_function(
+            FunctionName=name, Runtime="python3.12", Role=role, Handler=handler,
+            Code={"ZipFile": _zip_stub()}, Timeout=900, MemorySize=512,
+        )["FunctionArn"]
+
+    sfn = session.client("stepfunctions")
+    machines = {
+        key: sfn.create_state_machine(
+            name=name, roleArn=role, definition=render_definition(STATEMACHINES / f"{key}.asl.json", arns)
+        )["stateMachineArn"]
+        for key, name in STATE_MACHINES.items()
+    }
+    return {
+        "LSSTCTL_REGION": region,
+        "LSSTCTL_CLUSTER_SUBNET_ID": subnet,
+        "LSSTCTL_CLUSTER_KEY_NAME": "lsstctl-local",
+        "LSSTCTL_LAUNCH_STATE_MACHINE_ARN": machines["launch"],
+        "LSSTCTL_TEARDOWN_STATE_MACHINE_ARN": machines["teardown"],
+        "LSSTCTL_JOB_STATE_MACHINE_ARN": machines["run_job"],
+        "LSSTCTL_AUDIT_QUEUE_URL": queue_url,
+    }

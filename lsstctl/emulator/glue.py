@@ -1,0 +1,186 @@
+"""What makes moto behave like AWS for this control plane (see shared/notes).
+
+- Lambda: moto runs function code only in Docker. Here a function's handler
+  ("module.function") is imported and called in this process, and exceptions come back
+  as {"errorType", "errorMessage"} so Step Functions' Retry/Catch see their names.
+- SSM Run Command: moto executes nothing. Here AWS-RunShellScript runs with bash on this
+  machine, which plays every head node: status goes InProgress -> Success/Failed with the
+  real exit code, stdout and stderr (truncated as SSM does).
+- Step Functions: moto's ASL interpreter is switched on.
+
+All patches are idempotent (install() may be called more than once) and reversible.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+SSM_OUTPUT_LIMIT = 24_000  # characters SSM keeps of stdout/stderr
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+    timeout_seconds: int = 900
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def resolve_handler(handler: str) -> Callable[..., Any]:
+    module_name, _, attr = handler.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def invoke_in_process(handler: str, event: Any, context: LambdaContext) -> tuple[str, bool]:
+    """Call a handler as Lambda would: (JSON payload, errored)."""
+    try:
+        result = resolve_handler(handler)(event, context)
+        return json.dumps(result), False
+    except Exception as error:  # the boundary: Lambda reports every exception
+        return (
+            json.dumps(
+                {
+                    "errorType": type(error).__name__,
+                    "errorMessage": str(error),
+                    "stackTrace": traceback.format_exception(error)[-5:],
+                }
+            ),
+            True,
+        )
+
+
+@dataclass
+class HeadNodeShell:
+    """Runs head-node commands on this machine with the environment a head node has."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/tmp"
+
+    def run(self, script: str, timeout: float) -> tuple[int, str, str]:
+        try:
+            done = subprocess.run(
+                ["bash", "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=self.workdir,
+                env={**os.environ, **self.env},
+            )
+            return done.returncode, done.stdout, done.stderr
+        except subprocess.TimeoutExpired as error:
+            return 124, str(error.stdout or ""), f"timed out after {timeout}s"
+
+
+_state: dict[str, Any] = {}
+
+
+def install(shell: HeadNodeShell) -> None:
+    """Apply all patches; `shell` is where SSM commands run."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.core.config import default_user_config
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    _state["shell"] = shell
+    default_user_config["stepfunctions"]["execute_state_machine"] = True
+    # The head node policy names AWS-managed policies (AmazonSSMManagedInstanceCore).
+    default_user_config["iam"]["load_aws_managed_policies"] = True
+    if "lambda" in _state:
+        return
+    _state["lambda"] = LambdaFunction._invoke_lambda
+    _state["ssm"] = SimpleSystemManagerBackend.send_command
+
+    def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
+        if isinstance(event, (str, bytes)):
+            event = json.loads(event or "{}")
+        context = LambdaContext(
+            function_name=self.function_name,
+            invoked_function_arn=self.function_arn,
+            memory_limit_in_mb=int(self.memory_size or 512),
+            timeout_seconds=int(self.timeout or 900),
+        )
+        payload, errored = invoke_in_process(self.handler, event or {}, context)
+        return payload, errored, ""
+
+    original_send = _state["ssm"]
+
+    def send_command(self: Any, **kwargs: Any) -> Any:
+        _require_live_instances(self, kwargs.get("instance_ids") or [])
+        command = original_send(self, **kwargs)
+        if command.document_name == "AWS-RunShellScript":
+            _execute(command, _state["shell"])
+        return command
+
+    LambdaFunction._invoke_lambda = _invoke_lambda
+    SimpleSystemManagerBackend.send_command = send_command
+
+
+def uninstall() -> None:
+    from moto.awslambda.models import LambdaFunction
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    if "lambda" in _state:
+        LambdaFunction._invoke_lambda = _state.pop("lambda")
+        SimpleSystemManagerBackend.send_command = _state.pop("ssm")
+
+
+def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:
+    """SSM refuses instances that are not running (a terminated head node, say)."""
+    from moto.ec2.models import ec2_backends
+    from moto.ssm.exceptions import SSMException
+
+    ec2 = ec2_backends[backend.account_id][backend.region_name]
+    for instance_id in instance_ids:
+        try:
+            instance = ec2.get_instance(instance_id)
+        except Exception:
+            instance = None
+        if instance is None or instance.state != "running":
+            raise SSMException("InvalidInstanceId", f"Instances [[{instance_id}]] not in a valid state for account")
+
+
+def _execute(command: Any, shell: HeadNodeShell) -> None:
+    script = "\n".join(command.parameters.get("commands", []))
+    timeout = float((command.parameters.get("executionTimeout") or [command.timeout_seconds])[0])
+    command.status = "InProgress"
+    command.status_details = "InProgress"
+    for invocation in command.invocations:
+        invocation.update(Status="InProgress", StatusDetails="InProgress", ResponseCode=-1)
+
+    def run() -> None:
+        for invocation in command.invocations:
+            started = time.time()
+            code, out, err = shell.run(script, timeout)
+            status = "Success" if code == 0 else ("TimedOut" if code == 124 else "Failed")
+            invocation.update(
+                Status=status,
+                StatusDetails=status,
+                ResponseCode=code,
+                StandardOutputContent=out[-SSM_OUTPUT_LIMIT:],
+                StandardErrorContent=err[-SSM_OUTPUT_LIMIT:],
+                ExecutionElapsedTime=f"PT{time.time() - started:.1f}S",
+            )
+            log.debug("ssm %s on %s: %s", command.command_id, invocation["InstanceId"], status)
+        statuses = {i["Status"] for i in command.invocations}
+        command.status = "Success" if statuses == {"Success"} else "Failed"
+        command.status_details = command.status
+
+    threading.Thread(target=run, name=f"ssm-{command.command_id[:8]}", daemon=True).start()

@@ -1,0 +1,186 @@
+"""The local AWS emulator: moto's server on 127.0.0.1 with the glue that makes it behave
+like AWS for us, the control plane's resources created in it, a real single-node Slurm
+playing the head node's scheduler, and the HTTP API served by Chalice's local server."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lsstctl.emulator import glue
+from lsstctl.emulator.bootstrap import ROOT, bootstrap
+from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED
+
+log = logging.getLogger(__name__)
+# moto's server logs every request; chalice warns that IAM auth is not enforced locally
+# (the X-Lsst-Principal header stands in for the signed identity, see README).
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="IAMAuthorizer is not a supported in local mode")
+
+STANDIN_INSTALLER = ROOT / "lsstctl" / "emulator" / "standin" / "lsstinstall"
+PRINCIPAL_HEADER = "X-Lsst-Principal"
+
+
+class Emulator:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        region: str = "us-east-1",
+        poll_seconds: int = 1,
+        provision_seconds: float = 0,
+        slurm: bool = True,
+        api_port: int | None = None,
+        installer_url: str | None = None,
+    ):
+        self.workdir = Path(workdir)
+        self.region = region
+        self.poll_seconds = poll_seconds
+        self.provision_seconds = provision_seconds
+        self.use_slurm = slurm
+        self.api_port = api_port
+        self.installer_url = installer_url or STANDIN_INSTALLER.as_uri()
+        self.settings_env: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] = {}
+        self._moto: Any = None
+        self._slurm: Any = None
+        self._api: Any = None
+        self._api_thread: threading.Thread | None = None
+        self.endpoint = ""
+
+    # lifecycle ----------------------------------------------------------------------
+    def _setenv(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def start(self) -> "Emulator":
+        from moto.server import ThreadedMotoServer
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._setenv(
+            {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            }
+        )
+        self._moto = ThreadedMotoServer("127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        _, port = self._moto.get_host_and_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        # moto's ASL interpreter calls back into the server through MOTO_PORT.
+        self._setenv({"MOTO_PORT": str(port), "AWS_ENDPOINT_URL": self.endpoint})
+
+        shell_env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        if self.use_slurm:
+            from lsstctl.emulator.slurm import LocalSlurm
+
+            self._slurm = LocalSlurm(self.workdir / "slurm")
+            self._slurm.start()
+            shell_env.update(self._slurm.env())
+        (self.workdir / "nodes").mkdir(exist_ok=True)
+        glue.install(glue.HeadNodeShell(env=shell_env, workdir=str(self.workdir)))
+
+        import boto3
+
+        self.settings_env = bootstrap(boto3.Session(region_name=self.region), self.region)
+        self._setenv(
+            {
+                **self.settings_env,
+                "LSSTCTL_POLL_SECONDS": str(self.poll_seconds),
+                "LSSTCTL_LOCAL_PROVISION_SECONDS": str(self.provision_seconds),
+                "LSSTCTL_TRUST_PRINCIPAL_HEADER": "true",
+                "LSSTCTL_HEAD_NODE_ROOT": str(self.workdir / "nodes" / "{cluster}"),
+                "LSSTCTL_LSST_INSTALLER_URL": self.installer_url,
+                "LSSTCTL_SUPPRESSED_VALIDATORS": ",".join(EMULATOR_SUPPRESSED),
+            }
+        )
+        from lsstctl import wiring
+
+        wiring.reset()
+        if self.api_port is not None:
+            self._start_api(self.api_port)
+        return self
+
+    def _start_api(self, port: int) -> None:
+        from chalice.config import Config
+        from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
+
+        class QuietHandler(ChaliceRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("api: " + format, *args)
+
+        app_dir = ROOT / "chalice_app"
+        if str(app_dir) not in sys.path:
+            sys.path.insert(0, str(app_dir))
+        spec = importlib.util.spec_from_file_location("lsstctl_api_app", app_dir / "app.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = Config.create(chalice_app=module.app, app_name="lsstctl-api", lambda_timeout=900, lambda_memory_size=512)
+        # What chalice.local.create_local_server does, with a handler that logs quietly.
+        CustomLocalChalice.__bases__ = (LocalChalice, module.app.__class__)
+        module.app.__class__ = CustomLocalChalice
+        self._api = LocalDevServer(module.app, config, "127.0.0.1", port, handler_cls=QuietHandler)
+        self.api_port = self._api.server.server_address[1]
+        self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
+        self._api_thread.start()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def stop(self) -> None:
+        if self._api is not None:
+            self._api.server.shutdown()
+            self._api.server.server_close()
+            self._api = None
+        if self._moto is not None:
+            self._stop_executions()
+            self._moto.stop()
+            self._moto = None
+        if self._slurm is not None:
+            self._slurm.stop()
+            self._slurm = None
+        glue.uninstall()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+        from lsstctl import wiring
+
+        wiring.reset()
+
+    def _stop_executions(self) -> None:
+        """Executions run in server threads; stop them so nothing outlives the emulator."""
+        import boto3
+
+        sfn = boto3.client("stepfunctions", endpoint_url=self.endpoint, region_name=self.region)
+        for machine in sfn.list_state_machines()["stateMachines"]:
+            for page in sfn.get_paginator("list_executions").paginate(
+                stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING"
+            ):
+                for execution in page["executions"]:
+                    try:
+                        sfn.stop_execution(executionArn=execution["executionArn"], cause="emulator stopping")
+                    except Exception as error:  # already finished between list and stop
+                        log.debug("stop_execution: %s", error)
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

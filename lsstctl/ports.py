@@ -1,0 +1,99 @@
+"""Ports: the narrow interfaces the services need from the outside world.
+
+Adapters in lsstctl/adapters implement them with boto3 (and pcluster); tests may use
+the same adapters on moto, so fakes are rarely needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, User
+
+
+class StateStore(Protocol):
+    def create_cluster(self, cluster: Cluster) -> Cluster: ...
+    def get_cluster(self, name: str) -> Cluster: ...
+    def list_clusters(self, owner: str | None) -> list[Cluster]: ...
+    def transition(
+        self,
+        name: str,
+        *,
+        to: ClusterState,
+        reason: str,
+        allowed_from: frozenset[ClusterState],
+        updates: dict[str, Any] | None = None,
+        or_if: dict[str, Any] | None = None,
+    ) -> Cluster: ...
+    def update_cluster(self, name: str, updates: dict[str, Any]) -> Cluster: ...
+    def put_job(self, job: Job) -> Job: ...
+    def get_job(self, cluster: str, job_id: str) -> Job: ...
+    def list_jobs(self, cluster: str) -> list[Job]: ...
+    def update_job(self, cluster: str, job_id: str, *, state: JobState, reason: str, updates: dict[str, Any] | None = None) -> Job: ...
+    def put_user(self, user: User) -> User: ...
+    def get_user(self, name: str) -> User | None: ...
+    def list_users(self, owner: str | None) -> list[User]: ...
+
+
+@dataclass(frozen=True)
+class EngineCluster:
+    """What an engine reports about a cluster (ParallelCluster's describe_cluster, reduced)."""
+
+    name: str
+    status: str  # ParallelCluster clusterStatus, or "NOT_FOUND"
+    fleet_status: str | None = None
+    head_node_instance_id: str | None = None
+    reason: str | None = None
+
+
+class ClusterEngine(Protocol):
+    """Creates and deletes clusters. Calls converge: repeating one is harmless."""
+
+    def create_cluster(self, name: str, config: dict[str, Any]) -> EngineCluster: ...
+    def describe_cluster(self, name: str) -> EngineCluster: ...
+    def stop_compute_fleet(self, name: str) -> EngineCluster: ...
+    def delete_cluster(self, name: str) -> EngineCluster: ...
+
+
+class ConfigValidator(Protocol):
+    def validate(self, name: str, config: dict[str, Any]) -> list[str]:
+        """Raise ClusterConfigError with ParallelCluster's messages; return warnings."""
+        ...
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command_id: str
+    status: str  # Pending | InProgress | Success | Failed | TimedOut | Cancelled ...
+    exit_code: int | None
+    stdout: str
+    stderr: str
+
+    @property
+    def done(self) -> bool:
+        return self.status not in {"Pending", "InProgress", "Delayed", "Cancelling"}
+
+
+class RemoteRunner(Protocol):
+    """Runs shell on a head node (SSM Run Command)."""
+
+    def send(self, instance_id: str, script: str, *, comment: str, timeout_seconds: int = 3600) -> str: ...
+    def result(self, command_id: str, instance_id: str) -> CommandResult: ...
+
+
+class IdentityProvisioner(Protocol):
+    def ensure_user(
+        self, *, name: str, owner: str, policy_name: str, policy: dict[str, Any], secret_name: str, tags: dict[str, str]
+    ) -> tuple[str, str]:
+        """Create or converge the IAM user, policy and stored key; return (user_arn, secret_arn)."""
+        ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None: ...
+
+
+class WorkflowStarter(Protocol):
+    def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
+        """Start an execution with a deterministic name; an existing one is returned as is."""
+        ...

@@ -1,0 +1,170 @@
+"""launch-cluster, cluster queries, and teardown requests (from any trigger)."""
+from __future__ import annotations
+
+from typing import Any
+
+from lsstctl.adapters.stepfunctions import execution_arn
+from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
+from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, iso
+from lsstctl.domain.pcluster_config import render_cluster_config
+from lsstctl.errors import ConflictError, InvalidTransitionError, ValidationError
+from lsstctl.observability import logger, metrics
+from lsstctl.services.deps import Deps
+from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
+
+CLUSTER_STATE_CHANGED = "Cluster State Changed"
+TEARDOWN_COMPLETED = "Teardown Completed"
+
+
+def poll_settings(deps: Deps) -> dict[str, int]:
+    s = deps.settings
+    return {
+        "seconds": s.poll_seconds,
+        "launch_timeout": s.launch_timeout_seconds,
+        "install_timeout": s.install_timeout_seconds,
+        "archive_timeout": s.archive_timeout_seconds,
+        "delete_timeout": s.delete_timeout_seconds,
+    }
+
+
+def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
+    s = deps.settings
+    return render_cluster_config(
+        cluster.spec, owner=cluster.owner, subnet_id=s.cluster_subnet_id, key_name=s.cluster_key_name
+    )
+
+
+def shared_dir(deps: Deps, cluster: Cluster) -> str:
+    """The cluster's shared storage as seen by commands on its head node."""
+    root = deps.settings.head_node_root.replace("{cluster}", cluster.name).rstrip("/")
+    return f"{root}{cluster.spec.shared_storage.mount_dir}"
+
+
+def publish_state(deps: Deps, cluster: Cluster, reason: str) -> None:
+    deps.events.publish(
+        CLUSTER_STATE_CHANGED,
+        {
+            "cluster": cluster.name,
+            "owner": cluster.owner,
+            "generation": cluster.generation,
+            "state": cluster.state.value,
+            "reason": reason,
+            "at": cluster.updated_at,
+        },
+    )
+
+
+def transition(deps: Deps, name: str, to: ClusterState, reason: str, **kwargs: Any) -> Cluster:
+    """Conditional state write, then its event (re-published when a retried step finds its
+    own earlier write: consumers dedupe on cluster, generation and state)."""
+    kwargs.setdefault("allowed_from", frozenset(s for s in ClusterState))
+    cluster = deps.store.transition(name, to=to, reason=reason, **kwargs)
+    publish_state(deps, cluster, reason)
+    logger.info("cluster transition", extra={"cluster": name, "state": to.value, "reason": reason})
+    return cluster
+
+
+def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Cluster:
+    s = deps.settings
+    owner = spec.owner or principal.name
+    ensure_may_act_for(principal, owner)
+    region = spec.region or s.region
+    if region != s.region:
+        raise ValidationError(f"this control plane launches clusters in {s.region}, not {region}", field="region")
+    spec = spec.model_copy(update={"owner": owner, "region": region})
+    now = iso(deps.clock())
+    cluster = Cluster(
+        name=spec.name,
+        owner=owner,
+        spec=spec,
+        created_at=now,
+        updated_at=now,
+        history=[Transition(state=ClusterState.REQUESTED.value, at=now, reason=f"requested by {principal.name}")],
+    )
+    # ParallelCluster's schema and validators judge the config before anything exists.
+    deps.validator.validate(spec.name, cluster_config(deps, cluster))
+    try:
+        cluster = deps.store.create_cluster(cluster)
+    except ConflictError:
+        # A repeated request (a retry without Idempotency-Key) converges on the cluster it
+        # created; anything else holding the name is a real conflict.
+        existing = deps.store.get_cluster(spec.name)
+        if not (existing.owner == owner and existing.spec == spec and existing.state in ACTIVE):
+            raise
+        return existing
+    name = f"launch-{cluster.name}-g{cluster.generation}"
+    arn = execution_arn(s.launch_state_machine_arn, name)
+    cluster = deps.store.update_cluster(cluster.name, {"launch_execution": arn})
+    publish_state(deps, cluster, f"requested by {principal.name}")
+    try:
+        deps.workflows.start(
+            s.launch_state_machine_arn,
+            name,
+            {"cluster": cluster.name, "generation": cluster.generation, "poll": poll_settings(deps)},
+        )
+    except Exception:
+        # Nothing billable exists yet; do not leave a record that claims a launch.
+        transition(deps, cluster.name, ClusterState.TEARING_DOWN, "launch workflow could not start")
+        transition(deps, cluster.name, ClusterState.DELETED, "launch workflow could not start")
+        raise
+    metrics.add_metric(name="ClustersRequested", unit="Count", value=1)
+    return cluster
+
+
+def get_cluster(deps: Deps, principal: Principal, name: str) -> Cluster:
+    cluster = deps.store.get_cluster(name)
+    ensure_visible(principal, cluster.owner, f"cluster '{name}'")
+    return cluster
+
+
+def list_clusters(deps: Deps, principal: Principal) -> list[Cluster]:
+    return deps.store.list_clusters(None if principal.is_admin else principal.name)
+
+
+def teardown_execution_name(cluster: Cluster) -> str:
+    attempt = 1 + sum(1 for t in cluster.history if t.state == ClusterState.TEARING_DOWN.value)
+    return f"teardown-{cluster.name}-g{cluster.generation}-a{attempt}"
+
+
+def request_teardown(
+    deps: Deps, name: str, *, reason: str, principal: Principal | None = None, failure: dict[str, str] | None = None
+) -> Cluster:
+    """Claim the cluster for teardown (exactly once) and start the teardown workflow.
+
+    Every trigger comes here: the user, a failed launch, and later idle, lifetime and budget.
+    A repeated request finds the claim and converges on the same execution.
+    """
+    cluster = deps.store.get_cluster(name)
+    if principal is not None:
+        ensure_visible(principal, cluster.owner, f"cluster '{name}'")
+    if cluster.state == ClusterState.DELETED:
+        return cluster
+    sm = deps.settings.teardown_state_machine_arn
+    if cluster.state != ClusterState.TEARING_DOWN:
+        exec_name = teardown_execution_name(cluster)
+        updates: dict[str, Any] = {"teardown_execution": execution_arn(sm, exec_name), "teardown_reason": reason}
+        if failure:
+            updates["failure"] = failure
+        try:
+            cluster = transition(
+                deps, name, ClusterState.TEARING_DOWN, reason, allowed_from=CLAIMABLE_FOR_TEARDOWN, updates=updates
+            )
+        except InvalidTransitionError:
+            cluster = deps.store.get_cluster(name)
+            if cluster.state != ClusterState.TEARING_DOWN:
+                return cluster  # deleted meanwhile
+    assert cluster.teardown_execution is not None
+    # (Re)start the claimed execution: a no-op if it runs, a recovery if a crash lost it.
+    exec_name = cluster.teardown_execution.rsplit(":", 1)[1]
+    deps.workflows.start(
+        sm,
+        exec_name,
+        {
+            "cluster": cluster.name,
+            "generation": cluster.generation,
+            "reason": cluster.teardown_reason,
+            "poll": poll_settings(deps),
+        },
+    )
+    metrics.add_metric(name="TeardownsRequested", unit="Count", value=1)
+    return cluster

@@ -1,0 +1,36 @@
+"""The dependencies every service function receives: ports, settings and a clock."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from lsstctl.ports import (
+    ClusterEngine,
+    ConfigValidator,
+    EventPublisher,
+    IdentityProvisioner,
+    RemoteRunner,
+    StateStore,
+    WorkflowStarter,
+)
+from lsstctl.settings import Settings
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    store: StateStore
+    engine: ClusterEngine
+    validator: ConfigValidator
+    runner: RemoteRunner
+    users: IdentityProvisioner
+    events: EventPublisher
+    workflows: WorkflowStarter
+    idempotency: Any = None  # Powertools persistence layer, or None to disable
+    clock: Callable[[], datetime] = field(default=_now)
+    sleep: Callable[[float], None] = field(default=lambda s: __import__("time").sleep(s))

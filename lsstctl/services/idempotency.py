@@ -1,0 +1,59 @@
+"""Request-level idempotency (the first of two layers; provisioning steps converge too).
+
+A client that repeats a POST or DELETE with the same Idempotency-Key gets the first
+response back, without a second effect. The same key with a different body is refused.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from lsstctl.errors import IdempotencyKeyReuseError, RequestInProgressError, ValidationError
+
+KEY_TTL_SECONDS = 24 * 3600
+Response = dict[str, Any]
+
+
+
+def once(
+    persistence: Any,
+    *,
+    key: str | None,
+    scope: str,
+    body: Any,
+    operation: Callable[[], Response],
+    lambda_context: Any = None,
+) -> Response:
+    """Run `operation` at most once per (scope, key). `scope` names the caller and route."""
+    if not key or persistence is None:
+        return operation()
+    if len(key) > 255:
+        raise ValidationError("Idempotency-Key is longer than 255 characters", field="Idempotency-Key")
+
+    config = IdempotencyConfig(
+        event_key_jmespath="key",
+        payload_validation_jmespath="body",
+        expires_after_seconds=KEY_TTL_SECONDS,
+        raise_on_no_idempotency_key=True,
+    )
+    if lambda_context is not None:
+        # Lets Powertools expire an in-progress record when the function times out.
+        config.register_lambda_context(lambda_context)
+
+    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)
+    def run(request: dict[str, Any]) -> Response:
+        return operation()
+
+    try:
+        return run(request={"key": f"{scope}#{key}", "body": body})
+    except IdempotencyValidationError as error:
+        raise IdempotencyKeyReuseError(
+            "this Idempotency-Key was used with a different request body", field="Idempotency-Key"
+        ) from error
+    except IdempotencyAlreadyInProgressError as error:
+        raise RequestInProgressError("a request with this Idempotency-Key is still in progress") from error

@@ -1,0 +1,137 @@
+"""run-job: Slurm jobs submitted through SSM on the head node, and tracked to the end."""
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, iso
+from lsstctl.domain.scripts import job_output_dir, parse_job_status, render_job_status_command, render_submit_command
+from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
+from lsstctl.observability import metrics
+from lsstctl.services.clusters import get_cluster, poll_settings, shared_dir
+from lsstctl.services.deps import Deps
+from lsstctl.services.identity import Principal, ensure_visible
+from lsstctl.services.remote import error_message, run_short, tail
+
+JOB_STATE_CHANGED = "Job State Changed"
+
+
+def publish_job(deps: Deps, job: Job) -> None:
+    deps.events.publish(
+        JOB_STATE_CHANGED,
+        {
+            "cluster": job.cluster,
+            "job_id": job.job_id,
+            "owner": job.owner,
+            "state": job.state.value,
+            "finished": job.state.terminal,
+            "slurm_job_id": job.slurm_job_id,
+            "exit_code": job.exit_code,
+            "reason": job.reason,
+            "at": job.updated_at,
+        },
+    )
+
+
+def new_job_id(deps: Deps) -> str:
+    return f"j-{deps.clock().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpec) -> Job:
+    cluster = get_cluster(deps, principal, cluster_name)
+    if cluster.state != ClusterState.READY:
+        raise ConflictError(f"cluster '{cluster_name}' is {cluster.state.value}; jobs need a ready cluster")
+    queues = [q.name for q in cluster.spec.queues]
+    if spec.queue is not None and spec.queue not in queues:
+        raise ValidationError(f"queue '{spec.queue}' is not one of {queues}", field="queue")
+    now = iso(deps.clock())
+    job = Job(
+        job_id=new_job_id(deps),
+        cluster=cluster_name,
+        owner=cluster.owner,
+        spec=spec,
+        created_at=now,
+        updated_at=now,
+    )
+    name = f"job-{cluster_name}-{job.job_id}"
+    job = job.model_copy(update={"execution": name})
+    deps.store.put_job(job)
+    publish_job(deps, job)
+    deps.workflows.start(
+        deps.settings.job_state_machine_arn, name, {"cluster": cluster_name, "job_id": job.job_id, "poll": poll_settings(deps)}
+    )
+    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
+    return job
+
+
+def get_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str) -> Job:
+    job = deps.store.get_job(cluster_name, job_id)
+    ensure_visible(principal, job.owner, f"job '{job_id}'")
+    return job
+
+
+def list_jobs(deps: Deps, principal: Principal, cluster_name: str) -> list[Job]:
+    get_cluster(deps, principal, cluster_name)
+    return deps.store.list_jobs(cluster_name)
+
+
+# workflow steps (statemachines/run_job.asl.json) ---------------------------------------
+def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) -> Job:
+    changed = deps.store.update_job(job.cluster, job.job_id, state=state, reason=reason, updates=updates)
+    if changed.state != job.state:
+        publish_job(deps, changed)
+    return changed
+
+
+def submit_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
+    job = deps.store.get_job(cluster_name, job_id)
+    if job.slurm_job_id is None:
+        cluster = deps.store.get_cluster(cluster_name)
+        if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
+            raise JobSubmitError(f"cluster '{cluster_name}' is {cluster.state.value}")
+        shared = shared_dir(deps, cluster)
+        result = run_short(
+            deps,
+            cluster.head_node_instance_id,
+            render_submit_command(job.spec, job_id=job_id, shared_dir=shared),
+            comment=f"sbatch {job_id}",
+        )
+        lines = result.stdout.strip().splitlines()
+        if result.status != "Success" or not lines or not re.fullmatch(r"\d+", lines[-1].strip()):
+            raise JobSubmitError(f"sbatch failed (exit {result.exit_code}): {tail(result.stderr or result.stdout)}")
+        job = _record(
+            deps, job, JobState.PENDING, "submitted to Slurm",
+            slurm_job_id=lines[-1].strip(), output_dir=job_output_dir(cluster.spec.shared_storage.mount_dir, job_id),
+        )
+    return {"state": job.state.value, "terminal": job.state.terminal}
+
+
+def poll_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
+    job = deps.store.get_job(cluster_name, job_id)
+    if job.state.terminal:
+        return {"state": job.state.value, "terminal": True}
+    cluster = deps.store.get_cluster(cluster_name)
+    if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
+        job = _record(deps, job, JobState.CANCELLED, f"cluster is {cluster.state.value}")
+        return {"state": job.state.value, "terminal": True}
+    assert job.slurm_job_id
+    result = run_short(deps, cluster.head_node_instance_id, render_job_status_command(job.slurm_job_id),
+                       comment=f"status {job_id}")
+    try:
+        state, exit_code, slurm_state = parse_job_status(result.stdout)
+    except ValueError as error:
+        raise TransientError(str(error)) from error
+    job = _record(deps, job, JobState(state), f"Slurm {slurm_state}", exit_code=exit_code)
+    if job.state.terminal:
+        metrics.add_metric(name=f"Jobs{job.state.value.capitalize()}", unit="Count", value=1)
+    return {"state": job.state.value, "terminal": job.state.terminal}
+
+
+def job_failed(deps: Deps, cluster_name: str, job_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    code, message = error_message(error)
+    job = deps.store.get_job(cluster_name, job_id)
+    cluster = deps.store.get_cluster(cluster_name)
+    state = JobState.FAILED if cluster.state == ClusterState.READY else JobState.CANCELLED
+    job = _record(deps, job, state, f"{code}: {message}")
+    return {"state": job.state.value, "terminal": True}

@@ -1,0 +1,62 @@
+"""Helpers for head-node commands: short ones are awaited in-process, long ones polled
+by the state machine."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from lsstctl.errors import PollTimeoutError, TransientError
+from lsstctl.ports import CommandResult
+from lsstctl.services.deps import Deps
+
+FAILED_STATUSES = {"Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut"}
+
+
+def run_short(deps: Deps, instance_id: str, script: str, *, comment: str) -> CommandResult:
+    """Send a command expected to finish in seconds and wait for it here (sbatch, scontrol)."""
+    command_id = deps.runner.send(instance_id, script, comment=comment, timeout_seconds=120)
+    waited = 0.0
+    step = 0.1
+    while True:
+        try:
+            result = deps.runner.result(command_id, instance_id)
+            if result.done:
+                return result
+        except TransientError:
+            pass
+        if waited >= deps.settings.short_command_seconds:
+            raise TransientError(f"head node command '{comment}' did not finish in {waited:.0f}s")
+        deps.sleep(step)
+        waited += step
+        step = min(step * 2, 1.0)
+
+
+def tail(text: str, chars: int = 600) -> str:
+    text = text.strip()
+    return text if len(text) <= chars else "…" + text[-chars:]
+
+
+def deadline_after(deps: Deps, seconds: int) -> str:
+    return (deps.clock() + timedelta(seconds=seconds)).isoformat()
+
+
+def check_deadline(deps: Deps, deadline: str | None, what: str) -> None:
+    from datetime import datetime
+
+    if deadline and deps.clock() > datetime.fromisoformat(deadline):
+        raise PollTimeoutError(f"{what} did not finish before {deadline}")
+
+
+def error_message(error: dict[str, Any] | None) -> tuple[str, str]:
+    """(code, message) from a Step Functions Catch result {"Error", "Cause"}."""
+    if not error:
+        return "unknown", "unknown error"
+    code = str(error.get("Error", "unknown"))
+    cause = error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+        message = parsed.get("errorMessage") or cause
+    except (ValueError, AttributeError):
+        message = cause
+    return code, tail(str(message), 1000)

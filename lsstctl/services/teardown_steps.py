@@ -1,0 +1,153 @@
+"""Steps of the teardown workflow (statemachines/teardown.asl.json).
+
+Order matters for cost and for data: stop compute first (spend drops at once), archive
+outputs, and only then delete what holds data. An archive that fails leaves storage in
+place and the cluster `failed`, with the reason, for the owner to act on.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN
+from lsstctl.domain.models import ClusterState as S, JobState, iso
+from lsstctl.domain.scripts import render_archive_command
+from lsstctl.errors import ArchiveFailedError, InvalidTransitionError, TeardownFailedError
+from lsstctl.observability import logger, metrics
+from lsstctl.services.clusters import TEARDOWN_COMPLETED, shared_dir, transition
+from lsstctl.services.deps import Deps
+from lsstctl.services.jobs import publish_job
+from lsstctl.services.launch_steps import load
+from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
+
+
+def begin_teardown(deps: Deps, name: str, generation: int, execution: str, reason: str) -> dict[str, Any]:
+    """Claim the cluster for this execution, exactly once. A second teardown (another
+    trigger, a duplicate event) finds the claim taken and ends without doing anything."""
+    load(deps, name, generation)
+    try:
+        cluster = transition(
+            deps,
+            name,
+            S.TEARING_DOWN,
+            reason,
+            allowed_from=CLAIMABLE_FOR_TEARDOWN,
+            updates={"teardown_execution": execution, "teardown_reason": reason},
+            or_if={"teardown_execution": execution},
+        )
+    except InvalidTransitionError:
+        logger.info("teardown not claimed: another execution owns it or it is done", extra={"cluster": name})
+        return {"claimed": False, "archive": False}
+    return {"claimed": True, "archive": cluster.head_node_instance_id is not None}
+
+
+def stop_fleet(deps: Deps, name: str) -> dict[str, Any]:
+    engine = deps.engine.stop_compute_fleet(name)
+    deps.store.update_cluster(name, {"engine_status": engine.status})
+    return {"fleet_status": engine.fleet_status}
+
+
+def archive_prefix(owner: str, name: str, generation: int) -> str:
+    return f"{owner}/{name}/g{generation}"
+
+
+def start_archive(deps: Deps, name: str, poll: dict[str, Any]) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(name)
+    assert cluster.head_node_instance_id
+    script = render_archive_command(
+        shared_dir=shared_dir(deps, cluster),
+        bucket=deps.settings.archive_bucket,
+        prefix=archive_prefix(cluster.owner, name, cluster.generation),
+    )
+    command_id = deps.runner.send(cluster.head_node_instance_id, script, comment=f"archive outputs of {name}",
+                                  timeout_seconds=poll["archive_timeout"])
+    return {"command_id": command_id, "done": False, "deadline": deadline_after(deps, poll["archive_timeout"])}
+
+
+def poll_archive(deps: Deps, name: str, command_id: str, deadline: str) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(name)
+    assert cluster.head_node_instance_id
+    result = deps.runner.result(command_id, cluster.head_node_instance_id)
+    if result.status == "Success":
+        uri = f"s3://{deps.settings.archive_bucket}/{archive_prefix(cluster.owner, name, cluster.generation)}/"
+        deps.store.update_cluster(name, {"archive_uri": uri})
+        return {"command_id": command_id, "done": True, "deadline": deadline}
+    if result.status in FAILED_STATUSES:
+        raise ArchiveFailedError(f"archive {result.status}: {tail(result.stderr or result.stdout)}")
+    check_deadline(deps, deadline, "archive")
+    return {"command_id": command_id, "done": False, "deadline": deadline}
+
+
+def delete_cluster(deps: Deps, name: str, poll: dict[str, Any]) -> dict[str, Any]:
+    engine = deps.engine.delete_cluster(name)
+    deps.store.update_cluster(name, {"engine_status": engine.status})
+    return {"gone": False, "deadline": deadline_after(deps, poll["delete_timeout"])}
+
+
+def poll_delete(deps: Deps, name: str, deadline: str) -> dict[str, Any]:
+    engine = deps.engine.describe_cluster(name)
+    if engine.status == "NOT_FOUND":
+        return {"gone": True, "deadline": deadline}
+    if engine.status == "DELETE_FAILED":
+        raise TeardownFailedError(f"cluster deletion failed: {engine.reason or 'no reason given'}")
+    check_deadline(deps, deadline, "cluster deletion")
+    return {"gone": False, "deadline": deadline}
+
+
+def _teardown_started(cluster: Any) -> str | None:
+    starts = [t.at for t in cluster.history if t.state == S.TEARING_DOWN.value]
+    return starts[-1] if starts else None
+
+
+def _cancel_open_jobs(deps: Deps, name: str, reason: str) -> None:
+    for job in deps.store.list_jobs(name):
+        if not job.state.terminal:
+            publish_job(deps, deps.store.update_job(name, job.job_id, state=JobState.CANCELLED, reason=reason))
+
+
+def finish_teardown(deps: Deps, name: str) -> dict[str, Any]:
+    cluster = transition(deps, name, S.DELETED, "teardown complete", allowed_from=frozenset({S.TEARING_DOWN}), or_if={})
+    _cancel_open_jobs(deps, name, "cluster deleted")
+    deps.events.publish(
+        TEARDOWN_COMPLETED,
+        {
+            "cluster": name,
+            "owner": cluster.owner,
+            "generation": cluster.generation,
+            "outcome": "deleted",
+            "reason": cluster.teardown_reason,
+            "started_at": _teardown_started(cluster),
+            "ended_at": iso(deps.clock()),
+            "archive_uri": cluster.archive_uri,
+        },
+    )
+    metrics.add_metric(name="TeardownsCompleted", unit="Count", value=1)
+    return {"state": cluster.state.value}
+
+
+def teardown_failed(deps: Deps, name: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    code, message = error_message(error)
+    cluster = transition(
+        deps,
+        name,
+        S.FAILED,
+        f"teardown failed: {code}",
+        allowed_from=frozenset({S.TEARING_DOWN}),
+        updates={"failure": {"code": code, "message": message}},
+        or_if={},
+    )
+    _cancel_open_jobs(deps, name, "cluster teardown failed")
+    deps.events.publish(
+        TEARDOWN_COMPLETED,
+        {
+            "cluster": name,
+            "owner": cluster.owner,
+            "generation": cluster.generation,
+            "outcome": "failed",
+            "reason": cluster.teardown_reason,
+            "error": {"code": code, "message": message},
+            "started_at": _teardown_started(cluster),
+            "ended_at": iso(deps.clock()),
+        },
+    )
+    metrics.add_metric(name="TeardownFailures", unit="Count", value=1)
+    return {"state": cluster.state.value}

@@ -1,0 +1,50 @@
+"""create-user: a least-privilege IAM user whose key lives in Secrets Manager."""
+from __future__ import annotations
+
+from lsstctl.domain.models import User, UserSpec, iso
+from lsstctl.domain.pcluster_config import OWNER_TAG, PROJECT, PROJECT_TAG
+from lsstctl.domain.policies import user_policy
+from lsstctl.services.deps import Deps
+from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
+from lsstctl.errors import NotFoundError
+
+POLICY_NAME = "lsstctl-operate-own-clusters"
+
+
+def create_user(deps: Deps, principal: Principal, spec: UserSpec) -> User:
+    """Create or converge. A person may provision their own user; admins anyone's."""
+    ensure_may_act_for(principal, spec.name, field="name")
+    s = deps.settings
+    iam_name = f"{s.user_name_prefix}{spec.name}"
+    api_arn = s.api_execute_arn or f"arn:aws:execute-api:{s.region}:*:*/*"
+    user_arn, secret_arn = deps.users.ensure_user(
+        name=iam_name,
+        owner=spec.name,
+        policy_name=POLICY_NAME,
+        policy=user_policy(owner=spec.name, region=s.region, api_arn=api_arn, archive_bucket=s.archive_bucket),
+        secret_name=f"{s.secret_prefix}{spec.name}",
+        tags={OWNER_TAG: spec.name, PROJECT_TAG: PROJECT},
+    )
+    existing = deps.store.get_user(spec.name)
+    user = User(
+        name=spec.name,
+        owner=spec.name,
+        iam_user_name=iam_name,
+        iam_user_arn=user_arn,
+        secret_arn=secret_arn,
+        policy_name=POLICY_NAME,
+        created_at=existing.created_at if existing else iso(deps.clock()),
+    )
+    return deps.store.put_user(user)
+
+
+def get_user(deps: Deps, principal: Principal, name: str) -> User:
+    user = deps.store.get_user(name)
+    if user is None:
+        raise NotFoundError(f"user '{name}' not found")
+    ensure_visible(principal, user.owner, f"user '{name}'")
+    return user
+
+
+def list_users(deps: Deps, principal: Principal) -> list[User]:
+    return deps.store.list_users(None if principal.is_admin else principal.name)

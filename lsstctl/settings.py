@@ -1,0 +1,70 @@
+"""Typed configuration, read from the environment once per container at the edge.
+
+The core never reads os.environ: handlers call `get_settings()` and pass values down.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LSSTCTL_", extra="ignore", frozen=True)
+
+    region: str = Field("us-east-1", validation_alias=AliasChoices("LSSTCTL_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
+    state_table: str = "lsstctl-state"
+    idempotency_table: str = "lsstctl-idempotency"
+    archive_bucket: str = "lsstctl-archive"
+    event_bus: str = "lsstctl-events"
+    launch_state_machine_arn: str = ""
+    teardown_state_machine_arn: str = ""
+    job_state_machine_arn: str = ""
+
+    # Where clusters are placed (the deployer's network); users never choose these.
+    cluster_subnet_id: str = ""
+    cluster_key_name: str = ""
+
+    # `local` materialises clusters inside the emulator (the pcluster.lib engine comes next).
+    engine: Literal["local"] = "local"
+    # Local engine: seconds a new cluster reports CREATE_IN_PROGRESS before CREATE_COMPLETE.
+    local_provision_seconds: float = 0
+    # `full` runs ParallelCluster's validators (dry run); `schema` only its schema (offline).
+    config_validation: Literal["full", "schema"] = "full"
+
+    lsst_installer_url: str = "https://ls.st/lsstinstall"
+    # Prefix applied to head-node paths ("{cluster}" is replaced by the cluster name). Empty
+    # on AWS; the emulator plays every head node on this machine and keeps each cluster's
+    # shared storage under its own directory.
+    head_node_root: str = ""
+
+    # The API's execute-api ARN, granted to created users (defaults to any API in the region).
+    api_execute_arn: str = ""
+    user_name_prefix: str = "lsst-"
+    iam_path: str = "/lsstctl/"
+    secret_prefix: str = "lsstctl/users/"
+
+    admin_principals: str = "admin"
+    # Local mode only: trust the X-Lsst-Principal header as the caller's identity.
+    trust_principal_header: bool = False
+    # Default poll intervals (seconds) for workflows; tests and the demo compress them.
+    poll_seconds: int = 15
+    launch_timeout_seconds: int = 3600
+    install_timeout_seconds: int = 3 * 3600
+    archive_timeout_seconds: int = 3600
+    delete_timeout_seconds: int = 3600
+    # How long a step waits in-process for a short head-node command (sbatch, scontrol).
+    short_command_seconds: float = 20
+    # Validators to skip (comma separated, e.g. type:HeadNodeLaunchTemplateValidator).
+    suppressed_validators: str = ""
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.admin_principals.split(",") if p.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

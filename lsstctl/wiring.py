@@ -1,0 +1,57 @@
+"""Builds the adapters once per container, lazily (Chalice imports app.py while packaging,
+so nothing here may call AWS at import time). Tests call `reset()` after changing settings."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from lsstctl.services.deps import Deps
+from lsstctl.settings import Settings, get_settings
+
+
+def _engine(settings: Settings) -> Any:
+    # Settings admit only "local" today; the pcluster.lib engine plugs in here.
+    from lsstctl.adapters.local_engine import LocalClusterEngine
+
+    return LocalClusterEngine(provision_seconds=settings.local_provision_seconds)
+
+
+def _idempotency(settings: Settings) -> Any:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    return DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+
+
+def build(settings: Settings) -> Deps:
+    from lsstctl.adapters.dynamodb_state import DynamoStateStore
+    from lsstctl.adapters.eventbridge import EventBridgePublisher
+    from lsstctl.adapters.iam_users import IamUserProvisioner
+    from lsstctl.adapters.pcluster_validation import PclusterConfigValidator
+    from lsstctl.adapters.ssm_runner import SsmRunner
+    from lsstctl.adapters.stepfunctions import StepFunctionsStarter
+
+    return Deps(
+        settings=settings,
+        store=DynamoStateStore(settings.state_table),
+        engine=_engine(settings),
+        validator=PclusterConfigValidator(
+            mode=settings.config_validation,
+            region=settings.region,
+            suppress=[v for v in settings.suppressed_validators.split(",") if v],
+        ),
+        runner=SsmRunner(),
+        users=IamUserProvisioner(path=settings.iam_path),
+        events=EventBridgePublisher(settings.event_bus),
+        workflows=StepFunctionsStarter(),
+        idempotency=_idempotency(settings),
+    )
+
+
+@lru_cache(maxsize=1)
+def deps() -> Deps:
+    return build(get_settings())
+
+
+def reset() -> None:
+    get_settings.cache_clear()
+    deps.cache_clear()
