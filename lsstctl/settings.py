@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     # The API's execute-api ARN, granted to created users (defaults to any API in the region).
     api_execute_arn: str = ""
+    # Who Slurm jobs run as on the head node; empty means the OS's login user (ec2-user...).
+    job_user: str = ""
     user_name_prefix: str = "lsst-"
     iam_path: str = "/lsstctl/"
     secret_prefix: str = "lsstctl/users/"

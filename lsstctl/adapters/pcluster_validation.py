@@ -6,7 +6,7 @@ import asyncio
 import os
 from typing import Any, Iterable
 
-from lsstctl.errors import ClusterConfigError
+from lsstctl.errors import ClusterConfigError, ControlPlaneError
 
 # moto rejects the VirtualName-only block device mappings these two send (see shared notes).
 EMULATOR_SUPPRESSED = ("type:HeadNodeLaunchTemplateValidator", "type:ComputeResourceLaunchTemplateValidator")
@@ -59,7 +59,7 @@ class PclusterConfigValidator:
 
     def _dry_run(self, name: str, config: dict[str, Any]) -> list[str]:
         import pcluster.lib as pc
-        from pcluster.api.errors import BadRequestException, DryrunOperationException, ParallelClusterApiException
+        from pcluster.api.errors import DryrunOperationException, ParallelClusterApiException
         from pcluster.aws.aws_api import AWSApi
         from pcluster.aws.common import Cache
 
@@ -79,8 +79,14 @@ class PclusterConfigValidator:
             )
         except DryrunOperationException as ok:
             return [str(_field(m, "message")) for m in _field(ok.content, "validation_messages") or []]
-        except BadRequestException as error:
+        except ParallelClusterApiException as error:
             content = error.content
+            message = str(_field(content, "message") or error)
+            if getattr(error, "code", None) != 400:
+                # Not the user's config: the validation itself broke (permissions, outage).
+                raise ControlPlaneError(f"ParallelCluster could not validate the config: {message}") from error
+            if not _field(content, "configuration_validation_errors"):
+                raise ClusterConfigError(f"ParallelCluster rejected the cluster config: {message}") from error
             findings = [
                 {"type": _field(f, "type"), "level": _field(f, "level"), "message": _field(f, "message")}
                 for f in _field(content, "configuration_validation_errors") or []
@@ -88,6 +94,4 @@ class PclusterConfigValidator:
             errors = [f for f in findings if f["level"] == "ERROR"] or findings
             text = "; ".join(str(f["message"]) for f in errors) or str(_field(content, "message") or "invalid configuration")
             raise ClusterConfigError(f"ParallelCluster rejected the cluster config: {text}", details=errors) from error
-        except ParallelClusterApiException as error:
-            raise ClusterConfigError(f"ParallelCluster could not validate the config: {error.content}") from error
         raise ClusterConfigError("ParallelCluster dry run returned without a verdict")

@@ -2,6 +2,7 @@
 that reaches a shell is quoted with shlex."""
 from __future__ import annotations
 
+import base64
 import shlex
 
 from lsstctl.domain.models import JobSpec
@@ -96,21 +97,34 @@ def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
-    """Write the batch script next to the job's outputs and submit it; prints the Slurm id.
-    Re-running it for the same job id returns the existing Slurm job instead of a second one."""
+# The login user of each ParallelCluster OS: jobs run as that user, never as root (SSM
+# commands themselves run as root on the head node).
+OS_DEFAULT_USER = {
+    "alinux2023": "ec2-user",
+    "rhel9": "ec2-user",
+    "rocky9": "rocky",
+    "ubuntu2204": "ubuntu",
+    "ubuntu2404": "ubuntu",
+}
+
+
+def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, run_as: str = "root") -> str:
+    """Write the batch script next to the job's outputs and submit it as `run_as`; prints
+    the Slurm id. Re-running it for the same job id returns the existing Slurm job."""
     out = job_output_dir(shared_dir, job_id)
     script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir)
+    # base64 carries any user text intact: no heredoc delimiter or quote can end it early.
+    encoded = base64.b64encode(script.encode()).decode()
     q_out = shlex.quote(out)
+    submit = "sbatch" if run_as == "root" else f"runuser -u {shlex.quote(run_as)} -- sbatch"
     return "\n".join(
         [
             "set -euo pipefail",
             f"mkdir -p {q_out}",
+            *([] if run_as == "root" else [f"chown {shlex.quote(run_as)} {q_out}"]),
             f"if [ -s {q_out}/slurm_job_id ]; then cat {q_out}/slurm_job_id; exit 0; fi",
-            f"cat > {q_out}/job.sbatch <<'LSSTCTL_EOF'",
-            script.rstrip("\n"),
-            "LSSTCTL_EOF",
-            f"sbatch --parsable {q_out}/job.sbatch | cut -d';' -f1 > {q_out}/slurm_job_id.tmp",
+            f"echo {encoded} | base64 -d > {q_out}/job.sbatch",
+            f"{submit} --parsable {q_out}/job.sbatch | cut -d';' -f1 > {q_out}/slurm_job_id.tmp",
             f"mv {q_out}/slurm_job_id.tmp {q_out}/slurm_job_id",
             f"cat {q_out}/slurm_job_id",
         ]

@@ -7,6 +7,8 @@
   machine, which plays every head node: status goes InProgress -> Success/Failed with the
   real exit code, stdout and stderr (truncated as SSM does).
 - Step Functions: moto's ASL interpreter is switched on.
+- DynamoDB: moto checks a write's condition and applies it without a lock, so two threads
+  can both pass the same condition. Writes are serialised here, as they are on AWS.
 
 All patches are idempotent (install() may be called more than once) and reversible.
 """
@@ -91,6 +93,28 @@ class HeadNodeShell:
 
 
 _state: dict[str, Any] = {}
+_DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+
+
+def install_atomic_dynamodb_writes() -> None:
+    """Make each conditional write atomic (check and apply under one lock)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if "dynamodb" in _state:
+        return
+    lock = threading.RLock()
+    originals = {name: getattr(DynamoDBBackend, name) for name in _DYNAMODB_WRITES}
+    _state["dynamodb"] = originals
+
+    def locked(original: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(self, *args, **kwargs)
+
+        return write
+
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, locked(original))
 
 
 def install(shell: HeadNodeShell) -> None:
@@ -100,6 +124,7 @@ def install(shell: HeadNodeShell) -> None:
     from moto.ssm.models import SimpleSystemManagerBackend
 
     _state["shell"] = shell
+    install_atomic_dynamodb_writes()
     default_user_config["stepfunctions"]["execute_state_machine"] = True
     # The head node policy names AWS-managed policies (AmazonSSMManagedInstanceCore).
     default_user_config["iam"]["load_aws_managed_policies"] = True
@@ -137,9 +162,13 @@ def uninstall() -> None:
     from moto.awslambda.models import LambdaFunction
     from moto.ssm.models import SimpleSystemManagerBackend
 
+    from moto.dynamodb.models import DynamoDBBackend
+
     if "lambda" in _state:
         LambdaFunction._invoke_lambda = _state.pop("lambda")
         SimpleSystemManagerBackend.send_command = _state.pop("ssm")
+    for name, original in _state.pop("dynamodb", {}).items():
+        setattr(DynamoDBBackend, name, original)
 
 
 def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:

@@ -104,6 +104,8 @@ class Emulator:
                 "LSSTCTL_HEAD_NODE_ROOT": str(self.workdir / "nodes" / "{cluster}"),
                 "LSSTCTL_LSST_INSTALLER_URL": self.installer_url,
                 "LSSTCTL_SUPPRESSED_VALIDATORS": ",".join(EMULATOR_SUPPRESSED),
+                # This machine has no ec2-user; the local Slurm runs jobs as root.
+                "LSSTCTL_JOB_USER": "root",
             }
         )
         from lsstctl import wiring

@@ -6,7 +6,7 @@ import secrets
 from typing import Any
 
 from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, iso
-from lsstctl.domain.scripts import job_output_dir, parse_job_status, render_job_status_command, render_submit_command
+from lsstctl.domain.scripts import OS_DEFAULT_USER, job_output_dir, parse_job_status, render_job_status_command, render_submit_command
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
 from lsstctl.observability import metrics
 from lsstctl.services.clusters import get_cluster, poll_settings, shared_dir
@@ -94,7 +94,12 @@ def submit_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
         result = run_short(
             deps,
             cluster.head_node_instance_id,
-            render_submit_command(job.spec, job_id=job_id, shared_dir=shared),
+            render_submit_command(
+                job.spec,
+                job_id=job_id,
+                shared_dir=shared,
+                run_as=deps.settings.job_user or OS_DEFAULT_USER[cluster.spec.os],
+            ),
             comment=f"sbatch {job_id}",
         )
         lines = result.stdout.strip().splitlines()

@@ -1,0 +1,58 @@
+"""Bad specs are rejected with ParallelCluster's own validator messages."""
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED, PclusterConfigValidator
+from lsstctl.domain.models import ClusterSpec
+from lsstctl.domain.pcluster_config import render_cluster_config
+from lsstctl.errors import ClusterConfigError
+from tests.conftest import pcluster_network
+
+
+@pytest.fixture
+def render(aws_account):
+    net = pcluster_network(boto3.Session())
+
+    def _render(queue: dict) -> dict:
+        spec = ClusterSpec.model_validate({"name": "c1", "region": "us-east-1", "queues": [queue], "budget_usd": 5})
+        return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"])
+
+    return _render
+
+
+@pytest.fixture
+def validator() -> PclusterConfigValidator:
+    return PclusterConfigValidator(mode="full", region="us-east-1", suppress=EMULATOR_SUPPRESSED)
+
+
+def test_a_good_config_passes_the_full_validator_set(render, validator):
+    warnings = validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
+    assert isinstance(warnings, list)
+
+
+@pytest.mark.parametrize(
+    "queue, message",
+    [
+        ({"name": "q", "instance_types": ["c5.large"], "min_nodes": 3, "max_nodes": 2},
+         "Max count must be greater than or equal to min count."),
+        ({"name": "q", "instance_types": ["c5.bogus"]}, "do not exist"),
+        ({"name": "Bad_Queue", "instance_types": ["c5.large"]}, "Invalid name 'Bad_Queue'"),
+    ],
+)
+def test_bad_specs_get_the_validators_message(render, validator, queue, message):
+    with pytest.raises(ClusterConfigError, match="ParallelCluster rejected") as exc:
+        validator.validate("c1", render(queue))
+    assert message in exc.value.message
+    # Findings (when pcluster lists them) keep only the errors, not its INFO notes.
+    assert exc.value.details is None or all(d["level"] == "ERROR" for d in exc.value.details)
+
+
+def test_schema_mode_works_offline_and_rejects_unknown_keys(render):
+    schema_only = PclusterConfigValidator(mode="schema", region="us-east-1")
+    config = render({"name": "q", "instance_types": ["c5.large"]})
+    assert schema_only.validate("c1", config) == []
+    config["HeadNode"]["Surprise"] = True
+    with pytest.raises(ClusterConfigError, match="Surprise"):
+        schema_only.validate("c1", config)
