@@ -5,7 +5,7 @@ from lsstctl.steps import step_handler
 lambda_handler = step_handler(
     {
         "submit": lambda d, e: jobs.submit_step(d, e.cluster, e.job_id),
-        "poll": lambda d, e: jobs.poll_step(d, e.cluster, e.job_id),
+        "poll": lambda d, e: jobs.poll_step(d, e.cluster, e.job_id, e.deadline),
         "failed": lambda d, e: jobs.job_failed(d, e.cluster, e.job_id, e.error),
     }
 )

@@ -11,6 +11,6 @@ lambda_handler = step_handler(
         "delete": lambda d, e: steps.delete_cluster(d, e.cluster, e.poll),
         "poll_delete": lambda d, e: steps.poll_delete(d, e.cluster, e.deadline),
         "finish": lambda d, e: steps.finish_teardown(d, e.cluster),
-        "failed": lambda d, e: steps.teardown_failed(d, e.cluster, e.error),
+        "failed": lambda d, e: steps.teardown_failed(d, e.cluster, e.execution, e.error),
     }
 )

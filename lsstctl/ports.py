@@ -97,3 +97,7 @@ class WorkflowStarter(Protocol):
     def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
         """Start an execution with a deterministic name; an existing one is returned as is."""
         ...
+
+    def execution_arn(self, state_machine_arn: str, name: str) -> str:
+        """The ARN an execution of that name has (or will have)."""
+        ...

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     install_timeout_seconds: int = 3 * 3600
     archive_timeout_seconds: int = 3600
     delete_timeout_seconds: int = 3600
+    # A job is tracked for its walltime plus this long in the queue, then given up on.
+    job_queue_timeout_seconds: int = 7 * 24 * 3600
     # How long a step waits in-process for a short head-node command (sbatch, scontrol).
     short_command_seconds: float = 20
     # Validators to skip (comma separated, e.g. type:HeadNodeLaunchTemplateValidator).

@@ -63,7 +63,7 @@ def aws_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def pcluster_network(session: Any) -> dict[str, str]:
     """What ParallelCluster's validators need in an account: VPC, subnet, key, its AMI."""
-    from lsstctl.emulator.bootstrap import _ensure_pcluster_ami
+    from lsstctl.emulator.bootstrap import ensure_pcluster_ami
 
     ec2 = session.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
@@ -71,7 +71,7 @@ def pcluster_network(session: Any) -> dict[str, str]:
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.0.0/24")["Subnet"]["SubnetId"]
     ec2.create_key_pair(KeyName="test-key", KeyType="rsa")
-    return {"subnet": subnet, "key": "test-key", "ami": _ensure_pcluster_ami(REGION)}
+    return {"subnet": subnet, "key": "test-key", "ami": ensure_pcluster_ami(REGION)}
 
 
 def cluster_spec(name: str, **overrides: Any) -> dict[str, Any]:

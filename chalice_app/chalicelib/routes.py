@@ -58,29 +58,22 @@ def _body() -> Any:
 
 
 def _model(model: type[BaseModel], data: Any) -> Any:
+    """Parse a request body; every problem is a 400 naming the field (all are listed)."""
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object", field="body")
-    return model.model_validate(data)
-
-
-def _field_errors(error: ModelError) -> dict[str, Any]:
-    details = [
-        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in error.errors()
-    ]
-    first = details[0]
-    return {
-        "code": "validation_error",
-        "message": f"{first['field']}: {first['message']}",
-        "field": first["field"],
-        "details": details,
-    }
+    try:
+        return model.model_validate(data)
+    except ModelError as error:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in error.errors()
+        ]
+        first = details[0]
+        raise ValidationError(f"{first['field']}: {first['message']}", field=first["field"], details=details) from error
 
 
 def handle(fn: Callable[[], Response]) -> Response:
     try:
         return fn()
-    except ModelError as error:
-        return _error(400, _field_errors(error))
     except ControlPlaneError as error:
         if error.http_status >= 500:
             logger.exception("request failed")
@@ -97,6 +90,8 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
 def _idempotent(principal: Principal, scope: str, body: Any, operation: Callable[[], dict[str, Any]]) -> Response:
     """Run a mutating operation once per Idempotency-Key; replays return the first response."""
     key = api.current_request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not key.strip():
+        raise ValidationError("Idempotency-Key must not be empty", field="Idempotency-Key")
     result = once(
         wiring.deps().idempotency,
         key=key,
@@ -108,7 +103,17 @@ def _idempotent(principal: Principal, scope: str, body: Any, operation: Callable
     return _json(result["status"], result["body"], result.get("headers"))
 
 
-def _accepted(body: dict[str, Any], location: str) -> dict[str, Any]:
+def _url(path: str) -> str:
+    """An absolute path for `path` as the caller sees the API: behind API Gateway's default
+    URL the stage (/api) precedes the route; behind a custom domain it may not."""
+    request = api.current_request
+    seen = (request.context or {}).get("path") or request.path
+    prefix = seen[: -len(request.path)] if request.path and seen.endswith(request.path) else ""
+    return f"{prefix}{path}"
+
+
+def _accepted(body: dict[str, Any], path: str) -> dict[str, Any]:
+    location = _url(path)
     return {"status": 202, "body": {**body, "status_url": location}, "headers": {"Location": location}}
 
 

@@ -28,8 +28,8 @@ class StepFunctionsStarter:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
                 raise
-        return execution_arn(state_machine_arn, name)
+        return self.execution_arn(state_machine_arn, name)
 
-
-def execution_arn(state_machine_arn: str, name: str) -> str:
-    return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    @staticmethod
+    def execution_arn(state_machine_arn: str, name: str) -> str:
+        return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"

@@ -164,6 +164,7 @@ class JobSpec(_Strict):
 class Job(BaseModel):
     job_id: str
     cluster: str
+    generation: int = 1  # of the cluster: a reused name does not inherit old jobs
     owner: str
     spec: JobSpec
     state: JobState = JobState.SUBMITTING

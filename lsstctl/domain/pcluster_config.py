@@ -48,7 +48,9 @@ def _shared_storage(spec: ClusterSpec) -> dict[str, Any]:
     return {"MountDir": storage.mount_dir, "Name": "shared", "StorageType": kind, **settings}
 
 
-def render_cluster_config(spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str) -> dict[str, Any]:
+def render_cluster_config(
+    spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str, archive_bucket: str, archive_prefix: str
+) -> dict[str, Any]:
     """The ParallelCluster v3 config as a dict (what pcluster.lib accepts)."""
     tags = [
         {"Key": OWNER_TAG, "Value": owner},
@@ -58,8 +60,12 @@ def render_cluster_config(spec: ClusterSpec, *, owner: str, subnet_id: str, key_
     head: dict[str, Any] = {
         "InstanceType": spec.head_node_type,
         "Networking": {"SubnetId": subnet_id},
-        # SSM Run Command is how the control plane reaches the head node.
-        "Iam": {"AdditionalIamPolicies": [{"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}]},
+        "Iam": {
+            # SSM Run Command is how the control plane reaches the head node.
+            "AdditionalIamPolicies": [{"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}],
+            # Teardown archives outputs from the head node: write access to this cluster's prefix only.
+            "S3Access": [{"BucketName": archive_bucket, "KeyName": f"{archive_prefix}/*", "EnableWriteAccess": True}],
+        },
     }
     if key_name:
         head["Ssh"] = {"KeyName": key_name}

@@ -46,7 +46,7 @@ def _zip_stub() -> bytes:
     return buffer.getvalue()
 
 
-def _ensure_pcluster_ami(region: str) -> str:
+def ensure_pcluster_ami(region: str) -> str:
     """ParallelCluster looks its AMI up by name, owned by 'amazon' (moto has none)."""
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.amis import Ami
@@ -70,7 +70,7 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20")["Subnet"]["SubnetId"]
     ec2.create_key_pair(KeyName="lsstctl-local", KeyType="rsa")
-    _ensure_pcluster_ami(region)
+    ensure_pcluster_ami(region)
 
     ddb = session.client("dynamodb")
     ddb.create_table(**table_definition("lsstctl-state"))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lsstctl.adapters.stepfunctions import execution_arn
 from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
 from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
@@ -27,10 +26,20 @@ def poll_settings(deps: Deps) -> dict[str, int]:
     }
 
 
+def archive_prefix(cluster: Cluster) -> str:
+    """Where a cluster generation's outputs go in the archive bucket (owners read their own)."""
+    return f"{cluster.owner}/{cluster.name}/g{cluster.generation}"
+
+
 def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
     s = deps.settings
     return render_cluster_config(
-        cluster.spec, owner=cluster.owner, subnet_id=s.cluster_subnet_id, key_name=s.cluster_key_name
+        cluster.spec,
+        owner=cluster.owner,
+        subnet_id=s.cluster_subnet_id,
+        key_name=s.cluster_key_name,
+        archive_bucket=s.archive_bucket,
+        archive_prefix=f"{cluster.owner}/{cluster.name}",
     )
 
 
@@ -85,29 +94,36 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
     deps.validator.validate(spec.name, cluster_config(deps, cluster))
     try:
         cluster = deps.store.create_cluster(cluster)
+        created = True
     except ConflictError:
         # A repeated request (a retry without Idempotency-Key) converges on the cluster it
         # created; anything else holding the name is a real conflict.
         existing = deps.store.get_cluster(spec.name)
         if not (existing.owner == owner and existing.spec == spec and existing.state in ACTIVE):
             raise
-        return existing
+        cluster, created = existing, False
     name = f"launch-{cluster.name}-g{cluster.generation}"
-    arn = execution_arn(s.launch_state_machine_arn, name)
-    cluster = deps.store.update_cluster(cluster.name, {"launch_execution": arn})
-    publish_state(deps, cluster, f"requested by {principal.name}")
+    if cluster.launch_execution is None:
+        cluster = deps.store.update_cluster(
+            cluster.name, {"launch_execution": deps.workflows.execution_arn(s.launch_state_machine_arn, name)}
+        )
+    if created:
+        publish_state(deps, cluster, f"requested by {principal.name}")
     try:
+        # Deterministic name: a duplicate request finds the execution that already runs.
         deps.workflows.start(
             s.launch_state_machine_arn,
             name,
             {"cluster": cluster.name, "generation": cluster.generation, "poll": poll_settings(deps)},
         )
     except Exception:
-        # Nothing billable exists yet; do not leave a record that claims a launch.
-        transition(deps, cluster.name, ClusterState.TEARING_DOWN, "launch workflow could not start")
-        transition(deps, cluster.name, ClusterState.DELETED, "launch workflow could not start")
+        if created:
+            # Nothing billable exists yet; do not leave a record that claims a launch.
+            transition(deps, cluster.name, ClusterState.TEARING_DOWN, "launch workflow could not start")
+            transition(deps, cluster.name, ClusterState.DELETED, "launch workflow could not start")
         raise
-    metrics.add_metric(name="ClustersRequested", unit="Count", value=1)
+    if created:
+        metrics.add_metric(name="ClustersRequested", unit="Count", value=1)
     return cluster
 
 
@@ -142,7 +158,7 @@ def request_teardown(
     sm = deps.settings.teardown_state_machine_arn
     if cluster.state != ClusterState.TEARING_DOWN:
         exec_name = teardown_execution_name(cluster)
-        updates: dict[str, Any] = {"teardown_execution": execution_arn(sm, exec_name), "teardown_reason": reason}
+        updates: dict[str, Any] = {"teardown_execution": deps.workflows.execution_arn(sm, exec_name), "teardown_reason": reason}
         if failure:
             updates["failure"] = failure
         try:

@@ -12,7 +12,7 @@ from lsstctl.observability import metrics
 from lsstctl.services.clusters import get_cluster, poll_settings, shared_dir
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
-from lsstctl.services.remote import error_message, run_short, tail
+from lsstctl.services.remote import check_deadline, deadline_after, error_message, run_short, tail
 
 JOB_STATE_CHANGED = "Job State Changed"
 
@@ -49,13 +49,14 @@ def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpe
     job = Job(
         job_id=new_job_id(deps),
         cluster=cluster_name,
+        generation=cluster.generation,
         owner=cluster.owner,
         spec=spec,
         created_at=now,
         updated_at=now,
     )
     name = f"job-{cluster_name}-{job.job_id}"
-    job = job.model_copy(update={"execution": name})
+    job = job.model_copy(update={"execution": deps.workflows.execution_arn(deps.settings.job_state_machine_arn, name)})
     deps.store.put_job(job)
     publish_job(deps, job)
     deps.workflows.start(
@@ -72,8 +73,9 @@ def get_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str) ->
 
 
 def list_jobs(deps: Deps, principal: Principal, cluster_name: str) -> list[Job]:
-    get_cluster(deps, principal, cluster_name)
-    return deps.store.list_jobs(cluster_name)
+    """Jobs of the cluster that now holds the name (not those of an earlier owner's cluster)."""
+    cluster = get_cluster(deps, principal, cluster_name)
+    return [j for j in deps.store.list_jobs(cluster_name) if j.generation == cluster.generation]
 
 
 # workflow steps (statemachines/run_job.asl.json) ---------------------------------------
@@ -82,6 +84,10 @@ def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) 
     if changed.state != job.state:
         publish_job(deps, changed)
     return changed
+
+
+def _tracking_deadline(deps: Deps, job: Job) -> str:
+    return deadline_after(deps, job.spec.walltime_minutes * 60 + deps.settings.job_queue_timeout_seconds)
 
 
 def submit_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
@@ -109,17 +115,17 @@ def submit_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
             deps, job, JobState.PENDING, "submitted to Slurm",
             slurm_job_id=lines[-1].strip(), output_dir=job_output_dir(cluster.spec.shared_storage.mount_dir, job_id),
         )
-    return {"state": job.state.value, "terminal": job.state.terminal}
+    return {"state": job.state.value, "terminal": job.state.terminal, "deadline": _tracking_deadline(deps, job)}
 
 
-def poll_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
+def poll_step(deps: Deps, cluster_name: str, job_id: str, deadline: str | None) -> dict[str, Any]:
     job = deps.store.get_job(cluster_name, job_id)
     if job.state.terminal:
-        return {"state": job.state.value, "terminal": True}
+        return {"state": job.state.value, "terminal": True, "deadline": deadline}
     cluster = deps.store.get_cluster(cluster_name)
     if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
         job = _record(deps, job, JobState.CANCELLED, f"cluster is {cluster.state.value}")
-        return {"state": job.state.value, "terminal": True}
+        return {"state": job.state.value, "terminal": True, "deadline": deadline}
     assert job.slurm_job_id
     result = run_short(deps, cluster.head_node_instance_id, render_job_status_command(job.slurm_job_id),
                        comment=f"status {job_id}")
@@ -130,7 +136,9 @@ def poll_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
     job = _record(deps, job, JobState(state), f"Slurm {slurm_state}", exit_code=exit_code)
     if job.state.terminal:
         metrics.add_metric(name=f"Jobs{job.state.value.capitalize()}", unit="Count", value=1)
-    return {"state": job.state.value, "terminal": job.state.terminal}
+    else:
+        check_deadline(deps, deadline, f"Slurm job {job.slurm_job_id}")
+    return {"state": job.state.value, "terminal": job.state.terminal, "deadline": deadline}
 
 
 def job_failed(deps: Deps, cluster_name: str, job_id: str, error: dict[str, Any] | None) -> dict[str, Any]:

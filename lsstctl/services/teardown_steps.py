@@ -13,7 +13,7 @@ from lsstctl.domain.models import ClusterState as S, JobState, iso
 from lsstctl.domain.scripts import render_archive_command
 from lsstctl.errors import ArchiveFailedError, InvalidTransitionError, TeardownFailedError
 from lsstctl.observability import logger, metrics
-from lsstctl.services.clusters import TEARDOWN_COMPLETED, shared_dir, transition
+from lsstctl.services.clusters import TEARDOWN_COMPLETED, archive_prefix, shared_dir, transition
 from lsstctl.services.deps import Deps
 from lsstctl.services.jobs import publish_job
 from lsstctl.services.launch_steps import load
@@ -46,17 +46,13 @@ def stop_fleet(deps: Deps, name: str) -> dict[str, Any]:
     return {"fleet_status": engine.fleet_status}
 
 
-def archive_prefix(owner: str, name: str, generation: int) -> str:
-    return f"{owner}/{name}/g{generation}"
-
-
 def start_archive(deps: Deps, name: str, poll: dict[str, Any]) -> dict[str, Any]:
     cluster = deps.store.get_cluster(name)
     assert cluster.head_node_instance_id
     script = render_archive_command(
         shared_dir=shared_dir(deps, cluster),
         bucket=deps.settings.archive_bucket,
-        prefix=archive_prefix(cluster.owner, name, cluster.generation),
+        prefix=archive_prefix(cluster),
     )
     command_id = deps.runner.send(cluster.head_node_instance_id, script, comment=f"archive outputs of {name}",
                                   timeout_seconds=poll["archive_timeout"])
@@ -68,7 +64,7 @@ def poll_archive(deps: Deps, name: str, command_id: str, deadline: str) -> dict[
     assert cluster.head_node_instance_id
     result = deps.runner.result(command_id, cluster.head_node_instance_id)
     if result.status == "Success":
-        uri = f"s3://{deps.settings.archive_bucket}/{archive_prefix(cluster.owner, name, cluster.generation)}/"
+        uri = f"s3://{deps.settings.archive_bucket}/{archive_prefix(cluster)}/"
         deps.store.update_cluster(name, {"archive_uri": uri})
         return {"command_id": command_id, "done": True, "deadline": deadline}
     if result.status in FAILED_STATUSES:
@@ -124,8 +120,14 @@ def finish_teardown(deps: Deps, name: str) -> dict[str, Any]:
     return {"state": cluster.state.value}
 
 
-def teardown_failed(deps: Deps, name: str, error: dict[str, Any] | None) -> dict[str, Any]:
+def teardown_failed(deps: Deps, name: str, execution: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """Record why teardown stopped, but only for the execution that owns the claim: a stale
+    or unclaimed execution failing must not mark someone else's teardown as failed."""
     code, message = error_message(error)
+    current = deps.store.get_cluster(name)
+    if current.teardown_execution != execution:
+        logger.warning("failed teardown did not own the claim", extra={"cluster": name, "error": code})
+        return {"state": current.state.value, "owned": False}
     cluster = transition(
         deps,
         name,
@@ -150,4 +152,4 @@ def teardown_failed(deps: Deps, name: str, error: dict[str, Any] | None) -> dict
         },
     )
     metrics.add_metric(name="TeardownFailures", unit="Count", value=1)
-    return {"state": cluster.state.value}
+    return {"state": cluster.state.value, "owned": True}

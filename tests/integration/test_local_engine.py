@@ -34,7 +34,8 @@ def config(aws):
             "budget_usd": 5,
         }
     )
-    return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"])
+    return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
+                                archive_bucket="archive", archive_prefix="alice/c1")
 
 
 def node_types(cluster: str) -> list[str]:

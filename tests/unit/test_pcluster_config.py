@@ -16,7 +16,8 @@ def render(**overrides):
         "budget_usd": 10,
     }
     data.update(overrides)
-    return render_cluster_config(ClusterSpec.model_validate(data), owner="alice", subnet_id="subnet-0123456789abcdef0", key_name="k")
+    return render_cluster_config(ClusterSpec.model_validate(data), owner="alice", subnet_id="subnet-0123456789abcdef0", key_name="k",
+                                 archive_bucket="archive", archive_prefix="alice/demo")
 
 
 def test_queues_become_slurm_queues_with_counts_and_capacity():
@@ -32,6 +33,10 @@ def test_owner_tag_and_ssm_access_for_the_control_plane():
     assert {"Key": OWNER_TAG, "Value": "alice"} in config["Tags"]
     policies = config["HeadNode"]["Iam"]["AdditionalIamPolicies"]
     assert policies == [{"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+    # The head node may write this cluster's archive prefix, and nothing else of the bucket.
+    assert config["HeadNode"]["Iam"]["S3Access"] == [
+        {"BucketName": "archive", "KeyName": "alice/demo/*", "EnableWriteAccess": True}
+    ]
 
 
 @pytest.mark.parametrize("kind, key", [("ebs", "EbsSettings"), ("efs", "EfsSettings"), ("fsx_lustre", "FsxLustreSettings")])

@@ -1,0 +1,481 @@
+"""The deployment template and the state machine definitions, checked offline.
+
+moto accepts definitions a real deploy would reject (a missing Next target, for one) and
+cannot deploy a template whose definitions live in S3, so these checks stand in for a
+deploy: cfn-lint on the template and on the definitions, structural rules of our ASL, the
+template's placeholders and IAM statements, and its agreement with the code and the
+emulator's bootstrap.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import fnmatch
+import json
+import re
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from cfnlint.api import lint, lint_file
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "infra" / "control-plane.yaml"
+STATEMACHINES = ROOT / "statemachines"
+ASL_FILES = sorted(STATEMACHINES.glob("*.asl.json"))
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+ENV_PREFIX = "LSSTCTL_"
+
+# Reads AWS cannot scope to a resource: the only actions allowed on Resource "*" without a
+# documented exception (Metadata.lsstctl.ResourceStarWrites). Add to this list consciously.
+UNSCOPED_READS = (
+    "ec2:Describe*",
+    "ssm:GetCommandInvocation",
+    "ssm:ListCommandInvocations",
+    "ssm:ListCommands",
+    "cloudformation:ListStacks",
+)
+TERMINAL_TYPES = {"Succeed", "Fail"}
+# JSONata-only or variable fields: moto's interpreter supports neither.
+UNSUPPORTED_FIELDS = {"QueryLanguage", "Assign", "Arguments", "Output"}
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded, matches = decode(str(TEMPLATE))
+    assert not matches, [str(m) for m in matches]
+    assert loaded is not None
+    return loaded
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def sub_default(value: Any, template: dict[str, Any]) -> str:
+    """A plain or !Sub string with parameters replaced by their defaults."""
+    text = value["Fn::Sub"] if isinstance(value, dict) else value
+    assert isinstance(text, str), f"expected a string or !Sub string, got {value!r}"
+    params = template["Parameters"]
+    return PLACEHOLDER.sub(lambda m: str(params[m.group(1)]["Default"]) if m.group(1) in params else m.group(0), text)
+
+
+def state_machines_by_file(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """ASL file name -> (logical id, properties) of the state machine deploying it."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, resource in resources_of(template, "AWS::StepFunctions::StateMachine").items():
+        props = resource["Properties"]
+        assert "DefinitionS3Location" in props, f"{name}: definitions come from statemachines/ via S3"
+        key = sub_default(props["DefinitionS3Location"]["Key"], template)
+        file_name = key.rsplit("/", 1)[-1]
+        assert file_name not in found, f"{file_name} is deployed by both {found[file_name][0]} and {name}"
+        found[file_name] = (name, props)
+    return found
+
+
+def load_asl(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def lint_problems(matches: list[Any]) -> list[str]:
+    """Errors and warnings (informational findings are not failures)."""
+    return [f"{m.rule.id} {m.message} ({m.filename}:{m.linenumber})" for m in matches if m.rule.id[0] in "EW"]
+
+
+# --------------------------------------------------------------------------------------
+# cfn-lint
+# --------------------------------------------------------------------------------------
+def test_template_passes_cfn_lint(template: dict[str, Any]) -> None:
+    # Rules may be silenced only in the template's Metadata (with a comment saying why),
+    # and only warnings: an error is never acceptable.
+    ignored = template.get("Metadata", {}).get("cfn-lint", {}).get("config", {}).get("ignore_checks", [])
+    assert all(str(rule).startswith("W") for rule in ignored), f"errors may not be ignored: {ignored}"
+
+    assert lint_problems(lint_file(TEMPLATE)) == []
+
+
+def test_definitions_pass_cfn_lint_state_machine_rules(template: dict[str, Any]) -> None:
+    """cfn-lint validates ASL only inline, so lint the repository files as inline
+    definitions, with placeholders filled as CloudFormation will fill them."""
+    resources: dict[str, Any] = {}
+    for index, path in enumerate(ASL_FILES):
+        text = PLACEHOLDER.sub(
+            lambda m: f"arn:aws:lambda:us-east-1:123456789012:function:{m.group(1)}", path.read_text()
+        )
+        resources[f"Machine{index}"] = {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {
+                "RoleArn": "arn:aws:iam::123456789012:role/lsstctl-states",
+                "Definition": json.loads(text),
+            },
+        }
+    probe = json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources})
+    assert lint_problems(lint(probe)) == []
+
+
+# --------------------------------------------------------------------------------------
+# Placeholders: the files are the single source; the template fills exactly their holes
+# --------------------------------------------------------------------------------------
+def test_every_definition_file_is_deployed(template: dict[str, Any]) -> None:
+    assert ASL_FILES, "no statemachines/*.asl.json found"
+    assert sorted(state_machines_by_file(template)) == [p.name for p in ASL_FILES]
+
+
+@pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)
+def test_substitutions_match_placeholders(template: dict[str, Any], path: Path) -> None:
+    name, props = state_machines_by_file(template)[path.name]
+    used = set(PLACEHOLDER.findall(path.read_text()))
+    provided = set(props.get("DefinitionSubstitutions", {}))
+    assert used - provided == set(), f"{name}: no substitution for placeholders of {path.name}"
+    assert provided - used == set(), f"{name}: substitutions unused by {path.name}"
+
+
+# --------------------------------------------------------------------------------------
+# ASL structure (what moto's create-time validation lets through)
+# --------------------------------------------------------------------------------------
+def _scopes(definition: dict[str, Any], where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """The top-level state machine and every nested one (Parallel branches, Map processors)."""
+    yield where or "<top>", definition
+    for name, state in definition.get("States", {}).items():
+        for index, branch in enumerate(state.get("Branches", [])):
+            yield from _scopes(branch, f"{where}{name}.Branches[{index}]/")
+        for key in ("ItemProcessor", "Iterator"):
+            if key in state:
+                yield from _scopes(state[key], f"{where}{name}.{key}/")
+
+
+def _transitions(state: dict[str, Any]) -> list[str]:
+    targets = [state[k] for k in ("Next", "Default") if k in state]
+    targets += [rule["Next"] for rule in state.get("Choices", []) if "Next" in rule]
+    targets += [catcher["Next"] for catcher in state.get("Catch", []) if "Next" in catcher]
+    return targets
+
+
+def _field_owners(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object where the language defines fields (not Parameters payloads)."""
+    for where, scope in _scopes(definition):
+        yield where, scope
+        for name, state in scope.get("States", {}).items():
+            yield f"{where}{name}", state
+            for key in ("Catch", "Retry", "Choices"):
+                for index, item in enumerate(state.get(key, [])):
+                    yield f"{where}{name}.{key}[{index}]", item
+
+
+def asl_problems(definition: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    terminal_states = 0
+    for where, owner in _field_owners(definition):
+        for field in sorted(UNSUPPORTED_FIELDS & set(owner)):
+            problems.append(f"{where}: uses {field} (JSONata / variables; write JSONPath ASL)")
+
+    for where, scope in _scopes(definition):
+        states: dict[str, Any] = scope.get("States", {})
+        start = scope.get("StartAt")
+        if start not in states:
+            problems.append(f"{where}: StartAt {start!r} is not a state")
+            continue
+        # Tasks that Catch leads to: they record the failure (and must not loop back).
+        failure_recorders = {
+            catcher.get("Next") for state in states.values() for catcher in state.get("Catch", [])
+        }
+
+        for name, state in states.items():
+            here = f"{where}{name}"
+            kind = state.get("Type")
+            for target in _transitions(state):
+                if target not in states:
+                    problems.append(f"{here}: transition to missing state {target!r}")
+            if kind in TERMINAL_TYPES or state.get("End") is True:
+                terminal_states += 1
+            if kind not in TERMINAL_TYPES | {"Choice"} and ("Next" in state) == (state.get("End") is True):
+                problems.append(f"{here}: needs exactly one of Next and End")
+            if kind == "Choice" and "Default" not in state:
+                problems.append(f"{here}: Choice without Default fails with States.NoChoiceMatched, skipping cleanup")
+            if kind == "Wait":
+                if "SecondsPath" not in state:
+                    problems.append(f"{here}: Wait must take its length from the input (SecondsPath)")
+                for fixed in ("Seconds", "Timestamp", "TimestampPath"):
+                    if fixed in state:
+                        problems.append(f"{here}: Wait uses {fixed}; wait lengths come from the input")
+            for index, catcher in enumerate(state.get("Catch", [])):
+                if catcher.get("ResultPath", "$") == "$":
+                    problems.append(
+                        f"{here}.Catch[{index}]: ResultPath must keep the input (the failure step needs it)"
+                    )
+            if kind != "Task":
+                continue
+            retried = {e for retrier in state.get("Retry", []) for e in retrier.get("ErrorEquals", [])}
+            if "TransientError" not in retried:
+                problems.append(f"{here}: Task has no Retry on TransientError")
+            catchers = state.get("Catch", [])
+            if name in failure_recorders:
+                for catcher in catchers:
+                    target = states.get(catcher.get("Next"), {})
+                    if target.get("Type") != "Fail":
+                        problems.append(f"{here}: records a failure, so it may only Catch to a Fail state")
+            elif not any("States.ALL" in c.get("ErrorEquals", []) for c in catchers):
+                problems.append(f"{here}: Task has no Catch on States.ALL")
+
+        reached = {start}
+        queue = deque([start])
+        while queue:
+            for target in _transitions(states[queue.popleft()]):
+                if target in states and target not in reached:
+                    reached.add(target)
+                    queue.append(target)
+        for name in sorted(set(states) - reached):
+            problems.append(f"{where}{name}: unreachable from StartAt")
+
+    if terminal_states == 0:
+        problems.append("no terminal state (Succeed, Fail or End: true)")
+    return problems
+
+
+@pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)
+def test_definition_structure(path: Path) -> None:
+    definition = load_asl(path)  # raises on invalid JSON
+    assert asl_problems(definition) == []
+
+
+def _minimal() -> dict[str, Any]:
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Record"}]
+    retry = [{"ErrorEquals": ["TransientError"]}]
+    return {
+        "StartAt": "Work",
+        "States": {
+            "Work": {"Type": "Task", "Resource": "arn", "Retry": retry, "Catch": catch, "Next": "Pause"},
+            "Pause": {"Type": "Wait", "SecondsPath": "$.poll.seconds", "Next": "Done"},
+            "Done": {"Type": "Succeed"},
+            "Record": {
+                "Type": "Task", "Resource": "arn", "Retry": retry, "Next": "Failed",
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.e2", "Next": "Failed"}],
+            },
+            "Failed": {"Type": "Fail"},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("break_it", "expected"),
+    [
+        (lambda d: d["States"]["Work"].update(Next="Nowhere"), "missing state 'Nowhere'"),
+        (lambda d: d["States"]["Work"].update(Catch=[]), "no Catch on States.ALL"),
+        (lambda d: d["States"]["Work"].update(Retry=[]), "no Retry on TransientError"),
+        (lambda d: d["States"]["Pause"].update(Seconds=5), "Wait uses Seconds"),
+        (lambda d: d["States"]["Record"]["Catch"][0].update(Next="Work"), "may only Catch to a Fail state"),
+        (lambda d: d["States"]["Work"]["Catch"][0].pop("ResultPath"), "ResultPath must keep the input"),
+        (lambda d: d["States"].update(Orphan={"Type": "Succeed"}), "Orphan: unreachable"),
+        (lambda d: d.update(QueryLanguage="JSONata"), "uses QueryLanguage"),
+        (lambda d: d["States"]["Work"].update(Assign={"x": 1}), "uses Assign"),
+        (lambda d: d.update(StartAt="Missing"), "StartAt 'Missing' is not a state"),
+    ],
+)
+def test_structure_check_catches_mistakes(break_it: Any, expected: str) -> None:
+    """The checker itself: a clean definition passes, each mistake is reported."""
+    assert asl_problems(_minimal()) == []
+    broken = copy.deepcopy(_minimal())
+    break_it(broken)
+    assert any(expected in p for p in asl_problems(broken)), asl_problems(broken)
+
+
+# --------------------------------------------------------------------------------------
+# Definitions agree with the handlers they call
+# --------------------------------------------------------------------------------------
+def _handler_actions(module_path: Path) -> dict[str, set[str]]:
+    """action -> StepEvent attributes its lambda reads, from `step_handler({...})`."""
+    tree = ast.parse(module_path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "step_handler":
+            table = node.args[0]
+            assert isinstance(table, ast.Dict)
+            actions: dict[str, set[str]] = {}
+            for key, value in zip(table.keys, table.values):
+                assert isinstance(key, ast.Constant) and isinstance(value, ast.Lambda)
+                event = value.args.args[1].arg
+                actions[key.value] = {
+                    n.attr for n in ast.walk(value.body)
+                    if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == event
+                }
+            return actions
+    raise AssertionError(f"{module_path}: no step_handler({{...}}) table")
+
+
+@pytest.mark.parametrize("path", ASL_FILES, ids=lambda p: p.name)
+def test_tasks_send_what_their_handler_reads(template: dict[str, Any], path: Path) -> None:
+    """StepEvent ignores unknown fields and defaults missing ones (generation=0), so a
+    parameter the ASL forgets or misspells fails only at run time, far from the cause."""
+    from lsstctl.steps import StepEvent
+
+    _, props = state_machines_by_file(template)[path.name]
+    functions = template["Resources"]
+    problems: list[str] = []
+    for name, state in load_asl(path)["States"].items():
+        if state.get("Type") != "Task":
+            continue
+        placeholder = PLACEHOLDER.fullmatch(state["Resource"])
+        assert placeholder, f"{name}: Resource should be a ${{Placeholder}}"
+        function_id = props["DefinitionSubstitutions"][placeholder.group(1)]["Fn::GetAtt"][0]
+        handler = functions[function_id]["Properties"]["Handler"]
+        module = ROOT / (handler.rsplit(".", 1)[0].replace(".", "/") + ".py")
+        actions = _handler_actions(module)
+        sent = {key.removesuffix(".$") for key in state.get("Parameters", {})}
+        action = state.get("Parameters", {}).get("action")
+        if action not in actions:
+            problems.append(f"{name}: action {action!r} is not handled by {handler} ({sorted(actions)})")
+            continue
+        if unknown := sent - set(StepEvent.model_fields):
+            problems.append(f"{name}: sends {sorted(unknown)}, which StepEvent drops")
+        if missing := actions[action] - sent:
+            problems.append(f"{name}: {handler} action {action!r} reads {sorted(missing)}, not sent")
+    assert problems == []
+
+
+# --------------------------------------------------------------------------------------
+# IAM
+# --------------------------------------------------------------------------------------
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _policy_statements(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, statement) of every PolicyDocument (identity and resource policies; trust
+    policies live under AssumeRolePolicyDocument and are not walked)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "PolicyDocument" and isinstance(value, dict):
+                for index, statement in enumerate(_listed(value.get("Statement", []))):
+                    yield f"{path}.PolicyDocument.Statement[{index}]", statement
+            else:
+                yield from _policy_statements(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _policy_statements(item, f"{path}[{index}]")
+
+
+def offending_statements(template: dict[str, Any]) -> list[str]:
+    exceptions = template.get("Metadata", {}).get("lsstctl", {}).get("ResourceStarWrites", {})
+    found: list[str] = []
+    for name, resource in template["Resources"].items():
+        for path, statement in _policy_statements(resource.get("Properties", {}), name):
+            if statement.get("Effect") != "Allow":
+                continue
+            sid = statement.get("Sid", "")
+            label = f"{path} ({sid or 'no Sid'})"
+            if "NotAction" in statement or "NotResource" in statement:
+                found.append(f"{label}: Allow with NotAction/NotResource")
+            actions = [str(a) for a in _listed(statement.get("Action", []))]
+            for action in actions:
+                if action == "*" or action.endswith(":*") or action.lower().startswith("iam:*"):
+                    found.append(f"{label}: grants {action!r}")
+            if "*" not in _listed(statement.get("Resource", [])):
+                continue
+            writes = [a for a in actions if not any(fnmatch.fnmatchcase(a, p) for p in UNSCOPED_READS)]
+            if writes and not str(exceptions.get(sid, "")).strip():
+                found.append(f"{label}: {writes} on Resource '*' (not an unscoped read, no documented exception)")
+    return found
+
+
+def test_iam_statements_are_scoped(template: dict[str, Any]) -> None:
+    assert offending_statements(template) == []
+
+
+def test_documented_exceptions_exist(template: dict[str, Any]) -> None:
+    """A stale exception would silently cover a future statement reusing its Sid."""
+    exceptions = template.get("Metadata", {}).get("lsstctl", {}).get("ResourceStarWrites", {})
+    sids = {
+        statement.get("Sid")
+        for name, resource in template["Resources"].items()
+        for _, statement in _policy_statements(resource.get("Properties", {}), name)
+    }
+    assert set(exceptions) - sids == set()
+
+
+def test_offending_statements_detects_broad_grants() -> None:
+    def role(statement: dict[str, Any]) -> dict[str, Any]:
+        return {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {
+            "Policies": [{"PolicyName": "p", "PolicyDocument": {"Statement": [statement]}}]}}}}
+
+    assert offending_statements(role({"Effect": "Allow", "Action": "*", "Resource": "arn:x"}))
+    assert offending_statements(role({"Effect": "Allow", "Action": "iam:*", "Resource": "arn:x"}))
+    assert offending_statements(role({"Effect": "Allow", "Action": "s3:PutObject", "Resource": "*"}))
+    assert not offending_statements(role({"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}))
+    assert not offending_statements(role({"Effect": "Deny", "Action": "*", "Resource": "*"}))
+
+
+# --------------------------------------------------------------------------------------
+# Settings, outputs and the emulator agree with the template
+# --------------------------------------------------------------------------------------
+def _settings_variables() -> set[str]:
+    from lsstctl.settings import Settings
+
+    names = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        names |= {str(c).upper() for c in getattr(alias, "choices", [alias] if alias else [])}
+    return names
+
+
+def test_function_settings_are_known(template: dict[str, Any]) -> None:
+    known = _settings_variables()
+    for name, resource in resources_of(template, "AWS::Lambda::Function").items():
+        variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+        ours = {v.upper() for v in variables if v.upper().startswith(ENV_PREFIX)}
+        assert ours, f"{name} sets no {ENV_PREFIX}* settings"
+        assert ours - known == set(), f"{name}: not fields of lsstctl.settings.Settings"
+
+
+def test_outputs_name_known_settings(template: dict[str, Any]) -> None:
+    """Output descriptions start with the API setting they feed; each must exist."""
+    named = {
+        str(output["Description"]).split(" ", 1)[0].upper()
+        for output in template["Outputs"].values()
+        if str(output["Description"]).upper().startswith(ENV_PREFIX)
+    }
+    assert named - _settings_variables() == set()
+    for needed in ("STATE_TABLE", "IDEMPOTENCY_TABLE", "ARCHIVE_BUCKET", "EVENT_BUS",
+                   "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN"):
+        assert ENV_PREFIX + needed in named, f"no output for {ENV_PREFIX}{needed}"
+
+
+def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) -> None:
+    """With the default Prefix, names and handlers match lsstctl/emulator/bootstrap.py."""
+    from lsstctl.adapters.dynamodb_state import table_definition
+    from lsstctl.emulator import bootstrap
+    from lsstctl.settings import Settings
+
+    # Field defaults, not Settings(): the environment of other tests must not leak in.
+    default = {name: info.default for name, info in Settings.model_fields.items()}
+
+    def names(kind: str, prop: str) -> dict[str, str]:
+        return {sub_default(r["Properties"][prop], template): n for n, r in resources_of(template, kind).items()}
+
+    functions = names("AWS::Lambda::Function", "FunctionName")
+    for function_name, handler in bootstrap.FUNCTIONS.values():
+        assert function_name in functions
+        assert template["Resources"][functions[function_name]]["Properties"]["Handler"] == handler
+    assert len(functions) == len(bootstrap.FUNCTIONS)
+
+    machines = state_machines_by_file(template)
+    for key, machine_name in bootstrap.STATE_MACHINES.items():
+        _, props = machines[f"{key}.asl.json"]
+        assert sub_default(props["StateMachineName"], template) == machine_name
+
+    tables = names("AWS::DynamoDB::Table", "TableName")
+    assert set(tables) == {default["state_table"], default["idempotency_table"]}
+    assert set(names("AWS::Events::EventBus", "Name")) == {default["event_bus"]}
+    assert set(names("AWS::SQS::Queue", "QueueName")) == {bootstrap.AUDIT_QUEUE}
+
+    state = template["Resources"][tables[default["state_table"]]]["Properties"]
+    expected = table_definition(default["state_table"])
+    for key in ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode"):
+        assert json.loads(json.dumps(state[key])) == expected[key], key
+    assert state["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    idem = template["Resources"][tables[default["idempotency_table"]]]["Properties"]
+    assert idem["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert idem["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}

@@ -1,0 +1,109 @@
+"""API behaviour beyond the document: ownership, idempotent replays, reused names.
+Every answer is still checked against openapi.yaml by the harness."""
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from lsstctl import wiring
+from lsstctl.domain.models import ClusterState
+from lsstctl.services.clusters import transition
+from tests.integration.api_contract import (  # noqa: F401  (fixtures)
+    ADMIN,
+    CLUSTER,
+    JOB,
+    OTHER,
+    OWNER,
+    api,
+    chalice_app,
+    cluster_spec,
+    contract,
+    make_ready,
+    spec,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
+
+
+def executions(kind: str) -> list[str]:
+    sfn = boto3.client("stepfunctions")
+    machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == f"lsstctl-{kind}")
+    return [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]]
+
+
+def test_owners_see_their_own_and_admins_see_all(api):
+    api.call("POST", "/clusters", body=cluster_spec("alices"), who=OWNER)
+    api.call("POST", "/clusters", body=cluster_spec("bobs"), who=OTHER)
+    assert [c["name"] for c in api.call("GET", "/clusters", who=OWNER).body["clusters"]] == ["alices"]
+    assert api.call("GET", "/clusters/{name}", who=OTHER, name="alices").status == 404
+    assert api.call("DELETE", "/clusters/{name}", who=OTHER, name="alices").status == 404
+    assert api.call("POST", "/clusters/{name}/jobs", body=JOB, who=OTHER, name="alices").status == 404
+    assert sorted(c["name"] for c in api.call("GET", "/clusters", who=ADMIN).body["clusters"]) == ["alices", "bobs"]
+    # Only an admin may launch for someone else.
+    assert api.call("POST", "/clusters", body=cluster_spec("forbob", owner=OTHER), who=OWNER).status == 403
+    assert api.call("POST", "/clusters", body=cluster_spec("forbob", owner=OTHER), who=ADMIN).body["cluster"]["owner"] == OTHER
+
+
+def test_a_replayed_launch_returns_the_first_answer_and_starts_nothing_new(api):
+    first = api.call("POST", "/clusters", body=cluster_spec(), key="k-1")
+    again = api.call("POST", "/clusters", body=cluster_spec(), key="k-1")
+    assert first.status == again.status == 202 and first.body == again.body
+    # Without a key, the same request converges on the same cluster instead of failing.
+    plain = api.call("POST", "/clusters", body=cluster_spec())
+    assert plain.status == 202 and plain.body["cluster"]["generation"] == 1
+    assert executions("launch") == [f"launch-{CLUSTER}-g1"]
+
+
+def test_a_repeated_delete_starts_one_teardown(api):
+    api.call("POST", "/clusters", body=cluster_spec())
+    make_ready(CLUSTER)
+    assert api.call("DELETE", "/clusters/{name}", name=CLUSTER).status == 202
+    assert api.call("DELETE", "/clusters/{name}", name=CLUSTER).status == 202
+    assert api.call("DELETE", "/clusters/{name}", name=CLUSTER, key="d-1").status == 202
+    assert executions("teardown") == [f"teardown-{CLUSTER}-g1-a1"]
+    assert api.call("GET", "/clusters/{name}", name=CLUSTER).body["state"] == "tearing_down"
+
+
+def test_a_reused_name_does_not_inherit_the_earlier_owners_jobs(api):
+    api.call("POST", "/clusters", body=cluster_spec(), who=OWNER)
+    make_ready(CLUSTER)
+    job = api.call("POST", "/clusters/{name}/jobs", body=JOB, who=OWNER, name=CLUSTER).body["job"]
+    for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
+        transition(wiring.deps(), CLUSTER, state, "test")
+    # When bob launches a cluster under the freed name
+    relaunched = api.call("POST", "/clusters", body=cluster_spec(), who=OTHER)
+    assert relaunched.status == 202 and relaunched.body["cluster"]["generation"] == 2
+    # Then he sees none of alice's jobs, and alice still sees hers
+    assert api.call("GET", "/clusters/{name}/jobs", who=OTHER, name=CLUSTER).body["jobs"] == []
+    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OTHER, name=CLUSTER, job_id=job["job_id"]).status == 404
+    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OWNER, name=CLUSTER, job_id=job["job_id"]).status == 200
+
+
+def test_status_urls_include_the_stage_the_caller_used(api, monkeypatch):
+    # Behind API Gateway's default URL the path the caller used starts with the stage.
+    from chalicelib import routes
+
+    real = routes._url.__globals__["api"]
+
+    class Staged:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @property
+        def current_request(self):
+            request = real.current_request
+            request.context = {**(request.context or {}), "path": "/api" + request.path}
+            return request
+
+    monkeypatch.setitem(routes._url.__globals__, "api", Staged())
+    reply = api.call("POST", "/clusters", body=cluster_spec())
+    assert reply.body["status_url"] == f"/api/clusters/{CLUSTER}"
+    assert {k.lower(): v for k, v in reply.headers.items()}["location"] == f"/api/clusters/{CLUSTER}"
+
+
+def test_a_broken_deployment_is_a_500_not_the_callers_fault(api, monkeypatch):
+    monkeypatch.setenv("LSSTCTL_CONFIG_VALIDATION", "bogus")
+    wiring.reset()
+    reply = api.call("GET", "/clusters")
+    assert reply.status == 500 and reply.body["error"]["code"] == "internal_error"
+    assert "bogus" not in str(reply.body)  # internals stay in the log

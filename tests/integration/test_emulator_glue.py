@@ -1,0 +1,85 @@
+"""The glue that makes moto behave like AWS: SSM runs commands, Lambda runs handlers."""
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+
+from lsstctl.adapters.ssm_runner import SsmRunner
+from lsstctl.emulator import glue
+from lsstctl.errors import TransientError
+
+
+@pytest.fixture
+def head_node(aws, tmp_path):
+    glue.install(glue.HeadNodeShell(env={"GREETING": "hello"}, workdir=str(tmp_path)))
+    from lsstctl.emulator.bootstrap import ensure_pcluster_ami
+
+    ec2 = boto3.client("ec2")
+    image = ensure_pcluster_ami("us-east-1")
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    yield instance["InstanceId"]
+    glue.uninstall()
+
+
+def wait(runner: SsmRunner, command_id: str, instance: str):
+    for _ in range(100):
+        result = runner.result(command_id, instance)
+        if result.done:
+            return result
+        time.sleep(0.05)
+    raise AssertionError("command never finished")
+
+
+def test_commands_run_with_real_exit_codes_and_output(head_node):
+    runner = SsmRunner()
+    ok = wait(runner, runner.send(head_node, 'echo "$GREETING"; echo oops >&2', comment="t"), head_node)
+    assert (ok.status, ok.exit_code, ok.stdout, ok.stderr) == ("Success", 0, "hello\n", "oops\n")
+    bad = wait(runner, runner.send(head_node, "exit 7", comment="t"), head_node)
+    assert (bad.status, bad.exit_code) == ("Failed", 7)
+
+
+def test_a_long_command_is_in_progress_until_it_ends(head_node):
+    runner = SsmRunner()
+    command_id = runner.send(head_node, "sleep 0.5", comment="t")
+    assert runner.result(command_id, head_node).status == "InProgress"
+    assert wait(runner, command_id, head_node).status == "Success"
+
+
+def test_terminated_instances_refuse_commands(head_node):
+    boto3.client("ec2").terminate_instances(InstanceIds=[head_node])
+    with pytest.raises(Exception, match="InvalidInstanceId"):
+        SsmRunner().send(head_node, "true", comment="t")
+
+
+def test_unknown_command_ids_are_reported_not_invented(head_node):
+    with pytest.raises(Exception, match="InvalidCommandId|Invalid command id"):
+        SsmRunner().result("00000000-0000-0000-0000-000000000000", head_node)
+
+
+def test_handler_errors_keep_their_class_name_for_retry_and_catch():
+    payload, errored = glue.invoke_in_process(
+        "lambdas.launch_steps.lambda_handler",
+        {"action": "no-such-step", "cluster": "c1"},
+        glue.LambdaContext(function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f"),
+    )
+    assert errored
+    assert json.loads(payload)["errorType"] == "ValidationError"
+    assert "unknown action" in json.loads(payload)["errorMessage"]
+
+
+def test_throttling_becomes_a_transient_error(monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from lsstctl.steps import step_handler
+
+    def throttled(deps, event):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "DescribeInstances")
+
+    monkeypatch.setattr("lsstctl.wiring.deps", lambda: None)
+    handler = step_handler({"poll": throttled})
+    context = glue.LambdaContext(function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
+    with pytest.raises(TransientError):
+        handler({"action": "poll", "cluster": "c1"}, context)

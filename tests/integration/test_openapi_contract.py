@@ -1,0 +1,247 @@
+"""Contract test: openapi.yaml describes the HTTP API as it is.
+
+Three promises are kept here:
+  - the document is valid OpenAPI 3.0;
+  - it lists exactly the routes registered on the Chalice app (no more, no fewer);
+  - what real calls answer (routes driven in-process with chalice.test.Client, AWS played
+    by moto) is documented: the status for that path and method, the body's schema, the
+    required headers. A status the document does not list fails the test.
+
+Response schemas are checked closed: an object schema with `properties` and no explicit
+`additionalProperties` is treated as `additionalProperties: false`, so a field must be
+documented before it ships. (The document itself stays open, for clients' sake.)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate as validate_openapi
+
+from tests.integration.api_contract import (  # noqa: F401  (fixtures)
+    ADMIN,
+    CLUSTER,
+    HTTP_METHODS,
+    JOB,
+    OTHER,
+    OWNER,
+    SPEC_PATH,
+    Api,
+    Contract,
+    api,
+    chalice_app,
+    cluster_spec,
+    contract,
+    make_ready,
+    operations,
+    spec,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
+
+
+# the document itself ---------------------------------------------------------------------
+def test_the_document_is_valid_openapi_3_0(spec: dict[str, Any]) -> None:
+    # Given openapi.yaml, when the OpenAPI 3.0 validator reads it, then it raises nothing.
+    assert spec["openapi"].startswith("3.0.")
+    validate_openapi(spec)
+
+
+def test_the_document_lists_exactly_the_registered_routes(spec: dict[str, Any], chalice_app: Any) -> None:
+    # Given the routes registered on the Chalice app (through its blueprint)
+    registered = {(path, method) for path, methods in chalice_app.routes.items() for method in methods}
+    # When the document's operations are listed
+    documented = {(route, method) for route, method, _ in operations(spec)}
+    # Then they are the same set
+    assert documented - registered == set(), "documented but not routed"
+    assert registered - documented == set(), "routed but not documented"
+    assert len(documented) == 10
+
+
+def test_every_operation_documents_identity_idempotency_and_errors(spec: dict[str, Any]) -> None:
+    for route, method, operation in operations(spec):
+        responses = operation["responses"]
+        # Every call can fail authentication (locally), authorization (API Gateway) or unexpectedly
+        assert {"401", "403", "500"} <= set(responses), f"{method} {route}"
+        params = {p.get("$ref", "").rsplit("/", 1)[-1] for p in operation.get("parameters", [])}
+        if method in {"POST", "DELETE"}:
+            assert "IdempotencyKey" in params, f"{method} {route} takes no Idempotency-Key"
+        if "202" in responses:
+            assert "Location" in responses["202"].get("headers", {}), f"{method} {route} 202 without Location"
+        if route.startswith("/clusters/") or route.startswith("/users/"):
+            assert "404" in responses, f"{method} {route}"
+    assert spec["components"]["securitySchemes"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert spec["components"]["securitySchemes"]["localPrincipal"]["name"] == "X-Lsst-Principal"
+
+
+def test_the_document_examples_match_their_schemas(spec: dict[str, Any], contract: Contract) -> None:
+    # Given each request body example, then the body schema it illustrates accepts it.
+    examples = [(route, method, op["requestBody"]) for route, method, op in operations(spec) if "requestBody" in op]
+    assert len(examples) == 3
+    for route, method, request_body in examples:
+        contract.check_request(route, method, request_body["content"]["application/json"]["example"])
+
+
+def test_the_checker_fails_on_what_the_document_does_not_promise(contract: Contract) -> None:
+    user = {
+        "name": "alice", "owner": "alice", "iam_user_name": "lsst-alice", "policy_name": "p",
+        "iam_user_arn": "arn:aws:iam::123456789012:user/lsstctl/lsst-alice",
+        "secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:lsstctl/users/alice",
+        "created_at": "2026-05-02T12:00:00Z",
+    }
+    # Given a well-formed answer, then it passes
+    contract.check_response("/users", "GET", 200, {}, {"users": [user]})
+    # When the status is not documented for that path and method, then the check fails
+    with pytest.raises(pytest.fail.Exception, match="does not document"):
+        contract.check_response("/users", "GET", 404, {}, {"error": {"code": "not_found", "message": "x"}})
+    with pytest.raises(pytest.fail.Exception, match="does not document"):
+        contract.check_response("/users", "PUT", 200, {}, {})
+    # When a field is undocumented, mistyped, or the 202's Location header is missing, then it fails
+    with pytest.raises(AssertionError, match="install_command_id"):
+        contract.check_response("/users", "GET", 200, {}, {"users": [{**user, "install_command_id": "c"}]})
+    with pytest.raises(AssertionError, match="created_at"):
+        contract.check_response("/users", "GET", 200, {}, {"users": [{**user, "created_at": "yesterday"}]})
+    with pytest.raises(AssertionError, match="no Location header"):
+        contract.check_response("/clusters/{name}", "DELETE", 202, {}, {"cluster": {}, "status_url": "/x"})
+
+
+# real calls --------------------------------------------------------------------------------
+def test_users(api: Api) -> None:
+    # Given no user, when alice creates hers, then 201
+    created = api.call("POST", "/users", body={"name": OWNER})
+    assert created.status == 201
+    assert created.body["iam_user_name"] == f"lsst-{OWNER}"
+    # When she asks again (no Idempotency-Key), then the user is converged: 200
+    assert api.call("POST", "/users", body={"name": OWNER}).status == 200
+    # When a request is replayed with its Idempotency-Key, then the first answer comes back
+    first = api.call("POST", "/users", body={"name": OWNER}, key="user-once")
+    replay = api.call("POST", "/users", body={"name": OWNER}, key="user-once")
+    assert (replay.status, replay.body) == (first.status, first.body)
+    # When she lists and gets users, then she sees her own
+    assert [u["name"] for u in api.call("GET", "/users").body["users"]] == [OWNER]
+    assert api.call("GET", "/users/{name}", name=OWNER).body["secret_arn"] == created.body["secret_arn"]
+    # When she creates a user for bob, then 403 naming the field
+    forbidden = api.call("POST", "/users", body={"name": OTHER})
+    assert (forbidden.status, forbidden.body["error"]["field"]) == (403, "name")
+    # When an admin creates bob, then bob cannot see alice (404), and the admin sees both
+    assert api.call("POST", "/users", body={"name": OTHER}, who=ADMIN).status == 201
+    assert api.call("GET", "/users/{name}", name=OWNER, who=OTHER).status == 404
+    assert {u["name"] for u in api.call("GET", "/users", who=ADMIN).body["users"]} == {OWNER, OTHER}
+
+
+def test_cluster_lifecycle_requests(api: Api) -> None:
+    # Given alice, when she launches a cluster, then 202 with its status URL in the body and Location
+    launched = api.call("POST", "/clusters", body=cluster_spec(), key="launch-1")
+    assert launched.status == 202
+    assert launched.body["status_url"] == launched.headers["Location"] == f"/clusters/{CLUSTER}"
+    assert launched.body["cluster"]["state"] == "requested"
+    # When she lists and gets clusters, then 200
+    assert [c["name"] for c in api.call("GET", "/clusters").body["clusters"]] == [CLUSTER]
+    assert api.call("GET", "/clusters/{name}", name=CLUSTER).body["spec"]["owner"] == OWNER
+    # When she submits a job to the cluster that is not ready, then 409
+    early = api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body=JOB)
+    assert (early.status, early.body["error"]["code"]) == (409, "conflict")
+    # When she lists its jobs and asks for one that does not exist, then 200 (none) and 404
+    assert api.call("GET", "/clusters/{name}/jobs", name=CLUSTER).body == {"jobs": []}
+    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", name=CLUSTER, job_id="j-missing").status == 404
+    # When the name is launched again with another spec, then 409 naming the field
+    taken = api.call("POST", "/clusters", body=cluster_spec(budget_usd=30))
+    assert (taken.status, taken.body["error"]["field"]) == (409, "name")
+    # When she deletes it (twice), then 202 tearing_down both times
+    for attempt in (1, 2):
+        deleted = api.call("DELETE", "/clusters/{name}", name=CLUSTER, key=f"delete-{attempt}")
+        assert (deleted.status, deleted.body["cluster"]["state"]) == (202, "tearing_down")
+        assert deleted.headers["Location"] == f"/clusters/{CLUSTER}"
+    # When a missing cluster is asked for or deleted, then 404
+    assert api.call("GET", "/clusters/{name}", name="nope").status == 404
+    assert api.call("DELETE", "/clusters/{name}", name="nope").status == 404
+
+
+def test_jobs_on_a_ready_cluster(api: Api) -> None:
+    # Given a ready cluster
+    assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
+    make_ready(CLUSTER)
+    # When alice submits a job, then 202 with the job's status URL
+    accepted = api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body=JOB, key="job-1")
+    assert accepted.status == 202
+    job = accepted.body["job"]
+    assert accepted.body["status_url"] == accepted.headers["Location"] == f"/clusters/{CLUSTER}/jobs/{job['job_id']}"
+    assert job["state"] == "submitting"
+    # When she follows it and lists the cluster's jobs, then 200
+    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", name=CLUSTER, job_id=job["job_id"]).body == job
+    assert api.call("GET", "/clusters/{name}/jobs", name=CLUSTER).body == {"jobs": [job]}
+    # When she submits a pipetask to a queue the cluster does not have, then 400 naming the queue
+    pipetask = {"pipetask": {"butler": "/shared/repo", "pipeline": "p.yaml", "inputs": ["a"], "output": "u/alice/o"}}
+    wrong = api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body={**pipetask, "queue": "gpu"})
+    assert (wrong.status, wrong.body["error"]["field"]) == (400, "queue")
+    # When she gives both a command and a pipetask, then 400 about the body as a whole
+    both = api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body={**pipetask, "command": "true"})
+    assert (both.status, both.body["error"]["field"]) == (400, "body")
+
+
+def test_bad_requests(api: Api) -> None:
+    # When the body is not JSON, empty, or not an object, then 400 about the body
+    for raw in (b"{not json", b"", b"[1, 2]"):
+        bad = api.call("POST", "/clusters", raw=raw)
+        assert (bad.status, bad.body["error"]["code"], bad.body["error"]["field"]) == (400, "validation_error", "body")
+    # When a field is invalid, then 400 naming it, with every problem in details
+    invalid = api.call("POST", "/clusters", body=cluster_spec(budget_usd=-1, idle_minutes=1))
+    assert (invalid.status, invalid.body["error"]["field"]) == (400, "budget_usd")
+    assert {d["field"] for d in invalid.body["error"]["details"]} == {"budget_usd", "idle_minutes"}
+    # When the region is not the control plane's, then 400 naming it
+    elsewhere = api.call("POST", "/clusters", body=cluster_spec(region="eu-west-1"))
+    assert (elsewhere.status, elsewhere.body["error"]["field"]) == (400, "region")
+    # When the Idempotency-Key is too long, then 400 naming the header
+    long_key = api.call("DELETE", "/clusters/{name}", name=CLUSTER, key="k" * 256)
+    assert (long_key.status, long_key.body["error"]["field"]) == (400, "Idempotency-Key")
+    # When the body is not declared JSON, then Chalice answers 415 in its own shape
+    assert api.call("POST", "/users", body={"name": OWNER}, headers={"Content-Type": "text/plain"}).status == 415
+
+
+def test_identity_and_visibility(api: Api) -> None:
+    # Given alice's cluster
+    assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
+    # When nobody is named, or the identity is not one, then 401
+    for who in (None, "not a name!"):
+        anonymous = api.call("GET", "/clusters", who=who)
+        assert (anonymous.status, anonymous.body["error"]["code"]) == (401, "unauthenticated")
+    assert api.call("POST", "/clusters", body=cluster_spec("other"), who=None).status == 401
+    # When bob asks for, lists jobs of, submits to or deletes alice's cluster, then 404 (names do not leak)
+    assert api.call("GET", "/clusters", who=OTHER).body == {"clusters": []}
+    assert api.call("GET", "/clusters/{name}", name=CLUSTER, who=OTHER).status == 404
+    assert api.call("GET", "/clusters/{name}/jobs", name=CLUSTER, who=OTHER).status == 404
+    assert api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body=JOB, who=OTHER).status == 404
+    assert api.call("DELETE", "/clusters/{name}", name=CLUSTER, who=OTHER).status == 404
+    # When bob launches a cluster for alice, then 403 naming the owner field
+    forbidden = api.call("POST", "/clusters", body=cluster_spec("for-alice", owner=OWNER), who=OTHER)
+    assert (forbidden.status, forbidden.body["error"]["field"]) == (403, "owner")
+
+
+def test_idempotency_key_reuse(api: Api) -> None:
+    # Given a launch made with a key
+    first = api.call("POST", "/clusters", body=cluster_spec(), key="launch-once")
+    assert first.status == 202
+    # When the same key comes with the same body, then the first answer is replayed
+    assert api.call("POST", "/clusters", body=cluster_spec(), key="launch-once").body == first.body
+    # When it comes with a different body, then 422 naming the header
+    reused = api.call("POST", "/clusters", body=cluster_spec(budget_usd=99), key="launch-once")
+    assert (reused.status, reused.body["error"]["code"]) == (422, "idempotency_key_reused")
+    # And jobs: the same key with another body is refused too
+    make_ready(CLUSTER)
+    assert api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body=JOB, key="job-once").status == 202
+    again = api.call("POST", "/clusters/{name}/jobs", name=CLUSTER, body={**JOB, "cores": 2}, key="job-once")
+    assert again.status == 422
+
+
+def test_an_unexpected_failure_is_a_documented_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lsstctl import wiring
+
+    # Given a state store that breaks
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("table on fire")
+
+    monkeypatch.setattr(wiring.deps().store, "list_clusters", broken)
+    # When clusters are listed, then 500 in the Error shape, without internals
+    failed = api.call("GET", "/clusters")
+    assert (failed.status, failed.body["error"]["code"]) == (500, "internal_error")
+    assert "fire" not in failed.body["error"]["message"]

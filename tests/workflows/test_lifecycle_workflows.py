@@ -1,0 +1,200 @@
+"""The real ASL, executed by moto's interpreter, calling our real handlers; SSM commands
+run on this machine and jobs run in a real Slurm. Time is compressed through the input
+(1 s polls), never slept through."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from lsstctl import wiring
+from lsstctl.adapters.local_engine import fleet_table_name
+from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec
+from lsstctl.errors import ClusterConfigError, NotFoundError
+from lsstctl.services import clusters, jobs
+from lsstctl.services.identity import Principal
+from tests.conftest import cluster_spec, drain_events, live_instances, states_entered, wait_execution
+
+ALICE = Principal("alice")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def launch(name: str, **overrides) -> object:
+    return clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(name, **overrides)))
+
+
+def launched_ready(name: str):
+    cluster = launch(name)
+    execution = wait_execution(cluster.launch_execution)
+    assert execution["status"] == "SUCCEEDED", execution
+    return wiring.deps().store.get_cluster(name)
+
+
+def torn_down(name: str):
+    cluster = clusters.request_teardown(wiring.deps(), name, reason="user", principal=ALICE)
+    assert wait_execution(cluster.teardown_execution)["status"] == "SUCCEEDED"
+    return wiring.deps().store.get_cluster(name)
+
+
+def test_happy_path_launch_run_teardown(emulator):
+    name = unique("happy")
+    drain_events(emulator.settings_env["LSSTCTL_AUDIT_QUEUE_URL"])
+
+    # Given a launched cluster
+    ready = launched_ready(name)
+    assert [t.state for t in ready.history] == ["requested", "launching", "installing", "ready"]
+    assert len(live_instances(name)) == 2  # head node + MinCount=1 compute
+    stack = Path(emulator.workdir) / "nodes" / name / "shared" / "lsst_stack"
+    assert (stack / "stack" / "w_2026_47" / "lsst_distrib.installed").exists()
+
+    # When a job runs on it
+    job = jobs.submit_job(wiring.deps(), ALICE, name, JobSpec(command="echo result > answer.txt; hostname"))
+    assert wait_execution(job.execution)["status"] == "SUCCEEDED"
+    finished = wiring.deps().store.get_job(name, job.job_id)
+    assert finished.state.value == "completed" and finished.exit_code == "0:0" and finished.slurm_job_id
+    # Slurm may finish a one-line job between two polls, so `running` can be skipped.
+    states = [t.state for t in finished.history]
+    assert states[0] == "pending" and states[-1] == "completed" and set(states) <= {"pending", "running", "completed"}
+
+    # Then teardown archives the outputs and leaves nothing behind
+    gone = torn_down(name)
+    assert gone.state == ClusterState.DELETED and gone.teardown_reason == "user"
+    assert live_instances(name) == []
+    assert fleet_table_name(name) not in boto3.client("dynamodb").list_tables()["TableNames"]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
+    assert f"alice/{name}/g1/{job.job_id}/answer.txt" in keys
+
+    # And every transition was published for subscribers
+    events = drain_events(emulator.settings_env["LSSTCTL_AUDIT_QUEUE_URL"])
+    mine = [e for e in events if e["detail"].get("cluster") == name]
+    states = [e["detail"]["state"] for e in mine if e["detail-type"] == "Cluster State Changed"]
+    assert states[0] == "requested" and "ready" in states and states[-1] == "deleted"
+    assert any(e["detail-type"] == "Job State Changed" and e["detail"]["finished"] for e in mine)
+    done = [e["detail"] for e in mine if e["detail-type"] == "Teardown Completed"]
+    assert len(done) == 1 and done[0]["reason"] == "user" and done[0]["outcome"] == "deleted"
+
+
+def test_failing_install_ends_in_clean_teardown(emulator, monkeypatch):
+    monkeypatch.setenv("LSSTCTL_LSST_INSTALLER_URL", "file:///nonexistent/lsstinstall")
+    wiring.reset()
+    try:
+        name = unique("badinstall")
+        cluster = launch(name)
+        assert wait_execution(cluster.launch_execution)["status"] == "FAILED"
+        record = wiring.deps().store.get_cluster(name)
+        assert wait_execution(record.teardown_execution)["status"] == "SUCCEEDED"
+    finally:
+        monkeypatch.undo()
+        wiring.reset()
+    record = wiring.deps().store.get_cluster(name)
+    assert record.state == ClusterState.DELETED
+    assert record.teardown_reason == "launch_failed"
+    assert record.failure["code"] == "InstallFailedError" and "lsstinstall" in record.failure["message"]
+    assert [t.state for t in record.history] == ["requested", "launching", "installing", "tearing_down", "deleted"]
+    assert live_instances(name) == []
+
+
+def test_duplicate_launch_requests_create_one_cluster(emulator):
+    name = unique("dup")
+    results, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def request() -> None:
+        barrier.wait()
+        try:
+            results.append(launch(name))
+        except Exception as error:  # a racing duplicate may see the conflict
+            errors.append(error)
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results and all(r.generation == 1 for r in results) and not errors
+    assert wait_execution(results[0].launch_execution)["status"] == "SUCCEEDED"
+    sfn = boto3.client("stepfunctions")
+    machine = results[0].launch_execution.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+    launches = [e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if f"-{name}-" in e["name"]]
+    assert len(launches) == 1
+    assert len(live_instances(name)) == 2
+    # A different spec under the same name is a conflict, not a second cluster.
+    with pytest.raises(Exception, match="already exists"):
+        launch(name, budget_usd=99)
+    torn_down(name)
+
+
+def test_teardown_started_twice_runs_once(emulator):
+    name = unique("twice")
+    ready = launched_ready(name)
+    deps = wiring.deps()
+    sfn = boto3.client("stepfunctions")
+    # A stale execution (for another generation of the name) fails without touching the cluster.
+    stale = sfn.start_execution(
+        stateMachineArn=deps.settings.teardown_state_machine_arn,
+        name=f"stale-{name}",
+        input=json.dumps({"cluster": name, "generation": 99, "reason": "idle", "poll": {"seconds": 1}}),
+    )["executionArn"]
+    assert wait_execution(stale)["status"] == "FAILED"
+    assert deps.store.get_cluster(name).state == ClusterState.READY
+    # Given two triggers at once (say the user and a failed launch) and a direct second execution
+    first = clusters.request_teardown(deps, name, reason="user", principal=ALICE)
+    second = clusters.request_teardown(deps, name, reason="lifetime")
+    assert first.teardown_execution == second.teardown_execution
+    rogue = sfn.start_execution(
+        stateMachineArn=deps.settings.teardown_state_machine_arn,
+        name=f"rogue-{name}",
+        input=json.dumps({"cluster": name, "generation": ready.generation, "reason": "idle", "poll": {"seconds": 1}}),
+    )["executionArn"]
+    # Then exactly one execution did the work
+    assert wait_execution(first.teardown_execution)["status"] == "SUCCEEDED"
+    assert wait_execution(rogue)["status"] == "SUCCEEDED"
+    assert "StopComputeFleet" in states_entered(first.teardown_execution)
+    assert states_entered(rogue) == ["ClaimCluster", "Claimed?", "AlreadyHandled"]
+    record = deps.store.get_cluster(name)
+    assert record.state == ClusterState.DELETED and record.teardown_reason == "user"
+    assert [t.state for t in record.history].count("tearing_down") == 1
+    # And asking again after the end changes nothing
+    assert clusters.request_teardown(deps, name, reason="user").state == ClusterState.DELETED
+
+
+@pytest.mark.parametrize(
+    "queue, message",
+    [
+        ({"name": "q", "instance_types": ["c5.large"], "min_nodes": 5, "max_nodes": 2},
+         "Max count must be greater than or equal to min count."),
+        ({"name": "q", "instance_types": ["c5.nonexistent"]}, "do not exist"),
+        ({"name": "Bad_Queue", "instance_types": ["c5.large"]}, "Invalid name 'Bad_Queue'"),
+    ],
+)
+def test_bad_specs_are_rejected_before_anything_exists(emulator, queue, message):
+    name = unique("bad")
+    with pytest.raises(ClusterConfigError) as exc:
+        launch(name, queues=[queue])
+    assert message in exc.value.message
+    with pytest.raises(NotFoundError):
+        wiring.deps().store.get_cluster(name)
+    assert live_instances(name) == []
+
+
+def test_failed_and_cancelled_jobs_are_recorded(emulator):
+    name = unique("jobs")
+    launched_ready(name)
+    deps = wiring.deps()
+    failing = jobs.submit_job(deps, ALICE, name, JobSpec(command="echo about to fail; exit 3"))
+    assert wait_execution(failing.execution)["status"] == "SUCCEEDED"
+    record = deps.store.get_job(name, failing.job_id)
+    assert record.state.value == "failed" and record.exit_code == "3:0"
+
+    long_running = jobs.submit_job(deps, ALICE, name, JobSpec(command="sleep 300"))
+    torn_down(name)
+    wait_execution(long_running.execution)
+    record = deps.store.get_job(name, long_running.job_id)
+    assert record.state.value == "cancelled"
