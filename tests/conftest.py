@@ -63,15 +63,9 @@ def aws_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def pcluster_network(session: Any) -> dict[str, str]:
     """What ParallelCluster's validators need in an account: VPC, subnet, key, its AMI."""
-    from lsstctl.emulator.bootstrap import ensure_pcluster_ami
+    from lsstctl.emulator.bootstrap import create_cluster_network
 
-    ec2 = session.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
-    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
-    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.0.0/24")["Subnet"]["SubnetId"]
-    ec2.create_key_pair(KeyName="test-key", KeyType="rsa")
-    return {"subnet": subnet, "key": "test-key", "ami": ensure_pcluster_ami(REGION)}
+    return create_cluster_network(session, REGION, key_name="test-key")
 
 
 def cluster_spec(name: str, **overrides: Any) -> dict[str, Any]:

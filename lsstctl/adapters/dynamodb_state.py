@@ -13,6 +13,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
+from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
 from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Transition, User, iso, utcnow
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError
@@ -68,19 +69,17 @@ def _conditional_failed(error: ClientError) -> bool:
 
 
 class DynamoStateStore:
+    dynamodb = LazyClient("dynamodb", resource=True)
+
     def __init__(self, table_name: str, resource: Any = None):
         self._table_name = table_name
-        self._resource = resource
+        self.dynamodb = resource
         self._table: Any = None
 
     @property
     def table(self) -> Any:
         if self._table is None:
-            if self._resource is None:
-                import boto3
-
-                self._resource = boto3.resource("dynamodb")
-            self._table = self._resource.Table(self._table_name)
+            self._table = self.dynamodb.Table(self._table_name)
         return self._table
 
     # clusters -----------------------------------------------------------------------

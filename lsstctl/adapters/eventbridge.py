@@ -4,21 +4,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lsstctl.adapters.aws import LazyClient
+
 SOURCE = "lsstctl"
 
 
 class EventBridgePublisher:
+    client = LazyClient("events")
+
     def __init__(self, bus_name: str, client: Any = None):
         self._bus = bus_name
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("events")
-        return self._client
+        self.client = client
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
         response = self.client.put_events(

@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from lsstctl.adapters.aws import LazyClient
 from lsstctl.errors import ControlPlaneError
 
 MAX_KEYS = 2  # IAM's limit per user
@@ -20,26 +21,13 @@ def _code(error: ClientError) -> str:
 
 
 class IamUserProvisioner:
+    iam = LazyClient("iam")
+    secrets = LazyClient("secretsmanager")
+
     def __init__(self, *, path: str, iam: Any = None, secrets: Any = None):
         self._path = path
-        self._iam = iam
-        self._secrets = secrets
-
-    @property
-    def iam(self) -> Any:
-        if self._iam is None:
-            import boto3
-
-            self._iam = boto3.client("iam")
-        return self._iam
-
-    @property
-    def secrets(self) -> Any:
-        if self._secrets is None:
-            import boto3
-
-            self._secrets = boto3.client("secretsmanager")
-        return self._secrets
+        self.iam = iam
+        self.secrets = secrets
 
     def ensure_user(
         self, *, name: str, owner: str, policy_name: str, policy: dict[str, Any], secret_name: str, tags: dict[str, str]

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
+from lsstctl.adapters.aws import LazyClient
 from lsstctl.ports import EngineCluster
 
 PCLUSTER_VERSION = "3.16.1"
@@ -48,6 +49,10 @@ def fleet_table_name(cluster: str) -> str:
 
 
 class LocalClusterEngine:
+    ec2 = LazyClient("ec2")
+    cloudformation = LazyClient("cloudformation")
+    dynamodb = LazyClient("dynamodb")
+
     def __init__(
         self,
         *,
@@ -59,14 +64,9 @@ class LocalClusterEngine:
     ):
         self._provision_seconds = provision_seconds
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._clients: dict[str, Any] = {"ec2": ec2, "cloudformation": cloudformation, "dynamodb": dynamodb}
-
-    def _client(self, service: str) -> Any:
-        if self._clients[service] is None:
-            import boto3
-
-            self._clients[service] = boto3.client(service)
-        return self._clients[service]
+        self.ec2 = ec2
+        self.cloudformation = cloudformation
+        self.dynamodb = dynamodb
 
     # ClusterEngine ------------------------------------------------------------------
     def create_cluster(self, name: str, config: dict[str, Any]) -> EngineCluster:
@@ -102,18 +102,18 @@ class LocalClusterEngine:
         self._set_fleet_status(name, "STOP_REQUESTED")
         compute = [i["InstanceId"] for i in self._instances(name, node_type="Compute")]
         if compute:
-            self._client("ec2").terminate_instances(InstanceIds=compute)
+            self.ec2.terminate_instances(InstanceIds=compute)
         self._set_fleet_status(name, "STOPPED")
         return self.describe_cluster(name)
 
     def delete_cluster(self, name: str) -> EngineCluster:
         instances = [i["InstanceId"] for i in self._instances(name)]
         if instances:
-            self._client("ec2").terminate_instances(InstanceIds=instances)
+            self.ec2.terminate_instances(InstanceIds=instances)
         if self._stack(name) is not None:
-            self._client("cloudformation").delete_stack(StackName=name)
+            self.cloudformation.delete_stack(StackName=name)
         try:
-            self._client("dynamodb").delete_table(TableName=fleet_table_name(name))
+            self.dynamodb.delete_table(TableName=fleet_table_name(name))
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
@@ -122,7 +122,7 @@ class LocalClusterEngine:
     # helpers ------------------------------------------------------------------------
     def _stack(self, name: str) -> dict[str, Any] | None:
         try:
-            stacks = self._client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+            stacks = self.cloudformation.describe_stacks(StackName=name)["Stacks"]
         except ClientError as error:
             if "does not exist" in error.response["Error"].get("Message", ""):
                 return None
@@ -133,14 +133,14 @@ class LocalClusterEngine:
         if self._stack(name) is not None:
             return
         stack_tags = {**tags, "parallelcluster:version": PCLUSTER_VERSION, NAME_TAG: name}
-        self._client("cloudformation").create_stack(
+        self.cloudformation.create_stack(
             StackName=name,
             TemplateBody=json.dumps(stack_template(name)),
             Tags=[{"Key": k, "Value": v} for k, v in stack_tags.items()],
         )
 
     def _ensure_fleet_table(self, name: str) -> None:
-        ddb = self._client("dynamodb")
+        ddb = self.dynamodb
         try:
             ddb.create_table(
                 TableName=fleet_table_name(name),
@@ -155,7 +155,7 @@ class LocalClusterEngine:
         self._set_fleet_status(name, "RUNNING")
 
     def _set_fleet_status(self, name: str, status: str) -> None:
-        self._client("dynamodb").put_item(
+        self.dynamodb.put_item(
             TableName=fleet_table_name(name),
             Item={
                 "Id": {"S": "COMPUTE_FLEET"},
@@ -168,7 +168,7 @@ class LocalClusterEngine:
 
     def _fleet_status(self, name: str) -> str | None:
         try:
-            item = self._client("dynamodb").get_item(
+            item = self.dynamodb.get_item(
                 TableName=fleet_table_name(name), Key={"Id": {"S": "COMPUTE_FLEET"}}
             ).get("Item")
         except ClientError:
@@ -185,7 +185,7 @@ class LocalClusterEngine:
         if queue:
             filters.append({"Name": f"tag:{QUEUE_TAG}", "Values": [queue]})
         found: list[dict[str, Any]] = []
-        for page in self._client("ec2").get_paginator("describe_instances").paginate(Filters=filters):
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
             for reservation in page["Reservations"]:
                 found += reservation["Instances"]
         return found
@@ -193,7 +193,7 @@ class LocalClusterEngine:
     def _image_id(self, config: dict[str, Any]) -> str:
         os_name = config.get("Image", {}).get("Os", "alinux2023")
         flavour = {"alinux2023": "amzn2023"}.get(os_name, os_name)
-        images = self._client("ec2").describe_images(
+        images = self.ec2.describe_images(
             Owners=["amazon"],
             Filters=[{"Name": "name", "Values": [f"aws-parallelcluster-{PCLUSTER_VERSION}-{flavour}-*"]}],
         )["Images"]
@@ -202,7 +202,7 @@ class LocalClusterEngine:
         return sorted(images, key=lambda i: i.get("CreationDate", ""))[-1]["ImageId"]
 
     def _run(self, *, config: dict[str, Any], instance_type: str, subnet: str, count: int, tags: dict[str, str]) -> None:
-        self._client("ec2").run_instances(
+        self.ec2.run_instances(
             ImageId=self._image_id(config),
             InstanceType=instance_type,
             MinCount=count,

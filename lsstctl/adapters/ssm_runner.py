@@ -5,21 +5,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from lsstctl.adapters.aws import LazyClient
 from lsstctl.errors import TransientError
 from lsstctl.ports import CommandResult
 
 
 class SsmRunner:
+    client = LazyClient("ssm")
+
     def __init__(self, client: Any = None):
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("ssm")
-        return self._client
+        self.client = client
 
     def send(self, instance_id: str, script: str, *, comment: str, timeout_seconds: int = 3600) -> str:
         response = self.client.send_command(

@@ -7,18 +7,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from lsstctl.adapters.aws import LazyClient
+
 
 class StepFunctionsStarter:
+    client = LazyClient("stepfunctions")
+
     def __init__(self, client: Any = None):
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("stepfunctions")
-        return self._client
+        self.client = client
 
     def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
         try:

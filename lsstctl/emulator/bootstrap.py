@@ -62,27 +62,36 @@ def ensure_pcluster_ami(region: str) -> str:
     return ami.id
 
 
-def bootstrap(session: Any, region: str) -> dict[str, str]:
-    """Create everything; returns the LSSTCTL_* settings that point at it."""
+def create_cluster_network(session: Any, region: str, *, key_name: str = "lsstctl-local") -> dict[str, str]:
+    """What ParallelCluster needs in an account: a VPC with DNS, a subnet, a key, its AMI."""
     ec2 = session.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20")["Subnet"]["SubnetId"]
-    ec2.create_key_pair(KeyName="lsstctl-local", KeyType="rsa")
-    ensure_pcluster_ami(region)
+    ec2.create_key_pair(KeyName=key_name, KeyType="rsa")
+    return {"subnet": subnet, "key": key_name, "ami": ensure_pcluster_ami(region)}
 
+
+def create_tables(session: Any, *, state: str = "lsstctl-state", idempotency: str = "lsstctl-idempotency") -> None:
+    """The state table and Powertools' idempotency table (TTL on `expiration`)."""
     ddb = session.client("dynamodb")
-    ddb.create_table(**table_definition("lsstctl-state"))
+    ddb.create_table(**table_definition(state))
     ddb.create_table(
-        TableName="lsstctl-idempotency",
+        TableName=idempotency,
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
     ddb.update_time_to_live(
-        TableName="lsstctl-idempotency", TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+        TableName=idempotency, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
     )
+
+
+def bootstrap(session: Any, region: str) -> dict[str, str]:
+    """Create everything; returns the LSSTCTL_* settings that point at it."""
+    network = create_cluster_network(session, region)
+    create_tables(session)
     session.client("s3").create_bucket(Bucket="lsstctl-archive")
 
     events = session.client("events")
@@ -118,8 +127,8 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     }
     return {
         "LSSTCTL_REGION": region,
-        "LSSTCTL_CLUSTER_SUBNET_ID": subnet,
-        "LSSTCTL_CLUSTER_KEY_NAME": "lsstctl-local",
+        "LSSTCTL_CLUSTER_SUBNET_ID": network["subnet"],
+        "LSSTCTL_CLUSTER_KEY_NAME": network["key"],
         "LSSTCTL_LAUNCH_STATE_MACHINE_ARN": machines["launch"],
         "LSSTCTL_TEARDOWN_STATE_MACHINE_ARN": machines["teardown"],
         "LSSTCTL_JOB_STATE_MACHINE_ARN": machines["run_job"],

@@ -211,16 +211,9 @@ def _create_resources() -> dict[str, str]:
     """What the API touches: state and idempotency tables, event bus, state machines."""
     import boto3
 
-    from lsstctl.adapters.dynamodb_state import table_definition
+    from lsstctl.emulator.bootstrap import create_tables
 
-    ddb = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(**table_definition("lsstctl-state"))
-    ddb.create_table(
-        TableName="lsstctl-idempotency",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_tables(boto3.Session(region_name=REGION))
     boto3.client("events", region_name=REGION).create_event_bus(Name="lsstctl-events")
     sfn = boto3.client("stepfunctions", region_name=REGION)
     # Executions are recorded, never run: this test is about the HTTP contract.
