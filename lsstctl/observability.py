@@ -16,5 +16,8 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
 def bind(**keys: object) -> None:
-    """Add correlation keys (cluster, execution, job) to every following log line."""
-    logger.append_keys(**{k: v for k, v in keys.items() if v is not None})
+    """Set this request's correlation keys (cluster, execution, job) for every following log
+    line. Thread-local: the emulator serves many requests on threads of one process, and a
+    warm Lambda must not carry one request's keys into the next."""
+    logger.thread_safe_clear_keys()
+    logger.thread_safe_append_keys(**{k: v for k, v in keys.items() if v is not None})

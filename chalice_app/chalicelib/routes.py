@@ -120,7 +120,14 @@ def _accepted(body: dict[str, Any], path: str) -> dict[str, Any]:
 @tracer.capture_method(capture_response=False)
 def _route(handler: Callable[[], Response]) -> Response:
     request = api.current_request
-    bind(path=request.path, method=request.method, request_id=(request.context or {}).get("requestId"))
+    params = request.uri_params or {}
+    bind(
+        path=request.path,
+        method=request.method,
+        request_id=(request.context or {}).get("requestId"),
+        cluster=params.get("name"),
+        job_id=params.get("job_id"),
+    )
     response = handle(handler)
     metrics.add_metric(name=f"Http{response.status_code // 100}xx", unit="Count", value=1)
     metrics.flush_metrics()

@@ -7,6 +7,9 @@
   machine, which plays every head node: status goes InProgress -> Success/Failed with the
   real exit code, stdout and stderr (truncated as SSM does).
 - Step Functions: moto's ASL interpreter is switched on.
+- EventBridge: moto raises NotImplementedError for Lambda, Step Functions and SNS targets.
+  Here they are delivered as AWS does, asynchronously: the Lambda is invoked, the state
+  machine started, the topic published to, with the rule's Input/InputPath/InputTransformer.
 - DynamoDB: moto checks a write's condition and applies it without a lock, so two threads
   can both pass the same condition. Writes are serialised here, as they are on AWS.
 
@@ -117,6 +120,77 @@ def install_atomic_dynamodb_writes() -> None:
         setattr(DynamoDBBackend, name, locked(original))
 
 
+_DELIVERED = ("lambda", "states", "sns")
+
+
+def _target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
+    """What EventBridge sends a target: Input, InputPath, InputTransformer, or the event."""
+    from moto.events.models import EventTemplateParser
+
+    if "Input" in target:
+        return json.loads(target["Input"])
+    if "InputPath" in target:
+        # The emulator supports the dotted form ($.detail.cluster), which is what we use.
+        path = target["InputPath"]
+        if not path.startswith("$"):
+            raise ValueError(f"unsupported InputPath {path!r}")
+        value: Any = event
+        for key in [k for k in path[1:].split(".") if k]:
+            value = value[key]
+        return value
+    transformer = target.get("InputTransformer")
+    if transformer:
+        return EventTemplateParser.parse(
+            input_template=transformer.get("InputTemplate"),
+            input_paths_map=transformer.get("InputPathsMap", {}),
+            event=event,
+        )
+    return event
+
+
+def _deliver(arn: str, payload: Any) -> None:
+    import boto3
+
+    body = payload if isinstance(payload, str) else json.dumps(payload)
+    service = arn.split(":")[2]
+    try:
+        if service == "lambda":
+            boto3.client("lambda").invoke(FunctionName=arn, InvocationType="Event", Payload=body.encode())
+        elif service == "states":
+            boto3.client("stepfunctions").start_execution(stateMachineArn=arn, input=body)
+        else:
+            boto3.client("sns").publish(TopicArn=arn, Message=body)
+    except Exception:  # EventBridge retries and then drops; here we log and drop
+        log.exception("EventBridge delivery to %s failed", arn)
+
+
+def install_eventbridge_targets() -> None:
+    from moto.events.models import Rule
+
+    if "events" in _state:
+        return
+    original = Rule.send_to_targets
+    _state["events"] = original
+    lock = threading.Lock()
+
+    def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if not self.event_pattern.matches_event(original_event):
+            return
+        ours = [t for t in self.targets if t["Arn"].split(":")[2] in _DELIVERED]
+        with lock:  # moto's own targets go through the original, ours are left out of it
+            everything = self.targets
+            self.targets = [t for t in everything if t not in ours]
+            try:
+                original(self, original_event, transform_input)
+            finally:
+                self.targets = everything
+        for target in ours:
+            payload = _target_input(target, dict(original_event))
+            threading.Thread(target=_deliver, args=(target["Arn"], payload), daemon=True).start()
+
+    Rule.send_to_targets = send_to_targets
+
+
 def install(shell: HeadNodeShell) -> None:
     """Apply all patches; `shell` is where SSM commands run."""
     from moto.awslambda.models import LambdaFunction
@@ -125,6 +199,7 @@ def install(shell: HeadNodeShell) -> None:
 
     _state["shell"] = shell
     install_atomic_dynamodb_writes()
+    install_eventbridge_targets()
     default_user_config["stepfunctions"]["execute_state_machine"] = True
     # The head node policy names AWS-managed policies (AmazonSSMManagedInstanceCore).
     default_user_config["iam"]["load_aws_managed_policies"] = True
@@ -169,6 +244,10 @@ def uninstall() -> None:
         SimpleSystemManagerBackend.send_command = _state.pop("ssm")
     for name, original in _state.pop("dynamodb", {}).items():
         setattr(DynamoDBBackend, name, original)
+    if "events" in _state:
+        from moto.events.models import Rule
+
+        Rule.send_to_targets = _state.pop("events")
 
 
 def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:

@@ -83,3 +83,36 @@ def test_throttling_becomes_a_transient_error(monkeypatch):
     context = glue.LambdaContext(function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
     with pytest.raises(TransientError):
         handler({"action": "poll", "cluster": "c1"}, context)
+
+
+def test_eventbridge_delivers_to_lambda_and_step_functions(aws):
+    from tests.integration.eventbridge_sink import RECEIVED
+
+    events, lam, sfn = boto3.client("events"), boto3.client("lambda"), boto3.client("stepfunctions")
+    role = boto3.client("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    glue.install(glue.HeadNodeShell())
+    try:
+        fn = lam.create_function(FunctionName="rec", Runtime="python3.12", Role=role,
+                                 Handler="tests.integration.eventbridge_sink.lambda_handler",
+                                 Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18})["FunctionArn"]
+        machine = sfn.create_state_machine(
+            name="m", roleArn=role,
+            definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        )["stateMachineArn"]
+        events.put_rule(Name="r", EventPattern=json.dumps({"source": ["test"]}))
+        events.put_targets(Rule="r", Targets=[
+            {"Id": "fn", "Arn": fn},
+            {"Id": "sm", "Arn": machine, "InputPath": "$.detail"},
+        ])
+        RECEIVED.clear()
+        events.put_events(Entries=[{"Source": "test", "DetailType": "t", "Detail": json.dumps({"cluster": "c1"})}])
+        for _ in range(100):
+            executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+            if RECEIVED and executions:
+                break
+            time.sleep(0.05)
+        assert RECEIVED[0]["detail"] == {"cluster": "c1"} and RECEIVED[0]["source"] == "test"
+        started = sfn.describe_execution(executionArn=executions[0]["executionArn"])
+        assert json.loads(started["input"]) == {"cluster": "c1"}
+    finally:
+        glue.uninstall()
