@@ -1,0 +1,142 @@
+"""Spend arithmetic (pure): what a cluster has cost so far, what it burns now, and when
+the guard must start teardown so that the budget is never crossed.
+
+Billing model (AWS's, for Linux): EC2 per second with a 60-second minimum from launch to
+termination; EBS, EFS and FSx per GB-month, prorated per second (730 hours a month).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+HOURS_PER_MONTH = 730
+MIN_BILLED_SECONDS = 60
+WARN_THRESHOLDS = (50, 80, 90)
+
+Role = Literal["head", "compute", "storage"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One billable thing, as last observed."""
+
+    id: str
+    kind: Literal["instance", "volume", "filesystem"]
+    role: Role
+    type: str
+    hourly_usd: float
+    started_at: datetime
+    ended_at: datetime | None = None  # None: still billing
+    size_gib: int | None = None
+    pricing: str = "on-demand"
+
+    def spend(self, now: datetime) -> float:
+        end = min(self.ended_at or now, now)
+        seconds = max(0.0, (end - self.started_at).total_seconds())
+        if self.kind == "instance" and seconds > 0:
+            seconds = max(seconds, MIN_BILLED_SECONDS)
+        return self.hourly_usd * seconds / 3600
+
+    def billing(self, now: datetime) -> bool:
+        return self.ended_at is None or self.ended_at > now
+
+
+def storage_hourly(price_per_gb_month: float, size_gib: int) -> float:
+    return price_per_gb_month * size_gib / HOURS_PER_MONTH
+
+
+@dataclass(frozen=True)
+class SpendReport:
+    measured_at: datetime
+    spend_usd: float
+    burn_usd_per_hour: float  # what runs now
+    base_burn_usd_per_hour: float  # head node and storage: what teardown cannot stop at once
+    max_burn_usd_per_hour: float  # if every queue scaled to MaxCount now
+    breakdown: list[dict[str, Any]] = field(default_factory=list)
+
+    def projected_budget_at(self, budget_usd: float) -> datetime | None:
+        """When spend reaches the budget at the current burn (None: it never does)."""
+        if self.spend_usd >= budget_usd:
+            return self.measured_at
+        if self.burn_usd_per_hour <= 0:
+            return None
+        return self.measured_at + timedelta(hours=(budget_usd - self.spend_usd) / self.burn_usd_per_hour)
+
+    def to_dict(self, budget_usd: float | None = None) -> dict[str, Any]:
+        data = asdict(self)
+        data["measured_at"] = self.measured_at.isoformat()
+        if budget_usd is not None:
+            at = self.projected_budget_at(budget_usd)
+            data["budget_usd"] = budget_usd
+            data["projected_budget_at"] = at.isoformat() if at else None
+            data["budget_used_percent"] = round(100 * self.spend_usd / budget_usd, 2)
+        return data
+
+
+def measure(resources: list[Resource], now: datetime, *, potential_compute_usd_per_hour: float) -> SpendReport:
+    """Sum what each resource has cost until `now` and what the running ones burn."""
+    breakdown = []
+    burn = base = 0.0
+    for r in sorted(resources, key=lambda r: (r.role, r.id)):
+        running = r.billing(now)
+        if running:
+            burn += r.hourly_usd
+            if r.role != "compute":
+                base += r.hourly_usd
+        breakdown.append(
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "role": r.role,
+                "type": r.type,
+                "pricing": r.pricing,
+                "hourly_usd": round(r.hourly_usd, 6),
+                "spend_usd": round(r.spend(now), 6),
+                "billing": running,
+                "started_at": r.started_at.isoformat(),
+                "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+            }
+        )
+    spend = sum(r.spend(now) for r in resources)
+    return SpendReport(
+        measured_at=now,
+        spend_usd=spend,
+        burn_usd_per_hour=burn,
+        base_burn_usd_per_hour=base,
+        max_burn_usd_per_hour=base + potential_compute_usd_per_hour,
+        breakdown=breakdown,
+    )
+
+
+@dataclass(frozen=True)
+class TeardownTiming:
+    """How long teardown takes, as measured on past teardowns (seconds)."""
+
+    stop_compute_seconds: float  # until compute no longer bills
+    total_seconds: float  # until the last billable resource stops
+
+
+def spend_ceiling(report: SpendReport, *, guard_interval_seconds: float, timing: TeardownTiming) -> float:
+    """The most this cluster can have cost when its last resource stops, if teardown starts
+    at the next tick: until compute stops, assume every queue scales to MaxCount (bursts
+    happen between ticks); after that only the head node and storage bill."""
+    compute_window = guard_interval_seconds + timing.stop_compute_seconds
+    tail = max(0.0, timing.total_seconds - timing.stop_compute_seconds)
+    return (
+        report.spend_usd
+        + report.max_burn_usd_per_hour * compute_window / 3600
+        + report.base_burn_usd_per_hour * tail / 3600
+    )
+
+
+def must_stop_for_budget(
+    report: SpendReport, budget_usd: float, *, guard_interval_seconds: float, timing: TeardownTiming
+) -> bool:
+    """True when waiting one more guard interval could let spend reach the budget."""
+    return spend_ceiling(report, guard_interval_seconds=guard_interval_seconds, timing=timing) >= budget_usd
+
+
+def thresholds_crossed(spend_usd: float, budget_usd: float, already: set[int]) -> list[int]:
+    used = 100 * spend_usd / budget_usd
+    return [t for t in WARN_THRESHOLDS if used >= t and t not in already]

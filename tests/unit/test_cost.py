@@ -1,0 +1,70 @@
+"""Spend arithmetic against hand-computed values, and the guard's stopping rule."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from lsstctl.domain.cost import (
+    Resource,
+    TeardownTiming,
+    measure,
+    must_stop_for_budget,
+    spend_ceiling,
+    storage_hourly,
+    thresholds_crossed,
+)
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+
+def instance(id_: str, hourly: float, minutes: float, role: str = "compute", ended: float | None = None) -> Resource:
+    return Resource(id=id_, kind="instance", role=role, type="x", hourly_usd=hourly, started_at=T0,
+                    ended_at=T0 + timedelta(minutes=ended) if ended is not None else None)
+
+
+def test_per_second_billing_with_a_one_minute_minimum():
+    # c5.xlarge at $0.17/h for 90 minutes = $0.255
+    assert instance("i", 0.17, 0).spend(T0 + timedelta(minutes=90)) == pytest.approx(0.255)
+    # 10 seconds of a $3.60/h instance bill the 60-second minimum: $0.06
+    assert instance("i", 3.6, 0).spend(T0 + timedelta(seconds=10)) == pytest.approx(0.06)
+    # a terminated instance stops costing at its end
+    assert instance("i", 1.0, 0, ended=30).spend(T0 + timedelta(hours=5)) == pytest.approx(0.5)
+
+
+def test_storage_is_prorated_per_gb_month():
+    # gp3 200 GiB at $0.08/GB-month: $16 over 730 h, so $0.021918/h
+    assert storage_hourly(0.08, 200) * 730 == pytest.approx(16.0)
+    assert storage_hourly(0.08, 200) == pytest.approx(0.0219178, rel=1e-5)
+
+
+def test_measure_separates_what_teardown_can_stop_at_once():
+    resources = [
+        instance("head", 0.0416, 0, role="head"),
+        instance("c1", 0.17, 0),
+        instance("c2", 0.17, 0, ended=30),
+        Resource(id="vol", kind="volume", role="storage", type="gp3", hourly_usd=storage_hourly(0.08, 200), started_at=T0),
+    ]
+    now = T0 + timedelta(hours=2)
+    report = measure(resources, now, potential_compute_usd_per_hour=0.17 * 4)
+    # head 2h*0.0416 + c1 2h*0.17 + c2 0.5h*0.17 + vol 2h*0.0219178
+    assert report.spend_usd == pytest.approx(0.0832 + 0.34 + 0.085 + 0.0438356, rel=1e-6)
+    assert report.burn_usd_per_hour == pytest.approx(0.0416 + 0.17 + 0.0219178, rel=1e-6)
+    assert report.base_burn_usd_per_hour == pytest.approx(0.0416 + 0.0219178, rel=1e-6)
+    assert report.max_burn_usd_per_hour == pytest.approx(0.0416 + 0.0219178 + 0.68, rel=1e-6)
+    assert [b["id"] for b in report.breakdown if not b["billing"]] == ["c2"]
+    at = report.projected_budget_at(10.0)
+    assert at == now + timedelta(hours=(10.0 - report.spend_usd) / report.burn_usd_per_hour)
+
+
+def test_the_ceiling_covers_a_burst_until_compute_stops_and_the_base_until_the_end():
+    report = measure([instance("head", 1.0, 0, role="head")], T0 + timedelta(hours=1), potential_compute_usd_per_hour=59.0)
+    timing = TeardownTiming(stop_compute_seconds=120, total_seconds=1200)
+    # $1 so far + $60/h for (60 + 120) s + $1/h for (1200 - 120) s = 1 + 3 + 0.3
+    assert spend_ceiling(report, guard_interval_seconds=60, timing=timing) == pytest.approx(4.3)
+    assert must_stop_for_budget(report, 4.3, guard_interval_seconds=60, timing=timing)
+    assert not must_stop_for_budget(report, 4.31, guard_interval_seconds=60, timing=timing)
+
+
+def test_warnings_cross_each_threshold_once():
+    assert thresholds_crossed(55, 100, set()) == [50]
+    assert thresholds_crossed(95, 100, {50}) == [80, 90]
+    assert thresholds_crossed(95, 100, {50, 80, 90}) == []
