@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     engine: Literal["local"] = "local"
     # Local engine: seconds a new cluster reports CREATE_IN_PROGRESS before CREATE_COMPLETE.
     local_provision_seconds: float = 0
+    # Local engine: seconds a deletion takes (DELETE_IN_PROGRESS until then).
+    local_delete_seconds: float = 0
     # `full` runs ParallelCluster's validators (dry run); `schema` only its schema (offline).
     config_validation: Literal["full", "schema"] = "full"
 
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
     delete_timeout_seconds: int = 3600
     # A job is tracked for its walltime plus this long in the queue, then given up on.
     job_queue_timeout_seconds: int = 7 * 24 * 3600
+    # Bounded spend: the guard's schedule, and teardown timing until some are measured.
+    guard_interval_seconds: int = 60
+    default_stop_compute_seconds: float = 180
+    default_teardown_seconds: float = 1200
+    # SNS topic for owner notifications (spend warnings, teardowns needing attention).
+    notifications_topic_arn: str = ""
     # How long a step waits in-process for a short head-node command (sbatch, scontrol).
     short_command_seconds: float = 20
     # Validators to skip (comma separated, e.g. type:HeadNodeLaunchTemplateValidator).

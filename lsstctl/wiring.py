@@ -3,17 +3,32 @@ so nothing here may call AWS at import time). Tests call `reset()` after changin
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
 from lsstctl.services.deps import Deps
 from lsstctl.settings import Settings, get_settings
+
+
+_clock: Callable[[], datetime] | None = None
+
+
+def use_clock(clock: Callable[[], datetime] | None) -> None:
+    """Run the control plane on another clock (the cost simulation's); None: real time."""
+    global _clock
+    _clock = clock
+    deps.cache_clear()
 
 
 def _engine(settings: Settings) -> Any:
     # Settings admit only "local" today; the pcluster.lib engine plugs in here.
     from lsstctl.adapters.local_engine import LocalClusterEngine
 
-    return LocalClusterEngine(provision_seconds=settings.local_provision_seconds)
+    return LocalClusterEngine(
+        provision_seconds=settings.local_provision_seconds,
+        delete_seconds=settings.local_delete_seconds,
+        clock=_clock,
+    )
 
 
 def _idempotency(settings: Settings) -> Any:
@@ -29,8 +44,15 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.pcluster_validation import PclusterConfigValidator
     from lsstctl.adapters.ssm_runner import SsmRunner
     from lsstctl.adapters.stepfunctions import StepFunctionsStarter
+    from lsstctl.adapters.cloudwatch import CloudWatchMonitor
+    from lsstctl.adapters.inventory import Ec2Inventory
+    from lsstctl.adapters.price_list import SpotPrices
+    from lsstctl.adapters.sns_notifier import SnsNotifier
+    from lsstctl.domain.pricing import load_catalog
 
+    extra = {"clock": _clock} if _clock else {}
     return Deps(
+        **extra,
         settings=settings,
         store=DynamoStateStore(settings.state_table),
         engine=_engine(settings),
@@ -43,6 +65,11 @@ def build(settings: Settings) -> Deps:
         users=IamUserProvisioner(path=settings.iam_path),
         events=EventBridgePublisher(settings.event_bus),
         workflows=StepFunctionsStarter(),
+        catalog=load_catalog(),
+        inventory=Ec2Inventory(),
+        monitor=CloudWatchMonitor(),
+        notifier=SnsNotifier(settings.notifications_topic_arn),
+        spot_prices=SpotPrices().latest,
         idempotency=_idempotency(settings),
     )
 

@@ -17,7 +17,7 @@ from lsstctl import wiring
 from lsstctl.domain.models import ClusterSpec, JobSpec, UserSpec
 from lsstctl.errors import ControlPlaneError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, logger, metrics, tracer
-from lsstctl.services import clusters, jobs, users
+from lsstctl.services import clusters, costs, jobs, users
 from lsstctl.services.identity import Principal, principal_from
 from lsstctl.services.idempotency import once
 
@@ -188,7 +188,17 @@ def list_clusters() -> Response:
 
 @api.route("/clusters/{name}", methods=["GET"], authorizer=iam)
 def get_cluster(name: str) -> Response:
-    return _route(lambda: _json(200, clusters.get_cluster(wiring.deps(), _principal(), name).public()))
+    return _route(lambda: _json(200, costs.cluster_view(wiring.deps(), _principal(), name)))
+
+
+@api.route("/clusters/{name}/cost", methods=["GET"], authorizer=iam)
+def get_cluster_cost(name: str) -> Response:
+    return _route(lambda: _json(200, costs.cluster_cost(wiring.deps(), _principal(), name)))
+
+
+@api.route("/costs", methods=["GET"], authorizer=iam)
+def get_costs() -> Response:
+    return _route(lambda: _json(200, costs.costs_by_owner(wiring.deps(), _principal())))
 
 
 @api.route("/clusters/{name}", methods=["DELETE"], authorizer=iam)

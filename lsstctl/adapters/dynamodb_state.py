@@ -20,6 +20,9 @@ from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError
 
 BY_OWNER = "by_owner"
 BY_KIND = "by_kind"
+# Sparse: only clusters that may still bill carry `billing`, so the guard's read of them
+# costs what they are, not what the table holds.
+BY_BILLING = "by_billing"
 MAX_RACE_RETRIES = 5
 
 
@@ -29,7 +32,7 @@ def table_definition(name: str) -> dict[str, Any]:
         "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
-            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "owner", "owner_key", "kind")
+            {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "owner", "owner_key", "kind", "billing")
         ],
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         "GlobalSecondaryIndexes": [
@@ -44,6 +47,11 @@ def table_definition(name: str) -> dict[str, Any]:
             {
                 "IndexName": BY_KIND,
                 "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+            {
+                "IndexName": BY_BILLING,
+                "KeySchema": [{"AttributeName": "billing", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
                 "Projection": {"ProjectionType": "ALL"},
             },
         ],
@@ -85,7 +93,7 @@ class DynamoStateStore:
     # clusters -----------------------------------------------------------------------
     @staticmethod
     def _cluster_item(cluster: Cluster, version: int) -> dict[str, Any]:
-        return {
+        item = {
             "pk": f"CLUSTER#{cluster.name}",
             "sk": "CLUSTER",
             "kind": "CLUSTER",
@@ -95,6 +103,9 @@ class DynamoStateStore:
             "version": version,
             "doc": _to_ddb(cluster),
         }
+        if cluster.state != ClusterState.DELETED:
+            item["billing"] = "1"
+        return item
 
     def _read_cluster(self, name: str) -> tuple[Cluster, int] | None:
         item = self.table.get_item(Key={"pk": f"CLUSTER#{name}", "sk": "CLUSTER"}, ConsistentRead=True).get("Item")
@@ -131,6 +142,72 @@ class DynamoStateStore:
         items = self._query_index(owner, "CLUSTER")
         return [Cluster.model_validate(_from_ddb(i["doc"])) for i in items]
 
+    def list_billing_clusters(self) -> list[Cluster]:
+        """Clusters not yet deleted (they may still bill), through the sparse index."""
+        kwargs: dict[str, Any] = {"IndexName": BY_BILLING, "KeyConditionExpression": Key("billing").eq("1")}
+        return [Cluster.model_validate(_from_ddb(i["doc"])) for i in self._paged_query(kwargs)]
+
+    def _paged_query(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.table.query(**kwargs)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # spend ledger ---------------------------------------------------------------------
+    def get_ledger(self, name: str, generation: int) -> dict[str, Any] | None:
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{name}", "sk": f"COST#{generation}"}, ConsistentRead=True).get("Item")
+        return _from_ddb(item["doc"]) if item else None
+
+    def put_ledger(self, name: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:
+        self.table.put_item(
+            Item={"pk": f"CLUSTER#{name}", "sk": f"COST#{generation}", "kind": "COST", "owner": owner,
+                  "owner_key": f"COST#{name}#{generation}", "doc": json.loads(json.dumps(ledger), parse_float=Decimal)}
+        )
+
+    def list_ledgers(self, owner: str | None) -> list[dict[str, Any]]:
+        """Every cluster generation's ledger (of one owner, or of all)."""
+        return [_from_ddb(i["doc"]) for i in self._query_index(owner, "COST")]
+
+    def claim_warning(self, name: str, generation: int, threshold: int) -> bool:
+        """Record that the owner was warned at `threshold` percent; False if already done
+        (so repeated ticks and duplicate triggers warn once)."""
+        try:
+            self.table.put_item(
+                Item={"pk": f"CLUSTER#{name}", "sk": f"WARN#{generation}#{threshold:03d}", "kind": "WARN"},
+                ConditionExpression=Attr("pk").not_exists(),
+            )
+            return True
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+
+    # teardown timing ------------------------------------------------------------------
+    def record_teardown_timing(self, stop_compute_seconds: float, total_seconds: float, keep: int = 20) -> None:
+        for _ in range(MAX_RACE_RETRIES):
+            item = self.table.get_item(Key={"pk": "STATS", "sk": "TEARDOWN"}, ConsistentRead=True).get("Item")
+            samples = _from_ddb(item["samples"]) if item else []
+            version = int(item["version"]) if item else 0
+            samples = (samples + [[stop_compute_seconds, total_seconds]])[-keep:]
+            condition = Attr("version").eq(version) if item else Attr("pk").not_exists()
+            try:
+                self.table.put_item(
+                    Item={"pk": "STATS", "sk": "TEARDOWN", "version": version + 1,
+                          "samples": json.loads(json.dumps(samples), parse_float=Decimal)},
+                    ConditionExpression=condition,
+                )
+                return
+            except ClientError as error:
+                if not _conditional_failed(error):
+                    raise
+
+    def teardown_timings(self) -> list[tuple[float, float]]:
+        item = self.table.get_item(Key={"pk": "STATS", "sk": "TEARDOWN"}, ConsistentRead=True).get("Item")
+        return [tuple(s) for s in _from_ddb(item["samples"])] if item else []
+
     def _query_index(self, owner: str | None, kind: str) -> list[dict[str, Any]]:
         if owner is None:
             kwargs: dict[str, Any] = {"IndexName": BY_KIND, "KeyConditionExpression": Key("kind").eq(kind)}
@@ -139,13 +216,7 @@ class DynamoStateStore:
                 "IndexName": BY_OWNER,
                 "KeyConditionExpression": Key("owner").eq(owner) & Key("owner_key").begins_with(f"{kind}#"),
             }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self.table.query(**kwargs)
-            items += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._paged_query(kwargs)
 
     def _write_versioned(self, cluster: Cluster, version: int) -> bool:
         try:

@@ -4,13 +4,15 @@ ParallelCluster leaves it in an account, so the same describe/delete calls apply
 A cluster is: a CloudFormation stack named after it and tagged
 `parallelcluster:version` / `parallelcluster:cluster-name`; the `parallelcluster-<name>`
 DynamoDB table holding the compute fleet status; a head node and MinCount compute nodes as
-EC2 instances with ParallelCluster's tags. The cluster reports CREATE_IN_PROGRESS until
-`provision_seconds` after its head node launched, then CREATE_COMPLETE.
+EC2 instances with ParallelCluster's tags, and an EBS volume for EBS shared storage. The
+cluster reports CREATE_IN_PROGRESS until `provision_seconds` after its head node launched,
+then CREATE_COMPLETE; deletion takes `delete_seconds` (the cost simulation uses both, on
+its own clock).
 """
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from botocore.exceptions import ClientError
@@ -57,12 +59,14 @@ class LocalClusterEngine:
         self,
         *,
         provision_seconds: float = 0,
+        delete_seconds: float = 0,
         clock: Callable[[], datetime] | None = None,
         ec2: Any = None,
         cloudformation: Any = None,
         dynamodb: Any = None,
     ):
         self._provision_seconds = provision_seconds
+        self._delete_seconds = delete_seconds
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self.ec2 = ec2
         self.cloudformation = cloudformation
@@ -74,10 +78,16 @@ class LocalClusterEngine:
         self._ensure_fleet_table(name)
         self._ensure_stack(name, config, tags)
         self._ensure_head_node(name, config, tags)
+        self._ensure_shared_volume(name, config, tags)
         self._ensure_min_compute(name, config, tags)
         return self.describe_cluster(name)
 
     def describe_cluster(self, name: str) -> EngineCluster:
+        due = self._deletion_due(name)
+        if due is not None:
+            if self._clock() < due:
+                return EngineCluster(name=name, status="DELETE_IN_PROGRESS")
+            self._delete_now(name)
         stack = self._stack(name)
         if stack is None or stack["StackStatus"] == "DELETE_COMPLETE":
             return EngineCluster(name=name, status="NOT_FOUND")
@@ -107,9 +117,33 @@ class LocalClusterEngine:
         return self.describe_cluster(name)
 
     def delete_cluster(self, name: str) -> EngineCluster:
+        if self._delete_seconds > 0 and self._stack(name) is not None:
+            if self._deletion_due(name) is None:
+                self._put_engine_item(name, "LOCAL_DELETION", {"requested_at": {"S": self._clock().isoformat()}})
+            return EngineCluster(name=name, status="DELETE_IN_PROGRESS")
+        self._delete_now(name)
+        return EngineCluster(name=name, status="DELETE_IN_PROGRESS")
+
+    def _deletion_due(self, name: str) -> datetime | None:
+        try:
+            item = self.dynamodb.get_item(
+                TableName=fleet_table_name(name), Key={"Id": {"S": "LOCAL_DELETION"}}
+            ).get("Item")
+        except ClientError:
+            return None
+        if not item:
+            return None
+        return datetime.fromisoformat(item["requested_at"]["S"]) + timedelta(seconds=self._delete_seconds)
+
+    def _put_engine_item(self, name: str, key: str, attributes: dict[str, Any]) -> None:
+        self.dynamodb.put_item(TableName=fleet_table_name(name), Item={"Id": {"S": key}, **attributes})
+
+    def _delete_now(self, name: str) -> None:
         instances = [i["InstanceId"] for i in self._instances(name)]
         if instances:
             self.ec2.terminate_instances(InstanceIds=instances)
+        for volume in self._volumes(name):
+            self.ec2.delete_volume(VolumeId=volume["VolumeId"])
         if self._stack(name) is not None:
             self.cloudformation.delete_stack(StackName=name)
         try:
@@ -117,7 +151,6 @@ class LocalClusterEngine:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
-        return EngineCluster(name=name, status="DELETE_IN_PROGRESS")
 
     # helpers ------------------------------------------------------------------------
     def _stack(self, name: str) -> dict[str, Any] | None:
@@ -222,6 +255,27 @@ class LocalClusterEngine:
             count=1,
             tags={**tags, NAME_TAG: name, NODE_TYPE_TAG: "HeadNode", "Name": "HeadNode"},
         )
+
+    def _volumes(self, name: str) -> list[dict[str, Any]]:
+        pages = self.ec2.get_paginator("describe_volumes").paginate(
+            Filters=[{"Name": f"tag:{NAME_TAG}", "Values": [name]}]
+        )
+        return [v for page in pages for v in page["Volumes"]]
+
+    def _ensure_shared_volume(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
+        """ParallelCluster creates a tagged EBS volume for EBS shared storage."""
+        for storage in config.get("SharedStorage", []):
+            if storage["StorageType"] != "Ebs" or self._volumes(name):
+                continue
+            subnet = self.ec2.describe_subnets(SubnetIds=[config["HeadNode"]["Networking"]["SubnetId"]])["Subnets"][0]
+            settings = storage["EbsSettings"]
+            volume_tags = {**tags, NAME_TAG: name, "parallelcluster:volume": storage["Name"]}
+            self.ec2.create_volume(
+                AvailabilityZone=subnet["AvailabilityZone"],
+                Size=settings["Size"],
+                VolumeType=settings.get("VolumeType", "gp3"),
+                TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in volume_tags.items()]}],
+            )
 
     def _ensure_min_compute(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
         for queue in config["Scheduling"]["SlurmQueues"]:

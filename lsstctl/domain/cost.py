@@ -2,7 +2,7 @@
 the guard must start teardown so that the budget is never crossed.
 
 Billing model (AWS's, for Linux): EC2 per second with a 60-second minimum from launch to
-termination; EBS, EFS and FSx per GB-month, prorated per second (730 hours a month).
+termination; EBS, EFS and FSx per GB-month, prorated per second (see pricing.py).
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-HOURS_PER_MONTH = 730
 MIN_BILLED_SECONDS = 60
 WARN_THRESHOLDS = (50, 80, 90)
 
@@ -40,10 +39,6 @@ class Resource:
 
     def billing(self, now: datetime) -> bool:
         return self.ended_at is None or self.ended_at > now
-
-
-def storage_hourly(price_per_gb_month: float, size_gib: int) -> float:
-    return price_per_gb_month * size_gib / HOURS_PER_MONTH
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ class Cluster(BaseModel):
     install_command_id: str | None = None
     archive_uri: str | None = None
     engine_status: str | None = None
+    compute_stopped_at: str | None = None
+    # How the last teardown went: reason, outcome, start, end, final spend.
+    teardown: dict[str, Any] | None = None
 
     def public(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"install_command_id"})

@@ -24,6 +24,17 @@ FUNCTIONS = {
     "TeardownStepsFunctionArn": ("lsstctl-teardown-steps", "lambdas.teardown_steps.lambda_handler"),
     "JobStepsFunctionArn": ("lsstctl-job-steps", "lambdas.job_steps.lambda_handler"),
 }
+# Triggers: the guard (schedule), the idle alarm (EventBridge), AWS Budgets (SNS).
+TRIGGER_FUNCTIONS = {
+    "guard": ("lsstctl-guard", "lambdas.guard.lambda_handler"),
+    "idle": ("lsstctl-idle-alarm", "lambdas.idle_alarm.lambda_handler"),
+    "budget": ("lsstctl-budget-alarm", "lambdas.budget_alarm.lambda_handler"),
+}
+IDLE_ALARM_PATTERN = {
+    "source": ["aws.cloudwatch"],
+    "detail-type": ["CloudWatch Alarm State Change"],
+    "detail": {"alarmName": [{"prefix": "lsstctl-idle-"}], "state": {"value": ["ALARM"]}},
+}
 STATE_MACHINES = {"launch": "lsstctl-launch", "teardown": "lsstctl-teardown", "run_job": "lsstctl-run-job"}
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
@@ -118,6 +129,27 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
             Code={"ZipFile": _zip_stub()}, Timeout=900, MemorySize=512,
         )["FunctionArn"]
 
+    triggers = {
+        key: lam.create_function(
+            FunctionName=name, Runtime="python3.12", Role=role, Handler=handler,
+            Code={"ZipFile": _zip_stub()}, Timeout=300, MemorySize=512,
+        )["FunctionArn"]
+        for key, (name, handler) in TRIGGER_FUNCTIONS.items()
+    }
+    events.put_rule(Name="lsstctl-idle-alarms", EventPattern=json.dumps(IDLE_ALARM_PATTERN))
+    events.put_targets(Rule="lsstctl-idle-alarms", Targets=[{"Id": "idle", "Arn": triggers["idle"]}])
+    # moto never fires schedules: the emulator's scheduler (or the simulation) ticks the guard.
+    events.put_rule(Name="lsstctl-guard", ScheduleExpression="rate(1 minute)")
+    events.put_targets(Rule="lsstctl-guard", Targets=[{"Id": "guard", "Arn": triggers["guard"]}])
+
+    sns = session.client("sns")
+    notifications = sns.create_topic(Name="lsstctl-notifications")["TopicArn"]
+    inbox_url = sqs.create_queue(QueueName="lsstctl-notifications-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=notifications, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
+    budget_alerts = sns.create_topic(Name="lsstctl-budget-alerts")["TopicArn"]
+    sns.subscribe(TopicArn=budget_alerts, Protocol="lambda", Endpoint=triggers["budget"])
+
     sfn = session.client("stepfunctions")
     machines = {
         key: sfn.create_state_machine(
@@ -133,4 +165,8 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_TEARDOWN_STATE_MACHINE_ARN": machines["teardown"],
         "LSSTCTL_JOB_STATE_MACHINE_ARN": machines["run_job"],
         "LSSTCTL_AUDIT_QUEUE_URL": queue_url,
+        "LSSTCTL_NOTIFICATIONS_TOPIC_ARN": notifications,
+        "LSSTCTL_NOTIFICATIONS_INBOX_URL": inbox_url,
+        "LSSTCTL_BUDGET_ALERTS_TOPIC_ARN": budget_alerts,
+        "LSSTCTL_GUARD_FUNCTION_ARN": triggers["guard"],
     }

@@ -10,6 +10,11 @@
 - EventBridge: moto raises NotImplementedError for Lambda, Step Functions and SNS targets.
   Here they are delivered as AWS does, asynchronously: the Lambda is invoked, the state
   machine started, the topic published to, with the rule's Input/InputPath/InputTransformer.
+- CloudWatch: moto never evaluates alarms and a state change emits nothing. Here a state
+  change (set_alarm_state, or the emulator's own evaluation) emits the "CloudWatch Alarm
+  State Change" event on the default bus, as AWS does, so rules route it.
+- Clock: EC2 launch and termination times follow the emulator's clock (the cost simulation
+  runs hours in seconds).
 - DynamoDB: moto checks a write's condition and applies it without a lock, so two threads
   can both pass the same condition. Writes are serialised here, as they are on AWS.
 
@@ -53,6 +58,19 @@ class LambdaContext:
 def resolve_handler(handler: str) -> Callable[..., Any]:
     module_name, _, attr = handler.rpartition(".")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def _as_aws_sends(event: Any) -> Any:
+    """moto's SNS envelope says "EXAMPLE" where AWS sends URLs (Powertools' SnsModel
+    validates them); give them the shape AWS uses."""
+    for record in (event or {}).get("Records", []) if isinstance(event, dict) else []:
+        sns = record.get("Sns") or {}
+        region = str(sns.get("TopicArn", "::::")).split(":")[3] or "us-east-1"
+        for key, path in (("SigningCertUrl", "SimpleNotificationService-local.pem"),
+                          ("UnsubscribeUrl", "?Action=Unsubscribe")):
+            if sns.get(key) == "EXAMPLE":
+                sns[key] = f"https://sns.{region}.amazonaws.com/{path}"
+    return event
 
 
 def invoke_in_process(handler: str, event: Any, context: LambdaContext) -> tuple[str, bool]:
@@ -191,6 +209,51 @@ def install_eventbridge_targets() -> None:
     Rule.send_to_targets = send_to_targets
 
 
+def install_alarm_events() -> None:
+    from moto.cloudwatch.models import Alarm
+
+    if "alarm" in _state:
+        return
+    original = Alarm.update_state
+    _state["alarm"] = original
+
+    def update_state(self: Any, reason: str, reason_data: str, state_value: str) -> None:
+        previous = self.state_value
+        original(self, reason, reason_data, state_value)
+        if previous == state_value:
+            return
+        from moto.events.models import events_backends
+
+        detail = {
+            "alarmName": self.name,
+            "state": {"value": state_value, "reason": reason, "timestamp": self.state_updated_timestamp.isoformat()},
+            "previousState": {"value": previous},
+            "configuration": {"metrics": [{"metricStat": {"metric": {
+                "namespace": self.namespace, "name": self.metric_name,
+                "dimensions": {d.name: d.value for d in (self.dimensions or [])}}}}]},
+        }
+        events_backends[self.alarm_arn.split(":")[4]][self.region_name].put_events(
+            [{"Source": "aws.cloudwatch", "DetailType": "CloudWatch Alarm State Change",
+              "Detail": json.dumps(detail), "Resources": [self.alarm_arn]}]
+        )
+
+    Alarm.update_state = update_state
+
+
+_CLOCK_MODULES = ("moto.ec2.models.instances", "moto.ec2.models.elastic_block_store")
+
+
+def set_clock(clock: Callable[[], Any] | None) -> None:
+    """EC2 times follow `clock` (naive UTC datetimes, as moto uses); None restores real time."""
+    import importlib
+
+    from moto.core.utils import utcnow
+
+    for name in _CLOCK_MODULES:
+        module = importlib.import_module(name)
+        module.utcnow = clock or utcnow  # type: ignore[attr-defined]
+
+
 def install(shell: HeadNodeShell) -> None:
     """Apply all patches; `shell` is where SSM commands run."""
     from moto.awslambda.models import LambdaFunction
@@ -200,6 +263,7 @@ def install(shell: HeadNodeShell) -> None:
     _state["shell"] = shell
     install_atomic_dynamodb_writes()
     install_eventbridge_targets()
+    install_alarm_events()
     default_user_config["stepfunctions"]["execute_state_machine"] = True
     # The head node policy names AWS-managed policies (AmazonSSMManagedInstanceCore).
     default_user_config["iam"]["load_aws_managed_policies"] = True
@@ -211,6 +275,7 @@ def install(shell: HeadNodeShell) -> None:
     def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
         if isinstance(event, (str, bytes)):
             event = json.loads(event or "{}")
+        event = _as_aws_sends(event)
         context = LambdaContext(
             function_name=self.function_name,
             invoked_function_arn=self.function_arn,
@@ -248,6 +313,11 @@ def uninstall() -> None:
         from moto.events.models import Rule
 
         Rule.send_to_targets = _state.pop("events")
+    if "alarm" in _state:
+        from moto.cloudwatch.models import Alarm
+
+        Alarm.update_state = _state.pop("alarm")
+    set_clock(None)
 
 
 def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:

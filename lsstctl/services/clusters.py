@@ -8,6 +8,7 @@ from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.errors import ConflictError, InvalidTransitionError, ValidationError
 from lsstctl.observability import logger, metrics
+from lsstctl.services.budget import check_budget_is_enough
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
 
@@ -90,8 +91,10 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
         updated_at=now,
         history=[Transition(state=ClusterState.REQUESTED.value, at=now, reason=f"requested by {principal.name}")],
     )
-    # ParallelCluster's schema and validators judge the config before anything exists.
+    # ParallelCluster's schema and validators judge the config before anything exists,
+    # and the budget must at least cover starting and tearing this cluster down.
     deps.validator.validate(spec.name, cluster_config(deps, cluster))
+    check_budget_is_enough(deps, cluster)
     try:
         cluster = deps.store.create_cluster(cluster)
         created = True

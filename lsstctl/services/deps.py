@@ -31,6 +31,11 @@ class Deps:
     users: IdentityProvisioner
     events: EventPublisher
     workflows: WorkflowStarter
+    catalog: Any = None  # lsstctl.domain.pricing.PriceCatalog
+    inventory: Any = None  # Ec2Inventory: what runs, by cluster
+    monitor: Any = None  # CloudWatchMonitor: idle alarms and queue depth
+    notifier: Any = None  # SnsNotifier: owner notifications
+    spot_prices: Callable[[list[str]], dict[str, float]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
     clock: Callable[[], datetime] = field(default=_now)
     sleep: Callable[[float], None] = field(default=lambda s: __import__("time").sleep(s))

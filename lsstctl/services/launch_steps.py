@@ -75,7 +75,9 @@ def poll_install(deps: Deps, name: str, generation: int, command_id: str, deadli
 
 
 def mark_ready(deps: Deps, name: str, generation: int) -> dict[str, Any]:
-    load(deps, name, generation)
+    cluster = load(deps, name, generation)
+    # Idle detection starts now: installing is not idleness.
+    deps.monitor.ensure_idle_alarm(name, cluster.spec.idle_minutes)
     cluster = transition(deps, name, S.READY, "stack installed", allowed_from=frozenset({S.INSTALLING}), or_if={})
     metrics.add_metric(name="ClustersReady", unit="Count", value=1)
     return {"state": cluster.state.value}

@@ -6,6 +6,7 @@ place and the cluster `failed`, with the reason, for the owner to act on.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN
@@ -14,6 +15,7 @@ from lsstctl.domain.scripts import render_archive_command
 from lsstctl.errors import ArchiveFailedError, InvalidTransitionError, TeardownFailedError
 from lsstctl.observability import logger, metrics
 from lsstctl.services.clusters import TEARDOWN_COMPLETED, archive_prefix, shared_dir, transition
+from lsstctl.services.costs import final_spend
 from lsstctl.services.deps import Deps
 from lsstctl.services.jobs import publish_job
 from lsstctl.services.launch_steps import load
@@ -37,12 +39,14 @@ def begin_teardown(deps: Deps, name: str, generation: int, execution: str, reaso
     except InvalidTransitionError:
         logger.info("teardown not claimed: another execution owns it or it is done", extra={"cluster": name})
         return {"claimed": False, "archive": False}
+    # Idleness no longer matters once the cluster is going away.
+    deps.monitor.delete_idle_alarm(name)
     return {"claimed": True, "archive": cluster.head_node_instance_id is not None}
 
 
 def stop_fleet(deps: Deps, name: str) -> dict[str, Any]:
     engine = deps.engine.stop_compute_fleet(name)
-    deps.store.update_cluster(name, {"engine_status": engine.status})
+    deps.store.update_cluster(name, {"engine_status": engine.status, "compute_stopped_at": iso(deps.clock())})
     return {"fleet_status": engine.fleet_status}
 
 
@@ -100,24 +104,50 @@ def _cancel_open_jobs(deps: Deps, name: str, reason: str) -> None:
             publish_job(deps, deps.store.update_job(name, job.job_id, state=JobState.CANCELLED, reason=reason))
 
 
+def _summary(deps: Deps, cluster: Any, outcome: str, **extra: Any) -> dict[str, Any]:
+    """The teardown's record: reason, outcome, start, end and the spend it ended at."""
+    report = final_spend(deps, cluster)
+    return {
+        "outcome": outcome,
+        "reason": cluster.teardown_reason,
+        "started_at": _teardown_started(cluster),
+        "compute_stopped_at": cluster.compute_stopped_at,
+        "ended_at": iso(deps.clock()),
+        "final_spend_usd": round(report.spend_usd, 6),
+        "budget_usd": cluster.spec.budget_usd,
+        # What still bills after the teardown (storage kept when the archive failed).
+        "remaining_burn_usd_per_hour": round(report.burn_usd_per_hour, 6),
+        **extra,
+    }
+
+
+def _record_timing(deps: Deps, summary: dict[str, Any]) -> None:
+    def seconds(at: str | None) -> float | None:
+        if not at or not summary["started_at"]:
+            return None
+        return (datetime.fromisoformat(at.replace("Z", "+00:00"))
+                - datetime.fromisoformat(summary["started_at"].replace("Z", "+00:00"))).total_seconds()
+
+    total, stop = seconds(summary["ended_at"]), seconds(summary["compute_stopped_at"])
+    if total is not None:
+        deps.store.record_teardown_timing(stop if stop is not None else total, total)
+
+
 def finish_teardown(deps: Deps, name: str) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(name)
+    if cluster.state == S.TEARING_DOWN:
+        # Measured before the transition: the cluster is gone, this is its final spend.
+        summary = _summary(deps, cluster, "deleted", archive_uri=cluster.archive_uri)
+        _record_timing(deps, summary)
+        deps.store.update_cluster(name, {"teardown": summary})
     cluster = transition(deps, name, S.DELETED, "teardown complete", allowed_from=frozenset({S.TEARING_DOWN}), or_if={})
     _cancel_open_jobs(deps, name, "cluster deleted")
+    assert cluster.teardown is not None
     deps.events.publish(
-        TEARDOWN_COMPLETED,
-        {
-            "cluster": name,
-            "owner": cluster.owner,
-            "generation": cluster.generation,
-            "outcome": "deleted",
-            "reason": cluster.teardown_reason,
-            "started_at": _teardown_started(cluster),
-            "ended_at": iso(deps.clock()),
-            "archive_uri": cluster.archive_uri,
-        },
+        TEARDOWN_COMPLETED, {"cluster": name, "owner": cluster.owner, "generation": cluster.generation, **cluster.teardown}
     )
     metrics.add_metric(name="TeardownsCompleted", unit="Count", value=1)
-    return {"state": cluster.state.value}
+    return {"state": cluster.state.value, "final_spend_usd": cluster.teardown["final_spend_usd"]}
 
 
 def teardown_failed(deps: Deps, name: str, execution: str, error: dict[str, Any] | None) -> dict[str, Any]:
@@ -128,28 +158,24 @@ def teardown_failed(deps: Deps, name: str, execution: str, error: dict[str, Any]
     if current.teardown_execution != execution:
         logger.warning("failed teardown did not own the claim", extra={"cluster": name, "error": code})
         return {"state": current.state.value, "owned": False}
+    summary = _summary(deps, current, "failed", error={"code": code, "message": message})
     cluster = transition(
         deps,
         name,
         S.FAILED,
         f"teardown failed: {code}",
         allowed_from=frozenset({S.TEARING_DOWN}),
-        updates={"failure": {"code": code, "message": message}},
+        updates={"failure": {"code": code, "message": message}, "teardown": summary},
         or_if={},
     )
     _cancel_open_jobs(deps, name, "cluster teardown failed")
-    deps.events.publish(
-        TEARDOWN_COMPLETED,
-        {
-            "cluster": name,
-            "owner": cluster.owner,
-            "generation": cluster.generation,
-            "outcome": "failed",
-            "reason": cluster.teardown_reason,
-            "error": {"code": code, "message": message},
-            "started_at": _teardown_started(cluster),
-            "ended_at": iso(deps.clock()),
-        },
+    detail = {"cluster": name, "owner": cluster.owner, "generation": cluster.generation, **summary}
+    deps.events.publish(TEARDOWN_COMPLETED, detail)
+    # Data is kept (compute is stopped): the owner must decide, and knows what it costs.
+    deps.notifier.notify(
+        cluster.owner,
+        f"{name}: teardown stopped ({code}); storage kept at ${summary['remaining_burn_usd_per_hour']:.4f}/h",
+        detail,
     )
     metrics.add_metric(name="TeardownFailures", unit="Count", value=1)
     return {"state": cluster.state.value, "owned": True}

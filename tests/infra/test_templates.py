@@ -3,8 +3,8 @@
 moto accepts definitions a real deploy would reject (a missing Next target, for one) and
 cannot deploy a template whose definitions live in S3, so these checks stand in for a
 deploy: cfn-lint on the template and on the definitions, structural rules of our ASL, the
-template's placeholders and IAM statements, and its agreement with the code and the
-emulator's bootstrap.
+template's placeholders and IAM statements (scoped, and allowing what each function's code
+calls), and its agreement with the code and the emulator's bootstrap.
 """
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ STATEMACHINES = ROOT / "statemachines"
 ASL_FILES = sorted(STATEMACHINES.glob("*.asl.json"))
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 ENV_PREFIX = "LSSTCTL_"
+# Where resolve() pretends the template is deployed (moto's default account).
+ACCOUNT, REGION = "123456789012", "us-east-1"
+_PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
 
 # Reads AWS cannot scope to a resource: the only actions allowed on Resource "*" without a
 # documented exception (Metadata.lsstctl.ResourceStarWrites). Add to this list consciously.
@@ -36,6 +39,7 @@ UNSCOPED_READS = (
     "ssm:ListCommandInvocations",
     "ssm:ListCommands",
     "cloudformation:ListStacks",
+    "cloudwatch:GetMetricStatistics",  # the guard's idle double-check (queue depth)
 )
 TERMINAL_TYPES = {"Succeed", "Fail"}
 # JSONata-only or variable fields: moto's interpreter supports neither.
@@ -439,7 +443,8 @@ def test_outputs_name_known_settings(template: dict[str, Any]) -> None:
     }
     assert named - _settings_variables() == set()
     for needed in ("STATE_TABLE", "IDEMPOTENCY_TABLE", "ARCHIVE_BUCKET", "EVENT_BUS",
-                   "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN"):
+                   "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN",
+                   "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS"):
         assert ENV_PREFIX + needed in named, f"no output for {ENV_PREFIX}{needed}"
 
 
@@ -456,15 +461,24 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
         return {sub_default(r["Properties"][prop], template): n for n, r in resources_of(template, kind).items()}
 
     functions = names("AWS::Lambda::Function", "FunctionName")
-    for function_name, handler in bootstrap.FUNCTIONS.values():
+    emulated = [*bootstrap.FUNCTIONS.values(), *bootstrap.TRIGGER_FUNCTIONS.values()]
+    for function_name, handler in emulated:
         assert function_name in functions
         assert template["Resources"][functions[function_name]]["Properties"]["Handler"] == handler
-    assert len(functions) == len(bootstrap.FUNCTIONS)
+    assert len(functions) == len(emulated)
+
+    # The idle alarm rule: same pattern, on the default bus (where alarm state changes go).
+    idle = resources_of(template, "AWS::Events::Rule")["IdleAlarmRule"]["Properties"]
+    assert json.loads(json.dumps(idle["EventPattern"])) == bootstrap.IDLE_ALARM_PATTERN
+    assert "EventBusName" not in idle
+    assert [t["Arn"]["Fn::GetAtt"][0] for t in idle["Targets"]] == [functions[bootstrap.TRIGGER_FUNCTIONS["idle"][0]]]
 
     machines = state_machines_by_file(template)
     for key, machine_name in bootstrap.STATE_MACHINES.items():
         _, props = machines[f"{key}.asl.json"]
         assert sub_default(props["StateMachineName"], template) == machine_name
+
+    assert set(names("AWS::SNS::Topic", "TopicName")) == {"lsstctl-notifications", "lsstctl-budget-alerts"}
 
     tables = names("AWS::DynamoDB::Table", "TableName")
     assert set(tables) == {default["state_table"], default["idempotency_table"]}
@@ -479,3 +493,352 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
     idem = template["Resources"][tables[default["idempotency_table"]]]["Properties"]
     assert idem["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert idem["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_template_wires_triggers_as_the_emulator_does(template: dict[str, Any], aws: None) -> None:
+    """Run the emulator's bootstrap (in moto) and compare what it wires with the template:
+    rules (bus, pattern or schedule, target), topics and their Lambda subscriptions."""
+    import boto3
+
+    from lsstctl.emulator.bootstrap import bootstrap
+
+    session = boto3.Session(region_name=REGION)
+    bootstrap(session, REGION)
+    events, sns = session.client("events"), session.client("sns")
+
+    emulated_rules = {}
+    for bus in ("default", "lsstctl-events"):
+        for rule in events.list_rules(EventBusName=bus)["Rules"]:
+            targets = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=bus)["Targets"]
+            emulated_rules[rule["Name"]] = (
+                bus,
+                json.loads(rule["EventPattern"]) if "EventPattern" in rule else None,
+                rule.get("ScheduleExpression"),
+                sorted(t["Arn"].rsplit(":", 1)[-1] for t in targets),
+            )
+    template_rules = {}
+    for rule in resources_of(template, "AWS::Events::Rule").values():
+        props = rule["Properties"]
+        bus = resolve(template, props["EventBusName"]) if "EventBusName" in props else "default"
+        pattern = json.loads(json.dumps(props["EventPattern"])) if "EventPattern" in props else None
+        schedule = resolve(template, props["ScheduleExpression"]) if "ScheduleExpression" in props else None
+        template_rules[resolve(template, props["Name"])] = (
+            bus, pattern, schedule, sorted(resolve(template, t["Arn"]).rsplit(":", 1)[-1] for t in props["Targets"])
+        )
+    # The emulator's queue ARNs end in the queue name, the template's too.
+    assert template_rules == emulated_rules
+
+    topics = {arn.rsplit(":", 1)[-1] for arn in (t["TopicArn"] for t in sns.list_topics()["Topics"])}
+    assert {resolve(template, t["Properties"]["TopicName"]) for t in resources_of(template, "AWS::SNS::Topic").values()} == topics
+    emulated_lambda_subs = sorted(
+        (s["TopicArn"].rsplit(":", 1)[-1], s["Endpoint"].rsplit(":", 1)[-1])
+        for s in sns.list_subscriptions()["Subscriptions"] if s["Protocol"] == "lambda"
+    )
+    template_lambda_subs = sorted(
+        (resolve(template, s["Properties"]["TopicArn"]).rsplit(":", 1)[-1],
+         resolve(template, s["Properties"]["Endpoint"]).rsplit(":", 1)[-1])
+        for s in resources_of(template, "AWS::SNS::Subscription").values() if s["Properties"]["Protocol"] == "lambda"
+    )
+    assert template_lambda_subs == emulated_lambda_subs
+
+
+# --------------------------------------------------------------------------------------
+# Functions: handlers exist, triggers may invoke them, roles allow what the code calls
+# --------------------------------------------------------------------------------------
+
+
+def _attribute(template: dict[str, Any], name: str, attribute: str | None) -> str:
+    """What Ref (attribute None) or GetAtt gives for a resource, with default parameters."""
+    if attribute is None and name in _PSEUDO:
+        return _PSEUDO[name]
+    if attribute is None and name in template["Parameters"]:
+        return str(template["Parameters"][name].get("Default", f"<{name}>"))
+    resource = template["Resources"][name]
+    props = resource.get("Properties", {})
+    arn = f"{REGION}:{ACCOUNT}"
+    kind = resource["Type"]
+    if kind == "AWS::DynamoDB::Table":
+        table = resolve(template, props["TableName"])
+        return table if attribute is None else f"arn:aws:dynamodb:{arn}:table/{table}"
+    if kind == "AWS::Events::EventBus":
+        bus = resolve(template, props["Name"])
+        return bus if attribute is None else f"arn:aws:events:{arn}:event-bus/{bus}"
+    if kind == "AWS::Events::Rule" and attribute == "Arn":
+        bus = resolve(template, props["EventBusName"]) + "/" if "EventBusName" in props else ""
+        return f"arn:aws:events:{arn}:rule/{bus}{resolve(template, props['Name'])}"
+    if kind == "AWS::SNS::Topic" and attribute in (None, "TopicArn"):
+        return f"arn:aws:sns:{arn}:{resolve(template, props['TopicName'])}"
+    if kind == "AWS::StepFunctions::StateMachine" and attribute in (None, "Arn"):
+        return f"arn:aws:states:{arn}:stateMachine:{resolve(template, props['StateMachineName'])}"
+    if kind == "AWS::Lambda::Function":
+        function = resolve(template, props["FunctionName"])
+        return function if attribute is None else f"arn:aws:lambda:{arn}:function:{function}"
+    if kind == "AWS::Logs::LogGroup" and attribute == "Arn":
+        return f"arn:aws:logs:{arn}:log-group:{resolve(template, props['LogGroupName'])}:*"
+    if kind == "AWS::SQS::Queue" and attribute == "Arn":
+        return f"arn:aws:sqs:{arn}:{resolve(template, props['QueueName'])}"
+    if kind == "AWS::S3::Bucket":
+        bucket = resolve(template, props["BucketName"])
+        return bucket if attribute is None else f"arn:aws:s3:::{bucket}"
+    return f"<{name}.{attribute or 'Ref'}>"
+
+
+def resolve(template: dict[str, Any], value: Any) -> str:
+    """A string property as deployed with the default parameters in account ACCOUNT, region
+    REGION (Ref, GetAtt, Sub and FindInMap of them)."""
+    if isinstance(value, str):
+        return value
+    (function, argument), = value.items()
+    if function == "Ref":
+        return _attribute(template, argument, None)
+    if function == "Fn::GetAtt":
+        name, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+        return _attribute(template, name, attribute)
+    if function == "Fn::FindInMap":
+        mapping, top, second = (resolve(template, a) for a in argument)
+        return str(template["Mappings"][mapping][top][second])
+    if function == "Fn::Sub":
+        assert isinstance(argument, str), "list-form !Sub is not used"
+
+        def variable(match: re.Match[str]) -> str:
+            name, _, attribute = match.group(1).partition(".")
+            return _attribute(template, name, attribute or None)
+
+        return re.sub(r"\$\{([A-Za-z0-9_:.]+)\}", variable, argument)
+    raise AssertionError(f"cannot resolve {value!r}")
+
+
+def _handler_module(handler: str) -> tuple[Path, str]:
+    module, function = handler.rsplit(".", 1)
+    return ROOT / (module.replace(".", "/") + ".py"), function
+
+
+def test_handlers_exist(template: dict[str, Any]) -> None:
+    for name, resource in resources_of(template, "AWS::Lambda::Function").items():
+        path, function = _handler_module(resource["Properties"]["Handler"])
+        assert path.is_file(), f"{name}: no {path.relative_to(ROOT)}"
+        body = ast.parse(path.read_text()).body
+        defined = {n.name for n in body if isinstance(n, ast.FunctionDef)}
+        defined |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        assert function in defined, f"{name}: {path.relative_to(ROOT)} defines no {function}()"
+
+
+def _function_of(template: dict[str, Any], value: Any) -> str:
+    """Logical id of the function a Ref / GetAtt (target, endpoint, FunctionName) names."""
+    if isinstance(value, dict) and "Ref" in value:
+        return value["Ref"]
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return value["Fn::GetAtt"][0]
+    raise AssertionError(f"name functions with Ref or GetAtt, not {value!r}")
+
+
+def test_triggers_may_invoke_their_functions(template: dict[str, Any]) -> None:
+    """Every rule target and SNS subscription has a permission for exactly its source."""
+    permissions = {
+        (_function_of(template, p["Properties"]["FunctionName"]), p["Properties"]["Principal"],
+         json.dumps(p["Properties"].get("SourceArn"), sort_keys=True))
+        for p in resources_of(template, "AWS::Lambda::Permission").values()
+    }
+    needed = set()
+    for name, rule in resources_of(template, "AWS::Events::Rule").items():
+        for target in rule["Properties"]["Targets"]:
+            if resolve(template, target["Arn"]).startswith("arn:aws:lambda:"):
+                needed.add((_function_of(template, target["Arn"]), "events.amazonaws.com",
+                            json.dumps({"Fn::GetAtt": [name, "Arn"]})))
+    for subscription in resources_of(template, "AWS::SNS::Subscription").values():
+        props = subscription["Properties"]
+        if props["Protocol"] == "lambda":
+            needed.add((_function_of(template, props["Endpoint"]), "sns.amazonaws.com",
+                        json.dumps(props["TopicArn"], sort_keys=True)))
+    assert needed, "no Lambda triggers found"
+    assert permissions == needed  # none missing, none broader (no SourceArn) or stale
+
+
+def test_guard_schedule_matches_its_interval(template: dict[str, Any]) -> None:
+    """Spend bounds assume the guard runs every LSSTCTL_GUARD_INTERVAL_SECONDS."""
+    units = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600}
+    schedule = template["Mappings"]["GuardSchedule"]
+    parameter = template["Parameters"]["GuardIntervalSeconds"]
+    assert sorted(map(str, parameter["AllowedValues"])) == sorted(schedule)
+    for seconds, entry in schedule.items():
+        count, unit = re.fullmatch(r"rate\((\d+) (\w+)\)", entry["Expression"]).groups()  # type: ignore[union-attr]
+        assert int(count) * units[unit] == int(seconds), entry
+        assert (int(count) == 1) == (unit in ("minute", "hour")), f"{entry}: EventBridge wants rate(1 minute), rate(2 minutes)"
+    rule = template["Resources"]["GuardScheduleRule"]["Properties"]
+    assert rule["ScheduleExpression"] == {"Fn::FindInMap": ["GuardSchedule", {"Ref": "GuardIntervalSeconds"}, "Expression"]}
+    guard = template["Resources"][_function_of(template, rule["Targets"][0]["Arn"])]["Properties"]
+    assert guard["Environment"]["Variables"]["LSSTCTL_GUARD_INTERVAL_SECONDS"] == {"Ref": "GuardIntervalSeconds"}
+    assert guard["Timeout"] <= int(parameter["Default"]), "a tick must end before the next one"
+
+
+def test_arns_built_from_names_point_at_real_resources(template: dict[str, Any]) -> None:
+    """ARNs written out with !Sub (to avoid cycles) must name what the template creates,
+    and alarm names must use the code's prefix."""
+    from lsstctl.adapters.cloudwatch import ALARM_PREFIX
+
+    machines = {_attribute(template, n, None) for n in resources_of(template, "AWS::StepFunctions::StateMachine")}
+    alarm_arns: set[str] = set()
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict) and "Fn::Sub" in node:
+            yield resolve(template, node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+
+    for name, resource in template["Resources"].items():
+        for text in walk(resource.get("Properties", {})):
+            if ":stateMachine:" in text:
+                assert text in machines, f"{name}: {text} is not a state machine of this template"
+            if ":alarm:" in text:
+                alarm_arns.add(text)
+    assert alarm_arns == {f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{ALARM_PREFIX}*"}
+    assert template["Resources"]["IdleAlarmRule"]["Properties"]["EventPattern"]["detail"]["alarmName"] == [
+        {"prefix": ALARM_PREFIX}
+    ]
+
+
+def test_account_budget_routes_to_the_budget_trigger(template: dict[str, Any]) -> None:
+    from lsstctl.services.triggers import OWNER_BUDGET_PREFIX
+
+    budgets = resources_of(template, "AWS::Budgets::Budget")
+    assert budgets
+    topic = template["Resources"]["BudgetAlertsSubscription"]["Properties"]["TopicArn"]
+    for name, budget in budgets.items():
+        props = budget["Properties"]
+        # An owner-prefixed name would make the backstop end only that "owner's" clusters.
+        assert not resolve(template, props["Budget"]["BudgetName"]).startswith(OWNER_BUDGET_PREFIX), name
+        kinds = set()
+        for entry in props["NotificationsWithSubscribers"]:
+            assert entry["Subscribers"] == [{"SubscriptionType": "SNS", "Address": topic}], name
+            kinds.add((entry["Notification"]["NotificationType"], entry["Notification"]["Threshold"]))
+        assert ("ACTUAL", 100) in kinds and ("FORECASTED", 100) in kinds, name
+    policy = template["Resources"]["BudgetAlertsTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [topic]
+    assert any(
+        s["Effect"] == "Allow" and s["Principal"] == {"Service": "budgets.amazonaws.com"}
+        and s["Action"] == "sns:Publish" and s["Resource"] == topic
+        for s in policy["PolicyDocument"]["Statement"]
+    )
+
+
+# What each handler's code calls (follow lambdas/<module>.py into lsstctl/services and
+# lsstctl/adapters): the settings it must be given and the AWS calls its role must allow,
+# as (action, resource) with the default names. Keep in step with the code: a call missing
+# here is a call that fails only on AWS.
+_ARN = f"{REGION}:{ACCOUNT}"
+TABLE = f"arn:aws:dynamodb:{_ARN}:table/lsstctl-state"
+BUS = f"arn:aws:events:{_ARN}:event-bus/lsstctl-events"
+TEARDOWN = f"arn:aws:states:{_ARN}:stateMachine:lsstctl-teardown"
+NOTIFICATIONS = f"arn:aws:sns:{_ARN}:lsstctl-notifications"
+IDLE_ALARM = f"arn:aws:cloudwatch:{_ARN}:alarm:lsstctl-idle-demo"
+RECORDS = [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE), ("events:PutEvents", BUS)]
+REQUEST_TEARDOWN = [*RECORDS, ("states:StartExecution", TEARDOWN)]
+METER = [("ec2:DescribeInstances", "*"), ("ec2:DescribeVolumes", "*")]  # inventory.Ec2Inventory
+NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
+    "lambdas.launch_steps.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID"},
+        # mark_ready: the idle alarm; launch_failed: request_teardown.
+        [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM)],
+    ),
+    "lambdas.teardown_steps.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "ARCHIVE_BUCKET", "NOTIFICATIONS_TOPIC_ARN"},
+        # begin_teardown: delete the alarm; finish/failed: final_spend, list_jobs, notify.
+        [*RECORDS, ("dynamodb:Query", TABLE), ("cloudwatch:DeleteAlarms", IDLE_ALARM), *METER,
+         ("sns:Publish", NOTIFICATIONS)],
+    ),
+    "lambdas.job_steps.lambda_handler": ({"STATE_TABLE", "EVENT_BUS"}, [*RECORDS, ("dynamodb:Query", TABLE)]),
+    "lambdas.guard.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS"},
+        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"), *METER,
+         ("ec2:DescribeSpotPriceHistory", "*"), ("cloudwatch:GetMetricStatistics", "*"),
+         ("sns:Publish", NOTIFICATIONS)],
+    ),
+    "lambdas.idle_alarm.lambda_handler": ({"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN"}, REQUEST_TEARDOWN),
+    "lambdas.budget_alarm.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN"},
+        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing")],
+    ),
+}
+# Least privilege: what the trigger functions must not be able to do.
+TRIGGER_HANDLERS = ("lambdas.guard.lambda_handler", "lambdas.idle_alarm.lambda_handler",
+                    "lambdas.budget_alarm.lambda_handler")
+TRIGGERS_MUST_NOT = [
+    ("dynamodb:Query", f"{TABLE}/index/by_owner"),
+    ("dynamodb:Query", TABLE),
+    ("dynamodb:DeleteItem", TABLE),
+    ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+    ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+    ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
+    ("cloudwatch:DeleteAlarms", IDLE_ALARM),
+    ("sns:Publish", f"arn:aws:sns:{_ARN}:lsstctl-budget-alerts"),
+]
+
+
+def role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Identity statements of a role: inline policies and this template's managed ones."""
+    props = template["Resources"][role]["Properties"]
+    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    for arn in props.get("ManagedPolicyArns", []):
+        assert isinstance(arn, dict) and "Ref" in arn, f"{role}: managed policies come from this template"
+        documents.append(template["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"])
+    return [s for d in documents for s in _listed(d["Statement"])]
+
+
+def allows(template: dict[str, Any], statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    """Allowed by some statement (conditions ignored; the template has no Deny for roles)."""
+    for statement in statements:
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = [str(a).lower() for a in _listed(statement.get("Action", []))]
+        resources = [resolve(template, r) for r in _listed(statement.get("Resource", []))]
+        if any(fnmatch.fnmatchcase(action.lower(), a) for a in actions) and any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
+            return True
+    return False
+
+
+def _functions_by_handler(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["Properties"]["Handler"]: r["Properties"] for r in resources_of(template, "AWS::Lambda::Function").values()}
+
+
+def test_every_function_declares_its_needs(template: dict[str, Any]) -> None:
+    assert set(_functions_by_handler(template)) == set(NEEDS)
+
+
+@pytest.mark.parametrize("handler", sorted(NEEDS))
+def test_function_gets_the_settings_its_code_reads(template: dict[str, Any], handler: str) -> None:
+    variables = _functions_by_handler(template)[handler].get("Environment", {}).get("Variables", {})
+    missing = {ENV_PREFIX + n for n in NEEDS[handler][0]} - set(variables)
+    assert missing == set(), f"{handler}: settings left at their defaults"
+
+
+@pytest.mark.parametrize("handler", sorted(NEEDS))
+def test_function_role_allows_what_its_code_calls(template: dict[str, Any], handler: str) -> None:
+    role = _function_of(template, _functions_by_handler(template)[handler]["Role"])
+    statements = role_statements(template, role)
+    denied = [(a, r) for a, r in NEEDS[handler][1] if not allows(template, statements, a, r)]
+    assert denied == [], f"{role} does not allow calls of {handler}"
+    if handler in TRIGGER_HANDLERS:
+        excess = [(a, r) for a, r in TRIGGERS_MUST_NOT if allows(template, statements, a, r)]
+        assert excess == [], f"{role} allows more than {handler} needs"
+
+
+def test_role_check_resolves_and_matches() -> None:
+    """The checker itself, on a small template."""
+    tiny = {
+        "Parameters": {"Prefix": {"Default": "lsstctl"}},
+        "Resources": {
+            "T": {"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": {"Fn::Sub": "${Prefix}-state"}}},
+        },
+    }
+    statements = [{"Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": {"Fn::Sub": "${T.Arn}/index/by_billing"}}]
+    assert allows(tiny, statements, "dynamodb:Query", f"{TABLE}/index/by_billing")
+    assert not allows(tiny, statements, "dynamodb:Query", TABLE)
+    assert not allows(tiny, statements, "dynamodb:GetItem", f"{TABLE}/index/by_billing")
+    assert allows(tiny, [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}], "ec2:DescribeVolumes", "*")
+    assert not allows(tiny, [{"Effect": "Allow", "Action": "sns:Publish", "Resource": NOTIFICATIONS}], "sns:Publish", "*")

@@ -133,6 +133,14 @@ class Contract:
             + f"\nbody: {json.dumps(body, indent=1)}"
         )
 
+    def schema_errors(self, schema: str, value: Any) -> list[str]:
+        """What the component schema `schema` (closed, read direction) finds wrong with `value`."""
+        validator = self._validator(_pointer("components", "schemas", schema), OAS30ReadValidator)
+        return [
+            f"at /{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        ]
+
     def check_request(self, route: str, method: str, body: Any) -> None:
         """A body the server accepted must be one the document accepts too."""
         self.operation(route, method)

@@ -13,8 +13,10 @@ documented before it ships. (The document itself stays open, for clients' sake.)
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import boto3
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
@@ -25,6 +27,7 @@ from tests.integration.api_contract import (  # noqa: F401  (fixtures)
     JOB,
     OTHER,
     OWNER,
+    REGION,
     SPEC_PATH,
     Api,
     Contract,
@@ -55,7 +58,7 @@ def test_the_document_lists_exactly_the_registered_routes(spec: dict[str, Any], 
     # Then they are the same set
     assert documented - registered == set(), "documented but not routed"
     assert registered - documented == set(), "routed but not documented"
-    assert len(documented) == 10
+    assert len(documented) == 12
 
 
 def test_every_operation_documents_identity_idempotency_and_errors(spec: dict[str, Any]) -> None:
@@ -80,6 +83,40 @@ def test_the_document_examples_match_their_schemas(spec: dict[str, Any], contrac
     assert len(examples) == 3
     for route, method, request_body in examples:
         contract.check_request(route, method, request_body["content"]["application/json"]["example"])
+
+
+def test_the_cluster_view_is_the_cluster_plus_its_cost(spec: dict[str, Any]) -> None:
+    # Response objects are closed, so GET /clusters/{name} restates Cluster instead of
+    # composing it (allOf would close each part against the other): they must not drift.
+    schemas = spec["components"]["schemas"]
+    cluster, view = schemas["Cluster"], schemas["ClusterView"]
+    assert {k: v for k, v in view["properties"].items() if k != "cost"} == cluster["properties"]
+    assert view["required"] == cluster["required"] + ["cost"]
+    assert view["properties"]["cost"] == {"$ref": "#/components/schemas/ClusterCostSummary"}
+
+
+def test_the_schema_examples_match_their_schemas(spec: dict[str, Any], contract: Contract) -> None:
+    # Given every component schema with an example, then the (closed) schema accepts it.
+    examples = {name: s["example"] for name, s in spec["components"]["schemas"].items() if "example" in s}
+    assert {"ClusterLedger", "ClusterCostPending", "Error"} <= set(examples)
+    for name, example in examples.items():
+        assert contract.schema_errors(name, example) == [], name
+
+
+def test_the_cost_shapes_are_told_apart(contract: Contract) -> None:
+    ledger = contract.spec["components"]["schemas"]["ClusterLedger"]["example"]
+    pending = contract.spec["components"]["schemas"]["ClusterCostPending"]["example"]
+    # Given the ledger and the not-yet-measured placeholder, then each is a ClusterCost
+    assert contract.schema_errors("ClusterCost", ledger) == []
+    assert contract.schema_errors("ClusterCost", pending) == []
+    # When the placeholder claims spend or resources, or the ledger lacks its burn, then neither fits
+    assert contract.schema_errors("ClusterCost", {**pending, "spend_usd": 1.5})
+    assert contract.schema_errors("ClusterCost", {**pending, "breakdown": ledger["breakdown"]})
+    assert contract.schema_errors("ClusterCost", {k: v for k, v in ledger.items() if k != "burn_usd_per_hour"})
+    # When a breakdown entry carries an undocumented field or an unknown kind, then it fails
+    item = ledger["breakdown"][0]
+    assert contract.schema_errors("SpendItem", {**item, "size_gib": 100})
+    assert contract.schema_errors("SpendItem", {**item, "kind": "snapshot"})
 
 
 def test_the_checker_fails_on_what_the_document_does_not_promise(contract: Contract) -> None:
@@ -245,3 +282,119 @@ def test_an_unexpected_failure_is_a_documented_500(api: Api, monkeypatch: pytest
     failed = api.call("GET", "/clusters")
     assert (failed.status, failed.body["error"]["code"]) == (500, "internal_error")
     assert "fire" not in failed.body["error"]["message"]
+
+
+# spend ---------------------------------------------------------------------------------------
+def run_cluster_resources(name: str) -> None:
+    """What ParallelCluster would run, in moto's EC2, tagged as the guard finds it: a head
+    node, two compute nodes (one already terminated) and the shared EBS volume."""
+    from lsstctl.adapters.inventory import NAME_TAG, NODE_TYPE_TAG
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def tags(kind: str, **extra: str) -> list[dict[str, Any]]:
+        return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in {NAME_TAG: name, **extra}.items()]}]
+
+    ec2.run_instances(ImageId=image, InstanceType="t3.medium", MinCount=1, MaxCount=1,
+                      TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "HeadNode"}))
+    compute = ec2.run_instances(ImageId=image, InstanceType="c5.large", MinCount=2, MaxCount=2,
+                                TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "Compute"}))
+    ec2.terminate_instances(InstanceIds=[compute["Instances"][0]["InstanceId"]])
+    ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=100, VolumeType="gp3", TagSpecifications=tags("volume"))
+
+
+def test_cluster_spend(api: Api) -> None:
+    from lsstctl import wiring
+    from lsstctl.services import costs
+
+    # Given alice's cluster and bob's, neither measured yet
+    assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
+    assert api.call("POST", "/clusters", body=cluster_spec("bobs"), who=OTHER).status == 202
+    # When alice gets her cluster, then its cost summary says nothing was measured
+    unmeasured = api.call("GET", "/clusters/{name}", name=CLUSTER).body["cost"]
+    assert unmeasured == {"measured_at": None, "spend_usd": 0, "burn_usd_per_hour": None, "budget_usd": 20,
+                          "budget_used_percent": None, "projected_budget_at": None}
+    # And its ledger is the not-yet-measured placeholder, and there are no totals
+    pending = api.call("GET", "/clusters/{name}/cost", name=CLUSTER)
+    assert pending.status == 200
+    assert pending.body == {"cluster": CLUSTER, "owner": OWNER, "generation": 1, "measured_at": None,
+                            "spend_usd": 0, "budget_usd": 20, "breakdown": []}
+    assert api.call("GET", "/costs", who=ADMIN).body == {"owners": [], "total_spend_usd": 0}
+
+    # When alice's cluster runs (head, compute, storage) and the guard ticks (moto's EC2)
+    make_ready(CLUSTER)
+    run_cluster_resources(CLUSTER)
+    tick = costs.guard_tick(wiring.deps())
+    assert (tick["clusters"], tick["teardowns"], tick.get("errors")) == (2, {}, None)
+
+    # Then her ledger itemises every resource: which still bill, and what each has cost
+    ledger = api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body
+    assert (ledger["cluster"], ledger["owner"], ledger["state"], ledger["budget_usd"]) == (CLUSTER, OWNER, "ready", 20)
+    items = ledger["breakdown"]
+    assert sorted((i["kind"], i["role"], i["type"], i["billing"]) for i in items) == [
+        ("instance", "compute", "c5.large", False),
+        ("instance", "compute", "c5.large", True),
+        ("instance", "head", "t3.medium", True),
+        ("volume", "storage", "gp3", True),
+    ]
+    assert all((i["ended_at"] is None) == i["billing"] for i in items)
+    assert ledger["spend_usd"] > 0 and ledger["projected_budget_at"] is not None
+    assert ledger["burn_usd_per_hour"] == pytest.approx(sum(i["hourly_usd"] for i in items if i["billing"]), abs=1e-5)
+    assert ledger["base_burn_usd_per_hour"] < ledger["burn_usd_per_hour"] < ledger["max_burn_usd_per_hour"]
+    # And the cluster's summary is the ledger's
+    summary = api.call("GET", "/clusters/{name}", name=CLUSTER).body["cost"]
+    assert summary == {k: ledger[k] for k in summary}
+    # And bob's cluster, measured with nothing running, burns nothing and is never projected to its budget
+    bobs = api.call("GET", "/clusters/{name}/cost", name="bobs", who=OTHER).body
+    assert (bobs["spend_usd"], bobs["burn_usd_per_hour"], bobs["breakdown"], bobs["projected_budget_at"]) == (0, 0, [], None)
+
+    # When totals are asked for, then owners see their own and the admin everyone's
+    mine = api.call("GET", "/costs").body
+    assert [(o["owner"], o["clusters"]) for o in mine["owners"]] == [(OWNER, 1)]
+    assert mine["owners"][0]["spend_usd"] == mine["total_spend_usd"] == round(ledger["spend_usd"], 4)
+    everyone = api.call("GET", "/costs", who=ADMIN).body
+    assert [(o["owner"], o["clusters"]) for o in everyone["owners"]] == [(OWNER, 1), (OTHER, 1)]
+    assert everyone["total_spend_usd"] == mine["total_spend_usd"]
+
+    # When bob asks for alice's ledger, nobody asks, or the cluster does not exist, then 404, 401, 404
+    assert api.call("GET", "/clusters/{name}/cost", name=CLUSTER, who=OTHER).status == 404
+    anonymous = api.call("GET", "/clusters/{name}/cost", name=CLUSTER, who=None)
+    assert (anonymous.status, anonymous.body["error"]["code"]) == (401, "unauthenticated")
+    assert api.call("GET", "/costs", who=None).status == 401
+    assert api.call("GET", "/clusters/{name}/cost", name="nope").status == 404
+
+
+def test_teardown_summaries(api: Api) -> None:
+    from lsstctl import wiring
+    from lsstctl.services import teardown_steps
+
+    # Given alice's running cluster and bob's, both being torn down
+    assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
+    assert api.call("POST", "/clusters", body=cluster_spec("bobs"), who=OTHER).status == 202
+    make_ready(CLUSTER)
+    run_cluster_resources(CLUSTER)
+    assert api.call("DELETE", "/clusters/{name}", name=CLUSTER).body["cluster"]["teardown"] is None
+    execution = api.call("DELETE", "/clusters/{name}", name="bobs", who=OTHER).body["cluster"]["teardown_execution"]
+    # When alice's teardown stops compute and completes
+    deps = wiring.deps()
+    teardown_steps.stop_fleet(deps, CLUSTER)
+    teardown_steps.finish_teardown(deps, CLUSTER)
+    # Then her cluster is deleted, with the teardown's record and its final spend
+    deleted = api.call("GET", "/clusters/{name}", name=CLUSTER).body
+    assert deleted["state"] == "deleted" and deleted["compute_stopped_at"]
+    record = deleted["teardown"]
+    assert (record["outcome"], record["reason"], record["archive_uri"]) == ("deleted", "user", None)
+    assert record["compute_stopped_at"] == deleted["compute_stopped_at"] and "error" not in record
+    assert record["final_spend_usd"] > 0 and record["final_spend_usd"] == pytest.approx(deleted["cost"]["spend_usd"], abs=1e-5)
+    assert api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body["state"] == "tearing_down"
+    # When bob's teardown fails (its archive could not be written)
+    cause = json.dumps({"errorMessage": "archive failed: disk full"})
+    teardown_steps.teardown_failed(deps, "bobs", execution, {"Error": "ArchiveFailedError", "Cause": cause})
+    # Then his cluster is failed, and the record says why; the admin's list carries both records
+    failed = api.call("GET", "/clusters/{name}", name="bobs", who=OTHER).body
+    assert failed["state"] == "failed" and failed["compute_stopped_at"] is None
+    assert failed["teardown"]["outcome"] == "failed" and "archive_uri" not in failed["teardown"]
+    assert failed["teardown"]["error"] == {"code": "ArchiveFailedError", "message": "archive failed: disk full"}
+    listed = api.call("GET", "/clusters", who=ADMIN).body["clusters"]
+    assert sorted((c["name"], c["teardown"]["outcome"]) for c in listed) == [("bobs", "failed"), (CLUSTER, "deleted")]

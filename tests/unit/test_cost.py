@@ -3,13 +3,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from lsstctl.domain.pricing import gb_month_to_hourly
 from lsstctl.domain.cost import (
     Resource,
     TeardownTiming,
     measure,
     must_stop_for_budget,
     spend_ceiling,
-    storage_hourly,
     thresholds_crossed,
 )
 
@@ -32,8 +32,8 @@ def test_per_second_billing_with_a_one_minute_minimum():
 
 def test_storage_is_prorated_per_gb_month():
     # gp3 200 GiB at $0.08/GB-month: $16 over 730 h, so $0.021918/h
-    assert storage_hourly(0.08, 200) * 730 == pytest.approx(16.0)
-    assert storage_hourly(0.08, 200) == pytest.approx(0.0219178, rel=1e-5)
+    assert gb_month_to_hourly(0.08, 200) * 730 == pytest.approx(16.0)
+    assert gb_month_to_hourly(0.08, 200) == pytest.approx(0.0219178, rel=1e-5)
 
 
 def test_measure_separates_what_teardown_can_stop_at_once():
@@ -41,7 +41,7 @@ def test_measure_separates_what_teardown_can_stop_at_once():
         instance("head", 0.0416, 0, role="head"),
         instance("c1", 0.17, 0),
         instance("c2", 0.17, 0, ended=30),
-        Resource(id="vol", kind="volume", role="storage", type="gp3", hourly_usd=storage_hourly(0.08, 200), started_at=T0),
+        Resource(id="vol", kind="volume", role="storage", type="gp3", hourly_usd=gb_month_to_hourly(0.08, 200), started_at=T0),
     ]
     now = T0 + timedelta(hours=2)
     report = measure(resources, now, potential_compute_usd_per_hour=0.17 * 4)

@@ -1,0 +1,73 @@
+"""Idle detection on CloudWatch: the head node publishes its Slurm queue depth; a
+per-cluster alarm fires after the cluster's idle minutes with no jobs (missing data — a
+dead head node — counts as idle). The alarm's state change reaches EventBridge by itself."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from lsstctl.adapters.aws import LazyClient
+
+NAMESPACE = "LsstControlPlane/Slurm"
+METRIC = "QueueDepth"
+ALARM_PREFIX = "lsstctl-idle-"
+
+
+def alarm_name(cluster: str) -> str:
+    return f"{ALARM_PREFIX}{cluster}"
+
+
+class CloudWatchMonitor:
+    cloudwatch = LazyClient("cloudwatch")
+
+    def __init__(self, cloudwatch: Any = None):
+        self.cloudwatch = cloudwatch
+
+    def ensure_idle_alarm(self, cluster: str, idle_minutes: int) -> None:
+        """Create or update (put_metric_alarm converges on the name)."""
+        self.cloudwatch.put_metric_alarm(
+            AlarmName=alarm_name(cluster),
+            AlarmDescription=f"Cluster {cluster} has had no pending or running Slurm job for {idle_minutes} minutes",
+            Namespace=NAMESPACE,
+            MetricName=METRIC,
+            Dimensions=[{"Name": "Cluster", "Value": cluster}],
+            Statistic="Maximum",
+            Period=60,
+            EvaluationPeriods=idle_minutes,
+            DatapointsToAlarm=idle_minutes,
+            Threshold=0,
+            ComparisonOperator="LessThanOrEqualToThreshold",
+            TreatMissingData="breaching",
+            Tags=[{"Key": "lsstctl:cluster", "Value": cluster}],
+        )
+
+    def delete_idle_alarm(self, cluster: str) -> None:
+        try:
+            self.cloudwatch.delete_alarms(AlarmNames=[alarm_name(cluster)])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFound":
+                raise
+
+    def max_queue_depth(self, cluster: str, start: datetime, end: datetime) -> float | None:
+        """Highest queue depth published in [start, end]; None when nothing was published."""
+        result = self.cloudwatch.get_metric_statistics(
+            Namespace=NAMESPACE,
+            MetricName=METRIC,
+            Dimensions=[{"Name": "Cluster", "Value": cluster}],
+            StartTime=start,
+            EndTime=end,
+            Period=60,
+            Statistics=["Maximum"],
+        )
+        points = [p["Maximum"] for p in result.get("Datapoints", [])]
+        return max(points) if points else None
+
+    def publish_queue_depth(self, cluster: str, depth: int, at: datetime) -> None:
+        """What the head node's publisher sends (used by the emulator and the simulation)."""
+        self.cloudwatch.put_metric_data(
+            Namespace=NAMESPACE,
+            MetricData=[{"MetricName": METRIC, "Dimensions": [{"Name": "Cluster", "Value": cluster}],
+                         "Timestamp": at, "Value": float(depth), "Unit": "Count"}],
+        )

@@ -1,0 +1,85 @@
+"""What runs, for every cluster at once: one paginated, tag-filtered call per resource kind
+(never one call per cluster), grouped by ParallelCluster's cluster-name tag."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from lsstctl.adapters.aws import LazyClient
+
+NAME_TAG = "parallelcluster:cluster-name"
+NODE_TYPE_TAG = "parallelcluster:node-type"
+_TERMINATED_AT = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")
+
+
+@dataclass(frozen=True)
+class Observed:
+    id: str
+    kind: str  # instance | volume
+    cluster: str
+    role: str  # head | compute | storage
+    type: str
+    started_at: datetime
+    ended_at: datetime | None
+    spot: bool = False
+    size_gib: int | None = None
+
+
+def _tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def _ended(instance: dict[str, Any], now: datetime) -> datetime | None:
+    """When a stopped or terminated instance stopped billing (EC2 says it in the reason)."""
+    if instance["State"]["Name"] in {"pending", "running", "stopping", "shutting-down"}:
+        return None
+    match = _TERMINATED_AT.search(instance.get("StateTransitionReason", ""))
+    if not match:
+        return now
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+
+
+class Ec2Inventory:
+    ec2 = LazyClient("ec2")
+
+    def __init__(self, ec2: Any = None):
+        self.ec2 = ec2
+
+    def observe(self, now: datetime) -> dict[str, list[Observed]]:
+        found: dict[str, list[Observed]] = defaultdict(list)
+        has_tag = [{"Name": "tag-key", "Values": [NAME_TAG]}]
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=has_tag):
+            for reservation in page["Reservations"]:
+                for i in reservation["Instances"]:
+                    tags = _tags(i)
+                    found[tags[NAME_TAG]].append(
+                        Observed(
+                            id=i["InstanceId"],
+                            kind="instance",
+                            cluster=tags[NAME_TAG],
+                            role="head" if tags.get(NODE_TYPE_TAG) == "HeadNode" else "compute",
+                            type=i["InstanceType"],
+                            started_at=i["LaunchTime"],
+                            ended_at=_ended(i, now),
+                            spot=i.get("InstanceLifecycle") == "spot",
+                        )
+                    )
+        for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag):
+            for v in page["Volumes"]:
+                tags = _tags(v)
+                found[tags[NAME_TAG]].append(
+                    Observed(
+                        id=v["VolumeId"],
+                        kind="volume",
+                        cluster=tags[NAME_TAG],
+                        role="storage",
+                        type=v["VolumeType"],
+                        started_at=v["CreateTime"],
+                        ended_at=None,
+                        size_gib=int(v["Size"]),
+                    )
+                )
+        return dict(found)

@@ -1,0 +1,195 @@
+"""Spend: metering every cluster from what actually runs, the ledger, and the guard that
+keeps spend under each cluster's budget (and ends clusters past their lifetime or idle)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from lsstctl.domain.cost import (
+    Resource,
+    SpendReport,
+    TeardownTiming,
+    measure,
+    must_stop_for_budget,
+    thresholds_crossed,
+)
+from lsstctl.domain.lifecycle import ACTIVE
+from lsstctl.domain.pricing import gb_month_to_hourly
+from lsstctl.domain.models import Cluster, ClusterState as S
+from lsstctl.observability import logger, metrics
+from lsstctl.services.budget import potential_compute_hourly, teardown_timing
+from lsstctl.services.clusters import get_cluster, request_teardown
+from lsstctl.services.deps import Deps
+from lsstctl.services.identity import Principal
+
+SPEND_WARNING = "Spend Warning"
+
+
+def _when(cluster: Cluster, state: S) -> datetime | None:
+    times = [t.at for t in cluster.history if t.state == state.value]
+    return datetime.fromisoformat(times[0].replace("Z", "+00:00")) if times else None
+
+
+def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
+    region = cluster.spec.region or deps.settings.region
+    resources = []
+    for o in observed:
+        if o.kind == "instance":
+            on_spot = o.spot and o.type in spot
+            hourly = spot[o.type] if on_spot else deps.catalog.instance_hourly(region, o.type)
+            pricing = "spot" if on_spot else "on-demand"
+        else:
+            hourly, pricing = gb_month_to_hourly(deps.catalog.ebs_gb_month(region, o.type), o.size_gib or 0), "gb-month"
+        resources.append(
+            Resource(id=o.id, kind=o.kind, role=o.role, type=o.type, hourly_usd=hourly, started_at=o.started_at,
+                     ended_at=o.ended_at, size_gib=o.size_gib, pricing=pricing)
+        )
+    storage = cluster.spec.shared_storage
+    if storage.type in {"efs", "fsx_lustre"}:
+        # File systems are not EC2 resources: priced from the spec, from launch to deletion.
+        started = _when(cluster, S.LAUNCHING)
+        if started is not None:
+            price = (
+                deps.catalog.efs_gb_month(region)
+                if storage.type == "efs"
+                else deps.catalog.fsx_lustre_gb_month(region, "SCRATCH_2")
+            )
+            resources.append(
+                Resource(id=f"{storage.type}:{cluster.name}", kind="filesystem", role="storage", type=storage.type,
+                         hourly_usd=gb_month_to_hourly(price, storage.size_gib), started_at=started,
+                         ended_at=_when(cluster, S.DELETED), size_gib=storage.size_gib, pricing="gb-month")
+            )
+    return resources
+
+
+def _resource_from(data: dict[str, Any]) -> Resource:
+    return Resource(
+        id=data["id"], kind=data["kind"], role=data["role"], type=data["type"], hourly_usd=data["hourly_usd"],
+        started_at=datetime.fromisoformat(data["started_at"]),
+        ended_at=datetime.fromisoformat(data["ended_at"]) if data.get("ended_at") else None,
+        pricing=data.get("pricing", "on-demand"),
+    )
+
+
+def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: dict[str, float] | None = None) -> SpendReport:
+    """Measure one cluster and write its ledger. Resources seen before but gone now (EC2
+    forgets terminated instances after a while) keep their cost, ending when last seen."""
+    previous = deps.store.get_ledger(cluster.name, cluster.generation) or {}
+    seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {})}
+    last_seen = datetime.fromisoformat(previous["measured_at"]) if previous.get("measured_at") else now
+    for data in previous.get("breakdown", []):
+        if data["id"] not in seen:
+            gone = _resource_from(data)
+            seen[gone.id] = gone if gone.ended_at else replace(gone, ended_at=last_seen)
+    report = measure(list(seen.values()), now, potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
+    ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "owner": cluster.owner,
+              "generation": cluster.generation, "state": cluster.state.value}
+    deps.store.put_ledger(cluster.name, cluster.generation, cluster.owner, ledger)
+    return report
+
+
+def _idle(deps: Deps, cluster: Cluster, now: datetime) -> bool:
+    """The guard's double-check of the idle alarm: no job in the idle window, or no data."""
+    ready = _when(cluster, S.READY)
+    window = timedelta(minutes=cluster.spec.idle_minutes)
+    if cluster.state != S.READY or ready is None or now - ready < window:
+        return False
+    depth = deps.monitor.max_queue_depth(cluster.name, now - window, now)
+    return depth is None or depth <= 0
+
+
+def decide(deps: Deps, cluster: Cluster, report: SpendReport, now: datetime, timing: TeardownTiming) -> str | None:
+    created = datetime.fromisoformat(cluster.created_at.replace("Z", "+00:00"))
+    if now >= created + timedelta(hours=cluster.spec.max_lifetime_hours):
+        return "lifetime"
+    if must_stop_for_budget(report, cluster.spec.budget_usd, guard_interval_seconds=deps.settings.guard_interval_seconds,
+                            timing=timing):
+        return "budget"
+    if _idle(deps, cluster, now):
+        return "idle"
+    return None
+
+
+def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
+    crossed = []
+    for threshold in thresholds_crossed(report.spend_usd, cluster.spec.budget_usd, set()):
+        if deps.store.claim_warning(cluster.name, cluster.generation, threshold):
+            detail = {"cluster": cluster.name, "owner": cluster.owner, "generation": cluster.generation,
+                      "threshold_percent": threshold, "spend_usd": round(report.spend_usd, 4),
+                      "budget_usd": cluster.spec.budget_usd, "burn_usd_per_hour": round(report.burn_usd_per_hour, 4)}
+            deps.notifier.notify(cluster.owner, f"{cluster.name}: {threshold}% of its budget spent", detail)
+            deps.events.publish(SPEND_WARNING, detail)
+            crossed.append(threshold)
+    return crossed
+
+
+def guard_tick(deps: Deps) -> dict[str, Any]:
+    """One pass over every cluster that may bill: meter it, then end it if its budget,
+    lifetime or idleness says so. Cost: one index query, one paginated EC2 listing."""
+    now = deps.clock()
+    clusters = deps.store.list_billing_clusters()
+    observed = deps.inventory.observe(now)
+    spot = deps.spot_prices(sorted({o.type for obs in observed.values() for o in obs if o.spot}))
+    timing = teardown_timing(deps)
+    summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
+    for cluster in clusters:
+        try:
+            report = meter(deps, cluster, observed.get(cluster.name, []), now, spot)
+            if cluster.state not in ACTIVE:
+                continue
+            if crossed := warn(deps, cluster, report):
+                summary["warnings"][cluster.name] = crossed
+            reason = decide(deps, cluster, report, now, timing)
+            if reason:
+                request_teardown(deps, cluster.name, reason=reason)
+                summary["teardowns"][cluster.name] = reason
+                metrics.add_metric(name=f"GuardTeardown{reason.capitalize()}", unit="Count", value=1)
+        except Exception:  # one broken cluster must not stop the guard for the others
+            logger.exception("guard failed on a cluster", extra={"cluster": cluster.name})
+            summary.setdefault("errors", []).append(cluster.name)
+    return summary
+
+
+def final_spend(deps: Deps, cluster: Cluster) -> SpendReport:
+    """Measure once more when teardown ends, so the record holds the final spend."""
+    now = deps.clock()
+    return meter(deps, cluster, deps.inventory.observe(now).get(cluster.name, []), now)
+
+
+# queries -------------------------------------------------------------------------------
+def cluster_cost(deps: Deps, principal: Principal, name: str) -> dict[str, Any]:
+    cluster = get_cluster(deps, principal, name)
+    ledger = deps.store.get_ledger(name, cluster.generation)
+    if ledger is None:
+        return {"cluster": name, "owner": cluster.owner, "generation": cluster.generation, "measured_at": None,
+                "spend_usd": 0.0, "budget_usd": cluster.spec.budget_usd, "breakdown": []}
+    return ledger
+
+
+COST_SUMMARY = ("measured_at", "spend_usd", "burn_usd_per_hour", "budget_usd", "budget_used_percent", "projected_budget_at")
+
+
+def cluster_view(deps: Deps, principal: Principal, name: str) -> dict[str, Any]:
+    """The cluster record with its spend so far (as of the guard's last measurement)."""
+    cluster = get_cluster(deps, principal, name)
+    ledger = deps.store.get_ledger(name, cluster.generation) or {}
+    summary = {key: ledger.get(key) for key in COST_SUMMARY}
+    summary["budget_usd"] = cluster.spec.budget_usd
+    summary["spend_usd"] = summary["spend_usd"] or 0.0
+    return {**cluster.public(), "cost": summary}
+
+
+def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:
+    totals: dict[str, dict[str, Any]] = {}
+    for ledger in deps.store.list_ledgers(None if principal.is_admin else principal.name):
+        entry = totals.setdefault(ledger["owner"], {"owner": ledger["owner"], "spend_usd": 0.0,
+                                                    "burn_usd_per_hour": 0.0, "clusters": 0})
+        entry["spend_usd"] += ledger["spend_usd"]
+        entry["burn_usd_per_hour"] += ledger["burn_usd_per_hour"]
+        entry["clusters"] += 1
+    owners = sorted(totals.values(), key=lambda e: e["owner"])
+    for entry in owners:
+        entry["spend_usd"] = round(entry["spend_usd"], 4)
+        entry["burn_usd_per_hour"] = round(entry["burn_usd_per_hour"], 4)
+    return {"owners": owners, "total_spend_usd": round(sum(e["spend_usd"] for e in owners), 4)}
