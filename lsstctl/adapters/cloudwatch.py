@@ -10,8 +10,7 @@ from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
 
-NAMESPACE = "LsstControlPlane/Slurm"
-METRIC = "QueueDepth"
+from lsstctl.domain.scripts import QUEUE_DEPTH_METRIC as METRIC, QUEUE_DEPTH_NAMESPACE as NAMESPACE
 ALARM_PREFIX = "lsstctl-idle-"
 
 
@@ -42,6 +41,14 @@ class CloudWatchMonitor:
             TreatMissingData="breaching",
             Tags=[{"Key": "lsstctl:cluster", "Value": cluster}],
         )
+
+    def reset_idle_alarm(self, cluster: str, reason: str) -> None:
+        """Back to OK: CloudWatch evaluates again and fires anew if the cluster is still idle."""
+        try:
+            self.cloudwatch.set_alarm_state(AlarmName=alarm_name(cluster), StateValue="OK", StateReason=reason[:1000])
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFound":
+                raise
 
     def delete_idle_alarm(self, cluster: str) -> None:
         try:

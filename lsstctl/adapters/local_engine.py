@@ -116,6 +116,18 @@ class LocalClusterEngine:
         self._set_fleet_status(name, "STOPPED")
         return self.describe_cluster(name)
 
+    def stop_head_node(self, name: str) -> EngineCluster:
+        heads = [i["InstanceId"] for i in self._instances(name, node_type="HeadNode") if i["State"]["Name"] != "stopped"]
+        if heads:
+            self.ec2.stop_instances(InstanceIds=heads)
+        return self.describe_cluster(name)
+
+    def start_head_node(self, name: str) -> EngineCluster:
+        heads = [i["InstanceId"] for i in self._instances(name, node_type="HeadNode") if i["State"]["Name"] == "stopped"]
+        if heads:
+            self.ec2.start_instances(InstanceIds=heads)
+        return self.describe_cluster(name)
+
     def delete_cluster(self, name: str) -> EngineCluster:
         if self._delete_seconds > 0 and self._stack(name) is not None:
             if self._deletion_due(name) is None:

@@ -120,6 +120,11 @@ class Cluster(BaseModel):
     # How the last teardown went: reason, outcome, start, end, final spend.
     teardown: dict[str, Any] | None = None
 
+    def entered(self, state: "ClusterState") -> datetime | None:
+        """When this generation first entered `state` (None: never)."""
+        times = [t.at for t in self.history if t.state == state.value]
+        return datetime.fromisoformat(times[0].replace("Z", "+00:00")) if times else None
+
     def public(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"install_command_id"})
         return data

@@ -62,7 +62,11 @@ def render_cluster_config(
         "Networking": {"SubnetId": subnet_id},
         "Iam": {
             # SSM Run Command is how the control plane reaches the head node.
-            "AdditionalIamPolicies": [{"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}],
+            "AdditionalIamPolicies": [
+                {"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
+                # The queue-depth publisher (cloudwatch:PutMetricData) behind the idle alarm.
+                {"Policy": "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"},
+            ],
             # Teardown archives outputs from the head node: write access to this cluster's prefix only.
             "S3Access": [{"BucketName": archive_bucket, "KeyName": f"{archive_prefix}/*", "EnableWriteAccess": True}],
         },

@@ -40,6 +40,38 @@ echo "lsst_distrib $TAG installed in $STACK_DIR"
 """
 
 
+QUEUE_DEPTH_NAMESPACE = "LsstControlPlane/Slurm"
+QUEUE_DEPTH_METRIC = "QueueDepth"
+
+PUBLISHER_TEMPLATE = r"""# Queue-depth publisher: every minute, pending + running Slurm jobs go to CloudWatch, where
+# the cluster's idle alarm watches them (no data at all counts as idle: a dead head node).
+mkdir -p {bin_dir} {cron_dir}
+cat > {bin_dir}/lsstctl-queue-depth <<'LSSTCTL_PUBLISHER'
+#!/bin/bash
+set -euo pipefail
+depth=$(squeue -h -t PENDING,RUNNING -o %i | wc -l)
+aws cloudwatch put-metric-data --region {region} --namespace {namespace} --metric-name {metric} \
+  --dimensions Cluster={cluster} --unit Count --value "$depth"
+LSSTCTL_PUBLISHER
+chmod 755 {bin_dir}/lsstctl-queue-depth
+echo '* * * * * root {bin_dir}/lsstctl-queue-depth >/dev/null 2>&1' > {cron_dir}/lsstctl-queue-depth
+"""
+
+
+def render_publisher_install(*, cluster: str, region: str, node_root: str = "") -> str:
+    """Install the queue-depth publisher (a script and its cron entry) on the head node.
+    `node_root` prefixes system paths (the emulator keeps each head node in a directory)."""
+    root = node_root.rstrip("/")
+    return PUBLISHER_TEMPLATE.format(
+        bin_dir=shlex.quote(f"{root}/opt/lsstctl/bin"),
+        cron_dir=shlex.quote(f"{root}/etc/cron.d"),
+        region=shlex.quote(region),
+        namespace=QUEUE_DEPTH_NAMESPACE,
+        metric=QUEUE_DEPTH_METRIC,
+        cluster=shlex.quote(cluster),
+    )
+
+
 def stack_dir(shared_dir: str) -> str:
     return f"{shared_dir.rstrip('/')}/{STACK_SUBDIR}"
 

@@ -44,10 +44,14 @@ def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
     )
 
 
+def node_root(deps: Deps, cluster: Cluster) -> str:
+    """Where the head node's filesystem starts ('' on AWS; a directory in the emulator)."""
+    return deps.settings.head_node_root.replace("{cluster}", cluster.name).rstrip("/")
+
+
 def shared_dir(deps: Deps, cluster: Cluster) -> str:
     """The cluster's shared storage as seen by commands on its head node."""
-    root = deps.settings.head_node_root.replace("{cluster}", cluster.name).rstrip("/")
-    return f"{root}{cluster.spec.shared_storage.mount_dir}"
+    return f"{node_root(deps, cluster)}{cluster.spec.shared_storage.mount_dir}"
 
 
 def publish_state(deps: Deps, cluster: Cluster, reason: str) -> None:

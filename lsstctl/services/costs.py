@@ -26,11 +26,6 @@ from lsstctl.services.identity import Principal
 SPEND_WARNING = "Spend Warning"
 
 
-def _when(cluster: Cluster, state: S) -> datetime | None:
-    times = [t.at for t in cluster.history if t.state == state.value]
-    return datetime.fromisoformat(times[0].replace("Z", "+00:00")) if times else None
-
-
 def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
     region = cluster.spec.region or deps.settings.region
     resources = []
@@ -48,7 +43,7 @@ def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, f
     storage = cluster.spec.shared_storage
     if storage.type in {"efs", "fsx_lustre"}:
         # File systems are not EC2 resources: priced from the spec, from launch to deletion.
-        started = _when(cluster, S.LAUNCHING)
+        started = cluster.entered(S.LAUNCHING)
         if started is not None:
             price = (
                 deps.catalog.efs_gb_month(region)
@@ -58,7 +53,7 @@ def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, f
             resources.append(
                 Resource(id=f"{storage.type}:{cluster.name}", kind="filesystem", role="storage", type=storage.type,
                          hourly_usd=gb_month_to_hourly(price, storage.size_gib), started_at=started,
-                         ended_at=_when(cluster, S.DELETED), size_gib=storage.size_gib, pricing="gb-month")
+                         ended_at=cluster.entered(S.DELETED), size_gib=storage.size_gib, pricing="gb-month")
             )
     return resources
 
@@ -73,15 +68,15 @@ def _resource_from(data: dict[str, Any]) -> Resource:
 
 
 def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: dict[str, float] | None = None) -> SpendReport:
-    """Measure one cluster and write its ledger. Resources seen before but gone now (EC2
-    forgets terminated instances after a while) keep their cost, ending when last seen."""
+    """Measure one cluster and write its ledger. Resources seen before but gone now (a
+    deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
+    without a recorded end is charged until now, never less than it may have cost."""
     previous = deps.store.get_ledger(cluster.name, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {})}
-    last_seen = datetime.fromisoformat(previous["measured_at"]) if previous.get("measured_at") else now
     for data in previous.get("breakdown", []):
         if data["id"] not in seen:
             gone = _resource_from(data)
-            seen[gone.id] = gone if gone.ended_at else replace(gone, ended_at=last_seen)
+            seen[gone.id] = gone if gone.ended_at else replace(gone, ended_at=now)
     report = measure(list(seen.values()), now, potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
     ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "owner": cluster.owner,
               "generation": cluster.generation, "state": cluster.state.value}
@@ -91,7 +86,7 @@ def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot
 
 def _idle(deps: Deps, cluster: Cluster, now: datetime) -> bool:
     """The guard's double-check of the idle alarm: no job in the idle window, or no data."""
-    ready = _when(cluster, S.READY)
+    ready = cluster.entered(S.READY)
     window = timedelta(minutes=cluster.spec.idle_minutes)
     if cluster.state != S.READY or ready is None or now - ready < window:
         return False

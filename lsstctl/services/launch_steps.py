@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from lsstctl.domain.models import Cluster, ClusterState as S
-from lsstctl.domain.scripts import render_install_script
+from lsstctl.domain.scripts import render_install_script, render_publisher_install
 from lsstctl.errors import ConflictError, InstallFailedError, LaunchFailedError
 from lsstctl.observability import metrics
-from lsstctl.services.clusters import cluster_config, request_teardown, shared_dir, transition
+from lsstctl.services.clusters import cluster_config, node_root, request_teardown, shared_dir, transition
 from lsstctl.services.deps import Deps
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
 
@@ -48,7 +48,9 @@ def start_install(deps: Deps, name: str, generation: int, poll: dict[str, Any]) 
     )
     command_id = cluster.install_command_id
     if command_id is None:  # a retried step reuses the command it already sent
-        script = render_install_script(
+        script = render_publisher_install(
+            cluster=name, region=cluster.spec.region or deps.settings.region, node_root=node_root(deps, cluster)
+        ) + render_install_script(
             shared_dir=shared_dir(deps, cluster), tag=tag, installer_url=deps.settings.lsst_installer_url
         )
         assert cluster.head_node_instance_id, "launch completed without a head node"

@@ -45,6 +45,11 @@ def begin_teardown(deps: Deps, name: str, generation: int, execution: str, reaso
 
 
 def stop_fleet(deps: Deps, name: str) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(name)
+    if cluster.teardown and cluster.teardown.get("outcome") == "failed":
+        # A retry after a failed archive: the head node was stopped to save cost; the
+        # archive needs it running again.
+        deps.engine.start_head_node(name)
     engine = deps.engine.stop_compute_fleet(name)
     deps.store.update_cluster(name, {"engine_status": engine.status, "compute_stopped_at": iso(deps.clock())})
     return {"fleet_status": engine.fleet_status}
@@ -158,6 +163,9 @@ def teardown_failed(deps: Deps, name: str, execution: str, error: dict[str, Any]
     if current.teardown_execution != execution:
         logger.warning("failed teardown did not own the claim", extra={"cluster": name, "error": code})
         return {"state": current.state.value, "owned": False}
+    if code == ArchiveFailedError.__name__:
+        # Keep the data, stop paying for the head node: only storage bills from here on.
+        deps.engine.stop_head_node(name)
     summary = _summary(deps, current, "failed", error={"code": code, "message": message})
     cluster = transition(
         deps,

@@ -3,10 +3,12 @@ notifications (SNS). Both may arrive twice; request_teardown's claim makes that 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from lsstctl.adapters.cloudwatch import ALARM_PREFIX
 from lsstctl.domain.lifecycle import ACTIVE
+from lsstctl.domain.models import ClusterState as S
 from lsstctl.errors import NotFoundError, ValidationError
 from lsstctl.observability import logger
 from lsstctl.services.clusters import request_teardown
@@ -26,10 +28,17 @@ def on_idle_alarm(deps: Deps, detail: dict[str, Any]) -> dict[str, Any]:
     if state != "ALARM":
         return {"cluster": cluster, "action": "none", "state": state}
     try:
-        record = request_teardown(deps, cluster, reason="idle")
+        record = deps.store.get_cluster(cluster)
     except NotFoundError:
         logger.warning("idle alarm for an unknown cluster", extra={"cluster": cluster})
         return {"cluster": cluster, "action": "none", "state": state}
+    ready = record.entered(S.READY)
+    if record.state == S.READY and ready and deps.clock() - ready < timedelta(minutes=record.spec.idle_minutes):
+        # The alarm's window reaches back into the install (no jobs then): not idleness.
+        # Reset it; CloudWatch fires again if the cluster is still idle when it should be.
+        deps.monitor.reset_idle_alarm(cluster, "ready for less than the idle period")
+        return {"cluster": cluster, "action": "reset", "state": state}
+    record = request_teardown(deps, cluster, reason="idle")
     return {"cluster": cluster, "action": "teardown", "state": record.state.value}
 
 
@@ -41,15 +50,36 @@ def budget_name(message: str) -> str:
     return match.group(1)
 
 
+def _amount(message: str, label: str) -> float | None:
+    match = re.search(rf"^{label}:\s*[>=<]*\s*\$?([0-9][0-9,]*(?:\.[0-9]+)?)", message, re.MULTILINE)
+    return float(match.group(1).replace(",", "")) if match else None
+
+
+def at_or_over_budget(message: str) -> bool:
+    """Whether the alert is for the whole budget (act) or an earlier threshold (warn).
+    An alert that cannot be read is treated as the whole budget: fail safe."""
+    budgeted, threshold = _amount(message, "Budgeted Amount"), _amount(message, "Alert Threshold")
+    if budgeted is None or threshold is None:
+        return True
+    return threshold >= budgeted
+
+
 def on_budget_notification(deps: Deps, message: str) -> dict[str, Any]:
-    """An owner's budget (lsstctl-owner-<owner>) ends that owner's clusters; any other
-    budget routed here (the account-wide backstop) ends every cluster."""
+    """An owner's budget (lsstctl-owner-<owner>) concerns that owner's clusters; any other
+    budget routed here (the account-wide backstop) concerns every cluster. An alert at the
+    budget ends them; an earlier threshold only warns their owners."""
     name = budget_name(message)
     owner = name[len(OWNER_BUDGET_PREFIX):] if name.startswith(OWNER_BUDGET_PREFIX) else None
-    ended = []
-    for cluster in deps.store.list_billing_clusters():
-        if cluster.state in ACTIVE and (owner is None or cluster.owner == owner):
+    act = at_or_over_budget(message)
+    concerned = [
+        c for c in deps.store.list_billing_clusters() if c.state in ACTIVE and (owner is None or c.owner == owner)
+    ]
+    for cluster in concerned:
+        if act:
             request_teardown(deps, cluster.name, reason="aws_budget")
-            ended.append(cluster.name)
-    logger.info("budget notification", extra={"budget": name, "owner": owner, "clusters": ended})
-    return {"budget": name, "owner": owner, "teardowns": ended}
+        else:
+            deps.notifier.notify(cluster.owner, f"AWS Budgets: {name} passed an alert threshold",
+                                 {"cluster": cluster.name, "budget": name, "action": "none"})
+    names = [c.name for c in concerned]
+    logger.info("budget notification", extra={"budget": name, "owner": owner, "clusters": names, "act": act})
+    return {"budget": name, "owner": owner, "teardowns": names if act else [], "warned": [] if act else names}

@@ -112,6 +112,12 @@ def test_missing_queue_data_counts_as_idle_and_busy_queues_do_not(plane):
 def test_idle_alarm_events_end_the_cluster_once(plane):
     ready("alarmed", plane, idle_minutes=30, budget_usd=100)
     alarm = {"alarmName": "lsstctl-idle-alarmed", "state": {"value": "ALARM"}}
+    # An alarm right after ready looks back into the install: reset, not teardown.
+    assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "reset"
+    state = boto3.client("cloudwatch").describe_alarms(AlarmNames=["lsstctl-idle-alarmed"])["MetricAlarms"][0]
+    assert state["StateValue"] == "OK"
+    assert wiring.deps().store.get_cluster("alarmed").state == ClusterState.READY
+    plane.advance(31 * 60)
     first = triggers.on_idle_alarm(wiring.deps(), alarm)
     again = triggers.on_idle_alarm(wiring.deps(), alarm)  # EventBridge delivers at least once
     assert first["action"] == again["action"] == "teardown"
@@ -154,12 +160,18 @@ def test_an_owners_aws_budget_ends_that_owners_clusters_once(plane):
     deps = wiring.deps()
     bobs = clusters.launch_cluster(deps, Principal("bob"), ClusterSpec.model_validate(cluster_spec("theirs")))
     message = BUDGET_MESSAGE.format(name="lsstctl-owner-alice")
-    assert triggers.on_budget_notification(deps, message)["teardowns"] == ["mine"]
-    assert triggers.on_budget_notification(deps, message)["teardowns"] == []  # repeated: nothing new
+    # An earlier threshold (80%) only warns.
+    early = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $80.00").replace("Budgeted Amount: $100.00", "Budgeted Amount: $100.00")
+    assert triggers.on_budget_notification(deps, early) == {
+        "budget": "lsstctl-owner-alice", "owner": "alice", "teardowns": [], "warned": ["mine"]}
+    at_budget = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $100.00")
+    assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == ["mine"]
+    assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == []  # repeated: nothing new
     assert deps.store.get_cluster("mine").teardown_reason == "aws_budget"
     assert deps.store.get_cluster(bobs.name).state == ClusterState.REQUESTED
     # The account-wide backstop ends everyone's.
-    assert triggers.on_budget_notification(deps, BUDGET_MESSAGE.format(name="lsstctl-account"))["teardowns"] == ["theirs"]
+    backstop = BUDGET_MESSAGE.format(name="lsstctl-account").replace("> $80.00", "> $100.00")
+    assert triggers.on_budget_notification(deps, backstop)["teardowns"] == ["theirs"]
 
 
 def test_warnings_at_50_80_90_percent_are_sent_once(plane):

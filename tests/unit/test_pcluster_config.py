@@ -32,7 +32,10 @@ def test_owner_tag_and_ssm_access_for_the_control_plane():
     config = render()
     assert {"Key": OWNER_TAG, "Value": "alice"} in config["Tags"]
     policies = config["HeadNode"]["Iam"]["AdditionalIamPolicies"]
-    assert policies == [{"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+    assert policies == [
+        {"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
+        {"Policy": "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"},
+    ]
     # The head node may write this cluster's archive prefix, and nothing else of the bucket.
     assert config["HeadNode"]["Iam"]["S3Access"] == [
         {"BucketName": "archive", "KeyName": "alice/demo/*", "EnableWriteAccess": True}

@@ -7,10 +7,12 @@ import time
 import uuid
 
 import boto3
+import pytest
 
 from lsstctl import wiring
 from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec
 from lsstctl.services import clusters, jobs
+from lsstctl.emulator.clock import VirtualClock
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec, live_instances, wait_execution
 from tests.integration.test_guard import BUDGET_MESSAGE
@@ -39,15 +41,34 @@ def teardowns_of(name: str) -> list[str]:
     return [e["name"] for e in sfn.list_executions(stateMachineArn=arn)["executions"] if f"-{name}-" in e["name"]]
 
 
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.1)
+
+
 def test_an_idle_alarm_reaches_teardown_through_eventbridge_once(emulator):
     name = ready_cluster("dana")
     cloudwatch = boto3.client("cloudwatch")
-    # The alarm exists from ready on; when it fires (twice, as events may repeat)...
-    cloudwatch.set_alarm_state(AlarmName=f"lsstctl-idle-{name}", StateValue="ALARM", StateReason="idle")
-    cloudwatch.set_alarm_state(AlarmName=f"lsstctl-idle-{name}", StateValue="OK", StateReason="test")
-    cloudwatch.set_alarm_state(AlarmName=f"lsstctl-idle-{name}", StateValue="ALARM", StateReason="idle again")
-    # ...the cluster is torn down once, for idleness, and its alarm is gone
-    record = wait_state(name, {ClusterState.DELETED})
+    alarm = f"lsstctl-idle-{name}"
+    # Right after ready, an alarm still sees the install's empty queue: it is reset.
+    cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="idle")
+    wait_for(lambda: cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "OK")
+    assert wiring.deps().store.get_cluster(name).state == ClusterState.READY
+    # Once the cluster has been ready for its idle minutes (60), the alarm (twice, as
+    # events may repeat)...
+    clock = VirtualClock()
+    clock.advance(61 * 60)
+    wiring.use_clock(clock)
+    try:
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="idle")
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="test")
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="idle again")
+        # ...ends the cluster once, for idleness, and its alarm is gone
+        record = wait_state(name, {ClusterState.DELETED})
+    finally:
+        wiring.use_clock(None)
     assert record.teardown_reason == "idle" and len(teardowns_of(name)) == 1
     assert record.teardown["outcome"] == "deleted" and record.teardown["final_spend_usd"] > 0
     assert cloudwatch.describe_alarms(AlarmNames=[f"lsstctl-idle-{name}"])["MetricAlarms"] == []
@@ -59,7 +80,7 @@ def test_an_aws_budgets_notification_reaches_teardown_through_sns_once(emulator)
     sns = boto3.client("sns")
     topic = emulator.settings_env["LSSTCTL_BUDGET_ALERTS_TOPIC_ARN"]
     for _ in range(2):  # SNS delivers at least once
-        sns.publish(TopicArn=topic, Message=BUDGET_MESSAGE.format(name="lsstctl-owner-erin"))
+        sns.publish(TopicArn=topic, Message=BUDGET_MESSAGE.format(name="lsstctl-owner-erin").replace("> $80.00", "> $100.00"))
     record = wait_state(name, {ClusterState.DELETED})
     assert record.teardown_reason == "aws_budget" and len(teardowns_of(name)) == 1
 
@@ -75,18 +96,22 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     record = clusters.request_teardown(wiring.deps(), name, reason="user")
     assert wait_execution(record.teardown_execution)["status"] == "FAILED"
     record = wiring.deps().store.get_cluster(name)
-    # Then compute is stopped, the head node and storage (and the results) are kept...
+    # Then compute is gone, the head node is stopped (not terminated), storage and results kept...
     assert record.state == ClusterState.FAILED and record.failure["code"] == "ArchiveFailedError"
     ec2 = boto3.client("ec2")
-    live = ec2.describe_instances(InstanceIds=live_instances(name))["Reservations"]
-    roles = sorted(t["Value"] for r in live for i in r["Instances"] for t in i["Tags"] if t["Key"] == "parallelcluster:node-type")
-    assert roles == ["HeadNode"]
+    kept = ec2.describe_instances(InstanceIds=live_instances(name))["Reservations"]
+    states = sorted((t["Value"], i["State"]["Name"]) for r in kept for i in r["Instances"] for t in i["Tags"]
+                    if t["Key"] == "parallelcluster:node-type")
+    assert states == [("HeadNode", "stopped")]
     volumes = ec2.describe_volumes(Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [name]}])["Volumes"]
     assert len(volumes) == 1
     output = emulator.workdir / "nodes" / name / "shared" / "outputs" / job.job_id / "result.txt"
     assert output.read_text() == "precious\n"
-    # ...its ongoing cost is reported, and the owner is told
-    assert record.teardown["outcome"] == "failed" and record.teardown["remaining_burn_usd_per_hour"] > 0
+    # ...its ongoing cost (storage only) is reported, and the owner is told
+    assert record.teardown["outcome"] == "failed"
+    storage_only = [b for b in wiring.deps().store.get_ledger(name, record.generation)["breakdown"] if b["billing"]]
+    assert [b["role"] for b in storage_only] == ["storage"]
+    assert record.teardown["remaining_burn_usd_per_hour"] == pytest.approx(storage_only[0]["hourly_usd"], rel=1e-3)
     sqs = boto3.client("sqs")
     inbox = emulator.settings_env["LSSTCTL_NOTIFICATIONS_INBOX_URL"]
     notes = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])]
