@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve test test-fast test-emulator bench clean
+.PHONY: deps demo serve test bench bench-cost clean
 
 deps: $(STAMP) $(SYSTEM_STAMP)
 
@@ -34,3 +34,9 @@ test: deps
 
 clean:
 	rm -rf $(VENV) .emulator
+
+# The cost simulation (issue: bounded spend): many clusters on the emulator, hours in minutes.
+bench-cost: deps
+	$(PY) bench/cost_simulation.py
+
+bench: bench-cost

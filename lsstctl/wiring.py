@@ -39,6 +39,7 @@ def _idempotency(settings: Settings) -> Any:
 
 def build(settings: Settings) -> Deps:
     from lsstctl.adapters.dynamodb_state import DynamoStateStore
+    from lsstctl.domain.models import utcnow
     from lsstctl.adapters.eventbridge import EventBridgePublisher
     from lsstctl.adapters.iam_users import IamUserProvisioner
     from lsstctl.adapters.pcluster_validation import PclusterConfigValidator
@@ -54,7 +55,7 @@ def build(settings: Settings) -> Deps:
     return Deps(
         **extra,
         settings=settings,
-        store=DynamoStateStore(settings.state_table),
+        store=DynamoStateStore(settings.state_table, clock=_clock or utcnow),
         engine=_engine(settings),
         validator=PclusterConfigValidator(
             mode=settings.config_validation,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
@@ -79,8 +80,9 @@ def _conditional_failed(error: ClientError) -> bool:
 class DynamoStateStore:
     dynamodb = LazyClient("dynamodb", resource=True)
 
-    def __init__(self, table_name: str, resource: Any = None):
+    def __init__(self, table_name: str, resource: Any = None, clock: Callable[[], datetime] = utcnow):
         self._table_name = table_name
+        self._clock = clock  # transition times follow the control plane's clock
         self.dynamodb = resource
         self._table: Any = None
 
@@ -259,7 +261,7 @@ class DynamoStateStore:
                     f"cluster '{name}' is {current.state.value}; cannot move to {to.value}",
                     details={"state": current.state.value},
                 )
-            now = iso(utcnow())
+            now = iso(self._clock())
             changed = current.model_copy(
                 update={
                     **(updates or {}),
@@ -278,7 +280,7 @@ class DynamoStateStore:
             if not found:
                 raise NotFoundError(f"cluster '{name}' not found")
             current, version = found
-            changed = current.model_copy(update={**updates, "updated_at": iso(utcnow())})
+            changed = current.model_copy(update={**updates, "updated_at": iso(self._clock())})
             if self._write_versioned(changed, version):
                 return changed
         raise ConflictError(f"cluster '{name}' is changing too fast; try again")
@@ -322,7 +324,7 @@ class DynamoStateStore:
         current = self.get_job(cluster, job_id)
         if current.state.terminal:
             return current
-        now = iso(utcnow())
+        now = iso(self._clock())
         history = current.history
         if state != current.state:
             history = [*history, Transition(state=state.value, at=now, reason=reason)]

@@ -51,7 +51,10 @@ class Ec2Inventory:
     def observe(self, now: datetime) -> dict[str, list[Observed]]:
         found: dict[str, list[Observed]] = defaultdict(list)
         has_tag = [{"Name": "tag-key", "Values": [NAME_TAG]}]
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=has_tag):
+        # Terminated instances are left out (EC2 lists them for an hour, a big cluster's churn
+        # makes that long): one that disappears is charged until the tick that misses it.
+        listed = has_tag + [{"Name": "instance-state-name", "Values": ["pending", "running", "shutting-down", "stopping", "stopped"]}]
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=listed):
             for reservation in page["Reservations"]:
                 for i in reservation["Instances"]:
                     tags = _tags(i)

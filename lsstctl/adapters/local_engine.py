@@ -128,6 +128,28 @@ class LocalClusterEngine:
             self.ec2.start_instances(InstanceIds=heads)
         return self.describe_cluster(name)
 
+    def set_compute_nodes(self, name: str, queue: str, instance_type: str, count: int) -> int:
+        """Scale a queue's running compute nodes to `count`, as ParallelCluster's clustermgtd
+        does when Slurm resumes or suspends nodes (the emulator's job patterns use it).
+        Returns the number running afterwards; a stopped fleet launches nothing."""
+        running = self._instances(name, node_type="Compute", queue=queue)
+        if count < len(running):
+            self.ec2.terminate_instances(InstanceIds=[i["InstanceId"] for i in running[count:]])
+            return count
+        if count > len(running) and self._fleet_status(name) == "RUNNING":
+            head = self._instances(name, node_type="HeadNode")[0]
+            tags = {t["Key"]: t["Value"] for t in head.get("Tags", []) if not t["Key"].startswith("parallelcluster:")}
+            tags.pop("Name", None)
+            self.ec2.run_instances(
+                ImageId=head["ImageId"], InstanceType=instance_type, MinCount=count - len(running),
+                MaxCount=count - len(running), SubnetId=head["SubnetId"],
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in {
+                    **tags, NAME_TAG: name, NODE_TYPE_TAG: "Compute", QUEUE_TAG: queue,
+                    RESOURCE_TAG: "cr1", "Name": "Compute"}.items()]}],
+            )
+            return count
+        return len(running)
+
     def delete_cluster(self, name: str) -> EngineCluster:
         if self._delete_seconds > 0 and self._stack(name) is not None:
             if self._deletion_due(name) is None:

@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
 
     with Emulator(workdir, api_port=args.port, poll_seconds=args.poll_seconds, provision_seconds=2) as emulator:
+        emulator.start_scheduler()
         print(f"lsstctl control plane on {emulator.api_url}  (AWS emulator on {emulator.endpoint})")
         print(f"Local identity: send '{PRINCIPAL_HEADER}: <name>' (admin: 'admin'). Ctrl-C stops everything.")
+        print("Every minute: head-node publishers, idle alarms and the spend guard run, as on AWS.")
         print(f"  curl -s -H '{PRINCIPAL_HEADER}: alice' {emulator.api_url}/clusters")
         try:
             while True:

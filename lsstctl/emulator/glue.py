@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import logging
 import os
 import subprocess
@@ -31,6 +32,7 @@ import threading
 import time
 import traceback
 import uuid
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,6 +116,11 @@ class HeadNodeShell:
 
 
 _state: dict[str, Any] = {}
+
+
+def current_shell() -> HeadNodeShell:
+    """Where head-node commands run (the emulator's cron uses it too)."""
+    return _state["shell"]
 _DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
 
 
@@ -204,7 +211,8 @@ def install_eventbridge_targets() -> None:
                 self.targets = everything
         for target in ours:
             payload = _target_input(target, dict(original_event))
-            threading.Thread(target=_deliver, args=(target["Arn"], payload), daemon=True).start()
+            deliver = _track(lambda arn=target["Arn"], body=payload: _deliver(arn, body))
+            threading.Thread(target=deliver, daemon=True).start()
 
     Rule.send_to_targets = send_to_targets
 
@@ -238,6 +246,76 @@ def install_alarm_events() -> None:
         )
 
     Alarm.update_state = update_state
+
+
+_busy = [0]
+_busy_lock = threading.Lock()
+
+
+def _track(work: Callable[[], None]) -> Callable[[], None]:
+    """Count asynchronous work (SSM commands, EventBridge deliveries) until it ends."""
+    with _busy_lock:
+        _busy[0] += 1
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            with _busy_lock:
+                _busy[0] -= 1
+
+    return run
+
+
+def busy() -> int:
+    """Asynchronous deliveries and commands still under way (the simulation waits for 0)."""
+    with _busy_lock:
+        return _busy[0]
+
+
+def use_virtual_waits(clock: Any | None) -> None:
+    """Step Functions Wait states wait on `clock` (a VirtualClock) instead of real time;
+    None restores real waits. Waits then last exactly their length in simulated time."""
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    if "wait" not in _state:
+        _state["wait"] = WaitFunction._wait_interval
+    if clock is None:
+        WaitFunction._wait_interval = _state.pop("wait")
+        return
+
+    def _wait_interval(self: Any, env: Any, wait_seconds: int) -> None:
+        clock.wait_until(clock() + timedelta(seconds=wait_seconds), env.is_running)
+
+    WaitFunction._wait_interval = _wait_interval
+
+
+_TERMINATED_AT = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC\)")
+
+
+def expire_terminated_instances(now: Any, after: timedelta = timedelta(hours=1)) -> int:
+    """EC2 stops listing terminated instances after about an hour; moto keeps them forever
+    (and every DescribeInstances grows). `now`: naive UTC. Returns how many were dropped."""
+    from datetime import datetime
+
+    from moto.ec2.models import ec2_backends
+
+    dropped = 0
+    for account in ec2_backends.values():
+        for backend in account.values():
+            for rid, reservation in list(backend.reservations.items()):
+                keep = []
+                for instance in reservation.instances:
+                    match = _TERMINATED_AT.search(instance._reason or "")
+                    ended = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S") if match else None
+                    if instance.state == "terminated" and ended is not None and now - ended > after:
+                        dropped += 1
+                    else:
+                        keep.append(instance)
+                reservation.instances = keep
+                if not keep:
+                    del backend.reservations[rid]
+    return dropped
 
 
 _CLOCK_MODULES = ("moto.ec2.models.instances", "moto.ec2.models.elastic_block_store")
@@ -318,6 +396,8 @@ def uninstall() -> None:
 
         Alarm.update_state = _state.pop("alarm")
     set_clock(None)
+    if "wait" in _state:
+        use_virtual_waits(None)
 
 
 def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:
@@ -361,4 +441,4 @@ def _execute(command: Any, shell: HeadNodeShell) -> None:
         command.status = "Success" if statuses == {"Success"} else "Failed"
         command.status_details = command.status
 
-    threading.Thread(target=run, name=f"ssm-{command.command_id[:8]}", daemon=True).start()
+    threading.Thread(target=_track(run), name=f"ssm-{command.command_id[:8]}", daemon=True).start()

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+from datetime import datetime, timezone
 import warnings
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,40 @@ class Emulator:
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
         self._api_thread.start()
 
+    def start_scheduler(self, interval: float = 60) -> None:
+        """What AWS does every minute and moto does not: run each head node's cron jobs
+        (the queue-depth publisher), evaluate the idle alarms, and fire the guard's schedule."""
+        self._scheduler_stop = threading.Event()
+
+        def loop() -> None:
+            while not self._scheduler_stop.wait(interval):
+                try:
+                    self.tick()
+                except Exception:  # keep ticking; the next minute may succeed
+                    log.exception("scheduler tick failed")
+
+        threading.Thread(target=loop, name="scheduler", daemon=True).start()
+
+    def tick(self) -> None:
+        import boto3
+
+        from lsstctl.emulator.alarms import evaluate_idle_alarms
+
+        for cron in sorted((self.workdir / "nodes").glob("*/etc/cron.d/*")):
+            for line in cron.read_text().splitlines():
+                fields = line.split(None, 6)
+                if len(fields) == 7 and not line.startswith("#"):
+                    glue.current_shell().run(fields[6], timeout=50)
+        evaluate_idle_alarms(boto3.client("cloudwatch"), datetime.now(timezone.utc))
+        boto3.client("lambda").invoke(FunctionName="lsstctl-guard", Payload=b"{}")
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
     def stop(self) -> None:
+        if getattr(self, "_scheduler_stop", None) is not None:
+            self._scheduler_stop.set()
         if self._api is not None:
             self._api.server.shutdown()
             self._api.server.server_close()

@@ -32,8 +32,10 @@ def on_idle_alarm(deps: Deps, detail: dict[str, Any]) -> dict[str, Any]:
     except NotFoundError:
         logger.warning("idle alarm for an unknown cluster", extra={"cluster": cluster})
         return {"cluster": cluster, "action": "none", "state": state}
+    if record.state not in ACTIVE:
+        return {"cluster": cluster, "action": "none", "state": state}
     ready = record.entered(S.READY)
-    if record.state == S.READY and ready and deps.clock() - ready < timedelta(minutes=record.spec.idle_minutes):
+    if ready is None or deps.clock() - ready < timedelta(minutes=record.spec.idle_minutes):
         # The alarm's window reaches back into the install (no jobs then): not idleness.
         # Reset it; CloudWatch fires again if the cluster is still idle when it should be.
         deps.monitor.reset_idle_alarm(cluster, "ready for less than the idle period")

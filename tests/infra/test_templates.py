@@ -757,10 +757,15 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
          ("ec2:DescribeSpotPriceHistory", "*"), ("cloudwatch:GetMetricStatistics", "*"),
          ("sns:Publish", NOTIFICATIONS)],
     ),
-    "lambdas.idle_alarm.lambda_handler": ({"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN"}, REQUEST_TEARDOWN),
-    "lambdas.budget_alarm.lambda_handler": (
+    # on_idle_alarm: a premature alarm is reset to OK.
+    "lambdas.idle_alarm.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN"},
-        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing")],
+        [*REQUEST_TEARDOWN, ("cloudwatch:SetAlarmState", IDLE_ALARM)],
+    ),
+    # on_budget_notification: below the budget, owners are only warned.
+    "lambdas.budget_alarm.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN"},
+        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"), ("sns:Publish", NOTIFICATIONS)],
     ),
 }
 # Least privilege: what the trigger functions must not be able to do.

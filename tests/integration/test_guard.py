@@ -120,7 +120,7 @@ def test_idle_alarm_events_end_the_cluster_once(plane):
     plane.advance(31 * 60)
     first = triggers.on_idle_alarm(wiring.deps(), alarm)
     again = triggers.on_idle_alarm(wiring.deps(), alarm)  # EventBridge delivers at least once
-    assert first["action"] == again["action"] == "teardown"
+    assert (first["action"], again["action"]) == ("teardown", "none")  # the repeat finds it going
     record = wiring.deps().store.get_cluster("alarmed")
     assert record.teardown_reason == "idle"
     assert [t.state for t in record.history].count("tearing_down") == 1

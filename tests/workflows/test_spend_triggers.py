@@ -3,6 +3,7 @@ Budgets through SNS, each delivered twice; and a failed archive that keeps the d
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 import time
 import uuid
 
@@ -125,3 +126,24 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"finn/{name}/")["Contents"]]
     assert f"finn/{name}/g1/{job.job_id}/result.txt" in keys
     assert live_instances(name) == []
+
+
+def test_the_head_nodes_publisher_reports_queue_depth_each_minute(emulator):
+    # Given a ready cluster (its install put the publisher in the head node's cron)
+    name = ready_cluster("gwen")
+    cron = emulator.workdir / "nodes" / name / "etc" / "cron.d" / "lsstctl-queue-depth"
+    assert cron.read_text().startswith("* * * * * root ")
+    # When the emulator's minute passes (cron, alarm evaluation, guard)
+    emulator.tick()
+    # Then CloudWatch holds this cluster's queue depth, published by the real script
+    points = boto3.client("cloudwatch").get_metric_statistics(
+        Namespace="LsstControlPlane/Slurm", MetricName="QueueDepth",
+        Dimensions=[{"Name": "Cluster", "Value": name}],
+        StartTime=datetime.now(timezone.utc) - timedelta(minutes=5), EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
+        Period=60, Statistics=["Maximum"],
+    )["Datapoints"]
+    assert points and points[0]["Maximum"] >= 0
+    ledger = wiring.deps().store.get_ledger(name, 1)
+    assert ledger["spend_usd"] > 0 and ledger["state"] == "ready"
+    clusters.request_teardown(wiring.deps(), name, reason="user")
+    wait_state(name, {ClusterState.DELETED})

@@ -1,0 +1,384 @@
+"""`make bench-cost`: does the spend guard keep every cluster under its budget?
+
+Many clusters (budgets $5-$5,000, burn $0.03-$200/h, steady, bursty and idle job patterns,
+slow teardowns, a lost alarm, a dead head node, a failing archive) run at once on the local
+emulator: the real control plane (API services, the real ASL executed by moto's
+interpreter, the real Lambda handlers, the guard, the idle alarms through EventBridge),
+on a clock the simulation controls. Every Step Functions Wait and every EC2 launch and
+termination time follows that clock, so a day passes in minutes; what the workflows do
+between ticks runs for real.
+
+What the simulation plays itself is what is outside the control plane: Slurm's demand
+(compute nodes scaled as ParallelCluster's clustermgtd would, the queue depth the head
+node's publisher would send) and CloudWatch's alarm evaluation (moto has none).
+
+The same scenarios are then replayed, on the same price catalog, under the policies people
+use today: AWS Budgets alone (its notification 8-12 hours late, then budget actions stop
+the instances), ParallelCluster's idle scale-down alone, and the seed tutorial's
+`pcluster stop`. Their head node and storage keep billing; they are measured after 30 days.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+sys.path.insert(0, str(ROOT))
+
+TICK = 60  # seconds: the guard's interval
+SCALEDOWN_IDLE_MINUTES = 10  # ParallelCluster's default ScaledownIdletime
+ANCHOR_HORIZON_HOURS = 30 * 24
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    budget: float
+    compute: str
+    max_nodes: int
+    head: str = "t3.medium"
+    storage_gib: int = 100
+    work_hours: float = 1000.0  # demand: jobs queued for this long after ready, then none
+    bursty: bool = False  # 30 min at max_nodes, 30 min at a fifth of it
+    idle_minutes: int = 30
+    lifetime_hours: float = 40.0
+    lost_alarm: bool = False  # the idle alarm's events never arrive
+    dead_head_after_hours: float | None = None  # the head node stops publishing (dies)
+    failing_archive: bool = False
+    slow_teardown: bool = False
+
+    def nodes_at(self, hours: float) -> int:
+        """Compute nodes running `hours` after ready (Slurm resumes and suspends them)."""
+        if hours >= self.work_hours + SCALEDOWN_IDLE_MINUTES / 60:
+            return 0
+        if self.bursty and int(hours * 2) % 2 == 1:
+            return max(1, self.max_nodes // 5)
+        return self.max_nodes
+
+    def jobs_at(self, hours: float) -> int:
+        return 3 if hours < self.work_hours else 0
+
+    @property
+    def idle_kind(self) -> bool:
+        return self.work_hours < self.lifetime_hours
+
+
+SCENARIOS = [
+    # budget-bound: demand would cost more than the budget
+    Scenario("b5-steady-0.5/h", 5, "c5.large", 5),
+    Scenario("b5-bursty-4.8/h", 5, "c5.4xlarge", 7, bursty=True),
+    Scenario("b50-steady-4.8/h", 50, "c5.4xlarge", 7),
+    Scenario("b50-bursty-46/h", 50, "c5.18xlarge", 15, bursty=True),
+    Scenario("b500-steady-46/h", 500, "c5.18xlarge", 15),
+    Scenario("b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True),
+    Scenario("b2000-steady-200/h", 2000, "c5.18xlarge", 65),
+    Scenario("b5000-steady-46/h", 5000, "c5.18xlarge", 15, lifetime_hours=12),
+    # lifetime-bound: a trickle that would take 150 hours to reach its budget
+    Scenario("b5-steady-0.03/h", 5, "t3.micro", 1, head="t3.small", storage_gib=20, lifetime_hours=12),
+    # idle: the work ends, the cluster must go
+    Scenario("idle-b50-4.8/h", 50, "c5.4xlarge", 7, work_hours=2),
+    Scenario("idle-lost-alarm", 50, "c5.4xlarge", 7, work_hours=2, lost_alarm=True),
+    Scenario("idle-dead-head-node", 50, "c5.4xlarge", 7, work_hours=3, dead_head_after_hours=1),
+    Scenario("idle-b5000-200/h", 5000, "c5.18xlarge", 65, work_hours=1, idle_minutes=15),
+    Scenario("idle-failing-archive", 50, "c5.4xlarge", 7, work_hours=1, idle_minutes=20, failing_archive=True),
+    # slow teardowns (40 minutes to delete instead of 10)
+    Scenario("slow-b50-steady-4.8/h", 50, "c5.4xlarge", 7, slow_teardown=True),
+    Scenario("slow-b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True, slow_teardown=True),
+]
+
+
+# the control plane, on the emulator --------------------------------------------------------
+@dataclass
+class Outcome:
+    scenario: Scenario
+    reason: str | None = None
+    final_spend: float | None = None
+    outcome: str | None = None
+    teardown_started_hours: float | None = None  # after ready
+    remaining_burn: float = 0.0
+    ready_at: Any = None
+    idle_since_hours: float | None = None  # when the queue became empty for good
+
+
+def _spec(s: Scenario, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "head_node_type": s.head,
+        "queues": [{"name": "compute", "instance_types": [s.compute], "min_nodes": 0, "max_nodes": s.max_nodes}],
+        "shared_storage": {"type": "ebs", "size_gib": s.storage_gib},
+        "stack_tag": "w_2026_47",
+        "budget_usd": s.budget,
+        "idle_minutes": s.idle_minutes,
+        "max_lifetime_hours": s.lifetime_hours,
+    }
+
+
+def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: float, verbose: bool) -> list[Outcome]:
+    import boto3
+
+    from lsstctl import wiring
+    from lsstctl.domain.models import ClusterSpec, ClusterState
+    from lsstctl.emulator import glue
+    from lsstctl.emulator.alarms import evaluate_idle_alarms
+    from lsstctl.emulator.clock import VirtualClock
+    from lsstctl.emulator.runtime import Emulator
+    from lsstctl.services import clusters
+    from lsstctl.services.identity import Principal
+
+    from moto import mock_aws
+
+    workdir = Path(tempfile.mkdtemp(prefix="lsstctl-bench-"))
+    emulator = Emulator(workdir, slurm=False, poll_seconds=TICK, provision_seconds=300)
+    # Speed: this process talks to moto's backends in-process (mock_aws); the server, which
+    # shares those backends, is still there for what runs in subprocesses (the head node's
+    # `aws s3 sync`). Same state, no HTTP in the simulation's hot loop.
+    mocked = mock_aws()
+    mocked.start()
+    emulator.start()
+    glue.current_shell().env["AWS_ENDPOINT_URL"] = emulator.endpoint
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    clock = VirtualClock()
+    try:
+        os.environ["LSSTCTL_LOCAL_DELETE_SECONDS"] = str(delete_seconds)
+        wiring.reset()
+        wiring.use_clock(clock)
+        glue.set_clock(clock.naive)
+        glue.use_virtual_waits(clock)
+        deps = wiring.deps()
+        cloudwatch, lam = boto3.client("cloudwatch"), boto3.client("lambda")
+        outcomes: dict[str, Outcome] = {}
+        for i, s in enumerate(scenarios):
+            name = f"sim{i:02d}"
+            clusters.launch_cluster(deps, Principal(f"owner{i:02d}"), ClusterSpec.model_validate(_spec(s, name)))
+            outcomes[name] = Outcome(s)
+            if s.failing_archive:
+                # Outputs that cannot be copied: the path is a file, so the archive fails.
+                outputs = workdir / "nodes" / name / "shared"
+                outputs.mkdir(parents=True, exist_ok=True)
+                (outputs / "outputs").write_text("not a directory")
+        settle()
+        nodes: dict[str, int] = {}
+        started = time.monotonic()
+        ticks = 0
+        timing = {"alarms": 0.0, "guard": 0.0, "settle": 0.0}
+        while True:
+            ticks += 1
+            records = {c.name: c for c in deps.store.list_billing_clusters()}
+            active = [n for n, c in records.items() if c.state not in {ClusterState.FAILED}]
+            if not active or (clock() - outcomes_start(outcomes, clock)) > timedelta(hours=horizon_hours):
+                break
+            for name, record in records.items():
+                out = outcomes[name]
+                if record.state != ClusterState.READY:
+                    continue
+                if out.ready_at is None:
+                    out.ready_at = record.entered(ClusterState.READY)
+                    if out.scenario.lost_alarm:
+                        deps.monitor.delete_idle_alarm(name)  # its events will never come
+                hours = (clock() - out.ready_at).total_seconds() / 3600
+                want = out.scenario.nodes_at(hours)
+                if nodes.get(name) != want:
+                    nodes[name] = deps.engine.set_compute_nodes(name, "compute", out.scenario.compute, want)
+                dead = out.scenario.dead_head_after_hours is not None and hours >= out.scenario.dead_head_after_hours
+                if not dead:
+                    deps.monitor.publish_queue_depth(name, out.scenario.jobs_at(hours), clock())
+            glue.expire_terminated_instances(clock.naive())
+            t1 = time.monotonic()
+            evaluate_idle_alarms(cloudwatch, clock())
+            t2 = time.monotonic()
+            lam.invoke(FunctionName="lsstctl-guard", Payload=b"{}")
+            t3 = time.monotonic()
+            settle()
+            t4 = time.monotonic()
+            clock.advance(TICK)
+            settle()
+            t5 = time.monotonic()
+            timing["alarms"] += t2 - t1
+            timing["guard"] += t3 - t2
+            timing["settle"] += t5 - t3
+            if verbose and ticks % 60 == 0:
+                print(f"  {ticks // 60:3d} h simulated, {len(active)} clusters billing, "
+                      f"{time.monotonic() - started:5.0f} s real {timing}", flush=True)
+        for name, out in outcomes.items():
+            record = deps.store.get_cluster(name)
+            summary = record.teardown or {}
+            out.reason, out.outcome = record.teardown_reason, summary.get("outcome")
+            out.final_spend = summary.get("final_spend_usd")
+            out.remaining_burn = summary.get("remaining_burn_usd_per_hour", 0.0)
+            if out.ready_at is None:
+                out.ready_at = record.entered(ClusterState.READY)
+            start = record.entered(ClusterState.TEARING_DOWN)
+            if start and out.ready_at:
+                out.teardown_started_hours = (start - out.ready_at).total_seconds() / 3600
+            s = out.scenario
+            if s.idle_kind:
+                out.idle_since_hours = min(s.work_hours, s.dead_head_after_hours or s.work_hours)
+        return list(outcomes.values())
+    finally:
+        glue.use_virtual_waits(None)
+        wiring.use_clock(None)
+        os.environ["AWS_ENDPOINT_URL"] = emulator.endpoint
+        emulator.stop()
+        mocked.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def outcomes_start(outcomes: dict[str, Outcome], clock: Any) -> Any:
+    readies = [o.ready_at for o in outcomes.values() if o.ready_at]
+    return min(readies) if readies else clock()
+
+
+def settle(timeout: float = 30) -> None:
+    """Wait until every running execution is blocked in a Wait (or done) and no SSM command
+    or EventBridge delivery is under way: then the simulated world is at rest."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends as stepfunctions_backends
+
+    from lsstctl.emulator import glue
+
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while time.monotonic() < deadline:
+        running = sum(
+            1
+            for account in stepfunctions_backends.values()
+            for backend in account.values()
+            for machine in backend.state_machines
+            for execution in machine.executions
+            if execution.status == "RUNNING"
+        )
+        from lsstctl import wiring
+
+        waiting = getattr(wiring._clock, "waiting", 0)
+        calm = calm + 1 if (running == waiting and glue.busy() == 0) else 0
+        if calm >= 3:
+            return
+        time.sleep(0.005)
+    import threading
+
+    names = sorted(t.name for t in threading.enumerate())
+    raise RuntimeError(f"the emulator did not settle (running {running}, waiting {waiting}, busy {glue.busy()}): {names}")
+
+
+# the anchors, on the same scenarios and prices ----------------------------------------------
+def anchors(s: Scenario, catalog: Any, region: str = "us-east-1") -> dict[str, dict[str, float]]:
+    head = catalog.instance_hourly(region, s.head) + catalog.ebs_gb_month(region, "gp3") * s.storage_gib / 730
+    node = catalog.instance_hourly(region, s.compute)
+    ready_hours = 0.1  # provisioning and stack install
+    minutes = int(ANCHOR_HORIZON_HOURS * 60)
+
+    def run(stop_instances_at_h: float | None, stop_compute_at_h: float | None) -> tuple[float, float]:
+        """(spend after 30 days, when spend crossed the budget in hours or inf)."""
+        spend, crossed = 0.0, math.inf
+        for m in range(minutes):
+            h = m / 60
+            instances_on = stop_instances_at_h is None or h < stop_instances_at_h
+            compute_on = instances_on and (stop_compute_at_h is None or h < stop_compute_at_h)
+            burn = (catalog.ebs_gb_month(region, "gp3") * s.storage_gib / 730)
+            if instances_on:
+                burn += head - catalog.ebs_gb_month(region, "gp3") * s.storage_gib / 730
+            if compute_on and h >= ready_hours:
+                burn += node * s.nodes_at(h - ready_hours)
+            spend += burn / 60
+            if spend >= s.budget and crossed is math.inf:
+                crossed = h
+        return spend, crossed
+
+    # ParallelCluster's idle scale-down alone: compute follows demand, the rest bills on.
+    idle_spend, crossed = run(None, None)
+    # AWS Budgets alone: 8-12 h after crossing, a budget action stops the instances.
+    budgets = [run(crossed + delay, None)[0] if crossed < math.inf else idle_spend for delay in (8, 12)]
+    # The seed tutorial: `pcluster stop` when the work is done; head node and volumes bill on.
+    stop_spend, _ = run(None, ready_hours + min(s.work_hours, ANCHOR_HORIZON_HOURS))
+    return {
+        "AWS Budgets alone (8-12 h late)": {"spend": max(budgets), "teardown_h": math.inf},
+        "ParallelCluster idle scale-down alone": {"spend": idle_spend, "teardown_h": math.inf},
+        "seed tutorial's pcluster stop": {"spend": stop_spend, "teardown_h": math.inf},
+    }
+
+
+# report -------------------------------------------------------------------------------------
+def report(outcomes: list[Outcome], real_seconds: float) -> bool:
+    from lsstctl.domain.pricing import load_catalog
+
+    catalog = load_catalog()
+    ours = "lsstctl guard (this control plane)"
+    rows: dict[str, list[dict[str, float]]] = {ours: []}
+    print(f"\n{'scenario':<24} {'budget':>8} {'ended by':>11} {'final $':>10} {'used':>7} {'idle->td':>9}  notes")
+    for o in outcomes:
+        s = o.scenario
+        over = (o.final_spend or 0) - s.budget
+        latency = None
+        if s.idle_kind and o.reason == "idle" and o.teardown_started_hours is not None and o.idle_since_hours is not None:
+            latency = (o.teardown_started_hours - o.idle_since_hours) * 60 - s.idle_minutes
+        notes = []
+        if o.outcome == "failed":
+            notes.append(f"archive failed: storage kept, ${o.remaining_burn:.4f}/h")
+        rows[ours].append({"over": over, "budget": s.budget, "used": (o.final_spend or 0) / s.budget,
+                           "budget_bound": float(o.reason == "budget"), "latency": latency if latency is not None else math.nan})
+        print(f"{s.name:<24} {s.budget:>8.0f} {str(o.reason):>11} {o.final_spend or 0:>10.2f} "
+              f"{100 * (o.final_spend or 0) / s.budget:>6.1f}% "
+              f"{'' if latency is None else f'{latency:+.1f} min':>9}  {'; '.join(notes)}")
+        for policy, result in anchors(s, catalog).items():
+            rows.setdefault(policy, []).append({"over": result["spend"] - s.budget, "budget": s.budget,
+                                                "used": 1.0, "budget_bound": float(o.reason == "budget"),
+                                                "latency": math.inf if s.idle_kind else math.nan})
+
+    print(f"\n{'policy':<40} {'worst overspend':>16} {'(% of budget)':>14} {'median budget usable':>21} {'idle->teardown':>15}")
+    passed = True
+    for policy, results in rows.items():
+        worst = max(results, key=lambda r: r["over"])
+        bound = [r["used"] for r in results if r["budget_bound"]]
+        latencies = [r["latency"] for r in results if not math.isnan(r["latency"])]
+        median_used = statistics.median(bound) if bound else math.nan
+        if policy == ours:
+            idle_text = f"{min(latencies):+.1f}..{max(latencies):+.1f} min" if latencies else "n/a"
+            passed = (
+                worst["over"] <= 0
+                and (not bound or median_used >= 0.95)
+                and (not latencies or max(abs(x) for x in latencies) <= TICK / 60)
+            )
+        else:
+            idle_text = "never deletes"
+        print(f"{policy:<40} {max(0.0, worst['over']):>15.2f}$ {100 * max(0.0, worst['over']) / worst['budget']:>13.1f}% "
+              f"{100 * median_used:>20.1f}% {idle_text:>15}")
+    print(f"\ntarget: zero overspend, >= 95% of the budget usable, teardown within one guard interval "
+          f"({TICK} s) of the idle threshold -> {'met' if passed else 'NOT met'}")
+    print(f"{len(outcomes)} scenarios, {real_seconds:.0f} s real time; anchors measured 30 days after launch")
+    return passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="run scenarios whose name contains this")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    chosen = [s for s in SCENARIOS if not args.only or args.only in s.name]
+    started = time.monotonic()
+    outcomes: list[Outcome] = []
+    for slow, delete_seconds in ((False, 600), (True, 2400)):
+        phase = [s for s in chosen if s.slow_teardown == slow]
+        if phase:
+            print(f"phase: {len(phase)} scenarios, cluster deletion takes {delete_seconds // 60} min", flush=True)
+            outcomes += run_phase(phase, delete_seconds=delete_seconds, horizon_hours=50, verbose=not args.quiet)
+    ok = report(outcomes, time.monotonic() - started)
+    Path(ROOT / ".emulator").mkdir(exist_ok=True)
+    (ROOT / ".emulator" / "bench-cost.json").write_text(json.dumps(
+        [{"scenario": o.scenario.name, "budget": o.scenario.budget, "reason": o.reason, "final_spend": o.final_spend,
+          "outcome": o.outcome} for o in outcomes], indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
