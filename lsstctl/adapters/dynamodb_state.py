@@ -159,19 +159,21 @@ class DynamoStateStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # spend ledger ---------------------------------------------------------------------
+    # A ledger is read and written whole, every minute, and a big cluster's breakdown has a
+    # line per node: it is kept as one JSON string, not a nested map of attributes.
     def get_ledger(self, name: str, generation: int) -> dict[str, Any] | None:
         item = self.table.get_item(Key={"pk": f"CLUSTER#{name}", "sk": f"COST#{generation}"}, ConsistentRead=True).get("Item")
-        return _from_ddb(item["doc"]) if item else None
+        return json.loads(item["ledger"]) if item else None
 
     def put_ledger(self, name: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:
         self.table.put_item(
             Item={"pk": f"CLUSTER#{name}", "sk": f"COST#{generation}", "kind": "COST", "owner": owner,
-                  "owner_key": f"COST#{name}#{generation}", "doc": json.loads(json.dumps(ledger), parse_float=Decimal)}
+                  "owner_key": f"COST#{name}#{generation}", "ledger": json.dumps(ledger)}
         )
 
     def list_ledgers(self, owner: str | None) -> list[dict[str, Any]]:
         """Every cluster generation's ledger (of one owner, or of all)."""
-        return [_from_ddb(i["doc"]) for i in self._query_index(owner, "COST")]
+        return [json.loads(i["ledger"]) for i in self._query_index(owner, "COST")]
 
     def claim_warning(self, name: str, generation: int, threshold: int) -> bool:
         """Record that the owner was warned at `threshold` percent; False if already done

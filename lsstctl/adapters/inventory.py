@@ -51,10 +51,9 @@ class Ec2Inventory:
     def observe(self, now: datetime) -> dict[str, list[Observed]]:
         found: dict[str, list[Observed]] = defaultdict(list)
         has_tag = [{"Name": "tag-key", "Values": [NAME_TAG]}]
-        # Terminated instances are left out (EC2 lists them for an hour, a big cluster's churn
-        # makes that long): one that disappears is charged until the tick that misses it.
-        listed = has_tag + [{"Name": "instance-state-name", "Values": ["pending", "running", "shutting-down", "stopping", "stopped"]}]
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=listed):
+        # Terminated instances are listed too (EC2 keeps them about an hour): a node that
+        # lived between two ticks still bills its minute, and its end time is exact.
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=has_tag):
             for reservation in page["Reservations"]:
                 for i in reservation["Instances"]:
                     tags = _tags(i)

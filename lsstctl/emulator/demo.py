@@ -119,7 +119,9 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
     def teardown() -> str:
         api.expect(202, "DELETE", f"/clusters/{CLUSTER['name']}", key="demo-delete")
         cluster = api.wait_for(f"/clusters/{CLUSTER['name']}", "state", {"deleted"}, {"failed"})
-        return f"reason {cluster['teardown_reason']}, archived to {cluster['archive_uri']}"
+        spent = cluster["teardown"]["final_spend_usd"]
+        return (f"reason {cluster['teardown_reason']}, final spend ${spent:.4f} of ${CLUSTER['budget_usd']}, "
+                f"archived to {cluster['archive_uri']}")
 
     def check_archive() -> str:
         bucket, _, prefix = api.expect(200, "GET", f"/clusters/{CLUSTER['name']}")["archive_uri"][5:].partition("/")

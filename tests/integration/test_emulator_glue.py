@@ -116,3 +116,34 @@ def test_eventbridge_delivers_to_lambda_and_step_functions(aws):
         assert json.loads(started["input"]) == {"cluster": "c1"}
     finally:
         glue.uninstall()
+
+
+def test_the_emulator_evaluates_idle_alarms_as_cloudwatch_would(aws):
+    from datetime import datetime, timedelta, timezone
+
+    from lsstctl.adapters.cloudwatch import CloudWatchMonitor
+    from lsstctl.emulator.alarms import evaluate_idle_alarms
+
+    glue.install_alarm_events()
+    try:
+        monitor, cloudwatch = CloudWatchMonitor(), boto3.client("cloudwatch")
+        monitor.ensure_idle_alarm("c1", idle_minutes=5)
+        now = datetime.now(timezone.utc).replace(second=30, microsecond=0)
+        # Jobs in the queue in the window: not idle.
+        for minute in range(5):
+            monitor.publish_queue_depth("c1", 2 if minute == 3 else 0, now - timedelta(minutes=minute))
+        def state(name: str) -> str:
+            return cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
+
+        evaluate_idle_alarms(cloudwatch, now)
+        assert state("lsstctl-idle-c1") == "OK"
+        # Five empty minutes later: idle. And no data at all (a dead head node) is idle too.
+        later = now + timedelta(minutes=5)
+        for minute in range(5):
+            monitor.publish_queue_depth("c1", 0, later - timedelta(minutes=minute))
+        assert evaluate_idle_alarms(cloudwatch, later) == {"lsstctl-idle-c1": "ALARM"}
+        monitor.ensure_idle_alarm("c2", idle_minutes=5)
+        assert evaluate_idle_alarms(cloudwatch, later) == {"lsstctl-idle-c2": "ALARM"}
+        assert state("lsstctl-idle-c1") == "ALARM"  # unchanged, so not reported again
+    finally:
+        glue.uninstall()
