@@ -50,7 +50,9 @@ class Scenario:
     max_nodes: int
     head: str = "t3.medium"
     storage_gib: int = 100
-    work_hours: float = 1000.0  # demand: jobs queued for this long after ready, then none
+    # Demand: jobs queued for this long after ready, then none. By default, work worth twice
+    # the budget at full size (so that without a guard the budget would be spent twice over).
+    work_hours: float | None = None
     bursty: bool = False  # 30 min at max_nodes, 30 min at a fifth of it
     idle_minutes: int = 30
     lifetime_hours: float = 40.0
@@ -59,20 +61,30 @@ class Scenario:
     failing_archive: bool = False
     slow_teardown: bool = False
 
+    @property
+    def demand_hours(self) -> float:
+        if self.work_hours is not None:
+            return self.work_hours
+        from lsstctl.domain.pricing import load_catalog
+
+        catalog = load_catalog()
+        full = catalog.instance_hourly("us-east-1", self.head) + self.max_nodes * catalog.instance_hourly("us-east-1", self.compute)
+        return 2 * self.budget / full
+
     def nodes_at(self, hours: float) -> int:
         """Compute nodes running `hours` after ready (Slurm resumes and suspends them)."""
-        if hours >= self.work_hours + SCALEDOWN_IDLE_MINUTES / 60:
+        if hours >= self.demand_hours + SCALEDOWN_IDLE_MINUTES / 60:
             return 0
         if self.bursty and int(hours * 2) % 2 == 1:
             return max(1, self.max_nodes // 5)
         return self.max_nodes
 
     def jobs_at(self, hours: float) -> int:
-        return 3 if hours < self.work_hours else 0
+        return 3 if hours < self.demand_hours else 0
 
     @property
     def idle_kind(self) -> bool:
-        return self.work_hours < self.lifetime_hours
+        return self.work_hours is not None and self.work_hours < self.lifetime_hours
 
 
 SCENARIOS = [
@@ -85,7 +97,7 @@ SCENARIOS = [
     Scenario("b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True),
     Scenario("b1000-steady-200/h", 1000, "c5.18xlarge", 65),
     # lifetime-bound: a trickle that would take 150 hours to reach its budget
-    Scenario("b5-steady-0.03/h", 5, "t3.micro", 1, head="t3.small", storage_gib=20, lifetime_hours=6),
+    Scenario("b5-steady-0.03/h", 5, "t3.micro", 1, head="t3.small", storage_gib=20, lifetime_hours=6, work_hours=300),
     # idle: the work ends, the cluster must go
     Scenario("idle-b50-4.8/h", 50, "c5.4xlarge", 7, work_hours=2),
     Scenario("idle-lost-alarm", 50, "c5.4xlarge", 7, work_hours=2, lost_alarm=True),
@@ -214,7 +226,7 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
                 out.teardown_started_hours = (start - out.ready_at).total_seconds() / 3600
             s = out.scenario
             if s.idle_kind:
-                out.idle_since_hours = min(s.work_hours, s.dead_head_after_hours or s.work_hours)
+                out.idle_since_hours = min(s.demand_hours, s.dead_head_after_hours or s.demand_hours)
         return list(outcomes.values())
     finally:
         glue.use_virtual_waits(None)
@@ -288,7 +300,7 @@ def anchors(s: Scenario, catalog: Any, region: str = "us-east-1") -> dict[str, d
     # AWS Budgets alone: 8-12 h after crossing, a budget action stops the instances.
     budgets = [run(crossed + delay, None)[0] if crossed < math.inf else idle_spend for delay in (8, 12)]
     # The seed tutorial: `pcluster stop` when the work is done; head node and volumes bill on.
-    stop_spend, _ = run(None, ready_hours + min(s.work_hours, ANCHOR_HORIZON_HOURS))
+    stop_spend, _ = run(None, ready_hours + min(s.demand_hours, ANCHOR_HORIZON_HOURS))
     return {
         "AWS Budgets alone (8-12 h late)": {"spend": max(budgets), "teardown_h": math.inf},
         "ParallelCluster idle scale-down alone": {"spend": idle_spend, "teardown_h": math.inf},
@@ -363,7 +375,8 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
 
 
 def _outcome_from(data: dict[str, Any]) -> Outcome:
-    scenario = next(s for s in SCENARIOS if s.name == data.pop("scenario"))
+    name = data.pop("scenario")
+    scenario = next(s for s in SCENARIOS if s.name == name)
     return Outcome(scenario, **data)
 
 
