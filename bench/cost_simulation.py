@@ -203,7 +203,6 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
             lam.invoke(FunctionName="lsstctl-guard", Payload=b"{}")
             t3 = time.monotonic()
             settle()
-            t4 = time.monotonic()
             clock.advance(TICK)
             settle()
             t5 = time.monotonic()
@@ -212,7 +211,8 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
             timing["settle"] += t5 - t3
             if verbose and ticks % 60 == 0:
                 print(f"  [{os.getpid()}] {ticks // 60:3d} h simulated, {len(active)} clusters billing, "
-                      f"{time.monotonic() - started:5.0f} s real {timing}", flush=True)
+                      f"{time.monotonic() - started:5.0f} s real; "
+                      + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()), flush=True)
         for name, out in outcomes.items():
             record = deps.store.get_cluster(name)
             summary = record.teardown or {}
@@ -245,6 +245,7 @@ def settle(timeout: float = 300) -> None:
     or EventBridge delivery is under way: then the simulated world is at rest."""
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends as stepfunctions_backends
 
+    from lsstctl import wiring
     from lsstctl.emulator import glue
 
     deadline = time.monotonic() + timeout
@@ -258,8 +259,6 @@ def settle(timeout: float = 300) -> None:
             for execution in machine.executions
             if execution.status == "RUNNING"
         )
-        from lsstctl import wiring
-
         waiting = getattr(wiring._clock, "waiting", 0)
         calm = calm + 1 if (running == waiting and glue.busy() == 0) else 0
         if calm >= 3:
