@@ -126,8 +126,7 @@ class Cluster(BaseModel):
         return datetime.fromisoformat(times[0].replace("Z", "+00:00")) if times else None
 
     def public(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json", exclude={"install_command_id"})
-        return data
+        return self.model_dump(mode="json", exclude={"install_command_id"})
 
 
 class JobState(str, Enum):

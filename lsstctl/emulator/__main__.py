@@ -6,7 +6,6 @@ import logging
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from lsstctl.emulator.bootstrap import ROOT
 from lsstctl.emulator.runtime import PRINCIPAL_HEADER, Emulator

@@ -1,6 +1,7 @@
 """The dependencies every service function receives: ports, settings and a clock."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -38,4 +39,4 @@ class Deps:
     spot_prices: Callable[[list[str]], dict[str, float]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
     clock: Callable[[], datetime] = field(default=_now)
-    sleep: Callable[[float], None] = field(default=lambda s: __import__("time").sleep(s))
+    sleep: Callable[[float], None] = field(default=time.sleep)

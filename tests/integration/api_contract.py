@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator, oas30_format_checker
-from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 

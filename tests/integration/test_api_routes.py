@@ -8,19 +8,7 @@ import pytest
 from lsstctl import wiring
 from lsstctl.domain.models import ClusterState
 from lsstctl.services.clusters import transition
-from tests.integration.api_contract import (  # noqa: F401  (fixtures)
-    ADMIN,
-    CLUSTER,
-    JOB,
-    OTHER,
-    OWNER,
-    api,
-    chalice_app,
-    cluster_spec,
-    contract,
-    make_ready,
-    spec,
-)
+from tests.integration.api_contract import ADMIN, CLUSTER, JOB, OTHER, OWNER, cluster_spec, make_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
 

@@ -20,24 +20,18 @@ import boto3
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
-from tests.integration.api_contract import (  # noqa: F401  (fixtures)
+from tests.integration.api_contract import (
     ADMIN,
     CLUSTER,
-    HTTP_METHODS,
     JOB,
     OTHER,
     OWNER,
     REGION,
-    SPEC_PATH,
     Api,
     Contract,
-    api,
-    chalice_app,
     cluster_spec,
-    contract,
     make_ready,
     operations,
-    spec,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
