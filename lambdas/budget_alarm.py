@@ -3,16 +3,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import SnsModel
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lsstctl import wiring
-from lsstctl.observability import logger, metrics, tracer
+from lsstctl.handlers import trigger_handler
 from lsstctl.services.triggers import on_budget_notification
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def _on_notification(event: dict[str, Any]) -> dict[str, Any]:
     records = parse(event=event, model=SnsModel).Records
     return {"notifications": [on_budget_notification(wiring.deps(), r.Sns.Message) for r in records]}
+
+
+lambda_handler = trigger_handler(_on_notification)

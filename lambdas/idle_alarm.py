@@ -3,16 +3,14 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lsstctl import wiring
-from lsstctl.observability import logger, metrics, tracer
+from lsstctl.handlers import trigger_handler
 from lsstctl.services.triggers import on_idle_alarm
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    parsed = parse(event=event, model=EventBridgeModel)
-    return on_idle_alarm(wiring.deps(), parsed.detail)
+def _on_event(event: dict[str, Any]) -> dict[str, Any]:
+    return on_idle_alarm(wiring.deps(), parse(event=event, model=EventBridgeModel).detail)
+
+
+lambda_handler = trigger_handler(_on_event)

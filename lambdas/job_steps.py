@@ -1,6 +1,6 @@
 """Lambda for the run-job workflow's Tasks (statemachines/run_job.asl.json)."""
 from lsstctl.services import jobs
-from lsstctl.steps import step_handler
+from lsstctl.handlers import step_handler
 
 lambda_handler = step_handler(
     {

@@ -1,6 +1,6 @@
 """Lambda for the launch workflow's Tasks (statemachines/launch.asl.json)."""
-from lsstctl.services import launch_steps as steps
-from lsstctl.steps import step_handler
+from lsstctl.services import launch_workflow as steps
+from lsstctl.handlers import step_handler
 
 lambda_handler = step_handler(
     {

@@ -1,6 +1,6 @@
 """Lambda for the teardown workflow's Tasks (statemachines/teardown.asl.json)."""
-from lsstctl.services import teardown_steps as steps
-from lsstctl.steps import step_handler
+from lsstctl.services import teardown_workflow as steps
+from lsstctl.handlers import step_handler
 
 lambda_handler = step_handler(
     {

@@ -1,5 +1,10 @@
 """Domain exceptions, each mapped once to an HTTP status (chalice_app) and, by class
-name, to a Step Functions error name (Retry/Catch in statemachines/ match on these)."""
+name, to a Step Functions error name (Retry/Catch in statemachines/ match on these).
+
+Failures of AWS itself are classified once, at the AWS boundary
+(`lsstctl.adapters.aws.classify`): transient ones become `AwsUnavailableError` (503 with
+Retry-After; retried by the workflows), permanent ones `AwsError` (502, the AWS code kept).
+A generic 500 (`internal_error`) is left for real bugs."""
 from __future__ import annotations
 
 from typing import Any
@@ -69,14 +74,47 @@ class IdempotencyKeyReuseError(ControlPlaneError):
 
 
 class RequestInProgressError(ConflictError):
+    """Only while the first request with this key really runs: a failed one releases it."""
+
     code = "request_in_progress"
+    retry_after_seconds = 2
 
 
 class TransientError(ControlPlaneError):
-    """Worth retrying: throttling, a command still being delivered, eventual consistency."""
+    """Worth retrying: throttling, a command still being delivered, eventual consistency.
+    API callers get 503 with Retry-After; the workflows' Retry matches the class name."""
 
-    code = "transient"
+    code = "temporarily_unavailable"
     http_status = 503
+    retry_after_seconds = 2
+
+
+class AwsUnavailableError(TransientError):
+    """AWS answered with throttling, a 5xx or a connection failure, and the SDK's own
+    retries gave up. Nothing about the request was wrong: retry it after a pause."""
+
+    code = "aws_unavailable"
+
+    def __init__(self, message: str, *, aws_code: str | None = None, operation: str | None = None,
+                 retry_after_seconds: int | None = None):
+        super().__init__(message, details={k: v for k, v in (("aws_code", aws_code), ("operation", operation)) if v})
+        self.aws_code = aws_code
+        self.operation = operation
+        if retry_after_seconds is not None:
+            self.retry_after_seconds = retry_after_seconds
+
+
+class AwsError(ControlPlaneError):
+    """AWS refused a call for good (AccessDenied, a malformed request the control plane
+    made, a missing resource it relied on): not the caller's fault, not worth a retry."""
+
+    code = "aws_error"
+    http_status = 502
+
+    def __init__(self, message: str, *, aws_code: str | None = None, operation: str | None = None):
+        super().__init__(message, details={k: v for k, v in (("aws_code", aws_code), ("operation", operation)) if v})
+        self.aws_code = aws_code
+        self.operation = operation
 
 
 class LaunchFailedError(ControlPlaneError):
@@ -101,3 +139,14 @@ class ArchiveFailedError(ControlPlaneError):
 
 class TeardownFailedError(ControlPlaneError):
     code = "teardown_failed"
+
+
+# Step Functions: a step failing with one of these ends at once (its Catch leads to cleanup);
+# anything else — transient, or unknown such as a Lambda killed mid-step — is retried with
+# backoff (statemachines/*.asl.json, checked by tests/infra).
+PERMANENT_STEP_ERRORS = tuple(sorted({
+    ValidationError.__name__, ClusterConfigError.__name__, NotFoundError.__name__, ConflictError.__name__,
+    InvalidTransitionError.__name__, LaunchFailedError.__name__, InstallFailedError.__name__,
+    PollTimeoutError.__name__, JobSubmitError.__name__, ArchiveFailedError.__name__,
+    TeardownFailedError.__name__, AwsError.__name__,
+}))

@@ -1,6 +1,7 @@
 """One place for Powertools Logger, Tracer and Metrics, shared by the API and the Lambdas.
 
-Every log line carries the service name plus, where known, the cluster and the Step
+Every log line carries the service name plus, where known, the cluster, the request that
+started the work (the API's request id, passed on to the workflows it starts) and the Step
 Functions execution (the correlation id). Secrets are never passed to the logger.
 """
 from __future__ import annotations
@@ -21,3 +22,8 @@ def bind(**keys: object) -> None:
     warm Lambda must not carry one request's keys into the next."""
     logger.thread_safe_clear_keys()
     logger.thread_safe_append_keys(**{k: v for k, v in keys.items() if v is not None})
+
+
+def request_id() -> str:
+    """The request this thread works for ('' outside one): workflows started here carry it."""
+    return str(logger.thread_safe_get_current_keys().get("request_id") or "")

@@ -32,12 +32,17 @@ def _engine(settings: Settings) -> Any:
 
 
 def _idempotency(settings: Settings) -> Any:
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from lsstctl.adapters.aws import default_client
+    from lsstctl.adapters.idempotency_store import IdempotencyStore
 
-    return DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+    # Our client: the same retry policy as every other call.
+    return IdempotencyStore(table_name=settings.idempotency_table, boto3_client=default_client("dynamodb"))
 
 
 def build(settings: Settings) -> Deps:
+    from lsstctl.adapters.aws import configure_library_retries
+
+    configure_library_retries()
     from lsstctl.adapters.dynamodb_state import DynamoStateStore
     from lsstctl.domain.models import utcnow
     from lsstctl.adapters.eventbridge import EventBridgePublisher

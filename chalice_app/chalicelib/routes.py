@@ -1,8 +1,10 @@
 """Routes: parse the request, call one service function, map the result or the error.
 
 Errors are mapped once, in `handle`: domain errors to their HTTP status with
-{"error": {"code", "message", "field"?}}, body validation to 400 naming the field, and
-anything unexpected to a 500 without internals (the stack trace goes to the log only).
+{"error": {"code", "message", "field"?}}, body validation to 400 naming the field, AWS
+failures as `lsstctl.adapters.aws.classify` says (transient: 503 `aws_unavailable` with
+Retry-After; permanent: 502 `aws_error`), and anything else — a real bug — to a 500
+without internals, whose stack trace and request id go to the log.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from pydantic import BaseModel
 from pydantic import ValidationError as ModelError
 
 from lsstctl import wiring
+from lsstctl.adapters.aws import classify
 from lsstctl.domain.models import ClusterSpec, JobSpec, UserSpec
-from lsstctl.errors import ControlPlaneError, UnauthenticatedError, ValidationError
+from lsstctl.errors import RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, logger, metrics, tracer
 from lsstctl.services import clusters, costs, jobs, users
 from lsstctl.services.identity import Principal, principal_from
@@ -28,8 +31,9 @@ PRINCIPAL_HEADER = "x-lsst-principal"
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 
-def _error(status: int, body: dict[str, Any]) -> Response:
-    return Response(body={"error": body}, status_code=status, headers={"Content-Type": "application/json"})
+def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(body={"error": body}, status_code=status,
+                    headers={"Content-Type": "application/json", **(headers or {})})
 
 
 def _principal() -> Principal:
@@ -74,13 +78,23 @@ def _model(model: type[BaseModel], data: Any) -> Any:
 def handle(fn: Callable[[], Response]) -> Response:
     try:
         return fn()
-    except ControlPlaneError as error:
-        if error.http_status >= 500:
+    except Exception as raised:
+        error = classify(raised)
+        if error is None:
+            request_id = (api.current_request.context or {}).get("requestId") if api.current_request else None
+            logger.exception("unexpected error", extra={"request_id": request_id})
+            message = "internal error; see the control plane's logs" + (f" (request {request_id})" if request_id else "")
+            return _error(500, {"code": "internal_error", "message": message})
+        headers = {}
+        if isinstance(error, (TransientError, RequestInProgressError)):
+            # What a client should do: wait this long, then repeat the request (with the
+            # same Idempotency-Key for a POST or DELETE).
+            headers["Retry-After"] = str(error.retry_after_seconds)
+        if isinstance(error, TransientError):
+            logger.warning("request failed, retryable", extra={"error": error.code, "details": error.details})
+        elif error.http_status >= 500:
             logger.exception("request failed")
-        return _error(error.http_status, error.to_dict())
-    except Exception:
-        logger.exception("unexpected error")
-        return _error(500, {"code": "internal_error", "message": "internal error; see the control plane's logs"})
+        return _error(error.http_status, error.to_dict(), headers)
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

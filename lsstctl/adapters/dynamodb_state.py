@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
 from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Transition, User, iso, utcnow
-from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError
+from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, TransientError
 
 BY_OWNER = "by_owner"
 BY_KIND = "by_kind"
@@ -274,7 +274,7 @@ class DynamoStateStore:
             )
             if self._write_versioned(changed, version):
                 return changed
-        raise InvalidTransitionError(f"cluster '{name}' is changing too fast; try again")
+        raise TransientError(f"cluster '{name}' is changing too fast; try again")
 
     def update_cluster(self, name: str, updates: dict[str, Any]) -> Cluster:
         for _ in range(MAX_RACE_RETRIES):
@@ -285,7 +285,7 @@ class DynamoStateStore:
             changed = current.model_copy(update={**updates, "updated_at": iso(self._clock())})
             if self._write_versioned(changed, version):
                 return changed
-        raise ConflictError(f"cluster '{name}' is changing too fast; try again")
+        raise TransientError(f"cluster '{name}' is changing too fast; try again")
 
     # jobs ---------------------------------------------------------------------------
     def put_job(self, job: Job) -> Job:

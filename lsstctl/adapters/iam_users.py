@@ -10,8 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lsstctl.adapters.aws import LazyClient
-from lsstctl.errors import ControlPlaneError
+from lsstctl.adapters.aws import LazyClient, retrying
 
 MAX_KEYS = 2  # IAM's limit per user
 
@@ -85,10 +84,10 @@ class IamUserProvisioner:
                     Description=f"Access key of IAM user {user} (managed by lsstctl)",
                     Tags=tags,
                 )["ARN"]
-        except ClientError as error:
-            # Never leave a key that nobody can retrieve.
-            self._delete_keys(user, [key["AccessKeyId"]])
-            raise ControlPlaneError(f"could not store the access key of {user}: {_code(error)}") from error
+        except ClientError:
+            # Never leave a key that nobody can retrieve; the caller's retry mints another.
+            retrying(lambda: self._delete_keys(user, [key["AccessKeyId"]]))
+            raise
         return secret_arn
 
     def _delete_keys(self, user: str, key_ids: list[str]) -> None:

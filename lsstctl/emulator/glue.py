@@ -116,6 +116,12 @@ class HeadNodeShell:
 
 
 _state: dict[str, Any] = {}
+_invocation = threading.local()
+
+
+def current_invocation() -> dict[str, Any] | None:
+    """The Lambda invocation this thread runs ({function, action, request_id}), if any."""
+    return getattr(_invocation, "value", None)
 
 
 def current_shell() -> HeadNodeShell:
@@ -360,7 +366,13 @@ def install(shell: HeadNodeShell) -> None:
             memory_limit_in_mb=int(self.memory_size or 512),
             timeout_seconds=int(self.timeout or 900),
         )
-        payload, errored = invoke_in_process(self.handler, event or {}, context)
+        outer = current_invocation()
+        _invocation.value = {"function": self.function_name, "request_id": context.aws_request_id,
+                             "action": (event or {}).get("action") if isinstance(event, dict) else None}
+        try:
+            payload, errored = invoke_in_process(self.handler, event or {}, context)
+        finally:
+            _invocation.value = outer
         return payload, errored, ""
 
     original_send = _state["ssm"]

@@ -2,6 +2,8 @@
 
 A client that repeats a POST or DELETE with the same Idempotency-Key gets the first
 response back, without a second effect. The same key with a different body is refused.
+A request that failed leaves nothing behind (Powertools deletes its record), so the
+client's retry with the same key runs it again.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from lsstctl.errors import IdempotencyKeyReuseError, RequestInProgressError, Val
 
 KEY_TTL_SECONDS = 24 * 3600
 Response = dict[str, Any]
-
 
 
 def once(
@@ -41,9 +42,12 @@ def once(
         expires_after_seconds=KEY_TTL_SECONDS,
         raise_on_no_idempotency_key=True,
     )
-    if lambda_context is not None:
-        # Lets Powertools expire an in-progress record when the function times out.
-        config.register_lambda_context(lambda_context)
+    # Lets Powertools expire an in-progress record once this request can no longer be
+    # running (a killed process cannot release it).
+    request_context = getattr(persistence, "request_context", None)
+    context = request_context(lambda_context) if request_context else lambda_context
+    if context is not None:
+        config.register_lambda_context(context)
 
     @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)
     def run(request: dict[str, Any]) -> Response:

@@ -171,6 +171,31 @@ def _field_owners(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, A
                     yield f"{where}{name}.{key}[{index}]", item
 
 
+def retry_problems(retry: list[dict[str, Any]]) -> list[str]:
+    """A Task ends at once on the control plane's permanent errors (lsstctl.errors) and
+    retries everything else — transient AWS failures, a Lambda killed mid-step — with
+    capped, jittered backoff, long enough to outlast a throttling spell."""
+    from lsstctl.errors import PERMANENT_STEP_ERRORS, TransientError
+
+    if not retry:
+        return ["Task has no Retry"]
+    problems = []
+    last = retry[-1]
+    if last.get("ErrorEquals") != ["States.ALL"]:
+        problems.append("Task's last retrier must retry States.ALL (unknown failures included)")
+    else:
+        if last.get("MaxAttempts", 3) < 10:
+            problems.append("Task retries States.ALL fewer than 10 times")
+        if not last.get("MaxDelaySeconds") or last.get("JitterStrategy") != "FULL":
+            problems.append("Task's retry backoff is not capped (MaxDelaySeconds) and jittered (FULL)")
+    permanent = {e for r in retry[:-1] if r.get("MaxAttempts") == 0 for e in r.get("ErrorEquals", [])}
+    if permanent != set(PERMANENT_STEP_ERRORS):
+        problems.append(f"Task's permanent errors {sorted(permanent)} are not {list(PERMANENT_STEP_ERRORS)}")
+    if TransientError.__name__ in permanent or "AwsUnavailableError" in permanent:
+        problems.append("Task treats TransientError as permanent")
+    return problems
+
+
 def asl_problems(definition: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     terminal_states = 0
@@ -214,9 +239,7 @@ def asl_problems(definition: dict[str, Any]) -> list[str]:
                     )
             if kind != "Task":
                 continue
-            retried = {e for retrier in state.get("Retry", []) for e in retrier.get("ErrorEquals", [])}
-            if "TransientError" not in retried:
-                problems.append(f"{here}: Task has no Retry on TransientError")
+            problems += [f"{here}: {p}" for p in retry_problems(state.get("Retry", []))]
             catchers = state.get("Catch", [])
             if name in failure_recorders:
                 for catcher in catchers:
@@ -248,8 +271,11 @@ def test_definition_structure(path: Path) -> None:
 
 
 def _minimal() -> dict[str, Any]:
+    from lsstctl.errors import PERMANENT_STEP_ERRORS
+
     catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Record"}]
-    retry = [{"ErrorEquals": ["TransientError"]}]
+    retry = [{"ErrorEquals": list(PERMANENT_STEP_ERRORS), "MaxAttempts": 0},
+             {"ErrorEquals": ["States.ALL"], "MaxAttempts": 20, "MaxDelaySeconds": 30, "JitterStrategy": "FULL"}]
     return {
         "StartAt": "Work",
         "States": {
@@ -270,7 +296,11 @@ def _minimal() -> dict[str, Any]:
     [
         (lambda d: d["States"]["Work"].update(Next="Nowhere"), "missing state 'Nowhere'"),
         (lambda d: d["States"]["Work"].update(Catch=[]), "no Catch on States.ALL"),
-        (lambda d: d["States"]["Work"].update(Retry=[]), "no Retry on TransientError"),
+        (lambda d: d["States"]["Work"].update(Retry=[]), "Task has no Retry"),
+        (lambda d: d["States"]["Work"].update(Retry=[{"ErrorEquals": ["TransientError"]}]), "must retry States.ALL"),
+        (lambda d: d["States"]["Work"]["Retry"][1].update(MaxAttempts=3), "fewer than 10 times"),
+        (lambda d: d["States"]["Work"]["Retry"][1].pop("MaxDelaySeconds"), "not capped"),
+        (lambda d: d["States"]["Work"]["Retry"][0].update(ErrorEquals=["TransientError"]), "treats TransientError"),
         (lambda d: d["States"]["Pause"].update(Seconds=5), "Wait uses Seconds"),
         (lambda d: d["States"]["Record"]["Catch"][0].update(Next="Work"), "may only Catch to a Fail state"),
         (lambda d: d["States"]["Work"]["Catch"][0].pop("ResultPath"), "ResultPath must keep the input"),
@@ -314,7 +344,7 @@ def _handler_actions(module_path: Path) -> dict[str, set[str]]:
 def test_tasks_send_what_their_handler_reads(template: dict[str, Any], path: Path) -> None:
     """StepEvent ignores unknown fields and defaults missing ones (generation=0), so a
     parameter the ASL forgets or misspells fails only at run time, far from the cause."""
-    from lsstctl.steps import StepEvent
+    from lsstctl.handlers import StepEvent
 
     _, props = state_machines_by_file(template)[path.name]
     functions = template["Resources"]

@@ -73,7 +73,7 @@ def test_handler_errors_keep_their_class_name_for_retry_and_catch():
 def test_throttling_becomes_a_transient_error(monkeypatch):
     from botocore.exceptions import ClientError
 
-    from lsstctl.steps import step_handler
+    from lsstctl.handlers import step_handler
 
     def throttled(deps, event):
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "DescribeInstances")

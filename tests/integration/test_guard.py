@@ -13,7 +13,7 @@ from lsstctl.domain.models import ClusterSpec, ClusterState
 from lsstctl.emulator import glue
 from lsstctl.emulator.bootstrap import bootstrap
 from lsstctl.emulator.clock import VirtualClock
-from lsstctl.services import clusters, costs, launch_steps, triggers
+from lsstctl.services import clusters, costs, launch_workflow, triggers
 from lsstctl.services.budget import teardown_timing
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec
@@ -45,11 +45,11 @@ def ready(name: str, clock: VirtualClock, **overrides):
     deps = wiring.deps()
     cluster = clusters.launch_cluster(deps, ALICE, ClusterSpec.model_validate(cluster_spec(name, **overrides)))
     poll = clusters.poll_settings(deps)
-    launch_steps.start_launch(deps, name, cluster.generation, poll)
-    launch_steps.poll_launch(deps, name, cluster.generation, None)
-    install = launch_steps.start_install(deps, name, cluster.generation, poll)
-    launch_steps.poll_install(deps, name, cluster.generation, install["command_id"], None)
-    launch_steps.mark_ready(deps, name, cluster.generation)
+    launch_workflow.start_launch(deps, name, cluster.generation, poll)
+    launch_workflow.poll_launch(deps, name, cluster.generation, None)
+    install = launch_workflow.start_install(deps, name, cluster.generation, poll)
+    launch_workflow.poll_install(deps, name, cluster.generation, install["command_id"], None)
+    launch_workflow.mark_ready(deps, name, cluster.generation)
     return deps.store.get_cluster(name)
 
 
@@ -132,7 +132,7 @@ def test_the_idle_alarm_exists_while_ready_and_goes_with_teardown(plane):
     cw = boto3.client("cloudwatch")
     alarm = cw.describe_alarms(AlarmNames=["lsstctl-idle-watched"])["MetricAlarms"][0]
     assert (alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (15, "breaching")
-    from lsstctl.services.teardown_steps import begin_teardown
+    from lsstctl.services.teardown_workflow import begin_teardown
 
     record = clusters.request_teardown(wiring.deps(), "watched", reason="user")
     begin_teardown(wiring.deps(), "watched", record.generation, record.teardown_execution, "user")

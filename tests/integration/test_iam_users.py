@@ -5,10 +5,13 @@ import json
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
+from lsstctl.adapters.aws import classify
 from lsstctl.adapters.iam_users import IamUserProvisioner
 from lsstctl.domain.policies import user_policy
-from lsstctl.errors import ControlPlaneError
+from lsstctl.emulator.faults import FaultInjector
+from lsstctl.errors import AwsError, AwsUnavailableError
 
 POLICY = user_policy(owner="alice", region="us-east-1", api_arn="arn:aws:execute-api:us-east-1:123456789012:abc/*",
                      archive_bucket="archive")
@@ -70,9 +73,27 @@ def test_a_key_that_cannot_be_stored_is_deleted(aws):
 
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "CreateSecret")
 
-    with pytest.raises(ControlPlaneError, match="could not store the access key"):
+    with pytest.raises(ClientError) as refused:
         ensure(IamUserProvisioner(path="/lsstctl/", secrets=BrokenSecrets()))
+    # A permanent refusal: the API answers 502 aws_error with AWS's code, not a bare 500.
+    mapped = classify(refused.value)
+    assert isinstance(mapped, AwsError) and mapped.http_status == 502
+    assert mapped.details == {"aws_code": "AccessDeniedException", "operation": "CreateSecret"}
     assert keys() == []  # no key exists that nobody can retrieve
+
+
+def test_a_throttled_secret_store_is_retryable_and_the_retry_converges(aws):
+    # Given Secrets Manager throttling the one CreateSecret call, beyond the SDK's retries
+    plan = lambda call: call.operation == "CreateSecret" and call.service == "secrets-manager"  # noqa: E731
+    with FaultInjector(plan=plan, scope=lambda: True) as faults:
+        with pytest.raises(ClientError) as throttled:
+            ensure(IamUserProvisioner(path="/lsstctl/"))
+    # Then the failure is transient (503 with Retry-After) and no unreachable key is left
+    assert isinstance(classify(throttled.value), AwsUnavailableError) and len(faults.log) == 1
+    assert keys() == []
+    # And the client's retry converges on one user, one key, stored in one secret
+    ensure(IamUserProvisioner(path="/lsstctl/"))
+    assert len(keys()) == 1 and keys() == [stored_key()]
 
 
 def test_the_policy_grants_nothing_broad():

@@ -109,12 +109,23 @@ def test_second_instance_coexists_and_stop_cleans_up(slurm: LocalSlurm, tmp_path
         sub = _run(["sbatch", "--parsable", "--wrap", "sleep 313"], other.env(), cwd=tmp_path)
         assert sub.returncode == 0, sub.stderr
         _wait_job_state(sub.stdout.strip(), other.env(), "RUNNING")
-        assert _sleepers("313")
+        # RUNNING is reported before slurmstepd has spawned the step: wait for the process.
+        assert _eventually(lambda: _sleepers("313"), timeout=30)
     assert not other.running
     assert not [pid for pid in pids.values() if _alive(pid)], pids
     assert not _sleepers("313")
     other.stop()  # idempotent
     assert slurm.running
+
+
+def _eventually(condition, timeout: float):
+    """The condition's first truthy value within the deadline (a slow machine is not a failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
 
 
 def _sleepers(arg: str) -> list[int]:

@@ -361,7 +361,7 @@ def test_cluster_spend(api: Api) -> None:
 
 def test_teardown_summaries(api: Api) -> None:
     from lsstctl import wiring
-    from lsstctl.services import teardown_steps
+    from lsstctl.services import teardown_workflow
 
     # Given alice's running cluster and bob's, both being torn down
     assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
@@ -372,8 +372,8 @@ def test_teardown_summaries(api: Api) -> None:
     execution = api.call("DELETE", "/clusters/{name}", name="bobs", who=OTHER).body["cluster"]["teardown_execution"]
     # When alice's teardown stops compute and completes
     deps = wiring.deps()
-    teardown_steps.stop_fleet(deps, CLUSTER)
-    teardown_steps.finish_teardown(deps, CLUSTER)
+    teardown_workflow.stop_fleet(deps, CLUSTER)
+    teardown_workflow.finish_teardown(deps, CLUSTER)
     # Then her cluster is deleted, with the teardown's record and its final spend
     deleted = api.call("GET", "/clusters/{name}", name=CLUSTER).body
     assert deleted["state"] == "deleted" and deleted["compute_stopped_at"]
@@ -384,7 +384,7 @@ def test_teardown_summaries(api: Api) -> None:
     assert api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body["state"] == "tearing_down"
     # When bob's teardown fails (its archive could not be written)
     cause = json.dumps({"errorMessage": "archive failed: disk full"})
-    teardown_steps.teardown_failed(deps, "bobs", execution, {"Error": "ArchiveFailedError", "Cause": cause})
+    teardown_workflow.teardown_failed(deps, "bobs", execution, {"Error": "ArchiveFailedError", "Cause": cause})
     # Then his cluster is failed, and the record says why; the admin's list carries both records
     failed = api.call("GET", "/clusters/{name}", name="bobs", who=OTHER).body
     assert failed["state"] == "failed" and failed["compute_stopped_at"] is None

@@ -18,7 +18,7 @@ from lsstctl.services.clusters import TEARDOWN_COMPLETED, archive_prefix, shared
 from lsstctl.services.costs import final_spend
 from lsstctl.services.deps import Deps
 from lsstctl.services.jobs import publish_job
-from lsstctl.services.launch_steps import load
+from lsstctl.services.launch_workflow import load
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
 
 

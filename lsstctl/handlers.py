@@ -1,0 +1,95 @@
+"""The Lambda boundary: one event model and dispatcher for the workflows' Tasks, one
+wrapper for the triggers, and the one mapping of failures to Step Functions error names.
+
+A state machine Task sends {"action": ..., "cluster": ..., ...}; the handler parses it,
+calls one service function and returns its dict. Exceptions keep their class names, which
+is what Retry and Catch in statemachines/ match on. A failure that came from AWS is
+classified once (`lsstctl.adapters.aws.classify`): transient ones are raised as
+`AwsUnavailableError` (retried), permanent ones as `AwsError`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from lsstctl import wiring
+from lsstctl.adapters.aws import classify
+from lsstctl.errors import ValidationError
+from lsstctl.observability import bind, logger, metrics, tracer
+from lsstctl.services.deps import Deps
+
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+class StepEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    action: str
+    cluster: str
+    generation: int = 0
+    execution: str | None = None
+    job_id: str | None = None
+    reason: str | None = None
+    poll: dict[str, int] = {}
+    deadline: str | None = None
+    command_id: str | None = None
+    error: dict[str, Any] | None = None
+    # The API request (or trigger) that started the workflow: on every log line.
+    request_id: str | None = None
+
+
+Action = Callable[[Deps, StepEvent], dict[str, Any]]
+
+
+def classified(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Raise AWS failures as the control plane's errors (their names drive Retry/Catch)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            mapped = classify(error)
+            if mapped is None or mapped is error:
+                raise
+            logger.warning("AWS call failed", extra={"error": mapped.code, "aws_code": mapped.details})
+            raise mapped from error
+
+    return run
+
+
+def step_handler(actions: dict[str, Action]) -> Handler:
+    @logger.inject_lambda_context(correlation_id_path="execution", clear_state=True)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics
+    @classified
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        step = parse(event=event, model=StepEvent)
+        bind(cluster=step.cluster, action=step.action, job_id=step.job_id, request_id=step.request_id)
+        action = actions.get(step.action)
+        if action is None:
+            raise ValidationError(f"unknown action {step.action!r}; expected one of {sorted(actions)}")
+        return action(wiring.deps(), step)
+
+    return lambda_handler
+
+
+def trigger_handler(run: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
+    """A scheduled or event trigger (guard, reconciler, alarms, budgets): the trigger's
+    request id correlates its lines; AWS failures are classified so that EventBridge's
+    and SNS's own retries see a clean error."""
+
+    @logger.inject_lambda_context(clear_state=True)
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics
+    @classified
+    @functools.wraps(run)
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        bind(request_id=getattr(context, "aws_request_id", None))
+        return run(event)
+
+    return lambda_handler
