@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     guard_interval_seconds: int = 60
     default_stop_compute_seconds: float = 180
     default_teardown_seconds: float = 1200
+    # The reconciler (every few minutes): how long a fresh record may lack its execution
+    # (the request that wrote it may still be starting it), the slack past a workflow's
+    # own deadlines before it counts as stalled, and the backoff between re-driven
+    # teardowns of one cluster (doubling from base, up to max).
+    reconcile_interval_seconds: int = 300
+    reconcile_grace_seconds: int = 600
+    stall_slack_seconds: int = 900
+    redrive_base_seconds: int = 300
+    redrive_max_seconds: int = 6 * 3600
     # SNS topic for owner notifications (spend warnings, teardowns needing attention).
     notifications_topic_arn: str = ""
     # How long a step waits in-process for a short head-node command (sbatch, scontrol).

@@ -2,6 +2,7 @@
 so nothing here may call AWS at import time). Tests call `reset()` after changing settings."""
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from datetime import datetime
 from typing import Any, Callable
@@ -88,3 +89,7 @@ def deps() -> Deps:
 def reset() -> None:
     get_settings.cache_clear()
     deps.cache_clear()
+    if "pcluster" in sys.modules:  # its lookups belong to the AWS (or moto) they came from
+        from lsstctl.adapters.pcluster_validation import reset_pcluster_caches
+
+        reset_pcluster_caches()

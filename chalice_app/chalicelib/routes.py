@@ -238,7 +238,8 @@ def submit_job(name: str) -> Response:
         spec = _model(JobSpec, body)
 
         def operation() -> dict[str, Any]:
-            job = jobs.submit_job(wiring.deps(), principal, name, spec)
+            key = api.current_request.headers.get(IDEMPOTENCY_HEADER)
+            job = jobs.submit_job(wiring.deps(), principal, name, spec, request_key=key)
             return _accepted({"job": job.model_dump(mode="json")}, f"/clusters/{name}/jobs/{job.job_id}")
 
         return _idempotent(principal, f"POST /clusters/{name}/jobs", body, operation)

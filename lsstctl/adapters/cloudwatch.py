@@ -57,6 +57,11 @@ class CloudWatchMonitor:
             if error.response["Error"]["Code"] != "ResourceNotFound":
                 raise
 
+    def list_idle_alarms(self) -> list[str]:
+        """The clusters that have an idle alarm (one paginated call)."""
+        pages = self.cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=ALARM_PREFIX)
+        return [a["AlarmName"][len(ALARM_PREFIX):] for page in pages for a in page.get("MetricAlarms", [])]
+
     def max_queue_depth(self, cluster: str, start: datetime, end: datetime) -> float | None:
         """Highest queue depth published in [start, end]; None when nothing was published."""
         result = self.cloudwatch.get_metric_statistics(

@@ -7,6 +7,7 @@ exactly one wins; the loser re-reads and fails unless the new state still allows
 from __future__ import annotations
 
 import json
+import uuid
 from decimal import Decimal
 from datetime import datetime
 from typing import Any, Callable
@@ -73,6 +74,10 @@ def _from_ddb(value: Any) -> Any:
     return value
 
 
+def _holds(cluster: Cluster, fields: dict[str, Any] | None) -> bool:
+    return not fields or all(getattr(cluster, k) == v for k, v in fields.items())
+
+
 def _conditional_failed(error: ClientError) -> bool:
     return error.response["Error"]["Code"] in {"ConditionalCheckFailedException", "TransactionCanceledException"}
 
@@ -115,8 +120,9 @@ class DynamoStateStore:
             return None
         return Cluster.model_validate(_from_ddb(item["doc"])), int(item["version"])
 
-    def create_cluster(self, cluster: Cluster) -> Cluster:
-        """Insert a new generation; fails if the name is held by a cluster not yet deleted."""
+    def create_cluster(self, cluster: Cluster, before_reuse: Callable[[], None] | None = None) -> Cluster:
+        """Insert a new generation; fails if the name is held by a cluster not yet deleted.
+        `before_reuse` runs before a deleted name is taken again (and may refuse it)."""
         existing = self._read_cluster(cluster.name)
         if existing:
             current, _ = existing
@@ -124,6 +130,8 @@ class DynamoStateStore:
                 raise ConflictError(
                     f"cluster '{cluster.name}' already exists (state {current.state.value})", field="name"
                 )
+            if before_reuse is not None:
+                before_reuse()
             cluster = cluster.model_copy(update={"generation": current.generation + 1})
         condition = Attr("pk").not_exists() | Attr("state").is_in([s.value for s in REUSABLE])
         try:
@@ -139,6 +147,10 @@ class DynamoStateStore:
         if not found:
             raise NotFoundError(f"cluster '{name}' not found")
         return found[0]
+
+    def find_cluster(self, name: str) -> Cluster | None:
+        found = self._read_cluster(name)
+        return found[0] if found else None
 
     def list_clusters(self, owner: str | None) -> list[Cluster]:
         items = self._query_index(owner, "CLUSTER")
@@ -188,6 +200,19 @@ class DynamoStateStore:
             if _conditional_failed(error):
                 return False
             raise
+
+    # reconciler ---------------------------------------------------------------------
+    def record_reconciliation(self, at: str, findings: list[dict[str, Any]], keep_days: int = 14) -> None:
+        """What one reconciler pass found and did (kept for `keep_days`; DynamoDB's TTL)."""
+        expires = int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()) + keep_days * 86400
+        self.table.put_item(Item={"pk": "RECONCILER", "sk": f"RUN#{at}#{uuid.uuid4().hex[:8]}", "kind": "RECONCILE",
+                                  "at": at, "findings": json.dumps(findings), "expires_at": expires})
+
+    def reconciliations(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest passes, newest first: {"at", "findings"}."""
+        page = self.table.query(KeyConditionExpression=Key("pk").eq("RECONCILER") & Key("sk").begins_with("RUN#"),
+                                ScanIndexForward=False, Limit=limit, ConsistentRead=True)
+        return [{"at": i["at"], "findings": json.loads(i["findings"])} for i in page.get("Items", [])]
 
     # teardown timing ------------------------------------------------------------------
     def record_teardown_timing(self, stop_compute_seconds: float, total_seconds: float, keep: int = 20) -> None:
@@ -243,11 +268,13 @@ class DynamoStateStore:
         allowed_from: frozenset[ClusterState],
         updates: dict[str, Any] | None = None,
         or_if: dict[str, Any] | None = None,
+        only_if: dict[str, Any] | None = None,
     ) -> Cluster:
         """Move `name` to `to` if its state is in allowed_from (and the lifecycle allows it).
 
         `or_if`: the transition is already done if the record is in `to` and these fields
         match (a retried step sees its own earlier write and succeeds without a second one).
+        `only_if`: these fields must still hold these values (what the caller decided on).
         """
         for _ in range(MAX_RACE_RETRIES):
             found = self._read_cluster(name)
@@ -258,7 +285,7 @@ class DynamoStateStore:
                 getattr(current, k) == v for k, v in or_if.items()
             ):
                 return current
-            if current.state not in allowed_from or not can_transition(current.state, to):
+            if current.state not in allowed_from or not can_transition(current.state, to) or not _holds(current, only_if):
                 raise InvalidTransitionError(
                     f"cluster '{name}' is {current.state.value}; cannot move to {to.value}",
                     details={"state": current.state.value},
@@ -276,12 +303,15 @@ class DynamoStateStore:
                 return changed
         raise TransientError(f"cluster '{name}' is changing too fast; try again")
 
-    def update_cluster(self, name: str, updates: dict[str, Any]) -> Cluster:
+    def update_cluster(self, name: str, updates: dict[str, Any], only_if: dict[str, Any] | None = None) -> Cluster:
+        """Write fields of the record (`only_if`: fields that must still hold these values)."""
         for _ in range(MAX_RACE_RETRIES):
             found = self._read_cluster(name)
             if not found:
                 raise NotFoundError(f"cluster '{name}' not found")
             current, version = found
+            if not _holds(current, only_if):
+                raise ConflictError(f"cluster '{name}' changed meanwhile", details={"state": current.state.value})
             changed = current.model_copy(update={**updates, "updated_at": iso(self._clock())})
             if self._write_versioned(changed, version):
                 return changed

@@ -38,6 +38,31 @@ class IamUserProvisioner:
         secret_arn = self._ensure_key_secret(name, secret_name, tag_list)
         return arn, secret_arn
 
+    def list_managed_users(self) -> list[str]:
+        """The IAM users under this provisioner's path (one paginated call)."""
+        pages = self.iam.get_paginator("list_users").paginate(PathPrefix=self._path)
+        return [user["UserName"] for page in pages for user in page["Users"]]
+
+    def existing(self, name: str, secret_name: str) -> tuple[str, str] | None:
+        """(user ARN, secret ARN) when both exist, without reading the secret's value."""
+        try:
+            arn = self.iam.get_user(UserName=name)["User"]["Arn"]
+            secret_arn = self.secrets.describe_secret(SecretId=secret_name)["ARN"]
+        except ClientError as error:
+            if _code(error) in {"NoSuchEntity", "ResourceNotFoundException"}:
+                return None
+            raise
+        return arn, secret_arn
+
+    def owner_of(self, name: str, owner_tag: str) -> str | None:
+        try:
+            tags = self.iam.list_user_tags(UserName=name)["Tags"]
+        except ClientError as error:
+            if _code(error) == "NoSuchEntity":
+                return None
+            raise
+        return next((t["Value"] for t in tags if t["Key"] == owner_tag), None)
+
     def _ensure_iam_user(self, name: str, tags: list[dict[str, str]]) -> str:
         try:
             return self.iam.get_user(UserName=name)["User"]["Arn"]

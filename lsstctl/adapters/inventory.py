@@ -12,6 +12,7 @@ from lsstctl.adapters.aws import LazyClient
 
 NAME_TAG = "parallelcluster:cluster-name"
 NODE_TYPE_TAG = "parallelcluster:node-type"
+OWNER_TAG = "lsstctl:owner"
 _TERMINATED_AT = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")
 
 
@@ -26,6 +27,14 @@ class Observed:
     ended_at: datetime | None
     spot: bool = False
     size_gib: int | None = None
+    owner: str | None = None  # the lsstctl:owner tag, when the resource carries it
+    state: str = ""  # EC2's instance state ("" for volumes)
+
+    @property
+    def exists(self) -> bool:
+        """Still there: a volume until deleted, an instance until terminated (a stopped
+        instance keeps its volumes, and can be started again)."""
+        return self.kind != "instance" or self.state != "terminated"
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
@@ -67,6 +76,8 @@ class Ec2Inventory:
                             started_at=i["LaunchTime"],
                             ended_at=_ended(i, now),
                             spot=i.get("InstanceLifecycle") == "spot",
+                            owner=tags.get(OWNER_TAG),
+                            state=i["State"]["Name"],
                         )
                     )
         for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag):
@@ -82,6 +93,7 @@ class Ec2Inventory:
                         started_at=v["CreateTime"],
                         ended_at=None,
                         size_gib=int(v["Size"]),
+                        owner=tags.get(OWNER_TAG),
                     )
                 )
         return dict(found)

@@ -82,6 +82,16 @@ class LocalClusterEngine:
         self._ensure_min_compute(name, config, tags)
         return self.describe_cluster(name)
 
+    def list_clusters(self) -> list[EngineCluster]:
+        """Every cluster this engine materialised: the stacks carrying its name tag."""
+        found = []
+        for page in self.cloudformation.get_paginator("describe_stacks").paginate():
+            for stack in page["Stacks"]:
+                tags = {t["Key"]: t["Value"] for t in stack.get("Tags", [])}
+                if NAME_TAG in tags and stack["StackStatus"] != "DELETE_COMPLETE":
+                    found.append(EngineCluster(name=tags[NAME_TAG], status=stack["StackStatus"]))
+        return found
+
     def describe_cluster(self, name: str) -> EngineCluster:
         due = self._deletion_due(name)
         if due is not None:

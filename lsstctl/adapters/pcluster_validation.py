@@ -97,7 +97,8 @@ _cache_lock = threading.Lock()
 _cache_since = [0.0]
 
 
-def _reset_pcluster_caches(force: bool = False) -> None:
+def reset_pcluster_caches(force: bool = True) -> None:
+    """Forget ParallelCluster's cached lookups (older than CACHE_SECONDS, or all)."""
     from pcluster.aws.aws_api import AWSApi
     from pcluster.aws.common import Cache
 
@@ -142,7 +143,7 @@ class PclusterConfigValidator:
         failures: list[str] = []
         for attempt in range(self._attempts):
             # A dry run that saw AWS fail may have cached what the failure left behind.
-            _reset_pcluster_caches(force=bool(failures))
+            reset_pcluster_caches(force=bool(failures))
             seen = _watch.start()
             try:
                 return self._dry_run_once(name, config)

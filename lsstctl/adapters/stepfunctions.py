@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
+from lsstctl.ports import ExecutionStatus
 
 
 class StepFunctionsStarter:
@@ -29,3 +30,19 @@ class StepFunctionsStarter:
     @staticmethod
     def execution_arn(state_machine_arn: str, name: str) -> str:
         return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def describe(self, execution_arn: str) -> ExecutionStatus | None:
+        try:
+            found = self.client.describe_execution(executionArn=execution_arn)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in {"ExecutionDoesNotExist", "ResourceNotFound"}:
+                return None
+            raise
+        return ExecutionStatus(status=found["status"], started_at=found["startDate"], stopped_at=found.get("stopDate"))
+
+    def stop(self, execution_arn: str, cause: str) -> None:
+        try:
+            self.client.stop_execution(executionArn=execution_arn, cause=cause[:32768])
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in {"ExecutionDoesNotExist", "ExecutionAlreadyStopped"}:
+                raise

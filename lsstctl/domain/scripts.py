@@ -142,7 +142,8 @@ OS_DEFAULT_USER = {
 
 def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, run_as: str = "root") -> str:
     """Write the batch script next to the job's outputs and submit it as `run_as`; prints
-    the Slurm id. Re-running it for the same job id returns the existing Slurm job."""
+    the Slurm id. Re-running it for the same job id returns the existing Slurm job, even
+    when two deliveries run at once (a lock serialises them): one job, one Slurm job."""
     out = job_output_dir(shared_dir, job_id)
     script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir)
     # base64 carries any user text intact: no heredoc delimiter or quote can end it early.
@@ -154,6 +155,8 @@ def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, run_as
             "set -euo pipefail",
             f"mkdir -p {q_out}",
             *([] if run_as == "root" else [f"chown {shlex.quote(run_as)} {q_out}"]),
+            f"exec 8>{q_out}/.submit.lock",
+            "flock 8",
             f"if [ -s {q_out}/slurm_job_id ]; then cat {q_out}/slurm_job_id; exit 0; fi",
             f"echo {encoded} | base64 -d > {q_out}/job.sbatch",
             f"{submit} --parsable {q_out}/job.sbatch | cut -d';' -f1 > {q_out}/slurm_job_id.tmp",

@@ -29,6 +29,7 @@ TRIGGER_FUNCTIONS = {
     "guard": ("lsstctl-guard", "lambdas.guard.lambda_handler"),
     "idle": ("lsstctl-idle-alarm", "lambdas.idle_alarm.lambda_handler"),
     "budget": ("lsstctl-budget-alarm", "lambdas.budget_alarm.lambda_handler"),
+    "reconciler": ("lsstctl-reconciler", "lambdas.reconciler.lambda_handler"),
 }
 IDLE_ALARM_PATTERN = {
     "source": ["aws.cloudwatch"],
@@ -141,6 +142,8 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     # moto never fires schedules: the emulator's scheduler (or the simulation) ticks the guard.
     events.put_rule(Name="lsstctl-guard", ScheduleExpression="rate(1 minute)")
     events.put_targets(Rule="lsstctl-guard", Targets=[{"Id": "guard", "Arn": triggers["guard"]}])
+    events.put_rule(Name="lsstctl-reconciler", ScheduleExpression="rate(5 minutes)")
+    events.put_targets(Rule="lsstctl-reconciler", Targets=[{"Id": "reconciler", "Arn": triggers["reconciler"]}])
 
     sns = session.client("sns")
     notifications = sns.create_topic(Name="lsstctl-notifications")["TopicArn"]
@@ -169,4 +172,5 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_NOTIFICATIONS_INBOX_URL": inbox_url,
         "LSSTCTL_BUDGET_ALERTS_TOPIC_ARN": budget_alerts,
         "LSSTCTL_GUARD_FUNCTION_ARN": triggers["guard"],
+        "LSSTCTL_RECONCILER_FUNCTION_ARN": triggers["reconciler"],
     }

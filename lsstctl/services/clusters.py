@@ -7,7 +7,7 @@ from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
 from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.errors import ConflictError, InvalidTransitionError, ValidationError
-from lsstctl.observability import logger, metrics
+from lsstctl.observability import logger, metrics, request_id
 from lsstctl.services.budget import check_budget_is_enough
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
@@ -100,7 +100,7 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
     deps.validator.validate(spec.name, cluster_config(deps, cluster))
     check_budget_is_enough(deps, cluster)
     try:
-        cluster = deps.store.create_cluster(cluster)
+        cluster = deps.store.create_cluster(cluster, before_reuse=lambda: ensure_name_is_free(deps, spec.name))
         created = True
     except ConflictError:
         # A repeated request (a retry without Idempotency-Key) converges on the cluster it
@@ -118,20 +118,41 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
         publish_state(deps, cluster, f"requested by {principal.name}")
     try:
         # Deterministic name: a duplicate request finds the execution that already runs.
-        deps.workflows.start(
-            s.launch_state_machine_arn,
-            name,
-            {"cluster": cluster.name, "generation": cluster.generation, "poll": poll_settings(deps)},
-        )
+        deps.workflows.start(s.launch_state_machine_arn, name, launch_input(deps, cluster))
     except Exception:
         if created:
-            # Nothing billable exists yet; do not leave a record that claims a launch.
-            transition(deps, cluster.name, ClusterState.TEARING_DOWN, "launch workflow could not start")
-            transition(deps, cluster.name, ClusterState.DELETED, "launch workflow could not start")
+            withdraw_launch(deps, cluster.name)
         raise
     if created:
         metrics.add_metric(name="ClustersRequested", unit="Count", value=1)
     return cluster
+
+
+def launch_input(deps: Deps, cluster: Cluster) -> dict[str, Any]:
+    return {"cluster": cluster.name, "generation": cluster.generation, "poll": poll_settings(deps),
+            "request_id": request_id()}
+
+
+def ensure_name_is_free(deps: Deps, name: str) -> None:
+    """A name is launched again only once the engine has nothing left under it: a live
+    record maps to at most one cluster, never to the leftovers of an earlier one."""
+    if deps.engine.describe_cluster(name).status != "NOT_FOUND":
+        raise ConflictError(
+            f"the previous cluster named '{name}' is still being deleted; try again in a few minutes", field="name"
+        )
+
+
+def withdraw_launch(deps: Deps, name: str) -> None:
+    """The launch workflow could not start: nothing billable exists, so the record must not
+    claim a launch. Best effort — if AWS fails this too, the client's retry converges on the
+    record, and without a retry the reconciler withdraws it."""
+    try:
+        transition(deps, name, ClusterState.TEARING_DOWN, "launch workflow could not start",
+                   allowed_from=frozenset({ClusterState.REQUESTED}))
+        transition(deps, name, ClusterState.DELETED, "launch workflow could not start",
+                   allowed_from=frozenset({ClusterState.TEARING_DOWN}))
+    except Exception:
+        logger.warning("could not withdraw a launch that did not start; the reconciler will", extra={"cluster": name})
 
 
 def get_cluster(deps: Deps, principal: Principal, name: str) -> Cluster:
@@ -187,6 +208,7 @@ def request_teardown(
             "generation": cluster.generation,
             "reason": cluster.teardown_reason,
             "poll": poll_settings(deps),
+            "request_id": request_id(),
         },
     )
     metrics.add_metric(name="TeardownsRequested", unit="Count", value=1)

@@ -26,8 +26,7 @@ from lsstctl.services.identity import Principal
 SPEND_WARNING = "Spend Warning"
 
 
-def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
-    region = cluster.spec.region or deps.settings.region
+def _priced_ec2(deps: Deps, region: str, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
     resources = []
     for o in observed:
         if o.kind == "instance":
@@ -40,6 +39,12 @@ def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, f
             Resource(id=o.id, kind=o.kind, role=o.role, type=o.type, hourly_usd=hourly, started_at=o.started_at,
                      ended_at=o.ended_at, size_gib=o.size_gib, pricing=pricing)
         )
+    return resources
+
+
+def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
+    region = cluster.spec.region or deps.settings.region
+    resources = _priced_ec2(deps, region, observed, spot)
     storage = cluster.spec.shared_storage
     if storage.type in {"efs", "fsx_lustre"}:
         # File systems are not EC2 resources: priced from the spec, from launch to deletion.
@@ -67,17 +72,39 @@ def _resource_from(data: dict[str, Any]) -> Resource:
     )
 
 
+def _with_gone(previous: dict[str, Any], seen: dict[str, Resource], now: datetime) -> list[Resource]:
+    for data in previous.get("breakdown", []):
+        if data["id"] not in seen:
+            gone = _resource_from(data)
+            seen[gone.id] = gone if gone.ended_at else replace(gone, ended_at=now)
+    return list(seen.values())
+
+
+def meter_unexplained(deps: Deps, name: str, observed: list[Any], now: datetime,
+                      spot: dict[str, float] | None = None) -> SpendReport:
+    """Resources under a name no live record holds still bill: they are measured into that
+    name's last generation's ledger (or, with no record at all, an `orphan` ledger of
+    generation 0) until the reconciler has removed them."""
+    record = deps.store.find_cluster(name)
+    if record is not None:
+        return meter(deps, record, observed, now, spot)
+    owner = next((o.owner for o in observed if o.owner), None) or "unknown"
+    previous = deps.store.get_ledger(name, 0) or {}
+    priced = {r.id: r for r in _priced_ec2(deps, deps.settings.region, observed, spot or {})}
+    report = measure(_with_gone(previous, priced, now), now, potential_compute_usd_per_hour=0.0)
+    ledger = {**report.to_dict(), "cluster": name, "owner": owner, "generation": 0, "state": "orphan"}
+    deps.store.put_ledger(name, 0, owner, ledger)
+    return report
+
+
 def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: dict[str, float] | None = None) -> SpendReport:
     """Measure one cluster and write its ledger. Resources seen before but gone now (a
     deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
     without a recorded end is charged until now, never less than it may have cost."""
     previous = deps.store.get_ledger(cluster.name, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {})}
-    for data in previous.get("breakdown", []):
-        if data["id"] not in seen:
-            gone = _resource_from(data)
-            seen[gone.id] = gone if gone.ended_at else replace(gone, ended_at=now)
-    report = measure(list(seen.values()), now, potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
+    report = measure(_with_gone(previous, seen, now), now,
+                     potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
     ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "owner": cluster.owner,
               "generation": cluster.generation, "state": cluster.state.value}
     deps.store.put_ledger(cluster.name, cluster.generation, cluster.owner, ledger)
@@ -143,6 +170,16 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
         except Exception:  # one broken cluster must not stop the guard for the others
             logger.exception("guard failed on a cluster", extra={"cluster": cluster.name})
             summary.setdefault("errors", []).append(cluster.name)
+    watched = {c.name for c in clusters}
+    for name, items in sorted(observed.items()):
+        if name in watched or not any(o.exists for o in items):
+            continue
+        try:
+            report = meter_unexplained(deps, name, items, now, spot)
+            summary.setdefault("unexplained", {})[name] = round(report.burn_usd_per_hour, 6)
+        except Exception:
+            logger.exception("guard failed on unexplained resources", extra={"cluster": name})
+            summary.setdefault("errors", []).append(name)
     return summary
 
 

@@ -1,6 +1,7 @@
 """run-job: Slurm jobs submitted through SSM on the head node, and tracked to the end."""
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, iso
 from lsstctl.domain.scripts import OS_DEFAULT_USER, job_output_dir, parse_job_status, render_job_status_command, render_submit_command
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
-from lsstctl.observability import metrics
+from lsstctl.observability import metrics, request_id
 from lsstctl.services.clusters import get_cluster, poll_settings, shared_dir
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
@@ -34,11 +35,18 @@ def publish_job(deps: Deps, job: Job) -> None:
     )
 
 
-def new_job_id(deps: Deps) -> str:
+def new_job_id(deps: Deps, request_key: str | None = None) -> str:
+    """A fresh id, or — for a request the client may repeat (its Idempotency-Key) — the
+    same id every time, so that a retry after a failure finds the job it created."""
+    if request_key:
+        return f"j-k{hashlib.sha256(request_key.encode()).hexdigest()[:16]}"
     return f"j-{deps.clock().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpec) -> Job:
+def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpec,
+               request_key: str | None = None) -> Job:
+    """Record the job, then start its workflow. Repeated with the same `request_key`
+    (after any failure), it converges on one record and one execution."""
     cluster = get_cluster(deps, principal, cluster_name)
     if cluster.state != ClusterState.READY:
         raise ConflictError(f"cluster '{cluster_name}' is {cluster.state.value}; jobs need a ready cluster")
@@ -46,8 +54,9 @@ def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpe
     if spec.queue is not None and spec.queue not in queues:
         raise ValidationError(f"queue '{spec.queue}' is not one of {queues}", field="queue")
     now = iso(deps.clock())
+    key = f"{principal.name}#{cluster_name}#g{cluster.generation}#{request_key}" if request_key else None
     job = Job(
-        job_id=new_job_id(deps),
+        job_id=new_job_id(deps, key),
         cluster=cluster_name,
         generation=cluster.generation,
         owner=cluster.owner,
@@ -55,15 +64,33 @@ def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpe
         created_at=now,
         updated_at=now,
     )
-    name = f"job-{cluster_name}-{job.job_id}"
+    name = job_execution_name(job)
     job = job.model_copy(update={"execution": deps.workflows.execution_arn(deps.settings.job_state_machine_arn, name)})
-    deps.store.put_job(job)
-    publish_job(deps, job)
-    deps.workflows.start(
-        deps.settings.job_state_machine_arn, name, {"cluster": cluster_name, "job_id": job.job_id, "poll": poll_settings(deps)}
-    )
+    try:
+        deps.store.put_job(job)
+    except ConflictError:
+        existing = deps.store.get_job(cluster_name, job.job_id)
+        if existing.spec != spec or existing.generation != cluster.generation:
+            raise
+        job = existing  # the retry of a request whose first attempt recorded the job
+    if job.state == JobState.SUBMITTING:
+        publish_job(deps, job)  # consumers dedupe on (job, state)
+        start_job_workflow(deps, job)
     metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
     return job
+
+
+def job_execution_name(job: Job) -> str:
+    return f"job-{job.cluster}-{job.job_id}"
+
+
+def start_job_workflow(deps: Deps, job: Job) -> None:
+    """Start (or find, by its deterministic name) the job's execution."""
+    deps.workflows.start(
+        deps.settings.job_state_machine_arn,
+        job_execution_name(job),
+        {"cluster": job.cluster, "job_id": job.job_id, "poll": poll_settings(deps), "request_id": request_id()},
+    )
 
 
 def get_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str) -> Job:

@@ -25,17 +25,30 @@ def create_user(deps: Deps, principal: Principal, spec: UserSpec) -> User:
         secret_name=f"{s.secret_prefix}{spec.name}",
         tags={OWNER_TAG: spec.name, PROJECT_TAG: PROJECT},
     )
-    existing = deps.store.get_user(spec.name)
+    return _record(deps, spec.name, user_arn, secret_arn)
+
+
+def _record(deps: Deps, name: str, user_arn: str, secret_arn: str) -> User:
+    existing = deps.store.get_user(name)
     user = User(
-        name=spec.name,
-        owner=spec.name,
-        iam_user_name=iam_name,
+        name=name,
+        owner=name,
+        iam_user_name=f"{deps.settings.user_name_prefix}{name}",
         iam_user_arn=user_arn,
         secret_arn=secret_arn,
         policy_name=POLICY_NAME,
         created_at=existing.created_at if existing else iso(deps.clock()),
     )
     return deps.store.put_user(user)
+
+
+def adopt_user(deps: Deps, name: str) -> User | None:
+    """Record a user whose IAM user and secret exist but whose request failed before its
+    record was written (the reconciler). The key is not read: the owner's next
+    create-user converges it if it went stale."""
+    s = deps.settings
+    found = deps.users.existing(f"{s.user_name_prefix}{name}", f"{s.secret_prefix}{name}")
+    return _record(deps, name, *found) if found else None
 
 
 def get_user(deps: Deps, principal: Principal, name: str) -> User:

@@ -792,6 +792,27 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN"},
         [*REQUEST_TEARDOWN, ("cloudwatch:SetAlarmState", IDLE_ALARM)],
     ),
+    # reconcile: inventory, engine stacks, alarms, executions, unrecorded users.
+    "lambdas.reconciler.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
+         "JOB_STATE_MACHINE_ARN"},
+        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"),
+         ("dynamodb:Query", f"{TABLE}/index/by_kind"), ("dynamodb:Query", TABLE), *METER,
+         ("cloudformation:DescribeStacks", f"arn:aws:cloudformation:{_ARN}:stack/demo"),
+         ("cloudformation:DeleteStack", f"arn:aws:cloudformation:{_ARN}:stack/demo"),
+         ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+         ("ec2:DeleteVolume", f"arn:aws:ec2:{_ARN}:volume/vol-0123456789abcdef0"),
+         ("cloudwatch:DescribeAlarms", IDLE_ALARM), ("cloudwatch:PutMetricAlarm", IDLE_ALARM),
+         ("cloudwatch:DeleteAlarms", IDLE_ALARM),
+         ("states:DescribeExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-teardown:teardown-demo-g1-a1"),
+         ("states:StopExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-launch:launch-demo-g1"),
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
+         ("iam:ListUsers", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
+         ("iam:ListUserTags", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
+         ("iam:GetUser", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
+         ("secretsmanager:DescribeSecret", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf")],
+    ),
     # on_budget_notification: below the budget, owners are only warned.
     "lambdas.budget_alarm.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN"},
@@ -861,6 +882,14 @@ def test_function_role_allows_what_its_code_calls(template: dict[str, Any], hand
     if handler in TRIGGER_HANDLERS:
         excess = [(a, r) for a, r in TRIGGERS_MUST_NOT if allows(template, statements, a, r)]
         assert excess == [], f"{role} allows more than {handler} needs"
+    if handler == "lambdas.reconciler.lambda_handler":
+        # It finds and records users, never reads their keys or makes new ones.
+        secret = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"
+        user = f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"
+        excess = [(a, r) for a, r in [("secretsmanager:GetSecretValue", secret), ("iam:CreateAccessKey", user),
+                                      ("iam:PutUserPolicy", user), ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1")]
+                  if allows(template, statements, a, r)]
+        assert excess == [], f"{role} allows more than the reconciler needs"
 
 
 def test_role_check_resolves_and_matches() -> None:

@@ -10,52 +10,15 @@ import pytest
 from lsstctl import wiring
 from lsstctl.domain.cost import spend_ceiling
 from lsstctl.domain.models import ClusterSpec, ClusterState
-from lsstctl.emulator import glue
-from lsstctl.emulator.bootstrap import bootstrap
 from lsstctl.emulator.clock import VirtualClock
-from lsstctl.services import clusters, costs, launch_workflow, triggers
+from lsstctl.services import clusters, costs, triggers
 from lsstctl.services.budget import teardown_timing
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec
+from tests.integration.plane import ALICE, ready, tick
 
-ALICE = Principal("alice")
 # Burns about $0.75/h from the start, so budgets of a dollar or two end within ~3 hours.
 FAST_QUEUE = [{"name": "compute", "instance_types": ["c5.2xlarge"], "min_nodes": 2, "max_nodes": 3}]
-
-
-@pytest.fixture
-def plane(aws_account, monkeypatch):
-    """The control plane's resources in moto (workflows recorded, not executed), on a
-    virtual clock that EC2's launch and termination times follow too."""
-    env = bootstrap(boto3.Session(region_name="us-east-1"), "us-east-1")
-    for key, value in {**env, "LSSTCTL_TRUST_PRINCIPAL_HEADER": "true",
-                       "LSSTCTL_SUPPRESSED_VALIDATORS": "type:HeadNodeLaunchTemplateValidator,type:ComputeResourceLaunchTemplateValidator"}.items():
-        monkeypatch.setenv(key, value)
-    clock = VirtualClock()
-    glue.set_clock(clock.naive)
-    wiring.reset()
-    wiring.use_clock(clock)
-    yield clock
-    wiring.use_clock(None)
-    glue.set_clock(None)
-
-
-def ready(name: str, clock: VirtualClock, **overrides):
-    """A cluster taken through the launch steps (SSM in moto reports success at once)."""
-    deps = wiring.deps()
-    cluster = clusters.launch_cluster(deps, ALICE, ClusterSpec.model_validate(cluster_spec(name, **overrides)))
-    poll = clusters.poll_settings(deps)
-    launch_workflow.start_launch(deps, name, cluster.generation, poll)
-    launch_workflow.poll_launch(deps, name, cluster.generation, None)
-    install = launch_workflow.start_install(deps, name, cluster.generation, poll)
-    launch_workflow.poll_install(deps, name, cluster.generation, install["command_id"], None)
-    launch_workflow.mark_ready(deps, name, cluster.generation)
-    return deps.store.get_cluster(name)
-
-
-def tick(clock: VirtualClock, minutes: int = 1) -> dict:
-    clock.advance(60 * minutes)
-    return costs.guard_tick(wiring.deps())
 
 
 def publish_busy(name: str, clock: VirtualClock) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED, PclusterConfigValidator
+from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED, PclusterConfigValidator, reset_pcluster_caches
 from lsstctl.domain.models import ClusterSpec
 from lsstctl.domain.pcluster_config import render_cluster_config
-from lsstctl.errors import ClusterConfigError
+from lsstctl.emulator.faults import FaultInjector
+from lsstctl.errors import AwsUnavailableError, ClusterConfigError
 from tests.conftest import pcluster_network
 
 
@@ -25,6 +26,7 @@ def render(aws_account):
 
 @pytest.fixture
 def validator() -> PclusterConfigValidator:
+    reset_pcluster_caches()  # each test has its own moto account
     return PclusterConfigValidator(mode="full", region="us-east-1", suppress=EMULATOR_SUPPRESSED)
 
 
@@ -57,3 +59,47 @@ def test_schema_mode_works_offline_and_rejects_unknown_keys(render):
     config["HeadNode"]["Surprise"] = True
     with pytest.raises(ClusterConfigError, match="Surprise"):
         schema_only.validate("c1", config)
+
+
+def _calls_of_a_dry_run(render, validator) -> list[tuple[str, str]]:
+    reset_pcluster_caches()
+    seen: list[tuple[str, str]] = []
+
+    def record(call) -> bool:
+        seen.append((call.service, call.operation))
+        return False
+
+    with FaultInjector(plan=record):
+        validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
+    return seen
+
+
+def test_a_throttled_validator_is_retried_not_a_verdict(render, validator):
+    # Given AWS throttling the first of ParallelCluster's lookups, beyond the SDK's retries
+    calls = _calls_of_a_dry_run(render, validator)
+    assert ("ec2", "DescribeInstanceTypes") in calls
+    first = {"done": False}
+
+    def throttle_once(call) -> bool:
+        if call.operation == "DescribeInstanceTypes" and not first["done"]:
+            first["done"] = True
+            return True
+        return False
+
+    # When the same good config is validated from a cold start
+    reset_pcluster_caches()
+    with FaultInjector(plan=throttle_once) as faults:
+        warnings = validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
+    # Then the dry run was repeated and the config passed: throttling is no finding
+    assert len(faults.log) == 1 and isinstance(warnings, list)
+
+
+def test_a_validator_that_keeps_failing_is_a_503_never_a_400(render):
+    reset_pcluster_caches()
+    validator = PclusterConfigValidator(mode="full", region="us-east-1", suppress=EMULATOR_SUPPRESSED,
+                                        sleep=lambda s: None)
+    with FaultInjector(plan=lambda call: call.service == "ec2") as faults:
+        with pytest.raises(AwsUnavailableError, match="could not validate") as refused:
+            validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
+    assert refused.value.http_status == 503 and faults.log
+    assert not isinstance(refused.value, ClusterConfigError)
