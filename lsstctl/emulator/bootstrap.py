@@ -41,6 +41,21 @@ STATE_MACHINES = {"launch": "lsstctl-launch", "teardown": "lsstctl-teardown", "r
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 
 
+class RetryingSession:
+    """A boto3 session whose clients retry throttling and 5xx as the control plane's do
+    (botocore standard mode), with more attempts: the emulator must come up on a bad day."""
+
+    ATTEMPTS = 10
+
+    def __init__(self, session: Any):
+        self._session = session
+
+    def client(self, service: str) -> Any:
+        from botocore.config import Config
+
+        return self._session.client(service, config=Config(retries={"mode": "standard", "max_attempts": self.ATTEMPTS}))
+
+
 def render_definition(path: Path, values: dict[str, str]) -> str:
     """Fill ${Placeholders}; a placeholder without a value is an error, never left in."""
     text = path.read_text()

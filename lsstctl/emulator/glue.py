@@ -95,24 +95,58 @@ def invoke_in_process(handler: str, event: Any, context: LambdaContext) -> tuple
 
 @dataclass
 class HeadNodeShell:
-    """Runs head-node commands on this machine with the environment a head node has."""
+    """Runs head-node commands on this machine with the environment a head node has.
+    Commands still running when the emulator stops are ended with it (`stop_all`)."""
 
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/tmp"
+    _running: set[subprocess.Popen[str]] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stopped: bool = False
 
     def run(self, script: str, timeout: float) -> tuple[int, str, str]:
-        try:
-            done = subprocess.run(
-                ["bash", "-c", script],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd=self.workdir,
-                env={**os.environ, **self.env},
+        with self._lock:
+            if self._stopped:
+                return 143, "", "the emulator is stopping"
+            proc = subprocess.Popen(
+                ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=self.workdir, env={**os.environ, **self.env}, start_new_session=True,
             )
-            return done.returncode, done.stdout, done.stderr
-        except subprocess.TimeoutExpired as error:
-            return 124, str(error.stdout or ""), f"timed out after {timeout}s"
+            self._running.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            return proc.returncode, out, err
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, _ = proc.communicate()
+            return 124, str(out or ""), f"timed out after {timeout}s"
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def stop_all(self) -> int:
+        """End every command still running (and what it started); how many there were."""
+        with self._lock:
+            self._stopped = True
+            running = list(self._running)
+        for proc in running:
+            _kill_group(proc)
+        return len(running)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=3)
+    except (ProcessLookupError, PermissionError):
+        return
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 _state: dict[str, Any] = {}

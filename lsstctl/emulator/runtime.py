@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lsstctl.emulator import glue
-from lsstctl.emulator.bootstrap import ROOT, bootstrap
+from lsstctl.emulator.bootstrap import ROOT, RetryingSession, bootstrap
 from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,18 @@ class Emulator:
         slurm: bool = True,
         api_port: int | None = None,
         installer_url: str | None = None,
+        persist: bool = False,
+        faults: Any = None,
     ):
+        """`persist`: keep the AWS state in the work directory across stops and starts
+        (`make serve`); `faults`: a FaultInjector for the control plane's AWS calls."""
         self.workdir = Path(workdir)
+        self.persist = persist
+        self.faults = faults
+        self.restored = False
+        self._ready = False
+        self._shell: Any = None
+        self._ticks = 0
         self.region = region
         self.poll_seconds = poll_seconds
         self.provision_seconds = provision_seconds
@@ -60,8 +70,21 @@ class Emulator:
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
 
+    @property
+    def snapshot_path(self) -> Path:
+        return self.workdir / "aws-state.pickle"
+
     def start(self) -> "Emulator":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "Emulator":
         from moto.server import ThreadedMotoServer
+
+        from lsstctl.emulator import persistence
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._setenv(
@@ -76,6 +99,9 @@ class Emulator:
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
             }
         )
+        if self.faults is not None:
+            self.faults.install()  # before any client exists: every client gets its hooks
+        saved = persistence.restore(self.snapshot_path) if self.persist else None
         self._moto = ThreadedMotoServer("127.0.0.1", port=0, verbose=False)
         self._moto.start()
         _, port = self._moto.get_host_and_port()
@@ -91,11 +117,18 @@ class Emulator:
             self._slurm.start()
             shell_env.update(self._slurm.env())
         (self.workdir / "nodes").mkdir(exist_ok=True)
-        glue.install(glue.HeadNodeShell(env=shell_env, workdir=str(self.workdir)))
+        self._shell = glue.HeadNodeShell(env=shell_env, workdir=str(self.workdir))
+        glue.install(self._shell)
 
         import boto3
 
-        self.settings_env = bootstrap(boto3.Session(region_name=self.region), self.region)
+        if saved is not None:
+            # Queue URLs carry the endpoint, which changes from one start to the next.
+            self.settings_env = {k: v.replace(saved["endpoint"], self.endpoint) for k, v in saved["settings_env"].items()}
+            self.restored = True
+        else:
+            # Created as the product creates things: every call with retries on throttling.
+            self.settings_env = bootstrap(RetryingSession(boto3.Session(region_name=self.region)), self.region)
         self._setenv(
             {
                 **self.settings_env,
@@ -114,7 +147,25 @@ class Emulator:
         wiring.reset()
         if self.api_port is not None:
             self._start_api(self.api_port)
+        self._ready = True
+        if self.restored:
+            # What was under way when the emulator stopped: resumed, re-driven or ended.
+            self.invoke("lsstctl-reconciler")
         return self
+
+    def invoke(self, function: str) -> Any:
+        """Invoke a trigger as its EventBridge schedule would (the emulator plays AWS)."""
+        import boto3
+
+        return boto3.client("lambda").invoke(FunctionName=function, Payload=b"{}")
+
+    def snapshot(self) -> int:
+        """Write the AWS state to the work directory (persist mode only); bytes written."""
+        from lsstctl.emulator import persistence
+
+        if not self.persist or self._moto is None or not self._ready:
+            return 0  # never a half-started emulator's state over the last good one
+        return persistence.save(self.snapshot_path, {"settings_env": self.settings_env, "endpoint": self.endpoint})
 
     def _start_api(self, port: int) -> None:
         from chalice.config import Config
@@ -165,13 +216,20 @@ class Emulator:
                 if len(fields) == 7 and not line.startswith("#"):
                     glue.current_shell().run(fields[6], timeout=50)
         evaluate_idle_alarms(boto3.client("cloudwatch"), datetime.now(timezone.utc))
-        boto3.client("lambda").invoke(FunctionName="lsstctl-guard", Payload=b"{}")
+        self.invoke("lsstctl-guard")
+        self._ticks += 1
+        if self._ticks % 5 == 0:  # the reconciler's schedule: every five minutes
+            self.invoke("lsstctl-reconciler")
+        self.snapshot()
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
     def stop(self) -> None:
+        """Everything the emulator started, stopped: the scheduler and the API, running
+        executions and head-node commands, moto (its state saved first when persisting),
+        then Slurm and munge. Safe to call twice, and after a failed start."""
         if getattr(self, "_scheduler_stop", None) is not None:
             self._scheduler_stop.set()
         if self._api is not None:
@@ -179,13 +237,24 @@ class Emulator:
             self._api.server.server_close()
             self._api = None
         if self._moto is not None:
-            self._stop_executions()
+            try:
+                self._stop_executions()
+            except Exception:  # stopping must go on whatever moto says
+                log.exception("could not stop the running executions")
+            if self._shell is not None:
+                self._shell.stop_all()
+            try:
+                self.snapshot()
+            except Exception:
+                log.exception("could not save the emulator's state")
             self._moto.stop()
             self._moto = None
         if self._slurm is not None:
             self._slurm.stop()
             self._slurm = None
         glue.uninstall()
+        if self.faults is not None:
+            self.faults.uninstall()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -12,8 +12,10 @@ Debian packages installed by ``scripts/install-system-packages.sh``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -80,6 +82,35 @@ def _stop_process(proc: subprocess.Popen[bytes], name: str, timeout: float = 10)
         proc.wait(timeout=timeout)
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not gone within `timeout`."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            if _zombie(pid):
+                return
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists() and not _zombie(pid):
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     """Last-resort cleanup at interpreter exit if stop() was never called."""
     for name in reversed(list(procs)):
@@ -126,7 +157,8 @@ class LocalSlurm:
         return {"SLURM_CONF": str(self.conf_path)}
 
     def start(self, timeout: float = 30) -> None:
-        """Write slurm.conf, start the daemons and wait until the node is idle."""
+        """Write slurm.conf, start the daemons and wait until the node is idle. Daemons
+        left running in this work directory by a run that was killed are stopped first."""
         if self._procs:
             raise SlurmStartError("LocalSlurm already started; call stop() first")
         if os.geteuid() != 0:
@@ -134,6 +166,8 @@ class LocalSlurm:
         t0 = time.monotonic()
         for sub in ("state", "spool", "run", "log"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        if stopped := self.stop_leftovers():
+            log.warning("stopped daemons a killed run left behind: %s", stopped)
         self.ctld_port, self.slurmd_port = _free_ports(2)
         self.conf_path.write_text(self._render_conf())
         # Daemons run in their own session, so make sure they die with this process.
@@ -146,6 +180,7 @@ class LocalSlurm:
             self._spawn(
                 "slurmd", [_which("slurmd"), "-D", "-N", NODE_NAME, "-f", str(self.conf_path)]
             )
+            self._record_pids()
             self._wait_idle(deadline=t0 + timeout)
         except BaseException:
             self.stop()
@@ -170,6 +205,34 @@ class LocalSlurm:
             _stop_process(self._procs[name], name)
         log.info("local Slurm stopped (%s)", ", ".join(self._procs))
         self._procs.clear()
+        self._pid_record.unlink(missing_ok=True)
+
+    # -- leftovers of a killed run ---------------------------------------------------
+
+    @property
+    def _pid_record(self) -> Path:
+        return self.workdir / "run" / "daemons.json"
+
+    def _record_pids(self) -> None:
+        """Which daemons this instance runs (with their command lines), for stop_leftovers."""
+        record = {name: {"pid": proc.pid, "cmdline": _cmdline(proc.pid)} for name, proc in self._procs.items()}
+        self._pid_record.write_text(json.dumps(record))
+
+    def stop_leftovers(self, timeout: float = 10) -> list[str]:
+        """Stop daemons that a run in this work directory started and never stopped (it
+        was killed): those recorded in run/daemons.json that still run the same command."""
+        try:
+            record = json.loads(self._pid_record.read_text())
+        except (OSError, ValueError):
+            return []
+        stopped = []
+        for name, entry in record.items():
+            pid, cmdline = int(entry["pid"]), entry.get("cmdline") or ""
+            if cmdline and _cmdline(pid) == cmdline:
+                _terminate(pid, timeout)
+                stopped.append(f"{name} (pid {pid})")
+        self._pid_record.unlink(missing_ok=True)
+        return stopped
 
     def __enter__(self) -> LocalSlurm:
         self.start()
