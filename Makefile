@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve test bench bench-cost clean
+.PHONY: deps demo serve test bench bench-cost bench-faults clean
 
 deps: $(STAMP) $(SYSTEM_STAMP)
 
@@ -39,4 +39,9 @@ clean:
 bench-cost: deps
 	$(PY) bench/cost_simulation.py
 
-bench: bench-cost
+# The fault campaign (issue: AWS's bad days): lifecycles through the API while AWS calls
+# fail, in both modes, then an audit of everything left. LIFECYCLES=20 for a quick look.
+bench-faults: deps
+	$(PY) bench/fault_campaign.py
+
+bench: bench-cost bench-faults

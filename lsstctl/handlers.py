@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
 from lsstctl.errors import ValidationError
-from lsstctl.observability import bind, logger, metrics, tracer
+from lsstctl.observability import bind, invocation_context, logger, metrics, tracer
 from lsstctl.services.deps import Deps
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
@@ -63,7 +63,7 @@ def classified(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any
 
 
 def step_handler(actions: dict[str, Action]) -> Handler:
-    @logger.inject_lambda_context(correlation_id_path="execution", clear_state=True)
+    @invocation_context(correlation_id_path="execution")
     @tracer.capture_lambda_handler(capture_response=False)
     @metrics.log_metrics
     @classified
@@ -79,17 +79,16 @@ def step_handler(actions: dict[str, Action]) -> Handler:
 
 
 def trigger_handler(run: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
-    """A scheduled or event trigger (guard, reconciler, alarms, budgets): the trigger's
-    request id correlates its lines; AWS failures are classified so that EventBridge's
-    and SNS's own retries see a clean error."""
+    """A scheduled or event trigger (guard, reconciler, alarms, budgets): its invocation's
+    id correlates its lines; AWS failures are classified so that EventBridge's and SNS's
+    own retries see a clean error."""
 
-    @logger.inject_lambda_context(clear_state=True)
+    @invocation_context()
     @tracer.capture_lambda_handler(capture_response=False)
     @metrics.log_metrics
     @classified
     @functools.wraps(run)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        bind(request_id=getattr(context, "aws_request_id", None))
         return run(event)
 
     return lambda_handler

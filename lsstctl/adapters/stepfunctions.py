@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
+from lsstctl.observability import logger
 from lsstctl.ports import ExecutionStatus
 
 
@@ -19,9 +20,12 @@ class StepFunctionsStarter:
 
     def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
         try:
-            return self.client.start_execution(
+            arn = self.client.start_execution(
                 stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
             )["executionArn"]
+            # This line joins the request (its id is bound) to the execution's own lines.
+            logger.info("workflow started", extra={"execution": arn})
+            return arn
         except ClientError as error:
             if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
                 raise

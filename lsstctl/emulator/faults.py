@@ -134,6 +134,9 @@ class FaultInjector:
     services: frozenset[str] | None = None  # None: every service
     plan: Callable[[Call], bool] | None = None
     scope: Callable[[], bool] = product_call
+    # Always this (code, HTTP status) instead of a random throttle or 5xx: e.g. a
+    # permanent ("AccessDeniedException", 400), to check what is not transient.
+    error: tuple[str, int] | None = None
     log: list[Fault] = field(default_factory=list)
     calls: int = 0
 
@@ -160,6 +163,9 @@ class FaultInjector:
                    services=frozenset(services.split(":")) if services else None)
 
     def install(self) -> "FaultInjector":
+        """Hook into the default session. A client copies the session's hooks when it is
+        built, so the control plane's cached clients are dropped (`wiring.deps`): the
+        next ones carry the hooks. Take `wiring.deps()` after this, not before."""
         import boto3
 
         self._session = boto3._get_default_session()
@@ -167,11 +173,15 @@ class FaultInjector:
         # First, so that an in-process moto (which also answers before-send) never sees the call.
         events.register_first("before-call", self._before_call, unique_id="lsstctl-faults-call")
         events.register_first("before-send", self._before_send, unique_id="lsstctl-faults-send")
+        self.enabled = True
+        if "lsstctl.wiring" in sys.modules:
+            sys.modules["lsstctl.wiring"].deps.cache_clear()
         log.info("fault injection on: mode=%s rate=%s seed=%s services=%s", self.mode, self.rate, self.seed,
                  sorted(self.services) if self.services else "all")
         return self
 
     def uninstall(self) -> None:
+        self.enabled = False  # clients built meanwhile keep a copy of the hooks: now inert
         if self._session is not None:
             self._session.events.unregister("before-call", unique_id="lsstctl-faults-call")
             self._session.events.unregister("before-send", unique_id="lsstctl-faults-send")
@@ -199,7 +209,7 @@ class FaultInjector:
             fail = self.plan(call) if self.plan is not None else self._rng.random() < self.rate
             if not fail:
                 return None
-            code, status = _choose(service, self._rng)
+            code, status = self.error or _choose(service, self._rng)
             self.log.append(Fault(call.index, service, operation, code, status, self.mode))
         log.info("injected fault #%d: %s.%s -> %s (%d, %s)", call.index, service, operation, code, status, self.mode)
         return code, status
@@ -263,6 +273,71 @@ def service_ids(names: Any) -> frozenset[str] | None:
 def fail_call(index: int) -> Callable[[Call], bool]:
     """Fail exactly the call with this index (one fault at a time)."""
     return lambda call: call.index == index
+
+
+def call_positions(calls: list[Call]) -> list[tuple[str, int]]:
+    """Where each call sits: (the workflow action making it, its index among that
+    action's calls in the action's first invocation). Repeated invocations of an action
+    (polls) make the same calls again, so one of each is enough."""
+    positions: list[tuple[str, int]] = []
+    seen_invocations: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for call in calls:
+        invocation = call.invocation or {}
+        if not invocation.get("action"):
+            continue  # not a workflow step's call
+        action = str(invocation["action"])
+        first = seen_invocations.setdefault(action, str(invocation.get("request_id")))
+        if first != str(invocation.get("request_id")):
+            continue
+        positions.append((action, counts.get(action, 0)))
+        counts[action] = counts.get(action, 0) + 1
+    return positions
+
+
+def fail_at(*positions: tuple[str, int]) -> Callable[[Call], bool]:
+    """Fail the call at each of these positions (see call_positions) once: in the first
+    invocation of its action, the call with that index. Positions of different actions
+    make one workflow run in which each of those steps fails once, one after the other."""
+    wanted = dict(positions)
+    if len(wanted) != len(positions):
+        raise ValueError("at most one position per action")
+    first: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def plan(call: Call) -> bool:
+        invocation = call.invocation or {}
+        action = invocation.get("action")
+        if action not in wanted:
+            return False
+        with lock:
+            if first.setdefault(action, invocation.get("request_id")) != invocation.get("request_id"):
+                return False  # a retry or a later poll: the step already failed once
+            index = seen.get(action, 0)
+            seen[action] = index + 1
+            return index == wanted[action]
+
+    return plan
+
+
+def fault_rounds(positions: list[tuple[str, int]]) -> list[tuple[tuple[str, int], ...]]:
+    """Rounds of positions, one per action each: round k fails the k-th call of every
+    step that has one. Every position is in exactly one round."""
+    by_action: dict[str, list[int]] = {}
+    for action, index in positions:
+        by_action.setdefault(action, []).append(index)
+    rounds = max((len(v) for v in by_action.values()), default=0)
+    return [tuple((a, v[k]) for a, v in by_action.items() if k < len(v)) for k in range(rounds)]
+
+
+def recording(into: list[Call]) -> Callable[[Call], bool]:
+    """A plan that fails nothing and keeps every call (to learn a run's positions)."""
+    def plan(call: Call) -> bool:
+        into.append(call)
+        return False
+
+    return plan
 
 
 def fail_first_call_of_each_step() -> Callable[[Call], bool]:

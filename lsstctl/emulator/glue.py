@@ -34,7 +34,8 @@ import traceback
 import uuid
 from datetime import timedelta
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,18 @@ _invocation = threading.local()
 def current_invocation() -> dict[str, Any] | None:
     """The Lambda invocation this thread runs ({function, action, request_id}), if any."""
     return getattr(_invocation, "value", None)
+
+
+@contextmanager
+def invocation(function: str, event: Any, request_id: str) -> Iterator[None]:
+    """Mark this thread as running one Lambda invocation (fault plans key on it)."""
+    outer = current_invocation()
+    _invocation.value = {"function": function, "request_id": request_id,
+                         "action": event.get("action") if isinstance(event, dict) else None}
+    try:
+        yield
+    finally:
+        _invocation.value = outer
 
 
 def current_shell() -> HeadNodeShell:
@@ -382,6 +395,10 @@ def install(shell: HeadNodeShell) -> None:
     install_atomic_dynamodb_writes()
     install_eventbridge_targets()
     install_alarm_events()
+    _state.setdefault("config", {
+        "execute_state_machine": default_user_config["stepfunctions"].get("execute_state_machine"),
+        "load_aws_managed_policies": default_user_config["iam"].get("load_aws_managed_policies"),
+    })
     default_user_config["stepfunctions"]["execute_state_machine"] = True
     # The head node policy names AWS-managed policies (AmazonSSMManagedInstanceCore).
     default_user_config["iam"]["load_aws_managed_policies"] = True
@@ -400,13 +417,8 @@ def install(shell: HeadNodeShell) -> None:
             memory_limit_in_mb=int(self.memory_size or 512),
             timeout_seconds=int(self.timeout or 900),
         )
-        outer = current_invocation()
-        _invocation.value = {"function": self.function_name, "request_id": context.aws_request_id,
-                             "action": (event or {}).get("action") if isinstance(event, dict) else None}
-        try:
+        with invocation(self.function_name, event, context.aws_request_id):
             payload, errored = invoke_in_process(self.handler, event or {}, context)
-        finally:
-            _invocation.value = outer
         return payload, errored, ""
 
     original_send = _state["ssm"]
@@ -424,9 +436,17 @@ def install(shell: HeadNodeShell) -> None:
 
 def uninstall() -> None:
     from moto.awslambda.models import LambdaFunction
+    from moto.core.config import default_user_config
     from moto.ssm.models import SimpleSystemManagerBackend
 
     from moto.dynamodb.models import DynamoDBBackend
+
+    # moto's process-wide settings back as they were (loading AWS's managed policies into
+    # every later account costs seconds).
+    config = _state.pop("config", None)
+    if config is not None:
+        default_user_config["stepfunctions"]["execute_state_machine"] = config["execute_state_machine"]
+        default_user_config["iam"]["load_aws_managed_policies"] = config["load_aws_managed_policies"]
 
     if "lambda" in _state:
         LambdaFunction._invoke_lambda = _state.pop("lambda")

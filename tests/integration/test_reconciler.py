@@ -183,14 +183,14 @@ def test_idle_alarms_follow_the_records(plane):
     assert deps.monitor.list_idle_alarms() == ["watched"]
 
 
-def test_jobs_whose_workflow_never_started_are_cancelled_and_interrupted_ones_resume(plane, monkeypatch):
+def test_jobs_whose_workflow_never_started_are_cancelled_and_interrupted_ones_resume(plane):
     deps = wiring.deps()
     ready("busy", plane, budget_usd=100)
     started = jobs.submit_job(deps, ALICE, "busy", JobSpec(command="true"), request_key="k-1")
-    monkeypatch.setattr(deps.workflows, "start", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("throttled")))
-    with pytest.raises(RuntimeError):
-        jobs.submit_job(deps, ALICE, "busy", JobSpec(command="false"), request_key="k-2")
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:  # its own: undoing it leaves the fixture's
+        patch.setattr(deps.workflows, "start", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("throttled")))
+        with pytest.raises(RuntimeError):
+            jobs.submit_job(deps, ALICE, "busy", JobSpec(command="false"), request_key="k-2")
     boto3.client("stepfunctions").stop_execution(executionArn=started.execution)
     plane.advance(GRACE_PLUS)
     summary = reconciler.reconcile(deps)

@@ -198,3 +198,30 @@ def test_failed_and_cancelled_jobs_are_recorded(emulator):
     wait_execution(long_running.execution)
     record = deps.store.get_job(name, long_running.job_id)
     assert record.state.value == "cancelled"
+
+
+def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator):
+    """The real ASL under faults: the first AWS call of every teardown step fails once,
+    beyond the SDK's retries; each Task's Retry carries it, and the outputs still reach S3."""
+    from lsstctl.emulator.faults import FaultInjector, fail_first_call_of_each_step
+
+    name = unique("faulty")
+    launched_ready(name)
+    out = Path(emulator.workdir) / "nodes" / name / "shared" / "outputs" / "j-1"
+    out.mkdir(parents=True)
+    (out / "kept.txt").write_text("data")
+    with FaultInjector(plan=fail_first_call_of_each_step()) as faults:
+        record = clusters.request_teardown(wiring.deps(), name, reason="user", principal=ALICE)
+        execution = wait_execution(record.teardown_execution, timeout=120)
+    assert execution["status"] == "SUCCEEDED", execution
+    # begin, stop_fleet, archive, poll_archive, delete, poll_delete, finish: each failed once
+    assert len(faults.log) == 7, faults.log
+    gone = wiring.deps().store.get_cluster(name)
+    assert gone.state == ClusterState.DELETED and gone.teardown["outcome"] == "deleted"
+    assert live_instances(name) == []
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
+    assert f"alice/{name}/g1/j-1/kept.txt" in keys
+    history = boto3.client("stepfunctions").get_execution_history(executionArn=record.teardown_execution,
+                                                                  maxResults=1000)["events"]
+    retried = [e for e in history if e["type"] == "LambdaFunctionFailed"]
+    assert len(retried) == len(faults.log)  # every fault was a failed attempt, then a retry
