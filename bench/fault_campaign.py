@@ -38,10 +38,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
 sys.path.insert(0, str(ROOT))
 
 MAX_TRIES = 40  # a client gives up on one request after this many 503s
 WAIT_LIMIT = 900  # seconds a lifecycle waits for one state before calling it failed
+POLL_SECONDS = 2  # how often a client looks at what it waits for
 
 
 @dataclass
@@ -92,7 +94,7 @@ class Client:
             status, payload = self.call("GET", path)
             if status == 200 and payload[field_name] in wanted | stop:
                 return payload[field_name], payload
-            time.sleep(0.5)
+            time.sleep(POLL_SECONDS)
         return "timeout", None
 
 

@@ -86,7 +86,7 @@ class TransientError(ControlPlaneError):
 
     code = "temporarily_unavailable"
     http_status = 503
-    retry_after_seconds = 2
+    retry_after_seconds = 1
 
 
 class AwsUnavailableError(TransientError):

@@ -207,7 +207,7 @@ def classify(error: BaseException) -> ControlPlaneError | None:
         return AwsUnavailableError(
             f"AWS is unavailable or throttling ({code}{where}); retry after a pause",
             aws_code=code, operation=operation or None,
-            retry_after_seconds=5 if code in THROTTLING_CODES else 2,
+            retry_after_seconds=2 if code in THROTTLING_CODES else 1,
         )
     return AwsError(f"AWS refused a call the control plane made ({code}{where})", aws_code=code,
                     operation=operation or None)

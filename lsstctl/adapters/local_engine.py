@@ -46,6 +46,10 @@ def stack_template(name: str) -> dict[str, Any]:
     }
 
 
+def _missing(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
 def fleet_table_name(cluster: str) -> str:
     return f"parallelcluster-{cluster}"
 
@@ -173,8 +177,10 @@ class LocalClusterEngine:
             item = self.dynamodb.get_item(
                 TableName=fleet_table_name(name), Key={"Id": {"S": "LOCAL_DELETION"}}
             ).get("Item")
-        except ClientError:
-            return None
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise  # a throttled read is not "no deletion pending"
         if not item:
             return None
         return datetime.fromisoformat(item["requested_at"]["S"]) + timedelta(seconds=self._delete_seconds)
@@ -248,8 +254,10 @@ class LocalClusterEngine:
             item = self.dynamodb.get_item(
                 TableName=fleet_table_name(name), Key={"Id": {"S": "COMPUTE_FLEET"}}
             ).get("Item")
-        except ClientError:
-            return None
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
         return item["Data"]["M"]["status"]["S"] if item else None
 
     def _instances(self, name: str, *, node_type: str | None = None, queue: str | None = None) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 from lsstctl.domain.models import ClusterState as S
 
 ALLOWED: dict[S, frozenset[S]] = {
-    S.REQUESTED: frozenset({S.LAUNCHING, S.TEARING_DOWN}),
+    # requested -> deleted: a launch withdrawn before anything was created (its workflow
+    # could not start), in one write.
+    S.REQUESTED: frozenset({S.LAUNCHING, S.TEARING_DOWN, S.DELETED}),
     S.LAUNCHING: frozenset({S.INSTALLING, S.TEARING_DOWN}),
     S.INSTALLING: frozenset({S.READY, S.TEARING_DOWN}),
     S.READY: frozenset({S.TEARING_DOWN}),

@@ -198,6 +198,31 @@ def install_atomic_dynamodb_writes() -> None:
         setattr(DynamoDBBackend, name, locked(original))
 
 
+def install_fast_dispatch() -> None:
+    """moto's server finds the service of every request by listing its own package's
+    directories and matching every service's URL patterns, under one lock: with a few
+    lifecycles at once, a third of the emulator's time, and every request waits for every
+    other. The answer for a host never changes, so it is remembered."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    if "dispatch" in _state:
+        return
+    original = DomainDispatcherApplication.get_backend_for_host
+    _state["dispatch"] = original
+    known: dict[str, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host is None:
+            return None
+        try:
+            return known[host]
+        except KeyError:
+            found = known[host] = original(self, host)
+            return found
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
+
+
 _DELIVERED = ("lambda", "states", "sns")
 
 
@@ -395,6 +420,7 @@ def install(shell: HeadNodeShell) -> None:
     install_atomic_dynamodb_writes()
     install_eventbridge_targets()
     install_alarm_events()
+    install_fast_dispatch()
     _state.setdefault("config", {
         "execute_state_machine": default_user_config["stepfunctions"].get("execute_state_machine"),
         "load_aws_managed_policies": default_user_config["iam"].get("load_aws_managed_policies"),
@@ -461,6 +487,10 @@ def uninstall() -> None:
         from moto.cloudwatch.models import Alarm
 
         Alarm.update_state = _state.pop("alarm")
+    if "dispatch" in _state:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+        DomainDispatcherApplication.get_backend_for_host = _state.pop("dispatch")
     set_clock(None)
     if "wait" in _state:
         use_virtual_waits(None)

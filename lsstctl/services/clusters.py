@@ -147,10 +147,10 @@ def withdraw_launch(deps: Deps, name: str) -> None:
     claim a launch. Best effort — if AWS fails this too, the client's retry converges on the
     record, and without a retry the reconciler withdraws it."""
     try:
-        transition(deps, name, ClusterState.TEARING_DOWN, "launch workflow could not start",
-                   allowed_from=frozenset({ClusterState.REQUESTED}))
+        # One write: either the record is withdrawn, or it stays `requested` and a retry of
+        # the request converges on it (never half-way, in a state that refuses the retry).
         transition(deps, name, ClusterState.DELETED, "launch workflow could not start",
-                   allowed_from=frozenset({ClusterState.TEARING_DOWN}))
+                   allowed_from=frozenset({ClusterState.REQUESTED}))
     except Exception:
         logger.warning("could not withdraw a launch that did not start; the reconciler will", extra={"cluster": name})
 

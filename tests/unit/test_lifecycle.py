@@ -25,5 +25,8 @@ def test_launch_path_is_linear():
     assert not can_transition(S.REQUESTED, S.READY)
 
 
-def test_only_teardown_reaches_deleted():
-    assert sources_of(S.DELETED) == {S.TEARING_DOWN}
+def test_only_teardown_or_a_withdrawn_request_reaches_deleted():
+    # A request whose workflow never started holds nothing billable (the workflow moves it
+    # to launching before creating anything), so it may be withdrawn in one write.
+    assert sources_of(S.DELETED) == {S.TEARING_DOWN, S.REQUESTED}
+    assert not can_transition(S.LAUNCHING, S.DELETED) and not can_transition(S.READY, S.DELETED)
