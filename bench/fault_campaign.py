@@ -23,7 +23,9 @@ import argparse
 import json
 import os
 import re
+import logging
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -39,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+logging.getLogger("pcluster").setLevel(logging.CRITICAL)  # its validators log every AWS error they see
 sys.path.insert(0, str(ROOT))
 
 MAX_TRIES = 40  # a client gives up on one request after this many 503s
@@ -101,7 +104,11 @@ class Client:
 def lifecycle(index: int, base: str, tally: Tally) -> dict[str, Any]:
     user, name = f"u{index:03d}", f"c{index:03d}"
     client = Client(base, user, tally)
-    outcome: dict[str, Any] = {"index": index, "cluster": name, "completed": False}
+    outcome: dict[str, Any] = {"index": index, "cluster": name, "completed": False, "phases": {}}
+    started = time.monotonic()
+
+    def phase(label: str) -> None:
+        outcome["phases"][label] = round(time.monotonic() - started, 1)
 
     def fail(step: str, detail: Any) -> dict[str, Any]:
         outcome.update(failed_at=step, detail=str(detail)[:300])
@@ -110,12 +117,15 @@ def lifecycle(index: int, base: str, tally: Tally) -> dict[str, Any]:
     status, body = client.call("POST", "/users", {"name": user}, key=f"user-{index}")
     if status not in (200, 201):
         return fail("user", (status, body))
+    phase("user")
     spec = {"name": name, "queues": [{"name": "compute", "instance_types": ["c5.large"], "min_nodes": 1,
                                       "max_nodes": 2}], "stack_tag": "w_2026_47", "budget_usd": 25}
     status, body = client.call("POST", "/clusters", spec, key=f"launch-{index}")
     if status != 202:
         return fail("launch", (status, body))
+    phase("launch accepted")
     state, cluster = client.wait(f"/clusters/{name}", "state", {"ready"}, {"failed", "deleted"})
+    phase("ready")
     if state != "ready":
         fail("ready", (state, (cluster or {}).get("failure")))
     else:
@@ -127,12 +137,14 @@ def lifecycle(index: int, base: str, tally: Tally) -> dict[str, Any]:
         else:
             job_state, job = client.wait(f"/clusters/{name}/jobs/{outcome['job_id']}", "state", {"completed"},
                                          {"failed", "cancelled"})
+            phase("job finished")
             if job_state != "completed":
                 fail("job finished", (job_state, (job or {}).get("history", [])[-1:]))
     status, body = client.call("DELETE", f"/clusters/{name}", key=f"delete-{index}")
     if status != 202:
         return fail("delete", (status, body))
     state, cluster = client.wait(f"/clusters/{name}", "state", {"deleted"}, {"failed"})
+    phase("deleted")
     if state != "deleted":
         return fail("deleted", (state, (cluster or {}).get("failure")))
     if "failed_at" not in outcome:
@@ -274,6 +286,8 @@ def report(result: dict[str, Any]) -> str:
     other_5xx = [w for w in result["wrong"] if " -> 5" in w]
     generic_500 = [w for w in other_5xx if "internal_error" in w]
     failures = Counter(o.get("failed_at") for o in outcomes if not o["completed"])
+    phases = ["user", "launch accepted", "ready", "job finished", "deleted"]
+    medians = {p: statistics.median([o["phases"][p] for o in outcomes if p in o["phases"]] or [0]) for p in phases}
     lines = [
         f"mode {result['mode']}: {result['rate']:.0%} of the control plane's AWS "
         + ("calls fail beyond the SDK's retries" if result["mode"] == "outlast" else "requests fail before the SDK's retries")
@@ -292,6 +306,7 @@ def report(result: dict[str, Any]) -> str:
         f"  orphaned billable resources    {len(result['left'])} (${result['orphan_usd_per_hour']:.4f}/h)",
         f"  clusters not deleted           {len(result['not_deleted'])}",
         f"  settled after the campaign     {'yes' if result['settled'] else 'NO'}; {result['seconds']:.0f} s in all",
+        "  a lifecycle's median timeline  " + ", ".join(f"{p} {medians[p]:.0f} s" for p in phases),
     ]
     for title, items in (("refused wrongly / 5xx", result["wrong"]), ("left in AWS", result["left"]),
                          ("duplicates", result["duplicates"]), ("lost", result["lost"]),

@@ -11,6 +11,8 @@ then the request answers 503 (AwsUnavailableError), never 400.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import threading
 import time
@@ -117,13 +119,34 @@ class PclusterConfigValidator:
         self._suppress = list(suppress)
         self._attempts = attempts
         self._sleep = sleep
+        self._verdicts: dict[str, tuple[float, Any]] = {}
+        self._verdicts_lock = threading.Lock()
 
     def validate(self, name: str, config: dict[str, Any]) -> list[str]:
         # pcluster picks its region from the environment.
         os.environ.setdefault("AWS_DEFAULT_REGION", self._region)
         if self._mode == "schema":
             return self._schema_only(name, config)
-        return self._dry_run(name, config)
+        # A client repeating a request (after a 503 from a later step, say) sends the same
+        # config: ParallelCluster's verdict on it, reached without any AWS failure, stands
+        # for CACHE_SECONDS instead of costing a dry run each time.
+        key = hashlib.sha256(json.dumps([name, config], sort_keys=True, default=str).encode()).hexdigest()
+        with self._verdicts_lock:
+            cached = self._verdicts.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            if isinstance(cached[1], ClusterConfigError):
+                raise cached[1]
+            return list(cached[1])
+        try:
+            verdict: Any = self._dry_run(name, config)
+        except ClusterConfigError as rejected:
+            verdict = rejected
+        with self._verdicts_lock:
+            self._verdicts = {k: v for k, v in self._verdicts.items() if time.monotonic() - v[0] < CACHE_SECONDS}
+            self._verdicts[key] = (time.monotonic(), verdict)
+        if isinstance(verdict, ClusterConfigError):
+            raise verdict
+        return list(verdict)
 
     @staticmethod
     def _schema_only(name: str, config: dict[str, Any]) -> list[str]:

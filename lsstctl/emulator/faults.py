@@ -275,58 +275,73 @@ def fail_call(index: int) -> Callable[[Call], bool]:
     return lambda call: call.index == index
 
 
-def call_positions(calls: list[Call]) -> list[tuple[str, int]]:
-    """Where each call sits: (the workflow action making it, its index among that
-    action's calls in the action's first invocation). Repeated invocations of an action
-    (polls) make the same calls again, so one of each is enough."""
-    positions: list[tuple[str, int]] = []
-    seen_invocations: dict[str, str] = {}
-    counts: dict[str, int] = {}
+Position = tuple[str, tuple[str, int]]  # (action, ("service.Operation", n-th such call))
+
+
+def _key(call: Call, counts: dict[str, int]) -> tuple[str, int]:
+    operation = f"{call.service}.{call.operation}"
+    n = counts.get(operation, 0)
+    counts[operation] = n + 1
+    return operation, n
+
+
+def call_positions(calls: list[Call]) -> list[Position]:
+    """Where each call sits: (the workflow action making it, (its operation, the how-many-th
+    call of that operation it is in the action's first invocation)). Keyed by operation,
+    not by overall index, so a step whose number of status reads varies with timing (a
+    command polled until it ends) keeps the same positions for its other calls. Repeated
+    invocations of an action (polls) make the same calls again, so one of each is enough."""
+    positions: list[Position] = []
+    first: dict[str, str] = {}
+    counts: dict[str, dict[str, int]] = {}
     for call in calls:
         invocation = call.invocation or {}
         if not invocation.get("action"):
             continue  # not a workflow step's call
         action = str(invocation["action"])
-        first = seen_invocations.setdefault(action, str(invocation.get("request_id")))
-        if first != str(invocation.get("request_id")):
+        if first.setdefault(action, str(invocation.get("request_id"))) != str(invocation.get("request_id")):
             continue
-        positions.append((action, counts.get(action, 0)))
-        counts[action] = counts.get(action, 0) + 1
+        positions.append((action, _key(call, counts.setdefault(action, {}))))
     return positions
 
 
-def fail_at(*positions: tuple[str, int]) -> Callable[[Call], bool]:
+class fail_at:
     """Fail the call at each of these positions (see call_positions) once: in the first
-    invocation of its action, the call with that index. Positions of different actions
-    make one workflow run in which each of those steps fails once, one after the other."""
-    wanted = dict(positions)
-    if len(wanted) != len(positions):
-        raise ValueError("at most one position per action")
-    first: dict[str, Any] = {}
-    seen: dict[str, int] = {}
-    lock = threading.Lock()
+    invocation of its action, the n-th call of that operation. Positions of different
+    actions make one workflow run in which each of those steps fails once, one after the
+    other. `fired` lists the positions whose call did fail (a step that made fewer calls
+    this time, or did not run at all, leaves its position unfired)."""
 
-    def plan(call: Call) -> bool:
+    def __init__(self, *positions: Position) -> None:
+        self.wanted = dict(positions)
+        if len(self.wanted) != len(positions):
+            raise ValueError("at most one position per action")
+        self.fired: list[Position] = []
+        self._first: dict[str, Any] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, call: Call) -> bool:
         invocation = call.invocation or {}
         action = invocation.get("action")
-        if action not in wanted:
+        if action not in self.wanted:
             return False
-        with lock:
-            if first.setdefault(action, invocation.get("request_id")) != invocation.get("request_id"):
+        with self._lock:
+            if self._first.setdefault(action, invocation.get("request_id")) != invocation.get("request_id"):
                 return False  # a retry or a later poll: the step already failed once
-            index = seen.get(action, 0)
-            seen[action] = index + 1
-            return index == wanted[action]
+            key = _key(call, self._counts.setdefault(action, {}))
+            if key != self.wanted[action]:
+                return False
+            self.fired.append((action, key))
+            return True
 
-    return plan
 
-
-def fault_rounds(positions: list[tuple[str, int]]) -> list[tuple[tuple[str, int], ...]]:
+def fault_rounds(positions: list[Position]) -> list[tuple[Position, ...]]:
     """Rounds of positions, one per action each: round k fails the k-th call of every
     step that has one. Every position is in exactly one round."""
-    by_action: dict[str, list[int]] = {}
-    for action, index in positions:
-        by_action.setdefault(action, []).append(index)
+    by_action: dict[str, list[tuple[str, int]]] = {}
+    for action, key in positions:
+        by_action.setdefault(action, []).append(key)
     rounds = max((len(v) for v in by_action.values()), default=0)
     return [tuple((a, v[k]) for a, v in by_action.items() if k < len(v)) for k in range(rounds)]
 

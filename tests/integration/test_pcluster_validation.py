@@ -86,10 +86,11 @@ def test_a_throttled_validator_is_retried_not_a_verdict(render, validator):
             return True
         return False
 
-    # When the same good config is validated from a cold start
+    # When the same good config is validated from a cold start (a new container)
     reset_pcluster_caches()
+    fresh = PclusterConfigValidator(mode="full", region="us-east-1", suppress=EMULATOR_SUPPRESSED)
     with FaultInjector(plan=throttle_once) as faults:
-        warnings = validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
+        warnings = fresh.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
     # Then the dry run was repeated and the config passed: throttling is no finding
     assert len(faults.log) == 1 and isinstance(warnings, list)
 
@@ -103,3 +104,14 @@ def test_a_validator_that_keeps_failing_is_a_503_never_a_400(render):
             validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))
     assert refused.value.http_status == 503 and faults.log
     assert not isinstance(refused.value, ClusterConfigError)
+
+
+def test_a_verdict_reached_without_aws_failures_is_reused_for_the_same_config(render, validator):
+    config = render({"name": "q", "instance_types": ["c5.large"], "min_nodes": 3, "max_nodes": 2})
+    with pytest.raises(ClusterConfigError):
+        validator.validate("c1", config)
+    # The client repeats the request: the same verdict, without a second dry run
+    with FaultInjector(plan=lambda call: True) as faults:
+        with pytest.raises(ClusterConfigError, match="Max count"):
+            validator.validate("c1", config)
+    assert faults.calls == 0
