@@ -37,6 +37,13 @@ def bind(**keys: object) -> None:
     _bound.keys = tuple(values)
 
 
+def bind_more(**keys: object) -> None:
+    """Add keys to this request's (the caller, once known), leaving those bound before."""
+    values = {k: v for k, v in keys.items() if v is not None}
+    logger.thread_safe_append_keys(**values)
+    _bound.keys = tuple(dict.fromkeys((*getattr(_bound, "keys", ()), *values)))
+
+
 def request_id() -> str:
     """The request this thread works for ('' outside one): workflows started here carry it."""
     return str(logger.thread_safe_get_current_keys().get("request_id") or "")

@@ -7,8 +7,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lsstctl.domain.principals import parse_admins
 
 
 class Settings(BaseSettings):
@@ -50,9 +52,16 @@ class Settings(BaseSettings):
     iam_path: str = "/lsstctl/"
     secret_prefix: str = "lsstctl/users/"
 
-    admin_principals: str = "admin"
-    # Local mode only: trust the X-Lsst-Principal header as the caller's identity.
+    # The AWS account the control plane serves: callers from any other are refused.
+    account_id: str = Field("", pattern=r"^(\d{12})?$")
+    # Admins, as full ARNs (comma separated): IAM users, roles (every session), or one
+    # session of a role. No bare names and no default (lsstctl.domain.principals).
+    admin_principals: str = ""
+    # Local mode only: trust the X-Lsst-Principal header as the caller's identity; a bare
+    # name stands for a session of this role (the emulator registers it, session names
+    # trusted).
     trust_principal_header: bool = False
+    local_people_role: str = "lsstctl-local-people"
     # Default poll intervals (seconds) for workflows; tests and the demo compress them.
     poll_seconds: int = 15
     launch_timeout_seconds: int = 3600
@@ -81,9 +90,11 @@ class Settings(BaseSettings):
     # Validators to skip (comma separated, e.g. type:HeadNodeLaunchTemplateValidator).
     suppressed_validators: str = ""
 
-    @property
-    def admins(self) -> frozenset[str]:
-        return frozenset(p.strip() for p in self.admin_principals.split(",") if p.strip())
+    @field_validator("admin_principals")
+    @classmethod
+    def _admins_are_arns(cls, value: str) -> str:
+        parse_admins(value)  # a bare name or a malformed ARN stops the container with its reason
+        return value
 
 
 @lru_cache(maxsize=1)

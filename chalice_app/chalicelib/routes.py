@@ -18,10 +18,12 @@ from pydantic import ValidationError as ModelError
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
 from lsstctl.domain.models import ClusterSpec, JobSpec, UserSpec
+from lsstctl.domain.principals import RegistrationSpec
 from lsstctl.errors import RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
-from lsstctl.observability import bind, logger, metrics, tracer
+from lsstctl.observability import bind, bind_more, logger, metrics, tracer
 from lsstctl.services import clusters, costs, jobs, users
-from lsstctl.services.identity import Principal, principal_from
+from lsstctl.services import identity as identity_module
+from lsstctl.services.identity import Principal
 from lsstctl.services.idempotency import once
 
 api = Blueprint(__name__)
@@ -37,18 +39,22 @@ def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 
 
 def _principal() -> Principal:
-    settings = wiring.deps().settings
+    """The caller, by its full ARN (API Gateway's SigV4 check), through the registry."""
+    deps = wiring.deps()
+    settings = deps.settings
     request = api.current_request
     identity = (request.context or {}).get("identity") or {}
-    caller = identity.get("userArn") or identity.get("caller")
-    if settings.trust_principal_header:
-        caller = request.headers.get(PRINCIPAL_HEADER) or caller
+    caller = identity.get("userArn")
+    if settings.trust_principal_header and request.headers.get(PRINCIPAL_HEADER):
+        caller = identity_module.local_caller(deps, request.headers[PRINCIPAL_HEADER])
     if not caller:
         raise UnauthenticatedError(
             "sign the request with AWS SigV4"
             + (f" or, locally, send the {PRINCIPAL_HEADER} header" if settings.trust_principal_header else "")
         )
-    return principal_from(caller, admins=settings.admins, user_prefix=settings.user_name_prefix)
+    principal = identity_module.resolve(deps, caller)
+    bind_more(caller=principal.arn, owner=principal.name)
+    return principal
 
 
 def _body() -> Any:
@@ -257,3 +263,43 @@ def list_jobs(name: str) -> Response:
 @api.route("/clusters/{name}/jobs/{job_id}", methods=["GET"], authorizer=iam)
 def get_job(name: str, job_id: str) -> Response:
     return _route(lambda: _json(200, jobs.get_job(wiring.deps(), _principal(), name, job_id).model_dump(mode="json")))
+
+
+# principals (admins) -------------------------------------------------------------------
+@api.route("/principals", methods=["POST"], authorizer=iam)
+def register_principal() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        body = _body()
+        spec = _model(RegistrationSpec, body)
+
+        def operation() -> dict[str, Any]:
+            registration, created = identity_module.register_role(wiring.deps(), principal, spec)
+            return {"status": 201 if created else 200, "body": registration.model_dump(mode="json")}
+
+        return _idempotent(principal, "POST /principals", body, operation)
+
+    return _route(run)
+
+
+@api.route("/principals", methods=["GET"], authorizer=iam)
+def list_principals() -> Response:
+    return _route(lambda: _json(200, {"principals": [
+        r.model_dump(mode="json") for r in identity_module.list_registrations(wiring.deps(), _principal())]}))
+
+
+@api.route("/principals", methods=["DELETE"], authorizer=iam)
+def remove_principal() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        arn = (api.current_request.query_params or {}).get("arn")
+        if not arn:
+            raise ValidationError("give the principal's ARN: DELETE /principals?arn=...", field="arn")
+
+        def operation() -> dict[str, Any]:
+            removed = identity_module.remove_registration(wiring.deps(), principal, arn)
+            return {"status": 200, "body": removed.model_dump(mode="json")}
+
+        return _idempotent(principal, f"DELETE /principals?arn={arn}", {}, operation)
+
+    return _route(run)

@@ -1,6 +1,7 @@
 """DynamoDB state store: one table, optimistic concurrency on every cluster write.
 
-Items: CLUSTER#<name>/CLUSTER, CLUSTER#<name>/JOB#<job_id>, USER#<name>/USER.
+Items: CLUSTER#<name>/CLUSTER, CLUSTER#<name>/JOB#<job_id>, USER#<name>/USER,
+PRINCIPAL#<principal key>/PRINCIPAL (the identity registry).
 Each cluster write is conditional on the version it read, so of two racing transitions
 exactly one wins; the loser re-reads and fails unless the new state still allows it.
 """
@@ -18,6 +19,7 @@ from botocore.exceptions import ClientError
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
 from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Transition, User, iso, utcnow
+from lsstctl.domain.principals import Registration
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, TransientError
 
 BY_OWNER = "by_owner"
@@ -392,3 +394,20 @@ class DynamoStateStore:
 
     def list_users(self, owner: str | None) -> list[User]:
         return [User.model_validate(_from_ddb(i["doc"])) for i in self._query_index(owner, "USER")]
+
+    # the identity registry --------------------------------------------------------------
+    def get_registration(self, key: str) -> Registration | None:
+        item = self.table.get_item(Key={"pk": f"PRINCIPAL#{key}", "sk": "PRINCIPAL"}, ConsistentRead=True).get("Item")
+        return Registration.model_validate(_from_ddb(item["doc"])) if item else None
+
+    def put_registration(self, registration: Registration) -> None:
+        owner = registration.owner or "*"
+        self.table.put_item(Item={"pk": f"PRINCIPAL#{registration.key}", "sk": "PRINCIPAL", "kind": "PRINCIPAL",
+                                  "owner": owner, "owner_key": f"PRINCIPAL#{registration.key}",
+                                  "doc": _to_ddb(registration)})
+
+    def list_registrations(self) -> list[Registration]:
+        return [Registration.model_validate(_from_ddb(i["doc"])) for i in self._query_index(None, "PRINCIPAL")]
+
+    def delete_registration(self, key: str) -> None:
+        self.table.delete_item(Key={"pk": f"PRINCIPAL#{key}", "sk": "PRINCIPAL"})

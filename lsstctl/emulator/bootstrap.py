@@ -55,6 +55,11 @@ class RetryingSession:
 
         return self._session.client(service, config=Config(retries={"mode": "standard", "max_attempts": self.ATTEMPTS}))
 
+    def resource(self, service: str) -> Any:
+        from botocore.config import Config
+
+        return self._session.resource(service, config=Config(retries={"mode": "standard", "max_attempts": self.ATTEMPTS}))
+
 
 def render_definition(path: Path, values: dict[str, str]) -> str:
     """Fill ${Placeholders}; a placeholder without a value is an error, never left in."""
@@ -115,10 +120,35 @@ def create_tables(session: Any, *, state: str = "lsstctl-state", idempotency: st
     )
 
 
+LOCAL_PEOPLE_ROLE = "lsstctl-local-people"
+LOCAL_ADMIN = f"arn:aws:sts::{ACCOUNT}:assumed-role/{LOCAL_PEOPLE_ROLE}/admin"
+
+
+def register_local_people(session: Any, state_table: str = "lsstctl-state") -> dict[str, str]:
+    """The role whose sessions the local identity header names (`X-Lsst-Principal: alice`
+    is `arn:aws:sts::<account>:assumed-role/lsstctl-local-people/alice`), registered as an
+    admin registers IAM Identity Center's roles: session names trusted. Its `admin`
+    session is the local admin. Returns the settings that say so."""
+    from lsstctl.adapters.dynamodb_state import DynamoStateStore
+    from lsstctl.domain.models import iso, utcnow
+    from lsstctl.domain.principals import Registration, parse_arn
+
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
+    arn = session.client("iam").create_role(RoleName=LOCAL_PEOPLE_ROLE,
+                                            AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    DynamoStateStore(state_table, resource=session.resource("dynamodb")).put_registration(Registration(
+        key=parse_arn(arn).key, arn=arn, kind="role", trust_session_name=True,
+        registered_by="emulator bootstrap", registered_at=iso(utcnow())))
+    return {"LSSTCTL_ACCOUNT_ID": ACCOUNT, "LSSTCTL_ADMIN_PRINCIPALS": LOCAL_ADMIN,
+            "LSSTCTL_LOCAL_PEOPLE_ROLE": LOCAL_PEOPLE_ROLE}
+
+
 def bootstrap(session: Any, region: str) -> dict[str, str]:
     """Create everything; returns the LSSTCTL_* settings that point at it."""
     network = create_cluster_network(session, region)
     create_tables(session)
+    people = register_local_people(session)
     session.client("s3").create_bucket(Bucket="lsstctl-archive")
 
     events = session.client("events")
@@ -188,4 +218,5 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_BUDGET_ALERTS_TOPIC_ARN": budget_alerts,
         "LSSTCTL_GUARD_FUNCTION_ARN": triggers["guard"],
         "LSSTCTL_RECONCILER_FUNCTION_ARN": triggers["reconciler"],
+        **people,
     }

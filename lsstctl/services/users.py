@@ -5,7 +5,7 @@ from lsstctl.domain.models import User, UserSpec, iso
 from lsstctl.domain.pcluster_config import OWNER_TAG, PROJECT, PROJECT_TAG
 from lsstctl.domain.policies import user_policy
 from lsstctl.services.deps import Deps
-from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
+from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible, register_user
 from lsstctl.errors import NotFoundError
 
 POLICY_NAME = "lsstctl-operate-own-clusters"
@@ -25,10 +25,12 @@ def create_user(deps: Deps, principal: Principal, spec: UserSpec) -> User:
         secret_name=f"{s.secret_prefix}{spec.name}",
         tags={OWNER_TAG: spec.name, PROJECT_TAG: PROJECT},
     )
-    return _record(deps, spec.name, user_arn, secret_arn)
+    return _record(deps, spec.name, user_arn, secret_arn, by=principal.arn or principal.name)
 
 
-def _record(deps: Deps, name: str, user_arn: str, secret_arn: str) -> User:
+def _record(deps: Deps, name: str, user_arn: str, secret_arn: str, *, by: str) -> User:
+    # The IAM user is admitted as its owner from now on (its calls carry its ARN).
+    register_user(deps, name, user_arn, by)
     existing = deps.store.get_user(name)
     user = User(
         name=name,
@@ -48,7 +50,7 @@ def adopt_user(deps: Deps, name: str) -> User | None:
     create-user converges it if it went stale."""
     s = deps.settings
     found = deps.users.existing(f"{s.user_name_prefix}{name}", f"{s.secret_prefix}{name}")
-    return _record(deps, name, *found) if found else None
+    return _record(deps, name, *found, by="reconciler") if found else None
 
 
 def get_user(deps: Deps, principal: Principal, name: str) -> User:

@@ -474,8 +474,31 @@ def test_outputs_name_known_settings(template: dict[str, Any]) -> None:
     assert named - _settings_variables() == set()
     for needed in ("STATE_TABLE", "IDEMPOTENCY_TABLE", "ARCHIVE_BUCKET", "EVENT_BUS",
                    "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN",
-                   "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS"):
+                   "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS", "ACCOUNT_ID", "ADMIN_PRINCIPALS"):
         assert ENV_PREFIX + needed in named, f"no output for {ENV_PREFIX}{needed}"
+
+
+@pytest.mark.parametrize("value, admitted", [
+    ("", True),
+    ("arn:aws:iam::123456789012:user/ops-admin", True),
+    ("arn:aws:iam::123456789012:role/PlatformAdmins,arn:aws:sts::123456789012:assumed-role/SSO/carol", True),
+    ("admin", False),  # a bare name: anyone choosing a session name could match it
+    ("arn:aws:iam::123456789012:user/ops-admin,admin", False),
+    ("arn:aws:iam::123456789012:root", False),
+])
+def test_admins_are_full_arns_in_the_template_too(template: dict[str, Any], value: str, admitted: bool) -> None:
+    """The parameter's pattern admits what the API's settings admit, and nothing else."""
+    from lsstctl.settings import Settings
+
+    parameter = template["Parameters"]["AdminPrincipals"]
+    assert parameter["Default"] == ""
+    assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is admitted
+    try:
+        Settings(admin_principals=value)
+        settings_admit = True
+    except ValueError:
+        settings_admit = False
+    assert settings_admit is admitted
 
 
 def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) -> None:

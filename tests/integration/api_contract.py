@@ -218,20 +218,21 @@ def _create_resources() -> dict[str, str]:
     """What the API touches: state and idempotency tables, event bus, state machines."""
     import boto3
 
-    from lsstctl.emulator.bootstrap import create_tables
+    from lsstctl.emulator.bootstrap import create_tables, register_local_people
 
     create_tables(boto3.Session(region_name=REGION))
+    people = register_local_people(boto3.Session(region_name=REGION))
     boto3.client("events", region_name=REGION).create_event_bus(Name="lsstctl-events")
     sfn = boto3.client("stepfunctions", region_name=REGION)
     # Executions are recorded, never run: this test is about the HTTP contract.
     definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
     role = "arn:aws:iam::123456789012:role/lsstctl-test"
-    return {
+    return {**people, **{
         f"LSSTCTL_{kind.upper()}_STATE_MACHINE_ARN": sfn.create_state_machine(
             name=f"lsstctl-{kind}", definition=definition, roleArn=role
         )["stateMachineArn"]
         for kind in ("launch", "teardown", "job")
-    }
+    }}
 
 
 @pytest.fixture
@@ -254,7 +255,6 @@ def api(monkeypatch: pytest.MonkeyPatch, chalice_app: Any, contract: Contract) -
         "LSSTCTL_CONFIG_VALIDATION": "schema",
         "LSSTCTL_CLUSTER_SUBNET_ID": "subnet-0123456789abcdef0",
         "LSSTCTL_CLUSTER_KEY_NAME": "lsstctl-test",
-        "LSSTCTL_ADMIN_PRINCIPALS": ADMIN,
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
