@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # shared storage under its own directory.
     head_node_root: str = ""
 
+    # The managed policy every head node gets for its queue-depth metric (its own cluster's
+    # namespace only); empty: the deployment's default name in LSSTCTL_ACCOUNT_ID.
+    head_node_metrics_policy_arn: str = ""
     # The API's execute-api ARN, granted to created users (defaults to any API in the region).
     api_execute_arn: str = ""
     # Who Slurm jobs run as on the head node; empty means the OS's login user (ec2-user...).

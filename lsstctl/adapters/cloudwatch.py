@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
 
-from lsstctl.domain.scripts import QUEUE_DEPTH_METRIC as METRIC, QUEUE_DEPTH_NAMESPACE as NAMESPACE
+from lsstctl.domain.scripts import QUEUE_DEPTH_METRIC as METRIC, queue_depth_namespace
 ALARM_PREFIX = "lsstctl-idle-"
 
 
@@ -29,7 +29,7 @@ class CloudWatchMonitor:
         self.cloudwatch.put_metric_alarm(
             AlarmName=alarm_name(cluster),
             AlarmDescription=f"Cluster {cluster} has had no pending or running Slurm job for {idle_minutes} minutes",
-            Namespace=NAMESPACE,
+            Namespace=queue_depth_namespace(cluster),
             MetricName=METRIC,
             Dimensions=[{"Name": "Cluster", "Value": cluster}],
             Statistic="Maximum",
@@ -65,7 +65,7 @@ class CloudWatchMonitor:
     def max_queue_depth(self, cluster: str, start: datetime, end: datetime) -> float | None:
         """Highest queue depth published in [start, end]; None when nothing was published."""
         result = self.cloudwatch.get_metric_statistics(
-            Namespace=NAMESPACE,
+            Namespace=queue_depth_namespace(cluster),
             MetricName=METRIC,
             Dimensions=[{"Name": "Cluster", "Value": cluster}],
             StartTime=start,
@@ -79,7 +79,7 @@ class CloudWatchMonitor:
     def publish_queue_depth(self, cluster: str, depth: int, at: datetime) -> None:
         """What the head node's publisher sends (used by the emulator and the simulation)."""
         self.cloudwatch.put_metric_data(
-            Namespace=NAMESPACE,
+            Namespace=queue_depth_namespace(cluster),
             MetricData=[{"MetricName": METRIC, "Dimensions": [{"Name": "Cluster", "Value": cluster}],
                          "Timestamp": at, "Value": float(depth), "Unit": "Count"}],
         )

@@ -49,9 +49,15 @@ def _shared_storage(spec: ClusterSpec) -> dict[str, Any]:
 
 
 def render_cluster_config(
-    spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str, archive_bucket: str, archive_prefix: str
+    spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str, archive_bucket: str, archive_prefix: str,
+    metrics_policy_arn: str,
 ) -> dict[str, Any]:
-    """The ParallelCluster v3 config as a dict (what pcluster.lib accepts)."""
+    """The ParallelCluster v3 config as a dict (what pcluster.lib accepts).
+
+    The head node's credentials reach only what its own cluster needs: SSM (how the
+    control plane runs commands there), its own metrics namespace (the deployment's
+    head-node metrics policy), its own archive prefix; IMDSv2 only, and on the head
+    node the instance credentials are for root alone (ParallelCluster's Imds/Secured)."""
     tags = [
         {"Key": OWNER_TAG, "Value": owner},
         {"Key": CLUSTER_TAG, "Value": spec.name},
@@ -64,13 +70,15 @@ def render_cluster_config(
             # SSM Run Command is how the control plane reaches the head node.
             "AdditionalIamPolicies": [
                 {"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
-                # The queue-depth publisher (cloudwatch:PutMetricData) behind the idle alarm.
-                {"Policy": "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"},
+                # The queue-depth publisher behind the idle alarm: PutMetricData in this
+                # cluster's namespace only (never CloudWatchAgentServerPolicy: any namespace).
+                {"Policy": metrics_policy_arn},
             ],
             # Teardown archives outputs from the head node: write access to this cluster's prefix only.
             "S3Access": [{"BucketName": archive_bucket, "KeyName": f"{archive_prefix}/*", "EnableWriteAccess": True}],
         },
     }
+    head["Imds"] = {"Secured": True}
     if key_name:
         head["Ssh"] = {"KeyName": key_name}
     queues = [
@@ -84,6 +92,7 @@ def render_cluster_config(
     ]
     return {
         "Region": spec.region,
+        "Imds": {"ImdsSupport": "v2.0"},
         "Image": {"Os": spec.os},
         "HeadNode": head,
         "Scheduling": {

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lsstctl.domain.pcluster_config import OWNER_TAG
+from lsstctl.domain.pcluster_config import CLUSTER_TAG, OWNER_TAG
+from lsstctl.domain.scripts import QUEUE_DEPTH_NAMESPACE_PREFIX
+
+HEAD_NODE_METRICS_POLICY = "lsstctl-head-node-metrics"
 
 
 def user_policy(*, owner: str, region: str, api_arn: str, archive_bucket: str) -> dict[str, Any]:
@@ -50,4 +53,29 @@ def user_policy(*, owner: str, region: str, api_arn: str, archive_bucket: str) -
                 "Resource": f"arn:aws:s3:::{archive_bucket}/{owner}/*",
             },
         ],
+    }
+
+
+def head_node_metrics_policy() -> dict[str, Any]:
+    """What a head node may publish: metrics in its own cluster's namespace, and nowhere else.
+
+    IAM semantics relied on: a head node's calls are made by a session of the instance
+    role ParallelCluster creates for that cluster; CloudFormation gives that role the
+    stack's tags, which are the config's Tags (so `lsstctl:cluster` = the cluster's name);
+    `${aws:PrincipalTag/lsstctl:cluster}` is replaced by the calling role's tag value
+    before the condition is compared, and is absent (so the condition fails) for a role
+    without the tag; `cloudwatch:namespace` is the request's Namespace; StringEquals is
+    an exact, case-sensitive comparison. PutMetricData has no resource-level permissions,
+    hence Resource "*"; the instance role cannot tag itself (no iam:TagRole), so a shell on
+    one head node cannot take another cluster's name."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "QueueDepthOfOwnClusterOnly",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {
+                "cloudwatch:namespace": f"{QUEUE_DEPTH_NAMESPACE_PREFIX}/${{aws:PrincipalTag/{CLUSTER_TAG}}}"}},
+        }],
     }

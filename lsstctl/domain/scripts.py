@@ -40,8 +40,15 @@ echo "lsst_distrib $TAG installed in $STACK_DIR"
 """
 
 
-QUEUE_DEPTH_NAMESPACE = "LsstControlPlane/Slurm"
+# Each cluster publishes in a namespace of its own: the head node's role may put metrics
+# there and nowhere else (lsstctl.domain.policies.head_node_metrics_policy), so no head
+# node can feed another cluster's idle alarm.
+QUEUE_DEPTH_NAMESPACE_PREFIX = "LsstControlPlane/Slurm"
 QUEUE_DEPTH_METRIC = "QueueDepth"
+
+
+def queue_depth_namespace(cluster: str) -> str:
+    return f"{QUEUE_DEPTH_NAMESPACE_PREFIX}/{cluster}"
 
 PUBLISHER_TEMPLATE = r"""# Queue-depth publisher: every minute, pending + running Slurm jobs go to CloudWatch, where
 # the cluster's idle alarm watches them (no data at all counts as idle: a dead head node).
@@ -66,7 +73,7 @@ def render_publisher_install(*, cluster: str, region: str, node_root: str = "") 
         bin_dir=shlex.quote(f"{root}/opt/lsstctl/bin"),
         cron_dir=shlex.quote(f"{root}/etc/cron.d"),
         region=shlex.quote(region),
-        namespace=QUEUE_DEPTH_NAMESPACE,
+        namespace=shlex.quote(queue_depth_namespace(cluster)),
         metric=QUEUE_DEPTH_METRIC,
         cluster=shlex.quote(cluster),
     )

@@ -102,7 +102,20 @@ def create_cluster_network(session: Any, region: str, *, key_name: str = "lsstct
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20")["Subnet"]["SubnetId"]
     ec2.create_key_pair(KeyName=key_name, KeyType="rsa")
-    return {"subnet": subnet, "key": key_name, "ami": ensure_pcluster_ami(region)}
+    return {"subnet": subnet, "key": key_name, "ami": ensure_pcluster_ami(region),
+            "metrics_policy": create_head_node_metrics_policy(session)}
+
+
+def create_head_node_metrics_policy(session: Any) -> str:
+    """The deployment's head-node metrics policy (infra/control-plane.yaml has the same)."""
+    from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY, head_node_metrics_policy
+
+    iam = session.client("iam")
+    try:
+        return iam.create_policy(PolicyName=HEAD_NODE_METRICS_POLICY,
+                                 PolicyDocument=json.dumps(head_node_metrics_policy()))["Policy"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        return f"arn:aws:iam::{ACCOUNT}:policy/{HEAD_NODE_METRICS_POLICY}"
 
 
 def create_tables(session: Any, *, state: str = "lsstctl-state", idempotency: str = "lsstctl-idempotency") -> None:
@@ -209,6 +222,7 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_REGION": region,
         "LSSTCTL_CLUSTER_SUBNET_ID": network["subnet"],
         "LSSTCTL_CLUSTER_KEY_NAME": network["key"],
+        "LSSTCTL_HEAD_NODE_METRICS_POLICY_ARN": network["metrics_policy"],
         "LSSTCTL_LAUNCH_STATE_MACHINE_ARN": machines["launch"],
         "LSSTCTL_TEARDOWN_STATE_MACHINE_ARN": machines["teardown"],
         "LSSTCTL_JOB_STATE_MACHINE_ARN": machines["run_job"],

@@ -6,6 +6,7 @@ from typing import Any
 from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
 from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
+from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
 from lsstctl.errors import ConflictError, InvalidTransitionError, ValidationError
 from lsstctl.observability import logger, metrics, request_id
 from lsstctl.services.budget import check_budget_is_enough
@@ -41,6 +42,7 @@ def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
         key_name=s.cluster_key_name,
         archive_bucket=s.archive_bucket,
         archive_prefix=f"{cluster.owner}/{cluster.name}",
+        metrics_policy_arn=s.head_node_metrics_policy_arn or f"arn:aws:iam::{s.account_id}:policy/{HEAD_NODE_METRICS_POLICY}",
     )
 
 

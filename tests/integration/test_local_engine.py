@@ -35,7 +35,8 @@ def config(aws):
         }
     )
     return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
-                                archive_bucket="archive", archive_prefix="alice/c1")
+                                archive_bucket="archive", archive_prefix="alice/c1",
+                                metrics_policy_arn=net["metrics_policy"])
 
 
 def node_types(cluster: str) -> list[str]:

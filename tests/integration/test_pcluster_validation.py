@@ -19,7 +19,8 @@ def render(aws_account):
     def _render(queue: dict) -> dict:
         spec = ClusterSpec.model_validate({"name": "c1", "region": "us-east-1", "queues": [queue], "budget_usd": 5})
         return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
-                                archive_bucket="archive", archive_prefix="alice/c1")
+                                archive_bucket="archive", archive_prefix="alice/c1",
+                                metrics_policy_arn=net["metrics_policy"])
 
     return _render
 

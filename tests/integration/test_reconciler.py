@@ -149,7 +149,8 @@ def test_what_no_live_record_explains_is_metered_then_deleted(plane):
 
     spec = ClusterSpec.model_validate({**cluster_spec("nobody"), "owner": "mallory"})
     config = render_cluster_config(spec, owner="mallory", subnet_id=deps.settings.cluster_subnet_id,
-                                   key_name=deps.settings.cluster_key_name, archive_bucket="b", archive_prefix="p")
+                                   key_name=deps.settings.cluster_key_name, archive_bucket="b", archive_prefix="p",
+                                   metrics_policy_arn=deps.settings.head_node_metrics_policy_arn)
     deps.engine.create_cluster("nobody", config)
     ready("gone", plane, budget_usd=100)
     play_teardown(clusters.request_teardown(deps, "gone", reason="user").name)

@@ -5,6 +5,9 @@ from lsstctl.domain.models import ClusterSpec
 from lsstctl.domain.pcluster_config import OWNER_TAG, render_cluster_config, to_yaml
 
 
+METRICS_POLICY = "arn:aws:iam::123456789012:policy/lsstctl-head-node-metrics"
+
+
 def render(**overrides):
     data = {
         "name": "demo",
@@ -17,7 +20,8 @@ def render(**overrides):
     }
     data.update(overrides)
     return render_cluster_config(ClusterSpec.model_validate(data), owner="alice", subnet_id="subnet-0123456789abcdef0", key_name="k",
-                                 archive_bucket="archive", archive_prefix="alice/demo")
+                                 archive_bucket="archive", archive_prefix="alice/demo",
+                                 metrics_policy_arn=METRICS_POLICY)
 
 
 def test_queues_become_slurm_queues_with_counts_and_capacity():
@@ -34,8 +38,9 @@ def test_owner_tag_and_ssm_access_for_the_control_plane():
     policies = config["HeadNode"]["Iam"]["AdditionalIamPolicies"]
     assert policies == [
         {"Policy": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"},
-        {"Policy": "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"},
+        {"Policy": METRICS_POLICY},  # its own metrics namespace only (not CloudWatchAgentServerPolicy)
     ]
+    assert config["Imds"] == {"ImdsSupport": "v2.0"} and config["HeadNode"]["Imds"] == {"Secured": True}
     # The head node may write this cluster's archive prefix, and nothing else of the bucket.
     assert config["HeadNode"]["Iam"]["S3Access"] == [
         {"BucketName": "archive", "KeyName": "alice/demo/*", "EnableWriteAccess": True}

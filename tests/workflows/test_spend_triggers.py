@@ -137,7 +137,7 @@ def test_the_head_nodes_publisher_reports_queue_depth_each_minute(emulator):
     emulator.tick()
     # Then CloudWatch holds this cluster's queue depth, published by the real script
     points = boto3.client("cloudwatch").get_metric_statistics(
-        Namespace="LsstControlPlane/Slurm", MetricName="QueueDepth",
+        Namespace=f"LsstControlPlane/Slurm/{name}", MetricName="QueueDepth",
         Dimensions=[{"Name": "Cluster", "Value": name}],
         StartTime=datetime.now(timezone.utc) - timedelta(minutes=5), EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
         Period=60, Statistics=["Maximum"],

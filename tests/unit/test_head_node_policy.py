@@ -1,0 +1,138 @@
+"""What a head node's credentials reach: its own cluster's metrics and archive prefix, and
+nothing of any other cluster's.
+
+Checked structurally, with the IAM semantics the policies rely on written down here as a
+small evaluator (one Allow statement at a time; no Deny is involved):
+- an action matches when equal, case-insensitively (no wildcards are used in these
+  policies, and the evaluator refuses any);
+- in Resource, `*` matches any run of characters, `/` included, and `?` one character;
+- `${aws:PrincipalTag/K}` in a condition value is replaced by the calling role's tag K
+  before the comparison; when the role has no such tag the condition cannot match;
+- StringEquals compares exactly and case-sensitively; every key of a condition block
+  must match (AND), any listed value of one key may (OR);
+- ParallelCluster turns `HeadNode.Iam.S3Access` {BucketName, KeyName, EnableWriteAccess}
+  into s3:PutObject (among others) on `arn:aws:s3:::<BucketName>/<KeyName>`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lsstctl.domain.models import ClusterSpec
+from lsstctl.domain.pcluster_config import CLUSTER_TAG, render_cluster_config
+from lsstctl.domain.policies import head_node_metrics_policy
+from lsstctl.domain.scripts import queue_depth_namespace, render_publisher_install
+
+_VARIABLE = re.compile(r"\$\{aws:PrincipalTag/([^}]+)\}")
+
+
+def _values(value: Any) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+def _substitute(value: str, tags: dict[str, str]) -> str | None:
+    missing = [k for k in _VARIABLE.findall(value) if k not in tags]
+    return None if missing else _VARIABLE.sub(lambda m: tags[m.group(1)], value)
+
+
+def allows(policy: dict[str, Any], *, action: str, resource: str, context: dict[str, str],
+           tags: dict[str, str]) -> bool:
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        actions = _values(statement["Action"])
+        assert not any("*" in a or "?" in a for a in actions), "the evaluator does not do action wildcards"
+        if action.lower() not in {a.lower() for a in actions}:
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in _values(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {})
+        assert set(conditions) <= {"StringEquals"}, "the evaluator knows StringEquals only"
+        if all(any(context.get(key) is not None and context[key] == _substitute(v, tags) for v in _values(want))
+               for key, want in conditions.get("StringEquals", {}).items()):
+            return True
+    return False
+
+
+def head_node_role_tags(cluster: str) -> dict[str, str]:
+    """CloudFormation gives the instance role the stack's tags: the config's Tags."""
+    config = render(cluster, owner="alice")
+    return {t["Key"]: t["Value"] for t in config["Tags"]}
+
+
+def render(cluster: str, owner: str) -> dict[str, Any]:
+    spec = ClusterSpec.model_validate({"name": cluster, "queues": [
+        {"name": "q", "instance_types": ["c5.large"], "max_nodes": 1}], "budget_usd": 5})
+    return render_cluster_config(spec, owner=owner, subnet_id="subnet-0123456789abcdef0", key_name="",
+                                 archive_bucket="archive", archive_prefix=f"{owner}/{cluster}",
+                                 metrics_policy_arn="arn:aws:iam::123456789012:policy/lsstctl-head-node-metrics")
+
+
+def put_metrics(cluster_role: str, namespace: str) -> bool:
+    return allows(head_node_metrics_policy(), action="cloudwatch:PutMetricData", resource="*",
+                  context={"cloudwatch:namespace": namespace}, tags=head_node_role_tags(cluster_role))
+
+
+def test_a_head_node_publishes_in_its_own_clusters_namespace_only():
+    assert put_metrics("rubin-a", queue_depth_namespace("rubin-a"))
+    # not another cluster's (the one whose idle alarm it would keep quiet)
+    assert not put_metrics("rubin-a", queue_depth_namespace("rubin-b"))
+    # nor a prefix, a suffix or a case variant of its own, nor the shared parent
+    for namespace in (queue_depth_namespace("rubin-a") + "x", queue_depth_namespace("rubin-"),
+                      queue_depth_namespace("RUBIN-A"), "LsstControlPlane/Slurm", "AWS/EC2", "Custom"):
+        assert not put_metrics("rubin-a", namespace), namespace
+    # and a role without the cluster tag publishes nowhere
+    assert not allows(head_node_metrics_policy(), action="cloudwatch:PutMetricData", resource="*",
+                      context={"cloudwatch:namespace": queue_depth_namespace("rubin-a")}, tags={})
+
+
+def test_the_tag_the_condition_reads_is_the_clusters_name():
+    assert head_node_role_tags("rubin-a")[CLUSTER_TAG] == "rubin-a"
+
+
+def test_the_publisher_and_the_alarm_use_that_namespace():
+    script = render_publisher_install(cluster="rubin-a", region="us-east-1")
+    assert f"--namespace {queue_depth_namespace('rubin-a')} " in script
+
+
+def archive_writes(cluster: str, owner: str, key: str) -> bool:
+    """s3:PutObject as ParallelCluster grants it from the config's S3Access."""
+    config = render(cluster, owner)
+    statements = [{"Effect": "Allow", "Action": "s3:PutObject",
+                   "Resource": f"arn:aws:s3:::{a['BucketName']}/{a['KeyName']}"}
+                  for a in config["HeadNode"]["Iam"]["S3Access"] if a.get("EnableWriteAccess")]
+    return allows({"Statement": statements}, action="s3:PutObject", resource=f"arn:aws:s3:::archive/{key}",
+                  context={}, tags={})
+
+
+@pytest.mark.parametrize("key, allowed", [
+    ("alice/rubin-a/g1/j-1/out.fits", True),
+    ("alice/rubin-b/g1/j-1/out.fits", False),  # another cluster of the same owner
+    ("bob/rubin-a/g1/j-1/out.fits", False),  # another owner's cluster of the same name
+    ("alice/rubin-a-2/g1/j-1/out.fits", False),  # a name that starts with this one
+    ("alice/rubin-a", False),
+])
+def test_a_head_node_writes_its_own_archive_prefix_only(key, allowed):
+    assert archive_writes("rubin-a", "alice", key) is allowed
+
+
+def test_the_credentials_are_for_root_and_imdsv2_only():
+    config = render("rubin-a", "alice")
+    assert config["Imds"] == {"ImdsSupport": "v2.0"}
+    assert config["HeadNode"]["Imds"] == {"Secured": True}
+    policies = [p["Policy"] for p in config["HeadNode"]["Iam"]["AdditionalIamPolicies"]]
+    assert "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy" not in policies
+
+
+def test_the_template_deploys_the_same_metrics_policy():
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    template = yaml.load((Path(__file__).parents[2] / "infra" / "control-plane.yaml").read_text(), Loader=Loader)
+    deployed = template["Resources"]["HeadNodeMetricsPolicy"]["Properties"]["PolicyDocument"]
+    assert deployed == head_node_metrics_policy()
