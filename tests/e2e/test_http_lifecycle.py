@@ -3,18 +3,71 @@ a real Slurm job, and teardown to zero."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import urllib.request
 
-from lsstctl.emulator.demo import Api, run_demo
+import boto3
+
+from lsstctl.emulator.demo import OWNER as DEMO_OWNER, Api, run_demo
 from tests.conftest import cluster_spec, live_instances
 
 
-def test_the_whole_lifecycle_through_the_api(emulator):
+def test_the_whole_lifecycle_through_the_api(emulator, capfd, monkeypatch, request):
+    answers: list[str] = []
+    call = Api.call
+
+    def recorded(self, *args, **kwargs):
+        status, body = call(self, *args, **kwargs)
+        answers.append(json.dumps(body))
+        return status, body
+
+    monkeypatch.setattr(Api, "call", recorded)
+    from lsstctl.observability import logger
+
+    log_lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log_lines.append(self.format(record))
+
+    keep = Keep()
+    keep.setFormatter(logger.registered_formatter)  # the lines exactly as CloudWatch Logs gets them
+    level = logger.log_level
+    logger._logger.addHandler(keep)
+    logger.setLevel("DEBUG")  # every line the control plane would write, not only warnings
+    request.addfinalizer(lambda: (logger.setLevel(level), logger._logger.removeHandler(keep)))
     lines: list[str] = []
     assert run_demo(emulator, out=lines.append), "\n".join(lines)
     steps = [line for line in lines if line.startswith(("ok", "FAIL"))]
     assert len(steps) == 8 and all(line.startswith("ok") for line in steps)
     assert "Slurm job" in next(line for line in steps if "job finished" in line)
+
+    # Secrets stay secret: the user's access key, known here, is in no answer, no log
+    # line (every Lambda and the API log to this process's stdout and stderr), no event
+    # on the bus (the audit queue receives them all) and no archived object.
+    secret = json.loads(boto3.client("secretsmanager").get_secret_value(
+        SecretId=f"lsstctl/users/{DEMO_OWNER}")["SecretString"])["SecretAccessKey"]
+    logs = capfd.readouterr()
+    log_lines += [logs.out, logs.err]
+    events = drain(os.environ["LSSTCTL_AUDIT_QUEUE_URL"])
+    s3 = boto3.client("s3")
+    archived = [s3.get_object(Bucket="lsstctl-archive", Key=o["Key"])["Body"].read().decode(errors="replace")
+                for o in s3.list_objects_v2(Bucket="lsstctl-archive").get("Contents", [])]
+    assert len(answers) > 8 and events and archived and len(log_lines) > 50  # the places were looked in
+    for place, texts in (("answers", answers), ("logs", log_lines), ("events", events),
+                         ("archive", archived)):
+        assert not [t for t in texts if secret in t], f"the access key's secret is in the {place}"
+
+
+def drain(queue_url: str) -> list[str]:
+    sqs = boto3.client("sqs")
+    bodies: list[str] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return bodies
+        bodies += [m["Body"] for m in messages]
 
 
 def test_bad_requests_get_clear_errors_and_create_nothing(emulator):
