@@ -57,6 +57,13 @@ class NotFoundError(ControlPlaneError):
     http_status = 404
 
 
+class QuotaExceededError(ControlPlaneError):
+    """The owner's quota (set by admins) does not allow this; details say which limit."""
+
+    code = "quota_exceeded"
+    http_status = 403
+
+
 class ConflictError(ControlPlaneError):
     code = "conflict"
     http_status = 409

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, User
+from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Quota, User
 from lsstctl.domain.principals import Registration
 
 
@@ -42,6 +42,8 @@ class StateStore(Protocol):
     def put_registration(self, registration: Registration) -> None: ...
     def list_registrations(self) -> list[Registration]: ...
     def delete_registration(self, key: str) -> None: ...
+    def get_quota(self, owner: str) -> Quota | None: ...
+    def put_quota(self, quota: Quota) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # trusted).
     trust_principal_header: bool = False
     local_people_role: str = "lsstctl-local-people"
+    # Every owner's quota unless an admin set theirs (PUT /quotas/{owner}): live clusters,
+    # their compute nodes at full size, and their budgets, summed.
+    quota_live_clusters: int = Field(10, ge=0)
+    quota_total_nodes: int = Field(256, ge=0)
+    quota_total_budget_usd: float = Field(5000, ge=0)
     # Default poll intervals (seconds) for workflows; tests and the demo compress them.
     poll_seconds: int = 15
     launch_timeout_seconds: int = 3600

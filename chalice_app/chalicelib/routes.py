@@ -17,11 +17,11 @@ from pydantic import ValidationError as ModelError
 
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
-from lsstctl.domain.models import ClusterSpec, JobSpec, UserSpec
+from lsstctl.domain.models import ClusterSpec, JobSpec, QuotaSpec, UserSpec
 from lsstctl.domain.principals import RegistrationSpec
 from lsstctl.errors import RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, bind_more, logger, metrics, tracer
-from lsstctl.services import clusters, costs, jobs, users
+from lsstctl.services import clusters, costs, jobs, quotas, users
 from lsstctl.services import identity as identity_module
 from lsstctl.services.identity import Principal
 from lsstctl.services.idempotency import once
@@ -301,5 +301,21 @@ def remove_principal() -> Response:
             return {"status": 200, "body": removed.model_dump(mode="json")}
 
         return _idempotent(principal, f"DELETE /principals?arn={arn}", {}, operation)
+
+    return _route(run)
+
+
+# quotas --------------------------------------------------------------------------------
+@api.route("/quotas/{owner}", methods=["GET"], authorizer=iam)
+def get_quota(owner: str) -> Response:
+    return _route(lambda: _json(200, quotas.get_quota(wiring.deps(), _principal(), owner)))
+
+
+@api.route("/quotas/{owner}", methods=["PUT"], authorizer=iam)
+def set_quota(owner: str) -> Response:
+    def run() -> Response:
+        principal = _principal()
+        spec = _model(QuotaSpec, _body())
+        return _json(200, quotas.set_quota(wiring.deps(), principal, owner, spec))
 
     return _route(run)

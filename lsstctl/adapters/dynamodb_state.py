@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
-from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Transition, User, iso, utcnow
+from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Quota, Transition, User, iso, utcnow
 from lsstctl.domain.principals import Registration
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, TransientError
 
@@ -411,3 +411,12 @@ class DynamoStateStore:
 
     def delete_registration(self, key: str) -> None:
         self.table.delete_item(Key={"pk": f"PRINCIPAL#{key}", "sk": "PRINCIPAL"})
+
+    # quotas ---------------------------------------------------------------------------
+    def get_quota(self, owner: str) -> Quota | None:
+        item = self.table.get_item(Key={"pk": f"QUOTA#{owner}", "sk": "QUOTA"}, ConsistentRead=True).get("Item")
+        return Quota.model_validate(_from_ddb(item["doc"])) if item else None
+
+    def put_quota(self, quota: Quota) -> None:
+        self.table.put_item(Item={"pk": f"QUOTA#{quota.owner}", "sk": "QUOTA", "kind": "QUOTA", "owner": quota.owner,
+                                  "owner_key": f"QUOTA#{quota.owner}", "doc": _to_ddb(quota)})

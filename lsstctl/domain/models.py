@@ -197,3 +197,20 @@ class User(BaseModel):
     secret_arn: str
     policy_name: str
     created_at: str
+
+
+class QuotaSpec(_Strict):
+    """An owner's limits, as an admin sets them (a field left out keeps the default)."""
+
+    live_clusters: int | None = Field(None, ge=0, le=1000)
+    total_nodes: int | None = Field(None, ge=0, le=100_000)
+    total_budget_usd: float | None = Field(None, ge=0, le=10_000_000)
+
+
+class Quota(BaseModel):
+    owner: str
+    live_clusters: int
+    total_nodes: int
+    total_budget_usd: float
+    set_by: str | None = None  # None: the deployment's defaults
+    set_at: str | None = None

@@ -9,6 +9,7 @@ from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
 from lsstctl.errors import ConflictError, InvalidTransitionError, ValidationError
 from lsstctl.observability import logger, metrics, request_id
+from lsstctl.services import quotas
 from lsstctl.services.budget import check_budget_is_enough
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
@@ -101,6 +102,7 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
     # and the budget must at least cover starting and tearing this cluster down.
     deps.validator.validate(spec.name, cluster_config(deps, cluster))
     check_budget_is_enough(deps, cluster)
+    quotas.check_launch(deps, cluster)
     try:
         cluster = deps.store.create_cluster(cluster, before_reuse=lambda: ensure_name_is_free(deps, spec.name))
         created = True

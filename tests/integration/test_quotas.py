@@ -1,0 +1,67 @@
+"""Per-owner quotas through the API (answers checked against openapi.yaml): live clusters,
+compute nodes at full size and budgets, the deployment's defaults unless an admin set them."""
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.api_contract import OTHER, OWNER, Api, cluster_spec
+
+pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
+ADMIN = "admin"
+
+
+def launch(api: Api, name: str, **overrides) -> tuple[int, dict]:
+    reply = api.call("POST", "/clusters", body=cluster_spec(name, **overrides))
+    return reply.status, reply.body
+
+
+def test_defaults_hold_until_an_admin_sets_a_quota(api: Api) -> None:
+    # Given no quota set, then alice sees the deployment's defaults and nothing in use
+    view = api.call("GET", "/quotas/{owner}", owner=OWNER).body
+    assert view["quota"]["live_clusters"] == 10 and view["quota"]["set_by"] is None
+    assert view["usage"] == {"live_clusters": 0, "total_nodes": 0, "total_budget_usd": 0}
+    # When alice (not an admin) sets her own quota, then 403 and nothing changes
+    assert api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 50}).status == 403
+    assert api.call("GET", "/quotas/{owner}", owner=OWNER).body["quota"]["live_clusters"] == 10
+    # And bob cannot even see it
+    assert api.call("GET", "/quotas/{owner}", owner=OWNER, who=OTHER).status == 404
+    # When an admin sets one limit, then the others keep their value
+    view = api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 1}, who=ADMIN).body
+    assert (view["quota"]["live_clusters"], view["quota"]["total_nodes"]) == (1, 256)
+    assert view["quota"]["set_by"].endswith("/admin")
+    # Bad values are refused naming the field
+    bad = api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": -1}, who=ADMIN)
+    assert (bad.status, bad.body["error"]["field"]) == (400, "live_clusters")
+
+
+def test_a_launch_beyond_the_quota_is_refused_and_creates_nothing(api: Api) -> None:
+    from lsstctl import wiring
+    from lsstctl.domain.models import ClusterState
+    from lsstctl.services.clusters import transition
+
+    api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 1, "total_nodes": 3,
+                                                           "total_budget_usd": 30}, who=ADMIN)
+    # Given one live cluster (2 nodes, $20)
+    assert launch(api, "first")[0] == 202
+    # When the same launch is repeated, then it converges (its own cluster is not counted)
+    assert launch(api, "first")[0] == 202
+    # When a second cluster is launched, then 403 quota_exceeded naming the limit
+    status, body = launch(api, "second", budget_usd=5)
+    assert (status, body["error"]["code"], body["error"]["field"]) == (403, "quota_exceeded", "name")
+    assert body["error"]["details"] == {"limit": "live_clusters", "quota": 1, "used": 1, "requested": 1}
+    assert api.call("GET", "/clusters/{name}", name="second").status == 404  # nothing was created
+    # When the first is deleted, then its nodes and budget are free again
+    for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
+        transition(wiring.deps(), "first", state, "test")
+    # ... but a cluster bigger than the node quota, or over the budget quota, is refused
+    api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 5}, who=ADMIN)
+    queues = [{"name": "compute", "instance_types": ["c5.large"], "min_nodes": 0, "max_nodes": 4}]
+    status, body = launch(api, "wide", queues=queues)
+    assert (status, body["error"]["field"], body["error"]["details"]["limit"]) == (403, "queues", "total_nodes")
+    status, body = launch(api, "rich", budget_usd=31)
+    assert (status, body["error"]["field"]) == (403, "budget_usd")
+    assert launch(api, "fits", budget_usd=30)[0] == 202
+    usage = api.call("GET", "/quotas/{owner}", owner=OWNER).body["usage"]
+    assert usage == {"live_clusters": 1, "total_nodes": 2, "total_budget_usd": 30}
+    # Another owner's clusters never count against alice
+    assert api.call("GET", "/quotas/{owner}", owner=OTHER, who=OTHER).body["usage"]["live_clusters"] == 0
