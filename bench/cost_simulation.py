@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", choices=sorted(GROUPS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from lsstctl.emulator.stopping import stop_on_signals
+
+    stop_on_signals()  # SIGTERM and SIGHUP clean up like Ctrl-C
     if args.group:
         run_group(args.group, args.only, args.out, verbose=not args.quiet)
         return 0

@@ -45,6 +45,7 @@ logging.getLogger("pcluster").setLevel(logging.CRITICAL)  # its validators log e
 sys.path.insert(0, str(ROOT))
 
 MAX_TRIES = 40  # a client gives up on one request after this many 503s
+STOPPED = threading.Event()  # the campaign is over (or was stopped): clients give up at once
 WAIT_LIMIT = 900  # seconds a lifecycle waits for one state before calling it failed
 POLL_SECONDS = 2  # how often a client looks at what it waits for
 
@@ -74,6 +75,8 @@ class Client:
             headers["Idempotency-Key"] = key
         data = json.dumps(body).encode() if body is not None else None
         for _ in range(MAX_TRIES):
+            if STOPPED.is_set():
+                return 599, {"error": {"code": "stopped", "message": "the campaign was stopped"}}
             request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=120) as response:
@@ -93,7 +96,7 @@ class Client:
 
     def wait(self, path: str, field_name: str, wanted: set[str], stop: set[str]) -> tuple[str, Any]:
         deadline = time.monotonic() + WAIT_LIMIT
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not STOPPED.is_set():
             status, payload = self.call("GET", path)
             if status == 200 and payload[field_name] in wanted | stop:
                 return payload[field_name], payload
@@ -234,6 +237,7 @@ def campaign(mode: str, rate: float, lifecycles: int, concurrency: int, seed: in
     os.environ["LSSTCTL_RECONCILE_GRACE_SECONDS"] = "30"
     os.environ["LSSTCTL_REDRIVE_BASE_SECONDS"] = "30"
     workdir = Path(tempfile.mkdtemp(prefix=f"lsstctl-faults-{mode}-"))
+    STOPPED.clear()
     faults = FaultInjector(rate=rate, mode=mode, seed=seed)
     tally = Tally()
     started = time.monotonic()
@@ -249,15 +253,16 @@ def campaign(mode: str, rate: float, lifecycles: int, concurrency: int, seed: in
                 print(f"  reconciler invocation failed: {error}", file=sys.stderr)
 
     threading.Thread(target=reconciler_schedule, daemon=True).start()
+    pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
         done = 0
         outcomes = []
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for outcome in pool.map(lambda i: lifecycle(i, emulator.api_url, tally), range(lifecycles)):
-                outcomes.append(outcome)
-                done += 1
-                if done % max(1, lifecycles // 10) == 0:
-                    print(f"  {mode}: {done}/{lifecycles} lifecycles ({time.monotonic() - started:.0f} s)", flush=True)
+        for outcome in pool.map(lambda i: lifecycle(i, emulator.api_url, tally), range(lifecycles)):
+            outcomes.append(outcome)
+            done += 1
+            if done % max(1, lifecycles // 10) == 0:
+                print(f"  {mode}: {done}/{lifecycles} lifecycles ({time.monotonic() - started:.0f} s)", flush=True)
+        pool.shutdown()
         stop.set()
         faults.enabled = False
         injected = faults.summary()
@@ -271,6 +276,10 @@ def campaign(mode: str, rate: float, lifecycles: int, concurrency: int, seed: in
                       lifecycles=lifecycles, concurrency=concurrency, seed=seed)
         return result
     finally:
+        # A stop signal lands here too: lifecycles not started are dropped, running ones
+        # fail against the stopped API, and the emulator's daemons are stopped.
+        STOPPED.set()
+        pool.shutdown(wait=False, cancel_futures=True)
         stop.set()
         emulator.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -328,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(os.environ.get("SEED", 1)))
     parser.add_argument("--json", help="also write the full results here")
     args = parser.parse_args(argv)
+    from lsstctl.emulator.stopping import stop_on_signals
+
+    stop_on_signals()  # SIGTERM and SIGHUP clean up like Ctrl-C: no Slurm daemon left behind
     modes = ["outlast", "sdk"] if args.mode == "both" else [args.mode]
     results = []
     for mode in modes:

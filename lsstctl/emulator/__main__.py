@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -22,14 +21,7 @@ from contextlib import contextmanager
 
 from lsstctl.emulator.bootstrap import ROOT
 from lsstctl.emulator.runtime import PRINCIPAL_HEADER, Emulator
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class Stop(BaseException):
-    """A stop signal arrived. A BaseException, like KeyboardInterrupt: no `except
-    Exception` on the way (a handler running in this thread) may swallow it."""
-
+from lsstctl.emulator.stopping import Stop, stop_on_signals
 
 class AlreadyRunning(Exception):
     pass
@@ -55,17 +47,6 @@ def exclusive(workdir: Path) -> Iterator[Path]:
         handle.close()
 
 
-_stopping: list[int] = []
-
-
-def _raise_stop(signum: int, frame: Any) -> None:
-    # One stop at a time: further signals change nothing while the first is handled.
-    if _stopping:
-        return
-    _stopping.append(signum)
-    raise Stop(signal.Signals(signum).name)
-
-
 def _faults() -> Any:
     spec = os.environ.get("LSSTCTL_FAULTS", "").strip()
     if not spec:
@@ -83,8 +64,7 @@ def serve(args: argparse.Namespace) -> int:
                 for child in workdir.iterdir():
                     if child != lock_path:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, _raise_stop)
+            stop_on_signals()
             emulator = Emulator(workdir, api_port=args.port, poll_seconds=args.poll_seconds, provision_seconds=2,
                                 persist=True, faults=_faults())
             try:

@@ -159,14 +159,14 @@ def test_serve_stops_cleanly_on_every_signal_keeps_its_state_and_recovers_from_a
 def test_every_stop_signal_runs_the_same_shutdown(monkeypatch):
     """SIGHUP (a closed terminal, systemd's reload-or-stop) stops serve like SIGTERM and
     SIGINT: one handler for all three, raising a stop no `except Exception` swallows."""
-    from lsstctl.emulator import __main__ as serve_main
+    from lsstctl.emulator import stopping as serve_main
 
     assert set(serve_main.STOP_SIGNALS) == {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     assert not issubclass(serve_main.Stop, Exception)
     monkeypatch.setattr(serve_main, "_stopping", [])
     try:
-        serve_main._raise_stop(signal.SIGHUP, None)
+        serve_main.raise_stop(signal.SIGHUP, None)
         raise AssertionError("no stop raised")
     except serve_main.Stop as stop:
         assert str(stop) == "SIGHUP"
-    serve_main._raise_stop(signal.SIGTERM, None)  # a second signal while stopping: ignored
+    serve_main.raise_stop(signal.SIGTERM, None)  # a second signal while stopping: ignored
