@@ -87,6 +87,17 @@ class RequestInProgressError(ConflictError):
     retry_after_seconds = 2
 
 
+class RateLimitedError(ControlPlaneError):
+    """The owner sent more mutating requests this minute than the control plane admits."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_seconds: int, details: Any = None):
+        super().__init__(message, details=details)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class TransientError(ControlPlaneError):
     """Worth retrying: throttling, a command still being delivered, eventual consistency.
     API callers get 503 with Retry-After; the workflows' Retry matches the class name."""

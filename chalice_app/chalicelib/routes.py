@@ -19,9 +19,9 @@ from lsstctl import wiring
 from lsstctl.adapters.aws import classify
 from lsstctl.domain.models import ClusterSpec, JobSpec, QuotaSpec, UserSpec
 from lsstctl.domain.principals import RegistrationSpec
-from lsstctl.errors import RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
+from lsstctl.errors import RateLimitedError, RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, bind_more, logger, metrics, tracer
-from lsstctl.services import clusters, costs, jobs, quotas, users
+from lsstctl.services import clusters, costs, jobs, quotas, ratelimit, users
 from lsstctl.services import identity as identity_module
 from lsstctl.services.identity import Principal
 from lsstctl.services.idempotency import once
@@ -54,6 +54,8 @@ def _principal() -> Principal:
         )
     principal = identity_module.resolve(deps, caller)
     bind_more(caller=principal.arn, owner=principal.name)
+    if request.method in ("POST", "PUT", "DELETE"):
+        ratelimit.admit(deps, principal)
     return principal
 
 
@@ -92,7 +94,7 @@ def handle(fn: Callable[[], Response]) -> Response:
             message = "internal error; see the control plane's logs" + (f" (request {request_id})" if request_id else "")
             return _error(500, {"code": "internal_error", "message": message})
         headers = {}
-        if isinstance(error, (TransientError, RequestInProgressError)):
+        if isinstance(error, (TransientError, RequestInProgressError, RateLimitedError)):
             # What a client should do: wait this long, then repeat the request (with the
             # same Idempotency-Key for a POST or DELETE).
             headers["Retry-After"] = str(error.retry_after_seconds)

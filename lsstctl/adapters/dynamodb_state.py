@@ -420,3 +420,20 @@ class DynamoStateStore:
     def put_quota(self, quota: Quota) -> None:
         self.table.put_item(Item={"pk": f"QUOTA#{quota.owner}", "sk": "QUOTA", "kind": "QUOTA", "owner": quota.owner,
                                   "owner_key": f"QUOTA#{quota.owner}", "doc": _to_ddb(quota)})
+
+    # request rate -----------------------------------------------------------------------
+    def count_request(self, owner: str, window: str, limit: int, expires_at: int) -> bool:
+        """Count one request in the owner's window; False (nothing counted) once `limit`
+        were counted there. One conditional write: racing requests cannot both take the last."""
+        try:
+            self.table.update_item(
+                Key={"pk": f"RATE#{owner}", "sk": window},
+                UpdateExpression="ADD n :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(n) OR n < :limit",
+                ExpressionAttributeValues={":one": 1, ":limit": limit, ":expires": expires_at},
+            )
+            return True
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise

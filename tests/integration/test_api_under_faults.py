@@ -15,6 +15,16 @@ from tests.integration.api_contract import ADMIN, CLUSTER, JOB, cluster_spec, ma
 pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
 
 
+@pytest.fixture(autouse=True)
+def unlimited(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request here is repeated once per AWS call it makes: far more changes a
+    minute than one owner is admitted (the limit has its own test, test_rate_limit.py)."""
+    from lsstctl import wiring
+
+    monkeypatch.setenv("LSSTCTL_RATE_LIMIT_PER_MINUTE", "0")
+    wiring.reset()
+
+
 def stuck_keys() -> list[dict[str, Any]]:
     """Idempotency records still in progress once no request runs: keys nobody can reuse."""
     items = boto3.client("dynamodb").scan(TableName="lsstctl-idempotency").get("Items", [])
