@@ -18,10 +18,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported
 @pytest.fixture(autouse=True)
 def unlimited(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each request here is repeated once per AWS call it makes: far more changes a
-    minute than one owner is admitted (the limit has its own test, test_rate_limit.py)."""
+    minute, and more live clusters, than one owner is admitted by default (the limits have
+    their own tests, test_rate_limit.py and test_quotas.py)."""
     from lsstctl import wiring
 
     monkeypatch.setenv("LSSTCTL_RATE_LIMIT_PER_MINUTE", "0")
+    monkeypatch.setenv("LSSTCTL_QUOTA_LIVE_CLUSTERS", "1000")
     wiring.reset()
 
 
