@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from lsstctl.domain.models import Cluster, ClusterState, Quota, QuotaSpec, iso
-from lsstctl.errors import ForbiddenError, QuotaExceededError
+from lsstctl.domain.principals import OWNER_NAME
+from lsstctl.errors import ForbiddenError, QuotaExceededError, ValidationError
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
 
@@ -60,6 +61,8 @@ def set_quota(deps: Deps, principal: Principal, owner: str, spec: QuotaSpec) -> 
     deletes nothing."""
     if not principal.is_admin:
         raise ForbiddenError("only an admin may set quotas")
+    if not OWNER_NAME.match(owner):
+        raise ValidationError(f"'{owner}' is not an owner name ({OWNER_NAME.pattern})", field="owner")
     current = quota_of(deps, owner)
     changes = {k: v for k, v in spec.model_dump().items() if v is not None}
     quota = current.model_copy(update={**changes, "set_by": principal.arn or principal.name, "set_at": iso(deps.clock())})

@@ -32,6 +32,8 @@ def test_defaults_hold_until_an_admin_sets_a_quota(api: Api) -> None:
     # Bad values are refused naming the field
     bad = api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": -1}, who=ADMIN)
     assert (bad.status, bad.body["error"]["field"]) == (400, "live_clusters")
+    bad = api.call("PUT", "/quotas/{owner}", owner="Not-An-Owner", body={"live_clusters": 1}, who=ADMIN)
+    assert (bad.status, bad.body["error"]["field"]) == (400, "owner")
 
 
 def test_a_launch_beyond_the_quota_is_refused_and_creates_nothing(api: Api) -> None:
