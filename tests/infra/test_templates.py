@@ -501,6 +501,14 @@ def test_admins_are_full_arns_in_the_template_too(template: dict[str, Any], valu
     assert settings_admit is admitted
 
 
+def test_the_head_nodes_metrics_policy_is_the_domains(template: dict[str, Any]) -> None:
+    """What tests/unit/test_head_node_policy.py evaluates is what the template deploys."""
+    from lsstctl.domain.policies import head_node_metrics_policy
+
+    deployed = template["Resources"]["HeadNodeMetricsPolicy"]["Properties"]["PolicyDocument"]
+    assert deployed == head_node_metrics_policy()
+
+
 def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) -> None:
     """With the default Prefix, names and handlers match lsstctl/emulator/bootstrap.py."""
     from lsstctl.adapters.dynamodb_state import table_definition

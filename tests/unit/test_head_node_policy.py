@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from lsstctl.domain.models import ClusterSpec
 from lsstctl.domain.pcluster_config import CLUSTER_TAG, render_cluster_config
@@ -127,12 +125,3 @@ def test_the_credentials_are_for_root_and_imdsv2_only():
     policies = [p["Policy"] for p in config["HeadNode"]["Iam"]["AdditionalIamPolicies"]]
     assert "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy" not in policies
 
-
-def test_the_template_deploys_the_same_metrics_policy():
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    template = yaml.load((Path(__file__).parents[2] / "infra" / "control-plane.yaml").read_text(), Loader=Loader)
-    deployed = template["Resources"]["HeadNodeMetricsPolicy"]["Properties"]["PolicyDocument"]
-    assert deployed == head_node_metrics_policy()
