@@ -162,8 +162,9 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
         cloudwatch, lam = boto3.client("cloudwatch"), boto3.client("lambda")
         outcomes: dict[str, Outcome] = {}
         for i, s in enumerate(scenarios):
-            name = f"sim{i:02d}"
-            clusters.launch_cluster(deps, Principal(f"owner{i:02d}"), ClusterSpec.model_validate(_spec(s, name)))
+            launched = clusters.launch_cluster(deps, Principal(f"owner{i:02d}"),
+                                               ClusterSpec.model_validate(_spec(s, f"sim{i:02d}")))
+            name = launched.id  # what AWS and the records call it
             outcomes[name] = Outcome(s)
             if s.failing_archive:
                 # Outputs that cannot be copied: the path is a file, so the archive fails.
@@ -177,7 +178,7 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
         timing = {"alarms": 0.0, "guard": 0.0, "settle": 0.0}
         while True:
             ticks += 1
-            records = {c.name: c for c in deps.store.list_billing_clusters()}
+            records = {c.id: c for c in deps.store.list_billing_clusters()}
             active = [n for n, c in records.items() if c.state not in {ClusterState.FAILED}]
             if not active or (clock() - outcomes_start(outcomes, clock)) > timedelta(hours=horizon_hours):
                 break

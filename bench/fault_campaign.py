@@ -177,6 +177,7 @@ def audit(emulator: Any, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     import boto3
 
     from lsstctl import wiring
+    from lsstctl.domain.models import cluster_id
     from lsstctl.domain.pricing import gb_month_to_hourly
 
     deps = wiring.deps()
@@ -184,7 +185,7 @@ def audit(emulator: Any, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     ec2 = boto3.client("ec2")
     left: list[str] = []
     hourly = 0.0
-    records = {c.name: c for c in deps.store.list_clusters(None)}
+    records = {c.id: c for c in deps.store.list_clusters(None)}  # by their names in AWS
     for reservation in ec2.describe_instances()["Reservations"]:
         for instance in reservation["Instances"]:
             if instance["State"]["Name"] in {"running", "pending", "stopping", "stopped"}:
@@ -211,7 +212,7 @@ def audit(emulator: Any, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     jobcomp = (Path(emulator.workdir) / "slurm" / "jobcomp.log")
     slurm_log = jobcomp.read_text() if jobcomp.exists() else ""
     for outcome in outcomes:
-        jobs = deps.store.list_jobs(outcome["cluster"])
+        jobs = deps.store.list_jobs(cluster_id(f"u{outcome['index']:03d}", outcome["cluster"]))
         if len(jobs) > 1:
             duplicates.append(f"{outcome['cluster']}: {len(jobs)} job records")
         if outcome.get("job_id"):

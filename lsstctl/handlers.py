@@ -29,7 +29,7 @@ class StepEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     action: str
-    cluster: str
+    cluster: str  # the cluster's id (Cluster.id)
     generation: int = 0
     execution: str | None = None
     job_id: str | None = None

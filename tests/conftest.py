@@ -68,6 +68,13 @@ def pcluster_network(session: Any) -> dict[str, str]:
     return create_cluster_network(session, REGION, key_name="test-key")
 
 
+def cid(name: str, owner: str = "alice") -> str:
+    """The id (record key, AWS name) of an owner's cluster `name`: names are per owner."""
+    from lsstctl.domain.models import cluster_id
+
+    return cluster_id(owner, name)
+
+
 def cluster_spec(name: str, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": name,

@@ -125,6 +125,11 @@ def _idempotent(principal: Principal, scope: str, body: Any, operation: Callable
     return _json(result["status"], result["body"], result.get("headers"))
 
 
+def _owner() -> str | None:
+    """`?owner=`: an admin's way to name another owner's cluster (names are per owner)."""
+    return (api.current_request.query_params or {}).get("owner") or None
+
+
 def _url(path: str) -> str:
     """An absolute path for `path` as the caller sees the API: behind API Gateway's default
     URL the stage (/api) precedes the route; behind a custom domain it may not."""
@@ -194,7 +199,7 @@ def launch_cluster() -> Response:
 
         def operation() -> dict[str, Any]:
             cluster = clusters.launch_cluster(wiring.deps(), principal, spec)
-            return _accepted({"cluster": cluster.public()}, f"/clusters/{cluster.name}")
+            return _accepted({"cluster": cluster.public()}, clusters.cluster_path(cluster, principal))
 
         return _idempotent(principal, "POST /clusters", body, operation)
 
@@ -210,12 +215,12 @@ def list_clusters() -> Response:
 
 @api.route("/clusters/{name}", methods=["GET"], authorizer=iam)
 def get_cluster(name: str) -> Response:
-    return _route(lambda: _json(200, costs.cluster_view(wiring.deps(), _principal(), name)))
+    return _route(lambda: _json(200, costs.cluster_view(wiring.deps(), _principal(), name, _owner())))
 
 
 @api.route("/clusters/{name}/cost", methods=["GET"], authorizer=iam)
 def get_cluster_cost(name: str) -> Response:
-    return _route(lambda: _json(200, costs.cluster_cost(wiring.deps(), _principal(), name)))
+    return _route(lambda: _json(200, costs.cluster_cost(wiring.deps(), _principal(), name, _owner())))
 
 
 @api.route("/costs", methods=["GET"], authorizer=iam)
@@ -227,12 +232,13 @@ def get_costs() -> Response:
 def delete_cluster(name: str) -> Response:
     def run() -> Response:
         principal = _principal()
+        owner = _owner()
 
         def operation() -> dict[str, Any]:
-            cluster = clusters.request_teardown(wiring.deps(), name, reason="user", principal=principal)
-            return _accepted({"cluster": cluster.public()}, f"/clusters/{name}")
+            cluster = clusters.delete_cluster(wiring.deps(), principal, name, owner)
+            return _accepted({"cluster": cluster.public()}, clusters.cluster_path(cluster, principal))
 
-        return _idempotent(principal, f"DELETE /clusters/{name}", {}, operation)
+        return _idempotent(principal, f"DELETE /clusters/{name}?owner={owner or principal.name}", {}, operation)
 
     return _route(run)
 
@@ -242,15 +248,18 @@ def delete_cluster(name: str) -> Response:
 def submit_job(name: str) -> Response:
     def run() -> Response:
         principal = _principal()
+        owner = _owner()
         body = _body()
         spec = _model(JobSpec, body)
 
         def operation() -> dict[str, Any]:
             key = api.current_request.headers.get(IDEMPOTENCY_HEADER)
-            job = jobs.submit_job(wiring.deps(), principal, name, spec, request_key=key)
-            return _accepted({"job": job.model_dump(mode="json")}, f"/clusters/{name}/jobs/{job.job_id}")
+            job = jobs.submit_job(wiring.deps(), principal, name, spec, request_key=key, owner=owner)
+            path = f"/clusters/{name}/jobs/{job.job_id}"
+            return _accepted({"job": job.model_dump(mode="json")},
+                             path if job.owner == principal.name else f"{path}?owner={job.owner}")
 
-        return _idempotent(principal, f"POST /clusters/{name}/jobs", body, operation)
+        return _idempotent(principal, f"POST /clusters/{name}/jobs?owner={owner or principal.name}", body, operation)
 
     return _route(run)
 
@@ -258,13 +267,15 @@ def submit_job(name: str) -> Response:
 @api.route("/clusters/{name}/jobs", methods=["GET"], authorizer=iam)
 def list_jobs(name: str) -> Response:
     return _route(
-        lambda: _json(200, {"jobs": [j.model_dump(mode="json") for j in jobs.list_jobs(wiring.deps(), _principal(), name)]})
+        lambda: _json(200, {"jobs": [j.model_dump(mode="json")
+                                     for j in jobs.list_jobs(wiring.deps(), _principal(), name, _owner())]})
     )
 
 
 @api.route("/clusters/{name}/jobs/{job_id}", methods=["GET"], authorizer=iam)
 def get_job(name: str, job_id: str) -> Response:
-    return _route(lambda: _json(200, jobs.get_job(wiring.deps(), _principal(), name, job_id).model_dump(mode="json")))
+    return _route(lambda: _json(200, jobs.get_job(wiring.deps(), _principal(), name, job_id, _owner())
+                                .model_dump(mode="json")))
 
 
 # principals (admins) -------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """DynamoDB state store: one table, optimistic concurrency on every cluster write.
 
-Items: CLUSTER#<name>/CLUSTER, CLUSTER#<name>/JOB#<job_id>, USER#<name>/USER,
-PRINCIPAL#<principal key>/PRINCIPAL (the identity registry).
+Items: CLUSTER#<id>/CLUSTER, CLUSTER#<id>/JOB#<job_id>, USER#<name>/USER,
+PRINCIPAL#<principal key>/PRINCIPAL (the identity registry). A cluster's key is its id
+(lsstctl.domain.models.cluster_id: owner and name), so names are per owner.
 Each cluster write is conditional on the version it read, so of two racing transitions
 exactly one wins; the loser re-reads and fails unless the new state still allows it.
 """
@@ -103,11 +104,11 @@ class DynamoStateStore:
     @staticmethod
     def _cluster_item(cluster: Cluster, version: int) -> dict[str, Any]:
         item = {
-            "pk": f"CLUSTER#{cluster.name}",
+            "pk": f"CLUSTER#{cluster.id}",
             "sk": "CLUSTER",
             "kind": "CLUSTER",
             "owner": cluster.owner,
-            "owner_key": f"CLUSTER#{cluster.name}",
+            "owner_key": f"CLUSTER#{cluster.id}",
             "state": cluster.state.value,
             "version": version,
             "doc": _to_ddb(cluster),
@@ -116,16 +117,16 @@ class DynamoStateStore:
             item["billing"] = "1"
         return item
 
-    def _read_cluster(self, name: str) -> tuple[Cluster, int] | None:
-        item = self.table.get_item(Key={"pk": f"CLUSTER#{name}", "sk": "CLUSTER"}, ConsistentRead=True).get("Item")
+    def _read_cluster(self, cluster_id: str) -> tuple[Cluster, int] | None:
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": "CLUSTER"}, ConsistentRead=True).get("Item")
         if not item:
             return None
         return Cluster.model_validate(_from_ddb(item["doc"])), int(item["version"])
 
     def create_cluster(self, cluster: Cluster, before_reuse: Callable[[], None] | None = None) -> Cluster:
-        """Insert a new generation; fails if the name is held by a cluster not yet deleted.
-        `before_reuse` runs before a deleted name is taken again (and may refuse it)."""
-        existing = self._read_cluster(cluster.name)
+        """Insert a new generation; fails if the owner's name is held by a cluster not yet
+        deleted. `before_reuse` runs before a deleted name is taken again (and may refuse it)."""
+        existing = self._read_cluster(cluster.id)
         if existing:
             current, _ = existing
             if current.state not in REUSABLE:
@@ -144,14 +145,14 @@ class DynamoStateStore:
             raise
         return cluster
 
-    def get_cluster(self, name: str) -> Cluster:
-        found = self._read_cluster(name)
+    def get_cluster(self, cluster_id: str) -> Cluster:
+        found = self._read_cluster(cluster_id)
         if not found:
-            raise NotFoundError(f"cluster '{name}' not found")
+            raise NotFoundError(f"cluster '{cluster_id}' not found")
         return found[0]
 
-    def find_cluster(self, name: str) -> Cluster | None:
-        found = self._read_cluster(name)
+    def find_cluster(self, cluster_id: str) -> Cluster | None:
+        found = self._read_cluster(cluster_id)
         return found[0] if found else None
 
     def list_clusters(self, owner: str | None) -> list[Cluster]:
@@ -175,26 +176,27 @@ class DynamoStateStore:
     # spend ledger ---------------------------------------------------------------------
     # A ledger is read and written whole, every minute, and a big cluster's breakdown has a
     # line per node: it is kept as one JSON string, not a nested map of attributes.
-    def get_ledger(self, name: str, generation: int) -> dict[str, Any] | None:
-        item = self.table.get_item(Key={"pk": f"CLUSTER#{name}", "sk": f"COST#{generation}"}, ConsistentRead=True).get("Item")
+    def get_ledger(self, cluster_id: str, generation: int) -> dict[str, Any] | None:
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"COST#{generation}"},
+                                   ConsistentRead=True).get("Item")
         return json.loads(item["ledger"]) if item else None
 
-    def put_ledger(self, name: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:
+    def put_ledger(self, cluster_id: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:
         self.table.put_item(
-            Item={"pk": f"CLUSTER#{name}", "sk": f"COST#{generation}", "kind": "COST", "owner": owner,
-                  "owner_key": f"COST#{name}#{generation}", "ledger": json.dumps(ledger)}
+            Item={"pk": f"CLUSTER#{cluster_id}", "sk": f"COST#{generation}", "kind": "COST", "owner": owner,
+                  "owner_key": f"COST#{cluster_id}#{generation}", "ledger": json.dumps(ledger)}
         )
 
     def list_ledgers(self, owner: str | None) -> list[dict[str, Any]]:
         """Every cluster generation's ledger (of one owner, or of all)."""
         return [json.loads(i["ledger"]) for i in self._query_index(owner, "COST")]
 
-    def claim_warning(self, name: str, generation: int, threshold: int) -> bool:
+    def claim_warning(self, cluster_id: str, generation: int, threshold: int) -> bool:
         """Record that the owner was warned at `threshold` percent; False if already done
         (so repeated ticks and duplicate triggers warn once)."""
         try:
             self.table.put_item(
-                Item={"pk": f"CLUSTER#{name}", "sk": f"WARN#{generation}#{threshold:03d}", "kind": "WARN"},
+                Item={"pk": f"CLUSTER#{cluster_id}", "sk": f"WARN#{generation}#{threshold:03d}", "kind": "WARN"},
                 ConditionExpression=Attr("pk").not_exists(),
             )
             return True
@@ -263,7 +265,7 @@ class DynamoStateStore:
 
     def transition(
         self,
-        name: str,
+        cluster_id: str,
         *,
         to: ClusterState,
         reason: str,
@@ -272,16 +274,16 @@ class DynamoStateStore:
         or_if: dict[str, Any] | None = None,
         only_if: dict[str, Any] | None = None,
     ) -> Cluster:
-        """Move `name` to `to` if its state is in allowed_from (and the lifecycle allows it).
+        """Move `cluster_id` to `to` if its state is in allowed_from (and the lifecycle allows it).
 
         `or_if`: the transition is already done if the record is in `to` and these fields
         match (a retried step sees its own earlier write and succeeds without a second one).
         `only_if`: these fields must still hold these values (what the caller decided on).
         """
         for _ in range(MAX_RACE_RETRIES):
-            found = self._read_cluster(name)
+            found = self._read_cluster(cluster_id)
             if not found:
-                raise NotFoundError(f"cluster '{name}' not found")
+                raise NotFoundError(f"cluster '{cluster_id}' not found")
             current, version = found
             if or_if is not None and current.state == to and all(
                 getattr(current, k) == v for k, v in or_if.items()
@@ -289,7 +291,7 @@ class DynamoStateStore:
                 return current
             if current.state not in allowed_from or not can_transition(current.state, to) or not _holds(current, only_if):
                 raise InvalidTransitionError(
-                    f"cluster '{name}' is {current.state.value}; cannot move to {to.value}",
+                    f"cluster '{cluster_id}' is {current.state.value}; cannot move to {to.value}",
                     details={"state": current.state.value},
                 )
             now = iso(self._clock())
@@ -303,27 +305,27 @@ class DynamoStateStore:
             )
             if self._write_versioned(changed, version):
                 return changed
-        raise TransientError(f"cluster '{name}' is changing too fast; try again")
+        raise TransientError(f"cluster '{cluster_id}' is changing too fast; try again")
 
-    def update_cluster(self, name: str, updates: dict[str, Any], only_if: dict[str, Any] | None = None) -> Cluster:
+    def update_cluster(self, cluster_id: str, updates: dict[str, Any], only_if: dict[str, Any] | None = None) -> Cluster:
         """Write fields of the record (`only_if`: fields that must still hold these values)."""
         for _ in range(MAX_RACE_RETRIES):
-            found = self._read_cluster(name)
+            found = self._read_cluster(cluster_id)
             if not found:
-                raise NotFoundError(f"cluster '{name}' not found")
+                raise NotFoundError(f"cluster '{cluster_id}' not found")
             current, version = found
             if not _holds(current, only_if):
-                raise ConflictError(f"cluster '{name}' changed meanwhile", details={"state": current.state.value})
+                raise ConflictError(f"cluster '{cluster_id}' changed meanwhile", details={"state": current.state.value})
             changed = current.model_copy(update={**updates, "updated_at": iso(self._clock())})
             if self._write_versioned(changed, version):
                 return changed
-        raise TransientError(f"cluster '{name}' is changing too fast; try again")
+        raise TransientError(f"cluster '{cluster_id}' is changing too fast; try again")
 
     # jobs ---------------------------------------------------------------------------
     def put_job(self, job: Job) -> Job:
         try:
             self.table.put_item(
-                Item={"pk": f"CLUSTER#{job.cluster}", "sk": f"JOB#{job.job_id}", "kind": "JOB", "doc": _to_ddb(job)},
+                Item={"pk": f"CLUSTER#{job.cluster_id}", "sk": f"JOB#{job.job_id}", "kind": "JOB", "doc": _to_ddb(job)},
                 ConditionExpression=Attr("sk").not_exists(),
             )
         except ClientError as error:
@@ -332,15 +334,15 @@ class DynamoStateStore:
             raise
         return job
 
-    def get_job(self, cluster: str, job_id: str) -> Job:
-        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster}", "sk": f"JOB#{job_id}"}, ConsistentRead=True).get("Item")
+    def get_job(self, cluster_id: str, job_id: str) -> Job:
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"JOB#{job_id}"}, ConsistentRead=True).get("Item")
         if not item:
-            raise NotFoundError(f"job '{job_id}' not found on cluster '{cluster}'")
+            raise NotFoundError(f"job '{job_id}' not found")
         return Job.model_validate(_from_ddb(item["doc"]))
 
-    def list_jobs(self, cluster: str) -> list[Job]:
+    def list_jobs(self, cluster_id: str) -> list[Job]:
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(f"CLUSTER#{cluster}") & Key("sk").begins_with("JOB#"),
+            "KeyConditionExpression": Key("pk").eq(f"CLUSTER#{cluster_id}") & Key("sk").begins_with("JOB#"),
             "ConsistentRead": True,
         }
         jobs: list[Job] = []
@@ -352,10 +354,10 @@ class DynamoStateStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def update_job(
-        self, cluster: str, job_id: str, *, state: JobState, reason: str, updates: dict[str, Any] | None = None
+        self, cluster_id: str, job_id: str, *, state: JobState, reason: str, updates: dict[str, Any] | None = None
     ) -> Job:
         """Record a job's state. A terminal state is final: later writes cannot revive it."""
-        current = self.get_job(cluster, job_id)
+        current = self.get_job(cluster_id, job_id)
         if current.state.terminal:
             return current
         now = iso(self._clock())
@@ -365,12 +367,12 @@ class DynamoStateStore:
         changed = current.model_copy(update={**(updates or {}), "state": state, "updated_at": now, "history": history})
         try:
             self.table.put_item(
-                Item={"pk": f"CLUSTER#{cluster}", "sk": f"JOB#{job_id}", "kind": "JOB", "doc": _to_ddb(changed)},
+                Item={"pk": f"CLUSTER#{cluster_id}", "sk": f"JOB#{job_id}", "kind": "JOB", "doc": _to_ddb(changed)},
                 ConditionExpression=Attr("doc.state").eq(current.state.value),
             )
         except ClientError as error:
             if _conditional_failed(error):
-                return self.get_job(cluster, job_id)
+                return self.get_job(cluster_id, job_id)
             raise
         return changed
 

@@ -6,6 +6,7 @@ rendered cluster config (see adapters/pcluster_validation.py).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timezone
 from enum import Enum
@@ -18,6 +19,15 @@ USER_NAME_RE = r"^[a-z][a-z0-9-]{1,31}$"
 # Release tags (v30_0_7), weeklies (w_2026_40), dailies (d_2026_11_02) and w_latest.
 STACK_TAG_RE = r"^(v\d+_\d+_\d+(_rc\d+)?|w_\d{4}_\d{2}|d_\d{4}_\d{2}_\d{2}|w_latest)$"
 INSTANCE_TYPE_RE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+
+
+def cluster_id(owner: str, name: str) -> str:
+    """A cluster's name in AWS and its key in the records: names are per owner, so two
+    owners may both have a cluster `demo`, and AWS sees two names. The owner's digest keeps
+    the id injective (an `owner-name` join is not: `a-b`+`c` and `a`+`b-c`) and within
+    ParallelCluster's cluster-name rules (a letter first, then letters, digits and
+    hyphens; 5 to 60 characters: here 13 to 51). The owner stays readable in the tags."""
+    return f"{name}-{hashlib.sha256(owner.encode()).hexdigest()[:10]}"
 
 
 def utcnow() -> datetime:
@@ -98,10 +108,15 @@ class Transition(BaseModel):
 
 
 class Cluster(BaseModel):
-    """The record of one cluster generation (a name can be reused once deleted)."""
+    """The record of one cluster generation (a name can be reused once deleted).
+
+    `name` is the owner's name for it; `id` (lsstctl.domain.models.cluster_id) is what the
+    control plane and AWS call it: the record's key, the ParallelCluster cluster and its
+    stack, the idle alarm, the metrics namespace, the workflows' executions."""
 
     name: str
     owner: str
+    id: str = ""
     spec: ClusterSpec
     state: ClusterState = ClusterState.REQUESTED
     generation: int = 1
@@ -119,6 +134,14 @@ class Cluster(BaseModel):
     compute_stopped_at: str | None = None
     # How the last teardown went: reason, outcome, start, end, final spend.
     teardown: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _derived_id(self) -> "Cluster":
+        expected = cluster_id(self.owner, self.name)
+        if self.id and self.id != expected:
+            raise ValueError(f"cluster id {self.id!r} is not the id of {self.owner}/{self.name}")
+        self.id = expected
+        return self
 
     def entered(self, state: "ClusterState") -> datetime | None:
         """When this generation first entered `state` (None: never)."""
@@ -170,7 +193,8 @@ class JobSpec(_Strict):
 
 class Job(BaseModel):
     job_id: str
-    cluster: str
+    cluster: str  # the owner's name for it
+    cluster_id: str = ""  # the record's key (see Cluster.id)
     generation: int = 1  # of the cluster: a reused name does not inherit old jobs
     owner: str
     spec: JobSpec
@@ -183,6 +207,11 @@ class Job(BaseModel):
     created_at: str
     updated_at: str
     history: list[Transition] = []
+
+    @model_validator(mode="after")
+    def _derived_cluster_id(self) -> "Job":
+        self.cluster_id = cluster_id(self.owner, self.cluster)
+        return self
 
 
 class UserSpec(_Strict):

@@ -50,7 +50,7 @@ def _shared_storage(spec: ClusterSpec) -> dict[str, Any]:
 
 def render_cluster_config(
     spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str, archive_bucket: str, archive_prefix: str,
-    metrics_policy_arn: str,
+    metrics_policy_arn: str, cluster_id: str,
 ) -> dict[str, Any]:
     """The ParallelCluster v3 config as a dict (what pcluster.lib accepts).
 
@@ -60,7 +60,9 @@ def render_cluster_config(
     node the instance credentials are for root alone (ParallelCluster's Imds/Secured)."""
     tags = [
         {"Key": OWNER_TAG, "Value": owner},
-        {"Key": CLUSTER_TAG, "Value": spec.name},
+        # The id (owner and name): the head node's role carries it, and the metrics policy
+        # admits that cluster's namespace only.
+        {"Key": CLUSTER_TAG, "Value": cluster_id},
         {"Key": PROJECT_TAG, "Value": PROJECT},
     ]
     head: dict[str, Any] = {

@@ -131,9 +131,10 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
         return f"{len(keys)} objects, e.g. {sorted(keys)[-1]}"
 
     def check_nothing_billing() -> str:
+        cluster_id = api.expect(200, "GET", f"/clusters/{CLUSTER['name']}")["id"]  # its name in AWS
         reservations = session.client("ec2").describe_instances(
             Filters=[
-                {"Name": "tag:parallelcluster:cluster-name", "Values": [CLUSTER["name"]]},
+                {"Name": "tag:parallelcluster:cluster-name", "Values": [cluster_id]},
                 {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
             ]
         )["Reservations"]

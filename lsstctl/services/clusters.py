@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
-from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, iso
+from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, cluster_id, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
-from lsstctl.errors import ConflictError, InvalidTransitionError, ValidationError
+from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, ValidationError
 from lsstctl.observability import logger, metrics, request_id
 from lsstctl.services import quotas
 from lsstctl.services.budget import check_budget_is_enough
@@ -43,13 +43,14 @@ def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
         key_name=s.cluster_key_name,
         archive_bucket=s.archive_bucket,
         archive_prefix=f"{cluster.owner}/{cluster.name}",
+        cluster_id=cluster.id,
         metrics_policy_arn=s.head_node_metrics_policy_arn or f"arn:aws:iam::{s.account_id}:policy/{HEAD_NODE_METRICS_POLICY}",
     )
 
 
 def node_root(deps: Deps, cluster: Cluster) -> str:
     """Where the head node's filesystem starts ('' on AWS; a directory in the emulator)."""
-    return deps.settings.head_node_root.replace("{cluster}", cluster.name).rstrip("/")
+    return deps.settings.head_node_root.replace("{cluster}", cluster.id).rstrip("/")
 
 
 def shared_dir(deps: Deps, cluster: Cluster) -> str:
@@ -62,6 +63,7 @@ def publish_state(deps: Deps, cluster: Cluster, reason: str) -> None:
         CLUSTER_STATE_CHANGED,
         {
             "cluster": cluster.name,
+            "cluster_id": cluster.id,
             "owner": cluster.owner,
             "generation": cluster.generation,
             "state": cluster.state.value,
@@ -71,13 +73,13 @@ def publish_state(deps: Deps, cluster: Cluster, reason: str) -> None:
     )
 
 
-def transition(deps: Deps, name: str, to: ClusterState, reason: str, **kwargs: Any) -> Cluster:
+def transition(deps: Deps, cid: str, to: ClusterState, reason: str, **kwargs: Any) -> Cluster:
     """Conditional state write, then its event (re-published when a retried step finds its
-    own earlier write: consumers dedupe on cluster, generation and state)."""
+    own earlier write: consumers dedupe on cluster id, generation and state)."""
     kwargs.setdefault("allowed_from", frozenset(s for s in ClusterState))
-    cluster = deps.store.transition(name, to=to, reason=reason, **kwargs)
+    cluster = deps.store.transition(cid, to=to, reason=reason, **kwargs)
     publish_state(deps, cluster, reason)
-    logger.info("cluster transition", extra={"cluster": name, "state": to.value, "reason": reason})
+    logger.info("cluster transition", extra={"cluster": cid, "state": to.value, "reason": reason})
     return cluster
 
 
@@ -100,23 +102,23 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
     )
     # ParallelCluster's schema and validators judge the config before anything exists,
     # and the budget must at least cover starting and tearing this cluster down.
-    deps.validator.validate(spec.name, cluster_config(deps, cluster))
+    deps.validator.validate(cluster.id, cluster_config(deps, cluster))
     check_budget_is_enough(deps, cluster)
     quotas.check_launch(deps, cluster)
     try:
-        cluster = deps.store.create_cluster(cluster, before_reuse=lambda: ensure_name_is_free(deps, spec.name))
+        cluster = deps.store.create_cluster(cluster, before_reuse=lambda: ensure_name_is_free(deps, cluster))
         created = True
     except ConflictError:
         # A repeated request (a retry without Idempotency-Key) converges on the cluster it
-        # created; anything else holding the name is a real conflict.
-        existing = deps.store.get_cluster(spec.name)
-        if not (existing.owner == owner and existing.spec == spec and existing.state in ACTIVE):
+        # created; another of the owner's clusters holding the name is a real conflict.
+        existing = deps.store.get_cluster(cluster.id)
+        if not (existing.spec == spec and existing.state in ACTIVE):
             raise
         cluster, created = existing, False
-    name = f"launch-{cluster.name}-g{cluster.generation}"
+    name = f"launch-{cluster.id}-g{cluster.generation}"
     if cluster.launch_execution is None:
         cluster = deps.store.update_cluster(
-            cluster.name, {"launch_execution": deps.workflows.execution_arn(s.launch_state_machine_arn, name)}
+            cluster.id, {"launch_execution": deps.workflows.execution_arn(s.launch_state_machine_arn, name)}
         )
     if created:
         publish_state(deps, cluster, f"requested by {principal.name}")
@@ -125,7 +127,7 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
         deps.workflows.start(s.launch_state_machine_arn, name, launch_input(deps, cluster))
     except Exception:
         if created:
-            withdraw_launch(deps, cluster.name)
+            withdraw_launch(deps, cluster.id)
         raise
     if created:
         metrics.add_metric(name="ClustersRequested", unit="Count", value=1)
@@ -133,36 +135,50 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
 
 
 def launch_input(deps: Deps, cluster: Cluster) -> dict[str, Any]:
-    return {"cluster": cluster.name, "generation": cluster.generation, "poll": poll_settings(deps),
+    return {"cluster": cluster.id, "generation": cluster.generation, "poll": poll_settings(deps),
             "request_id": request_id()}
 
 
-def ensure_name_is_free(deps: Deps, name: str) -> None:
+def ensure_name_is_free(deps: Deps, cluster: Cluster) -> None:
     """A name is launched again only once the engine has nothing left under it: a live
     record maps to at most one cluster, never to the leftovers of an earlier one."""
-    if deps.engine.describe_cluster(name).status != "NOT_FOUND":
+    if deps.engine.describe_cluster(cluster.id).status != "NOT_FOUND":
         raise ConflictError(
-            f"the previous cluster named '{name}' is still being deleted; try again in a few minutes", field="name"
+            f"the previous cluster named '{cluster.name}' is still being deleted; try again in a few minutes",
+            field="name",
         )
 
 
-def withdraw_launch(deps: Deps, name: str) -> None:
+def withdraw_launch(deps: Deps, cid: str) -> None:
     """The launch workflow could not start: nothing billable exists, so the record must not
     claim a launch. Best effort — if AWS fails this too, the client's retry converges on the
     record, and without a retry the reconciler withdraws it."""
     try:
         # One write: either the record is withdrawn, or it stays `requested` and a retry of
         # the request converges on it (never half-way, in a state that refuses the retry).
-        transition(deps, name, ClusterState.DELETED, "launch workflow could not start",
+        transition(deps, cid, ClusterState.DELETED, "launch workflow could not start",
                    allowed_from=frozenset({ClusterState.REQUESTED}))
     except Exception:
-        logger.warning("could not withdraw a launch that did not start; the reconciler will", extra={"cluster": name})
+        logger.warning("could not withdraw a launch that did not start; the reconciler will", extra={"cluster": cid})
 
 
-def get_cluster(deps: Deps, principal: Principal, name: str) -> Cluster:
-    cluster = deps.store.get_cluster(name)
-    ensure_visible(principal, cluster.owner, f"cluster '{name}'")
-    return cluster
+def get_cluster(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> Cluster:
+    """The caller's cluster `name` (an admin names another owner with `owner`). Every route
+    that names a cluster comes here: another owner's cluster is missing, never a conflict."""
+    owner = owner or principal.name
+    ensure_visible(principal, owner, f"cluster '{name}'")
+    try:
+        return deps.store.get_cluster(cluster_id(owner, name))
+    except NotFoundError:
+        # The same answer as ensure_visible's: a missing cluster and another owner's look alike.
+        raise NotFoundError(f"cluster '{name}' not found"
+                            + (f" for owner {owner}" if owner != principal.name else "")) from None
+
+
+def cluster_path(cluster: Cluster, principal: Principal) -> str:
+    """Where the caller finds the cluster in the API."""
+    path = f"/clusters/{cluster.name}"
+    return path if cluster.owner == principal.name else f"{path}?owner={cluster.owner}"
 
 
 def list_clusters(deps: Deps, principal: Principal) -> list[Cluster]:
@@ -171,20 +187,21 @@ def list_clusters(deps: Deps, principal: Principal) -> list[Cluster]:
 
 def teardown_execution_name(cluster: Cluster) -> str:
     attempt = 1 + sum(1 for t in cluster.history if t.state == ClusterState.TEARING_DOWN.value)
-    return f"teardown-{cluster.name}-g{cluster.generation}-a{attempt}"
+    return f"teardown-{cluster.id}-g{cluster.generation}-a{attempt}"
 
 
-def request_teardown(
-    deps: Deps, name: str, *, reason: str, principal: Principal | None = None, failure: dict[str, str] | None = None
-) -> Cluster:
+def delete_cluster(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> Cluster:
+    """DELETE /clusters/{name}: the user's teardown trigger."""
+    return request_teardown(deps, get_cluster(deps, principal, name, owner).id, reason="user")
+
+
+def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, str] | None = None) -> Cluster:
     """Claim the cluster for teardown (exactly once) and start the teardown workflow.
 
     Every trigger comes here: the user, a failed launch, and later idle, lifetime and budget.
     A repeated request finds the claim and converges on the same execution.
     """
-    cluster = deps.store.get_cluster(name)
-    if principal is not None:
-        ensure_visible(principal, cluster.owner, f"cluster '{name}'")
+    cluster = deps.store.get_cluster(cid)
     if cluster.state == ClusterState.DELETED:
         return cluster
     sm = deps.settings.teardown_state_machine_arn
@@ -195,10 +212,10 @@ def request_teardown(
             updates["failure"] = failure
         try:
             cluster = transition(
-                deps, name, ClusterState.TEARING_DOWN, reason, allowed_from=CLAIMABLE_FOR_TEARDOWN, updates=updates
+                deps, cid, ClusterState.TEARING_DOWN, reason, allowed_from=CLAIMABLE_FOR_TEARDOWN, updates=updates
             )
         except InvalidTransitionError:
-            cluster = deps.store.get_cluster(name)
+            cluster = deps.store.get_cluster(cid)
             if cluster.state != ClusterState.TEARING_DOWN:
                 return cluster  # deleted meanwhile
     assert cluster.teardown_execution is not None
@@ -208,7 +225,7 @@ def request_teardown(
         sm,
         exec_name,
         {
-            "cluster": cluster.name,
+            "cluster": cluster.id,
             "generation": cluster.generation,
             "reason": cluster.teardown_reason,
             "poll": poll_settings(deps),

@@ -92,7 +92,7 @@ def meter_unexplained(deps: Deps, name: str, observed: list[Any], now: datetime,
     previous = deps.store.get_ledger(name, 0) or {}
     priced = {r.id: r for r in _priced_ec2(deps, deps.settings.region, observed, spot or {})}
     report = measure(_with_gone(previous, priced, now), now, potential_compute_usd_per_hour=0.0)
-    ledger = {**report.to_dict(), "cluster": name, "owner": owner, "generation": 0, "state": "orphan"}
+    ledger = {**report.to_dict(), "cluster": name, "cluster_id": name, "owner": owner, "generation": 0, "state": "orphan"}
     deps.store.put_ledger(name, 0, owner, ledger)
     return report
 
@@ -101,13 +101,13 @@ def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot
     """Measure one cluster and write its ledger. Resources seen before but gone now (a
     deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
     without a recorded end is charged until now, never less than it may have cost."""
-    previous = deps.store.get_ledger(cluster.name, cluster.generation) or {}
+    previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {})}
     report = measure(_with_gone(previous, seen, now), now,
                      potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
-    ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "owner": cluster.owner,
-              "generation": cluster.generation, "state": cluster.state.value}
-    deps.store.put_ledger(cluster.name, cluster.generation, cluster.owner, ledger)
+    ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "cluster_id": cluster.id,
+              "owner": cluster.owner, "generation": cluster.generation, "state": cluster.state.value}
+    deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
     return report
 
 
@@ -117,7 +117,7 @@ def _idle(deps: Deps, cluster: Cluster, now: datetime) -> bool:
     window = timedelta(minutes=cluster.spec.idle_minutes)
     if cluster.state != S.READY or ready is None or now - ready < window:
         return False
-    depth = deps.monitor.max_queue_depth(cluster.name, now - window, now)
+    depth = deps.monitor.max_queue_depth(cluster.id, now - window, now)
     return depth is None or depth <= 0
 
 
@@ -136,8 +136,9 @@ def decide(deps: Deps, cluster: Cluster, report: SpendReport, now: datetime, tim
 def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
     crossed = []
     for threshold in thresholds_crossed(report.spend_usd, cluster.spec.budget_usd, set()):
-        if deps.store.claim_warning(cluster.name, cluster.generation, threshold):
-            detail = {"cluster": cluster.name, "owner": cluster.owner, "generation": cluster.generation,
+        if deps.store.claim_warning(cluster.id, cluster.generation, threshold):
+            detail = {"cluster": cluster.name, "cluster_id": cluster.id, "owner": cluster.owner,
+                      "generation": cluster.generation,
                       "threshold_percent": threshold, "spend_usd": round(report.spend_usd, 4),
                       "budget_usd": cluster.spec.budget_usd, "burn_usd_per_hour": round(report.burn_usd_per_hour, 4)}
             deps.notifier.notify(cluster.owner, f"{cluster.name}: {threshold}% of its budget spent", detail)
@@ -157,20 +158,20 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
     for cluster in clusters:
         try:
-            report = meter(deps, cluster, observed.get(cluster.name, []), now, spot)
+            report = meter(deps, cluster, observed.get(cluster.id, []), now, spot)
             if cluster.state not in ACTIVE:
                 continue
             if crossed := warn(deps, cluster, report):
-                summary["warnings"][cluster.name] = crossed
+                summary["warnings"][cluster.id] = crossed
             reason = decide(deps, cluster, report, now, timing)
             if reason:
-                request_teardown(deps, cluster.name, reason=reason)
-                summary["teardowns"][cluster.name] = reason
+                request_teardown(deps, cluster.id, reason=reason)
+                summary["teardowns"][cluster.id] = reason
                 metrics.add_metric(name=f"GuardTeardown{reason.capitalize()}", unit="Count", value=1)
         except Exception:  # one broken cluster must not stop the guard for the others
-            logger.exception("guard failed on a cluster", extra={"cluster": cluster.name})
-            summary.setdefault("errors", []).append(cluster.name)
-    watched = {c.name for c in clusters}
+            logger.exception("guard failed on a cluster", extra={"cluster": cluster.id})
+            summary.setdefault("errors", []).append(cluster.id)
+    watched = {c.id for c in clusters}
     for name, items in sorted(observed.items()):
         if name in watched or not any(o.exists for o in items):
             continue
@@ -186,15 +187,15 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
 def final_spend(deps: Deps, cluster: Cluster) -> SpendReport:
     """Measure once more when teardown ends, so the record holds the final spend."""
     now = deps.clock()
-    return meter(deps, cluster, deps.inventory.observe(now).get(cluster.name, []), now)
+    return meter(deps, cluster, deps.inventory.observe(now).get(cluster.id, []), now)
 
 
 # queries -------------------------------------------------------------------------------
-def cluster_cost(deps: Deps, principal: Principal, name: str) -> dict[str, Any]:
-    cluster = get_cluster(deps, principal, name)
-    ledger = deps.store.get_ledger(name, cluster.generation)
+def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> dict[str, Any]:
+    cluster = get_cluster(deps, principal, name, owner)
+    ledger = deps.store.get_ledger(cluster.id, cluster.generation)
     if ledger is None:
-        return {"cluster": name, "owner": cluster.owner, "generation": cluster.generation, "measured_at": None,
+        return {"cluster": name, "cluster_id": cluster.id, "owner": cluster.owner, "generation": cluster.generation, "measured_at": None,
                 "spend_usd": 0.0, "budget_usd": cluster.spec.budget_usd, "breakdown": []}
     return ledger
 
@@ -202,10 +203,10 @@ def cluster_cost(deps: Deps, principal: Principal, name: str) -> dict[str, Any]:
 COST_SUMMARY = ("measured_at", "spend_usd", "burn_usd_per_hour", "budget_usd", "budget_used_percent", "projected_budget_at")
 
 
-def cluster_view(deps: Deps, principal: Principal, name: str) -> dict[str, Any]:
+def cluster_view(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> dict[str, Any]:
     """The cluster record with its spend so far (as of the guard's last measurement)."""
-    cluster = get_cluster(deps, principal, name)
-    ledger = deps.store.get_ledger(name, cluster.generation) or {}
+    cluster = get_cluster(deps, principal, name, owner)
+    ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
     summary = {key: ledger.get(key) for key in COST_SUMMARY}
     summary["budget_usd"] = cluster.spec.budget_usd
     summary["spend_usd"] = summary["spend_usd"] or 0.0

@@ -6,7 +6,7 @@ import re
 import secrets
 from typing import Any
 
-from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, iso
+from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, cluster_id, iso
 from lsstctl.domain.scripts import OS_DEFAULT_USER, job_output_dir, parse_job_status, render_job_status_command, render_submit_command
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
 from lsstctl.observability import metrics, request_id
@@ -23,6 +23,7 @@ def publish_job(deps: Deps, job: Job) -> None:
         JOB_STATE_CHANGED,
         {
             "cluster": job.cluster,
+            "cluster_id": job.cluster_id,
             "job_id": job.job_id,
             "owner": job.owner,
             "state": job.state.value,
@@ -44,17 +45,17 @@ def new_job_id(deps: Deps, request_key: str | None = None) -> str:
 
 
 def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpec,
-               request_key: str | None = None) -> Job:
+               request_key: str | None = None, owner: str | None = None) -> Job:
     """Record the job, then start its workflow. Repeated with the same `request_key`
     (after any failure), it converges on one record and one execution."""
-    cluster = get_cluster(deps, principal, cluster_name)
+    cluster = get_cluster(deps, principal, cluster_name, owner)
     if cluster.state != ClusterState.READY:
         raise ConflictError(f"cluster '{cluster_name}' is {cluster.state.value}; jobs need a ready cluster")
     queues = [q.name for q in cluster.spec.queues]
     if spec.queue is not None and spec.queue not in queues:
         raise ValidationError(f"queue '{spec.queue}' is not one of {queues}", field="queue")
     now = iso(deps.clock())
-    key = f"{principal.name}#{cluster_name}#g{cluster.generation}#{request_key}" if request_key else None
+    key = f"{principal.name}#{cluster.id}#g{cluster.generation}#{request_key}" if request_key else None
     job = Job(
         job_id=new_job_id(deps, key),
         cluster=cluster_name,
@@ -69,7 +70,7 @@ def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpe
     try:
         deps.store.put_job(job)
     except ConflictError:
-        existing = deps.store.get_job(cluster_name, job.job_id)
+        existing = deps.store.get_job(cluster.id, job.job_id)
         if existing.spec != spec or existing.generation != cluster.generation:
             raise
         job = existing  # the retry of a request whose first attempt recorded the job
@@ -81,7 +82,7 @@ def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpe
 
 
 def job_execution_name(job: Job) -> str:
-    return f"job-{job.cluster}-{job.job_id}"
+    return f"job-{job.cluster_id}-{job.job_id}"
 
 
 def start_job_workflow(deps: Deps, job: Job) -> None:
@@ -89,25 +90,26 @@ def start_job_workflow(deps: Deps, job: Job) -> None:
     deps.workflows.start(
         deps.settings.job_state_machine_arn,
         job_execution_name(job),
-        {"cluster": job.cluster, "job_id": job.job_id, "poll": poll_settings(deps), "request_id": request_id()},
+        {"cluster": job.cluster_id, "job_id": job.job_id, "poll": poll_settings(deps), "request_id": request_id()},
     )
 
 
-def get_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str) -> Job:
-    job = deps.store.get_job(cluster_name, job_id)
-    ensure_visible(principal, job.owner, f"job '{job_id}'")
-    return job
+def get_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str, owner: str | None = None) -> Job:
+    """A job of one of the caller's clusters (of any generation: its id is unique)."""
+    owner = owner or principal.name
+    ensure_visible(principal, owner, f"job '{job_id}'")
+    return deps.store.get_job(cluster_id(owner, cluster_name), job_id)
 
 
-def list_jobs(deps: Deps, principal: Principal, cluster_name: str) -> list[Job]:
-    """Jobs of the cluster that now holds the name (not those of an earlier owner's cluster)."""
-    cluster = get_cluster(deps, principal, cluster_name)
-    return [j for j in deps.store.list_jobs(cluster_name) if j.generation == cluster.generation]
+def list_jobs(deps: Deps, principal: Principal, cluster_name: str, owner: str | None = None) -> list[Job]:
+    """Jobs of the cluster's current generation (not those of an earlier one of that name)."""
+    cluster = get_cluster(deps, principal, cluster_name, owner)
+    return [j for j in deps.store.list_jobs(cluster.id) if j.generation == cluster.generation]
 
 
 # workflow steps (statemachines/run_job.asl.json) ---------------------------------------
 def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) -> Job:
-    changed = deps.store.update_job(job.cluster, job.job_id, state=state, reason=reason, updates=updates)
+    changed = deps.store.update_job(job.cluster_id, job.job_id, state=state, reason=reason, updates=updates)
     if changed.state != job.state:
         publish_job(deps, changed)
     return changed
@@ -117,12 +119,12 @@ def _tracking_deadline(deps: Deps, job: Job) -> str:
     return deadline_after(deps, job.spec.walltime_minutes * 60 + deps.settings.job_queue_timeout_seconds)
 
 
-def submit_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
-    job = deps.store.get_job(cluster_name, job_id)
+def submit_step(deps: Deps, cid: str, job_id: str) -> dict[str, Any]:
+    job = deps.store.get_job(cid, job_id)
     if job.slurm_job_id is None:
-        cluster = deps.store.get_cluster(cluster_name)
+        cluster = deps.store.get_cluster(cid)
         if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
-            raise JobSubmitError(f"cluster '{cluster_name}' is {cluster.state.value}")
+            raise JobSubmitError(f"cluster '{cluster.name}' is {cluster.state.value}")
         shared = shared_dir(deps, cluster)
         result = run_short(
             deps,
@@ -145,11 +147,11 @@ def submit_step(deps: Deps, cluster_name: str, job_id: str) -> dict[str, Any]:
     return {"state": job.state.value, "terminal": job.state.terminal, "deadline": _tracking_deadline(deps, job)}
 
 
-def poll_step(deps: Deps, cluster_name: str, job_id: str, deadline: str | None) -> dict[str, Any]:
-    job = deps.store.get_job(cluster_name, job_id)
+def poll_step(deps: Deps, cid: str, job_id: str, deadline: str | None) -> dict[str, Any]:
+    job = deps.store.get_job(cid, job_id)
     if job.state.terminal:
         return {"state": job.state.value, "terminal": True, "deadline": deadline}
-    cluster = deps.store.get_cluster(cluster_name)
+    cluster = deps.store.get_cluster(cid)
     if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
         job = _record(deps, job, JobState.CANCELLED, f"cluster is {cluster.state.value}")
         return {"state": job.state.value, "terminal": True, "deadline": deadline}
@@ -168,10 +170,10 @@ def poll_step(deps: Deps, cluster_name: str, job_id: str, deadline: str | None) 
     return {"state": job.state.value, "terminal": job.state.terminal, "deadline": deadline}
 
 
-def job_failed(deps: Deps, cluster_name: str, job_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
+def job_failed(deps: Deps, cid: str, job_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
     code, message = error_message(error)
-    job = deps.store.get_job(cluster_name, job_id)
-    cluster = deps.store.get_cluster(cluster_name)
+    job = deps.store.get_job(cid, job_id)
+    cluster = deps.store.get_cluster(cid)
     state = JobState.FAILED if cluster.state == ClusterState.READY else JobState.CANCELLED
     job = _record(deps, job, state, f"{code}: {message}")
     return {"state": job.state.value, "terminal": True}

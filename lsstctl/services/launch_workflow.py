@@ -12,27 +12,27 @@ from lsstctl.services.deps import Deps
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
 
 
-def load(deps: Deps, name: str, generation: int) -> Cluster:
-    """The cluster this execution is about; a stale execution must not touch a newer one."""
-    cluster = deps.store.get_cluster(name)
+def load(deps: Deps, cid: str, generation: int) -> Cluster:
+    """The cluster this execution is about (by id); a stale execution must not touch a newer one."""
+    cluster = deps.store.get_cluster(cid)
     if cluster.generation != generation:
-        raise ConflictError(f"execution is for generation {generation} of '{name}', record is {cluster.generation}")
+        raise ConflictError(f"execution is for generation {generation} of '{cid}', record is {cluster.generation}")
     return cluster
 
 
-def start_launch(deps: Deps, name: str, generation: int, poll: dict[str, Any]) -> dict[str, Any]:
-    cluster = load(deps, name, generation)
-    cluster = transition(deps, name, S.LAUNCHING, "creating cluster", allowed_from=frozenset({S.REQUESTED}), or_if={})
-    engine = deps.engine.create_cluster(name, cluster_config(deps, cluster))
-    deps.store.update_cluster(name, {"engine_status": engine.status})
+def start_launch(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -> dict[str, Any]:
+    cluster = load(deps, cid, generation)
+    cluster = transition(deps, cid, S.LAUNCHING, "creating cluster", allowed_from=frozenset({S.REQUESTED}), or_if={})
+    engine = deps.engine.create_cluster(cid, cluster_config(deps, cluster))
+    deps.store.update_cluster(cid, {"engine_status": engine.status})
     return {"status": engine.status, "ready": False, "deadline": deadline_after(deps, poll["launch_timeout"])}
 
 
-def poll_launch(deps: Deps, name: str, generation: int, deadline: str) -> dict[str, Any]:
-    load(deps, name, generation)
-    engine = deps.engine.describe_cluster(name)
+def poll_launch(deps: Deps, cid: str, generation: int, deadline: str) -> dict[str, Any]:
+    load(deps, cid, generation)
+    engine = deps.engine.describe_cluster(cid)
     if engine.status == "CREATE_COMPLETE" and engine.head_node_instance_id:
-        deps.store.update_cluster(name, {"engine_status": engine.status, "head_node_instance_id": engine.head_node_instance_id})
+        deps.store.update_cluster(cid, {"engine_status": engine.status, "head_node_instance_id": engine.head_node_instance_id})
         return {"status": engine.status, "ready": True, "deadline": deadline}
     if engine.status in {"CREATE_FAILED", "NOT_FOUND"} or engine.status.startswith("DELETE"):
         raise LaunchFailedError(f"cluster creation ended in {engine.status}: {engine.reason or 'no reason given'}")
@@ -40,16 +40,16 @@ def poll_launch(deps: Deps, name: str, generation: int, deadline: str) -> dict[s
     return {"status": engine.status, "ready": False, "deadline": deadline}
 
 
-def start_install(deps: Deps, name: str, generation: int, poll: dict[str, Any]) -> dict[str, Any]:
-    cluster = load(deps, name, generation)
+def start_install(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -> dict[str, Any]:
+    cluster = load(deps, cid, generation)
     tag = cluster.spec.stack_tag
     cluster = transition(
-        deps, name, S.INSTALLING, f"installing lsst_distrib {tag}", allowed_from=frozenset({S.LAUNCHING}), or_if={}
+        deps, cid, S.INSTALLING, f"installing lsst_distrib {tag}", allowed_from=frozenset({S.LAUNCHING}), or_if={}
     )
     command_id = cluster.install_command_id
     if command_id is None:  # a retried step reuses the command it already sent
         script = render_publisher_install(
-            cluster=name, region=cluster.spec.region or deps.settings.region, node_root=node_root(deps, cluster)
+            cluster=cid, region=cluster.spec.region or deps.settings.region, node_root=node_root(deps, cluster)
         ) + render_install_script(
             shared_dir=shared_dir(deps, cluster), tag=tag, installer_url=deps.settings.lsst_installer_url
         )
@@ -58,12 +58,12 @@ def start_install(deps: Deps, name: str, generation: int, poll: dict[str, Any]) 
             cluster.head_node_instance_id, script, comment=f"install lsst_distrib {tag}",
             timeout_seconds=poll["install_timeout"],
         )
-        deps.store.update_cluster(name, {"install_command_id": command_id})
+        deps.store.update_cluster(cid, {"install_command_id": command_id})
     return {"command_id": command_id, "done": False, "deadline": deadline_after(deps, poll["install_timeout"])}
 
 
-def poll_install(deps: Deps, name: str, generation: int, command_id: str, deadline: str) -> dict[str, Any]:
-    cluster = load(deps, name, generation)
+def poll_install(deps: Deps, cid: str, generation: int, command_id: str, deadline: str) -> dict[str, Any]:
+    cluster = load(deps, cid, generation)
     assert cluster.head_node_instance_id
     result = deps.runner.result(command_id, cluster.head_node_instance_id)
     if result.status == "Success":
@@ -76,19 +76,19 @@ def poll_install(deps: Deps, name: str, generation: int, command_id: str, deadli
     return {"command_id": command_id, "done": False, "deadline": deadline}
 
 
-def mark_ready(deps: Deps, name: str, generation: int) -> dict[str, Any]:
-    cluster = load(deps, name, generation)
+def mark_ready(deps: Deps, cid: str, generation: int) -> dict[str, Any]:
+    cluster = load(deps, cid, generation)
     # Idle detection starts now: installing is not idleness.
-    deps.monitor.ensure_idle_alarm(name, cluster.spec.idle_minutes)
-    cluster = transition(deps, name, S.READY, "stack installed", allowed_from=frozenset({S.INSTALLING}), or_if={})
+    deps.monitor.ensure_idle_alarm(cid, cluster.spec.idle_minutes)
+    cluster = transition(deps, cid, S.READY, "stack installed", allowed_from=frozenset({S.INSTALLING}), or_if={})
     metrics.add_metric(name="ClustersReady", unit="Count", value=1)
     return {"state": cluster.state.value}
 
 
-def launch_failed(deps: Deps, name: str, generation: int, error: dict[str, Any] | None) -> dict[str, Any]:
+def launch_failed(deps: Deps, cid: str, generation: int, error: dict[str, Any] | None) -> dict[str, Any]:
     """Every failure on the launch path ends in teardown, so nothing billable is left."""
-    load(deps, name, generation)
+    load(deps, cid, generation)
     code, message = error_message(error)
     metrics.add_metric(name="LaunchFailures", unit="Count", value=1)
-    cluster = request_teardown(deps, name, reason="launch_failed", failure={"code": code, "message": message})
+    cluster = request_teardown(deps, cid, reason="launch_failed", failure={"code": code, "message": message})
     return {"state": cluster.state.value, "teardown_execution": cluster.teardown_execution}

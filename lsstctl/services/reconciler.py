@@ -88,14 +88,14 @@ class Pass:
         deps = self.deps
         try:
             cluster_service.transition(
-                deps, cluster.name, S.FAILED, f"reconciler: {why}", allowed_from=frozenset({S.TEARING_DOWN}),
+                deps, cluster.id, S.FAILED, f"reconciler: {why}", allowed_from=frozenset({S.TEARING_DOWN}),
                 only_if={"teardown_execution": cluster.teardown_execution, "generation": cluster.generation},
                 updates={"failure": {"code": "TeardownStalled", "message": why}},
             )
         except InvalidTransitionError:
             return  # someone else moved it: their execution owns it now
-        record = cluster_service.request_teardown(deps, cluster.name, reason=cluster.teardown_reason or "reconciler")
-        self.found("teardown_redriven", cluster.name, "restarted teardown", why=why,
+        record = cluster_service.request_teardown(deps, cluster.id, reason=cluster.teardown_reason or "reconciler")
+        self.found("teardown_redriven", cluster.id, "restarted teardown", why=why,
                    execution=record.teardown_execution)
 
     def failed(self, cluster: Cluster, present: bool) -> None:
@@ -105,9 +105,9 @@ class Pass:
         wait = min(s.redrive_base_seconds * 2 ** max(attempts - 1, 0), s.redrive_max_seconds)
         if self.now - (_when(cluster.updated_at) or self.now) < timedelta(seconds=wait):
             return
-        record = cluster_service.request_teardown(self.deps, cluster.name,
+        record = cluster_service.request_teardown(self.deps, cluster.id,
                                                   reason=cluster.teardown_reason or "reconciler")
-        self.found("failed_teardown_retried", cluster.name, "restarted teardown", attempt=attempts + 1,
+        self.found("failed_teardown_retried", cluster.id, "restarted teardown", attempt=attempts + 1,
                    still_billing=present, execution=record.teardown_execution)
 
     def launch(self, cluster: Cluster) -> None:
@@ -124,8 +124,8 @@ class Pass:
             if self.fresh(cluster):
                 return
             if cluster.state == S.REQUESTED:
-                cluster_service.withdraw_launch(deps, cluster.name)
-                self.found("launch_never_started", cluster.name, "withdrew the request (nothing was created)")
+                cluster_service.withdraw_launch(deps, cluster.id)
+                self.found("launch_never_started", cluster.id, "withdrew the request (nothing was created)")
             else:
                 self.to_teardown(cluster, "launch execution missing")
             return
@@ -139,19 +139,19 @@ class Pass:
         deps = self.deps
         sm = deps.settings.launch_state_machine_arn
         attempt = 1 + sum(1 for t in cluster.history if t.reason.startswith("reconciler: resumed"))
-        name = f"launch-{cluster.name}-g{cluster.generation}-r{attempt}"
+        name = f"launch-{cluster.id}-g{cluster.generation}-r{attempt}"
         try:
-            deps.store.update_cluster(cluster.name, {"launch_execution": deps.workflows.execution_arn(sm, name)},
+            deps.store.update_cluster(cluster.id, {"launch_execution": deps.workflows.execution_arn(sm, name)},
                                       only_if={"launch_execution": cluster.launch_execution})
         except ConflictError:
             return
         deps.workflows.start(sm, name, cluster_service.launch_input(deps, cluster))
-        self.found("launch_resumed", cluster.name, "resumed the interrupted launch", execution=name)
+        self.found("launch_resumed", cluster.id, "resumed the interrupted launch", execution=name)
 
     def to_teardown(self, cluster: Cluster, why: str) -> None:
-        record = cluster_service.request_teardown(self.deps, cluster.name, reason="launch_stalled",
+        record = cluster_service.request_teardown(self.deps, cluster.id, reason="launch_stalled",
                                                   failure={"code": "LaunchStalled", "message": why})
-        self.found("launch_stalled", cluster.name, "started teardown", why=why, execution=record.teardown_execution)
+        self.found("launch_stalled", cluster.id, "started teardown", why=why, execution=record.teardown_execution)
 
     # what no record explains -------------------------------------------------------------
     def orphan(self, name: str, record: Cluster | None, observed: list[Any], hourly: float) -> None:
@@ -168,7 +168,7 @@ class Pass:
         from lsstctl.services import jobs as job_service
 
         deps = self.deps
-        for job in deps.store.list_jobs(cluster.name):
+        for job in deps.store.list_jobs(cluster.id):
             if job.state.terminal or job.generation != cluster.generation or not job.execution:
                 continue
             if self.now - (_when(job.updated_at) or self.now) < self.grace:
@@ -179,17 +179,17 @@ class Pass:
             if job.state == JobState.SUBMITTING and execution is None:
                 why = "the submission did not complete (its request failed); submit again"
                 job_service.publish_job(deps, deps.store.update_job(
-                    cluster.name, job.job_id, state=JobState.CANCELLED, reason=why, updates={"reason": why}))
-                self.found("job_never_started", cluster.name, "cancelled the job", job_id=job.job_id)
+                    cluster.id, job.job_id, state=JobState.CANCELLED, reason=why, updates={"reason": why}))
+                self.found("job_never_started", cluster.id, "cancelled the job", job_id=job.job_id)
             elif cluster.state == S.READY:
                 name = f"{job_service.job_execution_name(job)}-r{1 + len(job.history)}"
                 arn = deps.workflows.execution_arn(deps.settings.job_state_machine_arn, name)
-                deps.store.update_job(cluster.name, job.job_id, state=job.state, reason="tracking resumed",
+                deps.store.update_job(cluster.id, job.job_id, state=job.state, reason="tracking resumed",
                                       updates={"execution": arn})
                 deps.workflows.start(deps.settings.job_state_machine_arn, name,
                                      {"cluster": job.cluster, "job_id": job.job_id,
                                       "poll": cluster_service.poll_settings(deps), "request_id": ""})
-                self.found("job_tracking_resumed", cluster.name, "resumed tracking", job_id=job.job_id,
+                self.found("job_tracking_resumed", cluster.id, "resumed tracking", job_id=job.job_id,
                            execution=name)
 
     def users(self) -> None:
@@ -236,7 +236,7 @@ def reconcile(deps: Deps) -> dict[str, Any]:
     engine = {c.name: c for c in deps.engine.list_clusters()}
     alarms = set(deps.monitor.list_idle_alarms())
     present = {name for name, items in observed.items() if any(o.exists for o in items)} | set(engine)
-    records = {c.name: c for c in deps.store.list_billing_clusters()}
+    records = {c.id: c for c in deps.store.list_billing_clusters()}
 
     for name, cluster in sorted(records.items()):
         try:

@@ -22,14 +22,14 @@ from lsstctl.services.launch_workflow import load
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
 
 
-def begin_teardown(deps: Deps, name: str, generation: int, execution: str, reason: str) -> dict[str, Any]:
+def begin_teardown(deps: Deps, cid: str, generation: int, execution: str, reason: str) -> dict[str, Any]:
     """Claim the cluster for this execution, exactly once. A second teardown (another
     trigger, a duplicate event) finds the claim taken and ends without doing anything."""
-    load(deps, name, generation)
+    load(deps, cid, generation)
     try:
         cluster = transition(
             deps,
-            name,
+            cid,
             S.TEARING_DOWN,
             reason,
             allowed_from=CLAIMABLE_FOR_TEARDOWN,
@@ -37,44 +37,44 @@ def begin_teardown(deps: Deps, name: str, generation: int, execution: str, reaso
             or_if={"teardown_execution": execution},
         )
     except InvalidTransitionError:
-        logger.info("teardown not claimed: another execution owns it or it is done", extra={"cluster": name})
+        logger.info("teardown not claimed: another execution owns it or it is done", extra={"cluster": cid})
         return {"claimed": False, "archive": False}
     # Idleness no longer matters once the cluster is going away.
-    deps.monitor.delete_idle_alarm(name)
+    deps.monitor.delete_idle_alarm(cid)
     return {"claimed": True, "archive": cluster.head_node_instance_id is not None}
 
 
-def stop_fleet(deps: Deps, name: str) -> dict[str, Any]:
-    cluster = deps.store.get_cluster(name)
+def stop_fleet(deps: Deps, cid: str) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(cid)
     if cluster.teardown and cluster.teardown.get("outcome") == "failed":
         # A retry after a failed archive: the head node was stopped to save cost; the
         # archive needs it running again.
-        deps.engine.start_head_node(name)
-    engine = deps.engine.stop_compute_fleet(name)
-    deps.store.update_cluster(name, {"engine_status": engine.status, "compute_stopped_at": iso(deps.clock())})
+        deps.engine.start_head_node(cid)
+    engine = deps.engine.stop_compute_fleet(cid)
+    deps.store.update_cluster(cid, {"engine_status": engine.status, "compute_stopped_at": iso(deps.clock())})
     return {"fleet_status": engine.fleet_status}
 
 
-def start_archive(deps: Deps, name: str, poll: dict[str, Any]) -> dict[str, Any]:
-    cluster = deps.store.get_cluster(name)
+def start_archive(deps: Deps, cid: str, poll: dict[str, Any]) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(cid)
     assert cluster.head_node_instance_id
     script = render_archive_command(
         shared_dir=shared_dir(deps, cluster),
         bucket=deps.settings.archive_bucket,
         prefix=archive_prefix(cluster),
     )
-    command_id = deps.runner.send(cluster.head_node_instance_id, script, comment=f"archive outputs of {name}",
+    command_id = deps.runner.send(cluster.head_node_instance_id, script, comment=f"archive outputs of {cluster.name}",
                                   timeout_seconds=poll["archive_timeout"])
     return {"command_id": command_id, "done": False, "deadline": deadline_after(deps, poll["archive_timeout"])}
 
 
-def poll_archive(deps: Deps, name: str, command_id: str, deadline: str) -> dict[str, Any]:
-    cluster = deps.store.get_cluster(name)
+def poll_archive(deps: Deps, cid: str, command_id: str, deadline: str) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(cid)
     assert cluster.head_node_instance_id
     result = deps.runner.result(command_id, cluster.head_node_instance_id)
     if result.status == "Success":
         uri = f"s3://{deps.settings.archive_bucket}/{archive_prefix(cluster)}/"
-        deps.store.update_cluster(name, {"archive_uri": uri})
+        deps.store.update_cluster(cid, {"archive_uri": uri})
         return {"command_id": command_id, "done": True, "deadline": deadline}
     if result.status in FAILED_STATUSES:
         raise ArchiveFailedError(f"archive {result.status}: {tail(result.stderr or result.stdout)}")
@@ -82,14 +82,14 @@ def poll_archive(deps: Deps, name: str, command_id: str, deadline: str) -> dict[
     return {"command_id": command_id, "done": False, "deadline": deadline}
 
 
-def delete_cluster(deps: Deps, name: str, poll: dict[str, Any]) -> dict[str, Any]:
-    engine = deps.engine.delete_cluster(name)
-    deps.store.update_cluster(name, {"engine_status": engine.status})
+def delete_cluster(deps: Deps, cid: str, poll: dict[str, Any]) -> dict[str, Any]:
+    engine = deps.engine.delete_cluster(cid)
+    deps.store.update_cluster(cid, {"engine_status": engine.status})
     return {"gone": False, "deadline": deadline_after(deps, poll["delete_timeout"])}
 
 
-def poll_delete(deps: Deps, name: str, deadline: str) -> dict[str, Any]:
-    engine = deps.engine.describe_cluster(name)
+def poll_delete(deps: Deps, cid: str, deadline: str) -> dict[str, Any]:
+    engine = deps.engine.describe_cluster(cid)
     if engine.status == "NOT_FOUND":
         return {"gone": True, "deadline": deadline}
     if engine.status == "DELETE_FAILED":
@@ -103,10 +103,10 @@ def _teardown_started(cluster: Any) -> str | None:
     return starts[-1] if starts else None
 
 
-def _cancel_open_jobs(deps: Deps, name: str, reason: str) -> None:
-    for job in deps.store.list_jobs(name):
+def _cancel_open_jobs(deps: Deps, cid: str, reason: str) -> None:
+    for job in deps.store.list_jobs(cid):
         if not job.state.terminal:
-            publish_job(deps, deps.store.update_job(name, job.job_id, state=JobState.CANCELLED, reason=reason))
+            publish_job(deps, deps.store.update_job(cid, job.job_id, state=JobState.CANCELLED, reason=reason))
 
 
 def _summary(deps: Deps, cluster: Any, outcome: str, **extra: Any) -> dict[str, Any]:
@@ -138,51 +138,54 @@ def _record_timing(deps: Deps, summary: dict[str, Any]) -> None:
         deps.store.record_teardown_timing(stop if stop is not None else total, total)
 
 
-def finish_teardown(deps: Deps, name: str) -> dict[str, Any]:
-    cluster = deps.store.get_cluster(name)
+def finish_teardown(deps: Deps, cid: str) -> dict[str, Any]:
+    cluster = deps.store.get_cluster(cid)
     if cluster.state == S.TEARING_DOWN:
         # Measured before the transition: the cluster is gone, this is its final spend.
         summary = _summary(deps, cluster, "deleted", archive_uri=cluster.archive_uri)
         _record_timing(deps, summary)
-        deps.store.update_cluster(name, {"teardown": summary})
-    cluster = transition(deps, name, S.DELETED, "teardown complete", allowed_from=frozenset({S.TEARING_DOWN}), or_if={})
-    _cancel_open_jobs(deps, name, "cluster deleted")
+        deps.store.update_cluster(cid, {"teardown": summary})
+    cluster = transition(deps, cid, S.DELETED, "teardown complete", allowed_from=frozenset({S.TEARING_DOWN}), or_if={})
+    _cancel_open_jobs(deps, cid, "cluster deleted")
     assert cluster.teardown is not None
     deps.events.publish(
-        TEARDOWN_COMPLETED, {"cluster": name, "owner": cluster.owner, "generation": cluster.generation, **cluster.teardown}
+        TEARDOWN_COMPLETED,
+        {"cluster": cluster.name, "cluster_id": cid, "owner": cluster.owner, "generation": cluster.generation,
+         **cluster.teardown},
     )
     metrics.add_metric(name="TeardownsCompleted", unit="Count", value=1)
     return {"state": cluster.state.value, "final_spend_usd": cluster.teardown["final_spend_usd"]}
 
 
-def teardown_failed(deps: Deps, name: str, execution: str, error: dict[str, Any] | None) -> dict[str, Any]:
+def teardown_failed(deps: Deps, cid: str, execution: str, error: dict[str, Any] | None) -> dict[str, Any]:
     """Record why teardown stopped, but only for the execution that owns the claim: a stale
     or unclaimed execution failing must not mark someone else's teardown as failed."""
     code, message = error_message(error)
-    current = deps.store.get_cluster(name)
+    current = deps.store.get_cluster(cid)
     if current.teardown_execution != execution:
-        logger.warning("failed teardown did not own the claim", extra={"cluster": name, "error": code})
+        logger.warning("failed teardown did not own the claim", extra={"cluster": cid, "error": code})
         return {"state": current.state.value, "owned": False}
     if code == ArchiveFailedError.__name__:
         # Keep the data, stop paying for the head node: only storage bills from here on.
-        deps.engine.stop_head_node(name)
+        deps.engine.stop_head_node(cid)
     summary = _summary(deps, current, "failed", error={"code": code, "message": message})
     cluster = transition(
         deps,
-        name,
+        cid,
         S.FAILED,
         f"teardown failed: {code}",
         allowed_from=frozenset({S.TEARING_DOWN}),
         updates={"failure": {"code": code, "message": message}, "teardown": summary},
         or_if={},
     )
-    _cancel_open_jobs(deps, name, "cluster teardown failed")
-    detail = {"cluster": name, "owner": cluster.owner, "generation": cluster.generation, **summary}
+    _cancel_open_jobs(deps, cid, "cluster teardown failed")
+    detail = {"cluster": cluster.name, "cluster_id": cid, "owner": cluster.owner, "generation": cluster.generation,
+              **summary}
     deps.events.publish(TEARDOWN_COMPLETED, detail)
     # Data is kept (compute is stopped): the owner must decide, and knows what it costs.
     deps.notifier.notify(
         cluster.owner,
-        f"{name}: teardown stopped ({code}); storage kept at ${summary['remaining_burn_usd_per_hour']:.4f}/h",
+        f"{cluster.name}: teardown stopped ({code}); storage kept at ${summary['remaining_burn_usd_per_hour']:.4f}/h",
         detail,
     )
     metrics.add_metric(name="TeardownFailures", unit="Count", value=1)

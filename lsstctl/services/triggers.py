@@ -78,10 +78,10 @@ def on_budget_notification(deps: Deps, message: str) -> dict[str, Any]:
     ]
     for cluster in concerned:
         if act:
-            request_teardown(deps, cluster.name, reason="aws_budget")
+            request_teardown(deps, cluster.id, reason="aws_budget")
         else:
             deps.notifier.notify(cluster.owner, f"AWS Budgets: {name} passed an alert threshold",
-                                 {"cluster": cluster.name, "budget": name, "action": "none"})
-    names = [c.name for c in concerned]
+                                 {"cluster": cluster.name, "cluster_id": cluster.id, "budget": name, "action": "none"})
+    names = [c.id for c in concerned]
     logger.info("budget notification", extra={"budget": name, "owner": owner, "clusters": names, "act": act})
     return {"budget": name, "owner": owner, "teardowns": names if act else [], "warned": [] if act else names}

@@ -10,7 +10,7 @@ import urllib.request
 import boto3
 
 from lsstctl.emulator.demo import OWNER as DEMO_OWNER, Api, run_demo
-from tests.conftest import cluster_spec, live_instances
+from tests.conftest import cid, cluster_spec, live_instances
 
 
 def test_the_whole_lifecycle_through_the_api(emulator, capfd, monkeypatch, request):
@@ -76,7 +76,7 @@ def test_bad_requests_get_clear_errors_and_create_nothing(emulator):
         {"name": "q", "instance_types": ["c5.large"], "min_nodes": 4, "max_nodes": 1}]))
     assert status == 400 and body["error"]["code"] == "invalid_cluster_config"
     assert "Max count must be greater than or equal to min count." in body["error"]["message"]
-    assert api.call("GET", "/clusters/e2e-bad")[0] == 404 and live_instances("e2e-bad") == []
+    assert api.call("GET", "/clusters/e2e-bad")[0] == 404 and live_instances(cid("e2e-bad")) == []
 
     status, body = api.call("POST", "/clusters", {"name": "e2e-bad", "queues": [], "budget_usd": -1})
     assert status == 400 and body["error"]["field"] in {"queues", "budget_usd"}
@@ -107,7 +107,7 @@ def test_a_retried_launch_over_http_creates_one_cluster(emulator):
     reused = api.call("POST", "/clusters", {**spec, "budget_usd": 999}, key="retry-1")
     assert reused[0] == 422 and reused[1]["error"]["code"] == "idempotency_key_reused"
     api.wait_for("/clusters/e2e-retry", "state", {"ready"}, {"failed", "deleted"})
-    assert len(live_instances("e2e-retry")) == 2
+    assert len(live_instances(cid("e2e-retry"))) == 2
     api.expect(202, "DELETE", "/clusters/e2e-retry")
     api.wait_for("/clusters/e2e-retry", "state", {"deleted"}, {"failed"})
-    assert live_instances("e2e-retry") == []
+    assert live_instances(cid("e2e-retry")) == []

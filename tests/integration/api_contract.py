@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator, oas30_format_checker
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
+
+from lsstctl.domain.models import cluster_id
 
 ROOT = Path(__file__).resolve().parents[2]
 for _path in (ROOT, ROOT / "chalice_app"):
@@ -27,6 +30,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 REGION = "us-east-1"
 OWNER, OTHER, ADMIN = "alice", "bob", "admin"
 CLUSTER = "rubin-contract"
+CLUSTER_ID = cluster_id(OWNER, CLUSTER)  # alice's cluster, as AWS names it
 
 pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
 
@@ -197,6 +201,7 @@ class Api:
         who: str | None = OWNER,
         key: str | None = None,
         headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
         **params: str,
     ) -> Reply:
         sent = {"Content-Type": "application/json"}
@@ -206,7 +211,8 @@ class Api:
             sent["Idempotency-Key"] = key
         sent.update(headers or {})
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        response = self.client.http.request(method, route.format(**params), headers=sent, body=data)
+        url = route.format(**params) + (f"?{urlencode(query)}" if query else "")
+        response = self.client.http.request(method, url, headers=sent, body=data)
         reply = Reply(response.status_code, response.json_body, dict(response.headers))
         self.contract.check_response(route, method, reply.status, reply.headers, reply.body)
         if body is not None and 200 <= reply.status < 300:
@@ -267,11 +273,12 @@ def api(monkeypatch: pytest.MonkeyPatch, chalice_app: Any, contract: Contract) -
     wiring.reset()
 
 
-def make_ready(name: str) -> None:
-    """Play the launch workflow's transitions (its executions do not run here)."""
+def make_ready(name: str, owner: str = OWNER) -> None:
+    """Play the launch workflow's transitions for `owner`'s cluster `name` (its executions
+    do not run here)."""
     from lsstctl import wiring
     from lsstctl.domain.models import ClusterState
     from lsstctl.services.clusters import transition
 
     for state in (ClusterState.LAUNCHING, ClusterState.INSTALLING, ClusterState.READY):
-        transition(wiring.deps(), name, state, "contract test")
+        transition(wiring.deps(), cluster_id(owner, name), state, "contract test")

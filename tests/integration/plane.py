@@ -16,9 +16,10 @@ from lsstctl.emulator.bootstrap import bootstrap
 from lsstctl.emulator.clock import VirtualClock
 from lsstctl.services import clusters, costs, launch_workflow
 from lsstctl.services.identity import Principal
-from tests.conftest import cluster_spec
+from tests.conftest import cid, cluster_spec
 
 ALICE = Principal("alice")
+
 SUPPRESSED = "type:HeadNodeLaunchTemplateValidator,type:ComputeResourceLaunchTemplateValidator"
 
 
@@ -51,13 +52,13 @@ def ready(name: str, clock: VirtualClock | None = None, **overrides: Any) -> Any
     """A cluster taken through the launch steps (SSM in moto reports success at once)."""
     deps = wiring.deps()
     cluster = launched(name, **overrides)
-    poll = clusters.poll_settings(deps)
-    launch_workflow.start_launch(deps, name, cluster.generation, poll)
-    launch_workflow.poll_launch(deps, name, cluster.generation, None)
-    install = launch_workflow.start_install(deps, name, cluster.generation, poll)
-    launch_workflow.poll_install(deps, name, cluster.generation, install["command_id"], None)
-    launch_workflow.mark_ready(deps, name, cluster.generation)
-    return deps.store.get_cluster(name)
+    key, poll = cluster.id, clusters.poll_settings(deps)
+    launch_workflow.start_launch(deps, key, cluster.generation, poll)
+    launch_workflow.poll_launch(deps, key, cluster.generation, None)
+    install = launch_workflow.start_install(deps, key, cluster.generation, poll)
+    launch_workflow.poll_install(deps, key, cluster.generation, install["command_id"], None)
+    launch_workflow.mark_ready(deps, key, cluster.generation)
+    return deps.store.get_cluster(key)
 
 
 def tick(clock: VirtualClock, minutes: int = 1) -> dict[str, Any]:
@@ -66,10 +67,11 @@ def tick(clock: VirtualClock, minutes: int = 1) -> dict[str, Any]:
 
 
 def play_teardown(name: str) -> Any:
-    """The teardown workflow's steps, in order, for the execution that holds the claim."""
+    """The teardown workflow's steps, in order, for the execution that holds the claim
+    (`name`: alice's cluster)."""
     from lsstctl.services import teardown_workflow as steps
 
-    deps = wiring.deps()
+    deps, name = wiring.deps(), cid(name)
     record = deps.store.get_cluster(name)
     poll = clusters.poll_settings(deps)
     claim = steps.begin_teardown(deps, name, record.generation, record.teardown_execution, record.teardown_reason)
@@ -84,10 +86,11 @@ def play_teardown(name: str) -> Any:
     return deps.store.get_cluster(name)
 
 
-def billing(name: str) -> list[str]:
-    """What of the cluster still exists in EC2 (instances not terminated, volumes)."""
+def billing(name: str, owner: str | None = ALICE.name) -> list[str]:
+    """What of `owner`'s cluster `name` still exists in EC2 (instances not terminated,
+    volumes); with no owner, `name` is the name in AWS (of resources no record holds)."""
     ec2 = boto3.client("ec2")
-    tag = [{"Name": "tag:parallelcluster:cluster-name", "Values": [name]}]
+    tag = [{"Name": "tag:parallelcluster:cluster-name", "Values": [cid(name, owner) if owner else name]}]
     instances = [i["InstanceId"] for r in ec2.describe_instances(Filters=tag)["Reservations"] for i in r["Instances"]
                  if i["State"]["Name"] != "terminated"]
     return instances + [v["VolumeId"] for v in ec2.describe_volumes(Filters=tag)["Volumes"]]

@@ -8,7 +8,7 @@ import pytest
 from lsstctl import wiring
 from lsstctl.domain.models import ClusterState
 from lsstctl.services.clusters import transition
-from tests.integration.api_contract import ADMIN, CLUSTER, JOB, OTHER, OWNER, cluster_spec, make_ready
+from tests.integration.api_contract import ADMIN, CLUSTER, CLUSTER_ID, JOB, OTHER, OWNER, cluster_spec, make_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
 
@@ -39,7 +39,7 @@ def test_a_replayed_launch_returns_the_first_answer_and_starts_nothing_new(api):
     # Without a key, the same request converges on the same cluster instead of failing.
     plain = api.call("POST", "/clusters", body=cluster_spec())
     assert plain.status == 202 and plain.body["cluster"]["generation"] == 1
-    assert executions("launch") == [f"launch-{CLUSTER}-g1"]
+    assert executions("launch") == [f"launch-{CLUSTER_ID}-g1"]
 
 
 def test_a_repeated_delete_starts_one_teardown(api):
@@ -48,23 +48,54 @@ def test_a_repeated_delete_starts_one_teardown(api):
     assert api.call("DELETE", "/clusters/{name}", name=CLUSTER).status == 202
     assert api.call("DELETE", "/clusters/{name}", name=CLUSTER).status == 202
     assert api.call("DELETE", "/clusters/{name}", name=CLUSTER, key="d-1").status == 202
-    assert executions("teardown") == [f"teardown-{CLUSTER}-g1-a1"]
+    assert executions("teardown") == [f"teardown-{CLUSTER_ID}-g1-a1"]
     assert api.call("GET", "/clusters/{name}", name=CLUSTER).body["state"] == "tearing_down"
 
 
-def test_a_reused_name_does_not_inherit_the_earlier_owners_jobs(api):
+def test_names_are_per_owner_and_another_owners_cluster_is_missing_not_a_conflict(api):
+    api.call("POST", "/clusters", body=cluster_spec(), who=OWNER)
+    make_ready(CLUSTER)
+    job = api.call("POST", "/clusters/{name}/jobs", body=JOB, who=OWNER, name=CLUSTER).body["job"]
+    # When bob launches a cluster under the same name while alice's is live
+    bobs = api.call("POST", "/clusters", body=cluster_spec(), who=OTHER)
+    # Then he gets a cluster of his own, not a 409 that would tell him alice's exists
+    assert bobs.status == 202 and bobs.body["cluster"]["generation"] == 1
+    assert bobs.body["cluster"]["owner"] == OTHER and bobs.body["cluster"]["id"] != CLUSTER_ID
+    assert sorted(executions("launch")) == sorted([f"launch-{CLUSTER_ID}-g1", f"launch-{bobs.body['cluster']['id']}-g1"])
+    # And each owner sees only theirs, jobs included
+    assert api.call("GET", "/clusters/{name}", who=OWNER, name=CLUSTER).body["state"] == "ready"
+    assert api.call("GET", "/clusters/{name}", who=OTHER, name=CLUSTER).body["state"] == "requested"
+    assert api.call("GET", "/clusters/{name}/jobs", who=OTHER, name=CLUSTER).body["jobs"] == []
+    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OTHER, name=CLUSTER, job_id=job["job_id"]).status == 404
+    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OWNER, name=CLUSTER, job_id=job["job_id"]).status == 200
+    # Naming the other owner is an admin's power: for anyone else it is a 404, never a 403 or 409
+    for method, route in (("GET", "/clusters/{name}"), ("DELETE", "/clusters/{name}"), ("GET", "/clusters/{name}/jobs")):
+        assert api.call(method, route, who=OTHER, name=CLUSTER, query={"owner": OWNER}).status == 404
+    assert api.call("GET", "/clusters/{name}", who=OWNER, name=CLUSTER).body["state"] == "ready"
+    # An admin names the owner; without one he names his own (he has none)
+    assert api.call("GET", "/clusters/{name}", who=ADMIN, name=CLUSTER).status == 404
+    seen = api.call("GET", "/clusters/{name}", who=ADMIN, name=CLUSTER, query={"owner": OWNER})
+    assert seen.status == 200 and seen.body["id"] == CLUSTER_ID and seen.body["owner"] == OWNER
+    listed = api.call("GET", "/clusters/{name}/jobs", who=ADMIN, name=CLUSTER, query={"owner": OWNER}).body["jobs"]
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
+    deleted = api.call("DELETE", "/clusters/{name}", who=ADMIN, name=CLUSTER, query={"owner": OWNER})
+    assert deleted.status == 202 and deleted.body["status_url"] == f"/clusters/{CLUSTER}?owner={OWNER}"
+    assert api.call("GET", "/clusters/{name}", who=OTHER, name=CLUSTER).body["state"] == "requested"
+
+
+def test_a_relaunched_name_does_not_inherit_its_earlier_generations_jobs(api):
     api.call("POST", "/clusters", body=cluster_spec(), who=OWNER)
     make_ready(CLUSTER)
     job = api.call("POST", "/clusters/{name}/jobs", body=JOB, who=OWNER, name=CLUSTER).body["job"]
     for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
-        transition(wiring.deps(), CLUSTER, state, "test")
-    # When bob launches a cluster under the freed name
-    relaunched = api.call("POST", "/clusters", body=cluster_spec(), who=OTHER)
+        transition(wiring.deps(), CLUSTER_ID, state, "test")
+    relaunched = api.call("POST", "/clusters", body=cluster_spec(), who=OWNER)
     assert relaunched.status == 202 and relaunched.body["cluster"]["generation"] == 2
-    # Then he sees none of alice's jobs, and alice still sees hers
-    assert api.call("GET", "/clusters/{name}/jobs", who=OTHER, name=CLUSTER).body["jobs"] == []
-    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OTHER, name=CLUSTER, job_id=job["job_id"]).status == 404
-    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OWNER, name=CLUSTER, job_id=job["job_id"]).status == 200
+    make_ready(CLUSTER)
+    assert api.call("GET", "/clusters/{name}/jobs", who=OWNER, name=CLUSTER).body["jobs"] == []
+    # The earlier job is still hers by its id (its results outlive the cluster)
+    earlier = api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OWNER, name=CLUSTER, job_id=job["job_id"])
+    assert earlier.status == 200 and earlier.body["generation"] == 1
 
 
 def test_status_urls_include_the_stage_the_caller_used(api, monkeypatch):

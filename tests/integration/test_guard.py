@@ -15,14 +15,15 @@ from lsstctl.services import clusters, costs, triggers
 from lsstctl.services.budget import teardown_timing
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec
-from tests.integration.plane import ALICE, ready, tick
+from tests.integration.plane import ALICE, cid, ready, tick
 
 # Burns about $0.75/h from the start, so budgets of a dollar or two end within ~3 hours.
 FAST_QUEUE = [{"name": "compute", "instance_types": ["c5.2xlarge"], "min_nodes": 2, "max_nodes": 3}]
 
 
 def publish_busy(name: str, clock: VirtualClock) -> None:
-    wiring.deps().monitor.publish_queue_depth(name, 3, clock())
+    """Alice's cluster `name`'s head node reports jobs waiting."""
+    wiring.deps().monitor.publish_queue_depth(cid(name), 3, clock())
 
 
 def test_budget_teardown_starts_before_spend_can_reach_the_budget(plane):
@@ -37,12 +38,12 @@ def test_budget_teardown_starts_before_spend_can_reach_the_budget(plane):
         if summary["teardowns"]:
             break
     # Then it starts teardown for the budget, at a moment when waiting longer was unsafe
-    assert summary["teardowns"] == {"tight": "budget"}
-    record = deps.store.get_cluster("tight")
+    assert summary["teardowns"] == {cid("tight"): "budget"}
+    record = deps.store.get_cluster(cid("tight"))
     assert record.state == ClusterState.TEARING_DOWN and record.teardown_reason == "budget"
-    ledger = deps.store.get_ledger("tight", cluster.generation)
+    ledger = deps.store.get_ledger(cid("tight"), cluster.generation)
     assert ledger["spend_usd"] < 1.0
-    report_ceiling = spend_ceiling(costs.meter(deps, record, deps.inventory.observe(plane()).get("tight", []), plane()),
+    report_ceiling = spend_ceiling(costs.meter(deps, record, deps.inventory.observe(plane()).get(cid("tight"), []), plane()),
                                    guard_interval_seconds=60, timing=timing)
     assert report_ceiling >= 1.0
     # And the ledger explains it: spend, burn, projection, breakdown by resource
@@ -57,8 +58,8 @@ def test_lifetime_ends_a_busy_cluster(plane):
     for _ in range(62):
         publish_busy("short", plane)
         results.append(tick(plane)["teardowns"])
-    assert {"short": "lifetime"} in results
-    assert wiring.deps().store.get_cluster("short").teardown_reason == "lifetime"
+    assert {cid("short"): "lifetime"} in results
+    assert wiring.deps().store.get_cluster(cid("short")).teardown_reason == "lifetime"
 
 
 def test_missing_queue_data_counts_as_idle_and_busy_queues_do_not(plane):
@@ -68,23 +69,23 @@ def test_missing_queue_data_counts_as_idle_and_busy_queues_do_not(plane):
     for _ in range(12):
         publish_busy("busy", plane)  # "quiet"'s head node publishes nothing: dead or idle
         seen.update(tick(plane)["teardowns"])
-    assert seen == {"quiet": "idle"}
-    assert wiring.deps().store.get_cluster("busy").state == ClusterState.READY
+    assert seen == {cid("quiet"): "idle"}
+    assert wiring.deps().store.get_cluster(cid("busy")).state == ClusterState.READY
 
 
 def test_idle_alarm_events_end_the_cluster_once(plane):
     ready("alarmed", plane, idle_minutes=30, budget_usd=100)
-    alarm = {"alarmName": "lsstctl-idle-alarmed", "state": {"value": "ALARM"}}
+    alarm = {"alarmName": f"lsstctl-idle-{cid('alarmed')}", "state": {"value": "ALARM"}}
     # An alarm right after ready looks back into the install: reset, not teardown.
     assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "reset"
-    state = boto3.client("cloudwatch").describe_alarms(AlarmNames=["lsstctl-idle-alarmed"])["MetricAlarms"][0]
+    state = boto3.client("cloudwatch").describe_alarms(AlarmNames=[f"lsstctl-idle-{cid('alarmed')}"])["MetricAlarms"][0]
     assert state["StateValue"] == "OK"
-    assert wiring.deps().store.get_cluster("alarmed").state == ClusterState.READY
+    assert wiring.deps().store.get_cluster(cid("alarmed")).state == ClusterState.READY
     plane.advance(31 * 60)
     first = triggers.on_idle_alarm(wiring.deps(), alarm)
     again = triggers.on_idle_alarm(wiring.deps(), alarm)  # EventBridge delivers at least once
     assert (first["action"], again["action"]) == ("teardown", "none")  # the repeat finds it going
-    record = wiring.deps().store.get_cluster("alarmed")
+    record = wiring.deps().store.get_cluster(cid("alarmed"))
     assert record.teardown_reason == "idle"
     assert [t.state for t in record.history].count("tearing_down") == 1
     assert triggers.on_idle_alarm(wiring.deps(), {**alarm, "state": {"value": "OK"}})["action"] == "none"
@@ -93,13 +94,13 @@ def test_idle_alarm_events_end_the_cluster_once(plane):
 def test_the_idle_alarm_exists_while_ready_and_goes_with_teardown(plane):
     ready("watched", plane, idle_minutes=15, budget_usd=100)
     cw = boto3.client("cloudwatch")
-    alarm = cw.describe_alarms(AlarmNames=["lsstctl-idle-watched"])["MetricAlarms"][0]
+    alarm = cw.describe_alarms(AlarmNames=[f"lsstctl-idle-{cid('watched')}"])["MetricAlarms"][0]
     assert (alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (15, "breaching")
     from lsstctl.services.teardown_workflow import begin_teardown
 
-    record = clusters.request_teardown(wiring.deps(), "watched", reason="user")
-    begin_teardown(wiring.deps(), "watched", record.generation, record.teardown_execution, "user")
-    assert cw.describe_alarms(AlarmNames=["lsstctl-idle-watched"])["MetricAlarms"] == []
+    record = clusters.request_teardown(wiring.deps(), cid("watched"), reason="user")
+    begin_teardown(wiring.deps(), cid("watched"), record.generation, record.teardown_execution, "user")
+    assert cw.describe_alarms(AlarmNames=[f"lsstctl-idle-{cid('watched')}"])["MetricAlarms"] == []
 
 
 BUDGET_MESSAGE = """AWS Budget Notification November 24, 2026
@@ -126,15 +127,15 @@ def test_an_owners_aws_budget_ends_that_owners_clusters_once(plane):
     # An earlier threshold (80%) only warns.
     early = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $80.00").replace("Budgeted Amount: $100.00", "Budgeted Amount: $100.00")
     assert triggers.on_budget_notification(deps, early) == {
-        "budget": "lsstctl-owner-alice", "owner": "alice", "teardowns": [], "warned": ["mine"]}
+        "budget": "lsstctl-owner-alice", "owner": "alice", "teardowns": [], "warned": [cid("mine")]}
     at_budget = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $100.00")
-    assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == ["mine"]
+    assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == [cid("mine")]
     assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == []  # repeated: nothing new
-    assert deps.store.get_cluster("mine").teardown_reason == "aws_budget"
-    assert deps.store.get_cluster(bobs.name).state == ClusterState.REQUESTED
+    assert deps.store.get_cluster(cid("mine")).teardown_reason == "aws_budget"
+    assert deps.store.get_cluster(bobs.id).state == ClusterState.REQUESTED
     # The account-wide backstop ends everyone's.
     backstop = BUDGET_MESSAGE.format(name="lsstctl-account").replace("> $80.00", "> $100.00")
-    assert triggers.on_budget_notification(deps, backstop)["teardowns"] == ["theirs"]
+    assert triggers.on_budget_notification(deps, backstop)["teardowns"] == [bobs.id]
 
 
 def test_warnings_at_50_80_90_percent_are_sent_once(plane):
@@ -143,7 +144,7 @@ def test_warnings_at_50_80_90_percent_are_sent_once(plane):
     for _ in range(900):
         publish_busy("warned", plane)
         summary = tick(plane)
-        crossed += summary["warnings"].get("warned", [])
+        crossed += summary["warnings"].get(cid("warned"), [])
         if summary["teardowns"]:
             break
     assert crossed == [50, 80, 90]

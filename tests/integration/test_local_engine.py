@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from lsstctl.adapters.local_engine import LocalClusterEngine, fleet_table_name
-from lsstctl.domain.models import ClusterSpec
+from lsstctl.domain.models import ClusterSpec, cluster_id
 from lsstctl.domain.pcluster_config import render_cluster_config
 from tests.conftest import live_instances, pcluster_network
 
@@ -36,7 +36,7 @@ def config(aws):
     )
     return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
                                 archive_bucket="archive", archive_prefix="alice/c1",
-                                metrics_policy_arn=net["metrics_policy"])
+                                metrics_policy_arn=net["metrics_policy"], cluster_id=cluster_id("alice", spec.name))
 
 
 def node_types(cluster: str) -> list[str]:

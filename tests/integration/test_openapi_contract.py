@@ -20,9 +20,11 @@ import boto3
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
+from lsstctl.domain.models import cluster_id
 from tests.integration.api_contract import (
     ADMIN,
     CLUSTER,
+    CLUSTER_ID,
     JOB,
     OTHER,
     OWNER,
@@ -279,7 +281,7 @@ def test_an_unexpected_failure_is_a_documented_500(api: Api, monkeypatch: pytest
 
 
 # spend ---------------------------------------------------------------------------------------
-def run_cluster_resources(name: str) -> None:
+def run_cluster_resources(cid: str) -> None:
     """What ParallelCluster would run, in moto's EC2, tagged as the guard finds it: a head
     node, two compute nodes (one already terminated) and the shared EBS volume."""
     from lsstctl.adapters.inventory import NAME_TAG, NODE_TYPE_TAG
@@ -288,7 +290,7 @@ def run_cluster_resources(name: str) -> None:
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
     def tags(kind: str, **extra: str) -> list[dict[str, Any]]:
-        return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in {NAME_TAG: name, **extra}.items()]}]
+        return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in {NAME_TAG: cid, **extra}.items()]}]
 
     ec2.run_instances(ImageId=image, InstanceType="t3.medium", MinCount=1, MaxCount=1,
                       TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "HeadNode"}))
@@ -312,13 +314,13 @@ def test_cluster_spend(api: Api) -> None:
     # And its ledger is the not-yet-measured placeholder, and there are no totals
     pending = api.call("GET", "/clusters/{name}/cost", name=CLUSTER)
     assert pending.status == 200
-    assert pending.body == {"cluster": CLUSTER, "owner": OWNER, "generation": 1, "measured_at": None,
+    assert pending.body == {"cluster": CLUSTER, "cluster_id": CLUSTER_ID, "owner": OWNER, "generation": 1, "measured_at": None,
                             "spend_usd": 0, "budget_usd": 20, "breakdown": []}
     assert api.call("GET", "/costs", who=ADMIN).body == {"owners": [], "total_spend_usd": 0}
 
     # When alice's cluster runs (head, compute, storage) and the guard ticks (moto's EC2)
     make_ready(CLUSTER)
-    run_cluster_resources(CLUSTER)
+    run_cluster_resources(CLUSTER_ID)
     tick = costs.guard_tick(wiring.deps())
     assert (tick["clusters"], tick["teardowns"], tick.get("errors")) == (2, {}, None)
 
@@ -367,13 +369,13 @@ def test_teardown_summaries(api: Api) -> None:
     assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
     assert api.call("POST", "/clusters", body=cluster_spec("bobs"), who=OTHER).status == 202
     make_ready(CLUSTER)
-    run_cluster_resources(CLUSTER)
+    run_cluster_resources(CLUSTER_ID)
     assert api.call("DELETE", "/clusters/{name}", name=CLUSTER).body["cluster"]["teardown"] is None
     execution = api.call("DELETE", "/clusters/{name}", name="bobs", who=OTHER).body["cluster"]["teardown_execution"]
     # When alice's teardown stops compute and completes
     deps = wiring.deps()
-    teardown_workflow.stop_fleet(deps, CLUSTER)
-    teardown_workflow.finish_teardown(deps, CLUSTER)
+    teardown_workflow.stop_fleet(deps, CLUSTER_ID)
+    teardown_workflow.finish_teardown(deps, CLUSTER_ID)
     # Then her cluster is deleted, with the teardown's record and its final spend
     deleted = api.call("GET", "/clusters/{name}", name=CLUSTER).body
     assert deleted["state"] == "deleted" and deleted["compute_stopped_at"]
@@ -384,7 +386,7 @@ def test_teardown_summaries(api: Api) -> None:
     assert api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body["state"] == "tearing_down"
     # When bob's teardown fails (its archive could not be written)
     cause = json.dumps({"errorMessage": "archive failed: disk full"})
-    teardown_workflow.teardown_failed(deps, "bobs", execution, {"Error": "ArchiveFailedError", "Cause": cause})
+    teardown_workflow.teardown_failed(deps, cluster_id(OTHER, "bobs"), execution, {"Error": "ArchiveFailedError", "Cause": cause})
     # Then his cluster is failed, and the record says why; the admin's list carries both records
     failed = api.call("GET", "/clusters/{name}", name="bobs", who=OTHER).body
     assert failed["state"] == "failed" and failed["compute_stopped_at"] is None

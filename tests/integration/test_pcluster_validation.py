@@ -5,7 +5,7 @@ import boto3
 import pytest
 
 from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED, PclusterConfigValidator, reset_pcluster_caches
-from lsstctl.domain.models import ClusterSpec
+from lsstctl.domain.models import ClusterSpec, cluster_id
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.emulator.faults import FaultInjector
 from lsstctl.errors import AwsUnavailableError, ClusterConfigError
@@ -20,7 +20,7 @@ def render(aws_account):
         spec = ClusterSpec.model_validate({"name": "c1", "region": "us-east-1", "queues": [queue], "budget_usd": 5})
         return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
                                 archive_bucket="archive", archive_prefix="alice/c1",
-                                metrics_policy_arn=net["metrics_policy"])
+                                metrics_policy_arn=net["metrics_policy"], cluster_id=cluster_id("alice", spec.name))
 
     return _render
 

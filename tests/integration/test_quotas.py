@@ -38,7 +38,7 @@ def test_defaults_hold_until_an_admin_sets_a_quota(api: Api) -> None:
 
 def test_a_launch_beyond_the_quota_is_refused_and_creates_nothing(api: Api) -> None:
     from lsstctl import wiring
-    from lsstctl.domain.models import ClusterState
+    from lsstctl.domain.models import ClusterState, cluster_id
     from lsstctl.services.clusters import transition
 
     api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 1, "total_nodes": 3,
@@ -54,7 +54,7 @@ def test_a_launch_beyond_the_quota_is_refused_and_creates_nothing(api: Api) -> N
     assert api.call("GET", "/clusters/{name}", name="second").status == 404  # nothing was created
     # When the first is deleted, then its nodes and budget are free again
     for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
-        transition(wiring.deps(), "first", state, "test")
+        transition(wiring.deps(), cluster_id(OWNER, "first"), state, "test")
     # ... but a cluster bigger than the node quota, or over the budget quota, is refused
     api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 5}, who=ADMIN)
     queues = [{"name": "compute", "instance_types": ["c5.large"], "min_nodes": 0, "max_nodes": 4}]

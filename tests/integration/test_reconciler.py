@@ -10,7 +10,7 @@ from lsstctl.domain.models import ClusterState, JobSpec, JobState
 from lsstctl.ports import ExecutionStatus
 from lsstctl.services import clusters, jobs, reconciler
 from lsstctl.services import teardown_workflow as steps
-from tests.integration.plane import ALICE, billing, launched, play_teardown, ready, tick
+from tests.integration.plane import ALICE, billing, cid, launched, play_teardown, ready, tick
 
 GRACE_PLUS = 11 * 60  # past the reconciler's grace for fresh records (10 minutes)
 
@@ -26,14 +26,14 @@ def execution_status(arn: str) -> str:
 def test_a_teardown_whose_execution_died_is_redriven_until_nothing_bills(plane):
     # Given a teardown whose execution ended without finishing (aborted, say)
     ready("stuck", plane, budget_usd=100)
-    first = clusters.request_teardown(wiring.deps(), "stuck", reason="user")
+    first = clusters.request_teardown(wiring.deps(), cid("stuck"), reason="user")
     boto3.client("stepfunctions").stop_execution(executionArn=first.teardown_execution)
     # When the reconciler passes
     summary = reconciler.reconcile(wiring.deps())
     # Then it claims a new attempt and starts it (the record says why), and deletes the
     # idle alarm the dead execution did not get to
     assert kinds(summary) == ["teardown_redriven", "stray_alarm"]
-    record = wiring.deps().store.get_cluster("stuck")
+    record = wiring.deps().store.get_cluster(cid("stuck"))
     assert record.state == ClusterState.TEARING_DOWN and record.teardown_reason == "user"
     assert record.teardown_execution != first.teardown_execution
     assert record.teardown_execution.endswith("-a2") and execution_status(record.teardown_execution) == "RUNNING"
@@ -48,10 +48,10 @@ def test_a_claimed_teardown_whose_execution_never_started_waits_out_the_grace(pl
     # Given a claim whose request died before it started the execution
     ready("claimed", plane, budget_usd=100)
     deps = wiring.deps()
-    clusters.transition(deps, "claimed", ClusterState.TEARING_DOWN, "user", updates={
+    clusters.transition(deps, cid("claimed"), ClusterState.TEARING_DOWN, "user", updates={
         "teardown_execution": deps.workflows.execution_arn(deps.settings.teardown_state_machine_arn,
-                                                           "teardown-claimed-g1-a1"), "teardown_reason": "user"})
-    deps.monitor.delete_idle_alarm("claimed")
+                                                           f"teardown-{cid('claimed')}-g1-a1"), "teardown_reason": "user"})
+    deps.monitor.delete_idle_alarm(cid("claimed"))
     # Then the reconciler leaves it during the grace period (the request may still start it)
     assert kinds(reconciler.reconcile(deps)) == []
     plane.advance(GRACE_PLUS)
@@ -61,21 +61,21 @@ def test_a_claimed_teardown_whose_execution_never_started_waits_out_the_grace(pl
 
 def test_a_failed_teardown_is_retried_with_backoff_while_it_may_bill(plane):
     ready("flaky", plane, budget_usd=100)
-    record = clusters.request_teardown(wiring.deps(), "flaky", reason="idle")
+    record = clusters.request_teardown(wiring.deps(), cid("flaky"), reason="idle")
     deps = wiring.deps()
-    steps.begin_teardown(deps, "flaky", record.generation, record.teardown_execution, "idle")
-    steps.teardown_failed(deps, "flaky", record.teardown_execution,
+    steps.begin_teardown(deps, cid("flaky"), record.generation, record.teardown_execution, "idle")
+    steps.teardown_failed(deps, cid("flaky"), record.teardown_execution,
                           {"Error": "AwsUnavailableError", "Cause": "{\"errorMessage\": \"throttled\"}"})
-    assert deps.store.get_cluster("flaky").state == ClusterState.FAILED and billing("flaky")
+    assert deps.store.get_cluster(cid("flaky")).state == ClusterState.FAILED and billing("flaky")
     # Not at once: a first retry five minutes after the failure, then twice as long each time
     plane.advance(4 * 60)
     assert kinds(reconciler.reconcile(deps)) == []
     plane.advance(2 * 60)
     summary = reconciler.reconcile(deps)
     assert kinds(summary) == ["failed_teardown_retried"] and summary["findings"][0]["still_billing"]
-    second = deps.store.get_cluster("flaky")
+    second = deps.store.get_cluster(cid("flaky"))
     assert second.state == ClusterState.TEARING_DOWN and second.teardown_execution.endswith("-a2")
-    steps.teardown_failed(deps, "flaky", second.teardown_execution, {"Error": "AwsUnavailableError", "Cause": ""})
+    steps.teardown_failed(deps, cid("flaky"), second.teardown_execution, {"Error": "AwsUnavailableError", "Cause": ""})
     plane.advance(6 * 60)
     assert kinds(reconciler.reconcile(deps)) == []  # the second wait is ten minutes
     plane.advance(5 * 60)
@@ -104,10 +104,10 @@ def test_an_interrupted_launch_resumes_and_a_failed_one_ends_in_teardown(plane, 
     summary = reconciler.reconcile(deps)
     # Then the interrupted one carries on in a new execution, the failed one is torn down
     assert sorted(kinds(summary)) == ["launch_resumed", "launch_stalled"]
-    resumed = deps.store.get_cluster("paused")
+    resumed = deps.store.get_cluster(cid("paused"))
     assert resumed.state == ClusterState.REQUESTED and resumed.launch_execution.endswith("-g1-r1")
     assert execution_status(resumed.launch_execution) == "RUNNING"
-    ended = deps.store.get_cluster("broken")
+    ended = deps.store.get_cluster(cid("broken"))
     assert ended.state == ClusterState.TEARING_DOWN and ended.teardown_reason == "launch_stalled"
     assert ended.failure["code"] == "LaunchStalled"
     assert kinds(reconciler.reconcile(deps)) == []
@@ -120,7 +120,7 @@ def test_a_launch_past_its_deadlines_is_stopped_and_torn_down(plane):
     summary = reconciler.reconcile(deps)
     assert kinds(summary) == ["launch_stalled"] and summary["findings"][0]["why"] == "launch ran past its deadlines"
     assert execution_status(slow.launch_execution) == "ABORTED"
-    assert deps.store.get_cluster("slow").state == ClusterState.TEARING_DOWN
+    assert deps.store.get_cluster(cid("slow")).state == ClusterState.TEARING_DOWN
 
 
 def test_a_request_whose_workflow_never_started_is_withdrawn(plane):
@@ -133,11 +133,11 @@ def test_a_request_whose_workflow_never_started_is_withdrawn(plane):
     deps.store.create_cluster(Cluster(
         name="ghost", owner="alice", spec=ClusterSpec.model_validate({**cluster_spec("ghost"), "owner": "alice"}),
         created_at=now, updated_at=now, history=[Transition(state="requested", at=now, reason="test")],
-        launch_execution=deps.workflows.execution_arn(deps.settings.launch_state_machine_arn, "launch-ghost-g1")))
+        launch_execution=deps.workflows.execution_arn(deps.settings.launch_state_machine_arn, f"launch-{cid('ghost')}-g1")))
     assert kinds(reconciler.reconcile(deps)) == []  # the request may still be starting it
     plane.advance(GRACE_PLUS)
     assert kinds(reconciler.reconcile(deps)) == ["launch_never_started"]
-    assert deps.store.get_cluster("ghost").state == ClusterState.DELETED
+    assert deps.store.get_cluster(cid("ghost")).state == ClusterState.DELETED
 
 
 def test_what_no_live_record_explains_is_metered_then_deleted(plane):
@@ -150,23 +150,23 @@ def test_what_no_live_record_explains_is_metered_then_deleted(plane):
     spec = ClusterSpec.model_validate({**cluster_spec("nobody"), "owner": "mallory"})
     config = render_cluster_config(spec, owner="mallory", subnet_id=deps.settings.cluster_subnet_id,
                                    key_name=deps.settings.cluster_key_name, archive_bucket="b", archive_prefix="p",
-                                   metrics_policy_arn=deps.settings.head_node_metrics_policy_arn)
+                                   metrics_policy_arn=deps.settings.head_node_metrics_policy_arn, cluster_id="nobody")
     deps.engine.create_cluster("nobody", config)
     ready("gone", plane, budget_usd=100)
-    play_teardown(clusters.request_teardown(deps, "gone", reason="user").name)
-    deps.engine.create_cluster("gone", config)  # a node ParallelCluster launched after deletion, say
+    play_teardown(clusters.request_teardown(deps, cid("gone"), reason="user").name)
+    deps.engine.create_cluster(cid("gone"), config)  # a node ParallelCluster launched after deletion, say
     # When the guard ticks, it still counts what they cost
     summary = tick(plane)
-    assert set(summary["unexplained"]) == {"nobody", "gone"} and all(summary["unexplained"].values())
+    assert set(summary["unexplained"]) == {"nobody", cid("gone")} and all(summary["unexplained"].values())
     orphan_ledger = deps.store.get_ledger("nobody", 0)
     assert orphan_ledger["owner"] == "mallory" and orphan_ledger["state"] == "orphan"
     # And the reconciler deletes them, saying what they cost per hour
     found = reconciler.reconcile(deps)
     orphans = {f["cluster"]: f for f in found["findings"] if f["kind"] == "orphan"}
-    assert set(orphans) == {"nobody", "gone"}
-    assert orphans["nobody"]["record"] is None and orphans["gone"]["record"] == "deleted g1"
+    assert set(orphans) == {"nobody", cid("gone")}
+    assert orphans["nobody"]["record"] is None and orphans[cid("gone")]["record"] == "deleted g1"
     assert all(f["usd_per_hour"] > 0 and f["resources"] for f in orphans.values())
-    assert billing("nobody") == [] and billing("gone") == []
+    assert billing("nobody", owner=None) == [] and billing("gone") == []
     assert deps.engine.list_clusters() == []
     plane.advance(60)
     assert kinds(reconciler.reconcile(deps)) == []
@@ -177,11 +177,11 @@ def test_what_no_live_record_explains_is_metered_then_deleted(plane):
 def test_idle_alarms_follow_the_records(plane):
     deps = wiring.deps()
     ready("watched", plane, budget_usd=100)
-    deps.monitor.delete_idle_alarm("watched")  # lost
+    deps.monitor.delete_idle_alarm(cid("watched"))  # lost
     deps.monitor.ensure_idle_alarm("stray", 30)  # of no cluster
     summary = reconciler.reconcile(deps)
     assert sorted(kinds(summary)) == ["alarm_missing", "stray_alarm"]
-    assert deps.monitor.list_idle_alarms() == ["watched"]
+    assert deps.monitor.list_idle_alarms() == [cid("watched")]
 
 
 def test_jobs_whose_workflow_never_started_are_cancelled_and_interrupted_ones_resume(plane):
@@ -196,7 +196,7 @@ def test_jobs_whose_workflow_never_started_are_cancelled_and_interrupted_ones_re
     plane.advance(GRACE_PLUS)
     summary = reconciler.reconcile(deps)
     assert sorted(kinds(summary)) == ["job_never_started", "job_tracking_resumed"]
-    states = {j.spec.command: j for j in deps.store.list_jobs("busy")}
+    states = {j.spec.command: j for j in deps.store.list_jobs(cid("busy"))}
     assert states["false"].state == JobState.CANCELLED and "did not complete" in states["false"].reason
     assert states["true"].state == JobState.SUBMITTING and states["true"].execution != started.execution
     assert execution_status(states["true"].execution) == "RUNNING"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from lsstctl.domain.models import ClusterSpec
+from lsstctl.domain.models import ClusterSpec, cluster_id
 from lsstctl.domain.pcluster_config import CLUSTER_TAG, render_cluster_config
 from lsstctl.domain.policies import head_node_metrics_policy
 from lsstctl.domain.scripts import queue_depth_namespace, render_publisher_install
@@ -56,9 +56,9 @@ def allows(policy: dict[str, Any], *, action: str, resource: str, context: dict[
     return False
 
 
-def head_node_role_tags(cluster: str) -> dict[str, str]:
+def head_node_role_tags(cluster: str, owner: str = "alice") -> dict[str, str]:
     """CloudFormation gives the instance role the stack's tags: the config's Tags."""
-    config = render(cluster, owner="alice")
+    config = render(cluster, owner=owner)
     return {t["Key"]: t["Value"] for t in config["Tags"]}
 
 
@@ -67,34 +67,43 @@ def render(cluster: str, owner: str) -> dict[str, Any]:
         {"name": "q", "instance_types": ["c5.large"], "max_nodes": 1}], "budget_usd": 5})
     return render_cluster_config(spec, owner=owner, subnet_id="subnet-0123456789abcdef0", key_name="",
                                  archive_bucket="archive", archive_prefix=f"{owner}/{cluster}",
-                                 metrics_policy_arn="arn:aws:iam::123456789012:policy/lsstctl-head-node-metrics")
+                                 metrics_policy_arn="arn:aws:iam::123456789012:policy/lsstctl-head-node-metrics",
+                                 cluster_id=cluster_id(owner, cluster))
 
 
-def put_metrics(cluster_role: str, namespace: str) -> bool:
+def put_metrics(cluster_role: str, namespace: str, owner: str = "alice") -> bool:
     return allows(head_node_metrics_policy(), action="cloudwatch:PutMetricData", resource="*",
-                  context={"cloudwatch:namespace": namespace}, tags=head_node_role_tags(cluster_role))
+                  context={"cloudwatch:namespace": namespace}, tags=head_node_role_tags(cluster_role, owner))
+
+
+def namespace_of(cluster: str, owner: str = "alice") -> str:
+    return queue_depth_namespace(cluster_id(owner, cluster))
 
 
 def test_a_head_node_publishes_in_its_own_clusters_namespace_only():
-    assert put_metrics("rubin-a", queue_depth_namespace("rubin-a"))
+    assert put_metrics("rubin-a", namespace_of("rubin-a"))
     # not another cluster's (the one whose idle alarm it would keep quiet)
-    assert not put_metrics("rubin-a", queue_depth_namespace("rubin-b"))
+    assert not put_metrics("rubin-a", namespace_of("rubin-b"))
+    # nor that of another owner's cluster of the same name
+    assert not put_metrics("rubin-a", namespace_of("rubin-a", owner="bob"))
+    assert not put_metrics("rubin-a", namespace_of("rubin-a"), owner="bob")
     # nor a prefix, a suffix or a case variant of its own, nor the shared parent
-    for namespace in (queue_depth_namespace("rubin-a") + "x", queue_depth_namespace("rubin-"),
-                      queue_depth_namespace("RUBIN-A"), "LsstControlPlane/Slurm", "AWS/EC2", "Custom"):
+    for namespace in (namespace_of("rubin-a") + "x", namespace_of("rubin-a")[:-1], namespace_of("rubin-a").upper(),
+                      queue_depth_namespace("rubin-a"), "LsstControlPlane/Slurm", "AWS/EC2", "Custom"):
         assert not put_metrics("rubin-a", namespace), namespace
     # and a role without the cluster tag publishes nowhere
     assert not allows(head_node_metrics_policy(), action="cloudwatch:PutMetricData", resource="*",
-                      context={"cloudwatch:namespace": queue_depth_namespace("rubin-a")}, tags={})
+                      context={"cloudwatch:namespace": namespace_of("rubin-a")}, tags={})
 
 
-def test_the_tag_the_condition_reads_is_the_clusters_name():
-    assert head_node_role_tags("rubin-a")[CLUSTER_TAG] == "rubin-a"
+def test_the_tag_the_condition_reads_is_the_clusters_id():
+    assert head_node_role_tags("rubin-a")[CLUSTER_TAG] == cluster_id("alice", "rubin-a")
+    assert head_node_role_tags("rubin-a", "bob")[CLUSTER_TAG] != head_node_role_tags("rubin-a")[CLUSTER_TAG]
 
 
 def test_the_publisher_and_the_alarm_use_that_namespace():
-    script = render_publisher_install(cluster="rubin-a", region="us-east-1")
-    assert f"--namespace {queue_depth_namespace('rubin-a')} " in script
+    script = render_publisher_install(cluster=cluster_id("alice", "rubin-a"), region="us-east-1")
+    assert f"--namespace {namespace_of('rubin-a')} " in script
 
 
 def archive_writes(cluster: str, owner: str, key: str) -> bool:

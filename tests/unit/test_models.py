@@ -1,8 +1,11 @@
 """The cluster and job specs: our own field rules, with errors that name the field."""
+import re
+
 import pytest
+from pcluster.constants import PCLUSTER_NAME_MAX_LENGTH, PCLUSTER_NAME_REGEX
 from pydantic import ValidationError
 
-from lsstctl.domain.models import ClusterSpec, JobSpec, SharedStorageSpec, UserSpec
+from lsstctl.domain.models import Cluster, ClusterSpec, JobSpec, SharedStorageSpec, UserSpec, cluster_id
 
 
 def spec(**overrides):
@@ -75,3 +78,26 @@ def test_user_names_are_lowercase_words():
     assert UserSpec(name="alice-2").name == "alice-2"
     with pytest.raises(ValidationError):
         UserSpec(name="Alice")
+
+
+def test_cluster_ids_keep_owners_apart():
+    # an `owner-name` join would make these two one cluster
+    assert cluster_id("a-b", "cd") != cluster_id("a", "b-cd")
+    assert cluster_id("alice", "demo") != cluster_id("bob", "demo")
+    assert cluster_id("alice", "demo") == cluster_id("alice", "demo")
+
+
+@pytest.mark.parametrize("owner, name", [("ab", "cd"), ("a" * 32, "b" * 40), ("alice", "rubin-demo")])
+def test_a_cluster_id_is_a_valid_parallelcluster_name(owner, name):
+    # the shortest and the longest names and owners our own rules admit
+    UserSpec(name=owner), ClusterSpec.model_validate(spec(name=name))
+    assert re.match(PCLUSTER_NAME_REGEX % (PCLUSTER_NAME_MAX_LENGTH - 1), cluster_id(owner, name))
+    assert len(cluster_id(owner, name)) >= 5  # ParallelCluster's API: 5 to 60 characters
+
+
+def test_a_record_cannot_carry_another_owners_id():
+    now = "2026-12-04T00:00:00Z"
+    fields = dict(name="demo", owner="alice", spec=ClusterSpec.model_validate(spec()), created_at=now, updated_at=now)
+    assert Cluster(**fields).id == cluster_id("alice", "demo")
+    with pytest.raises(ValidationError):
+        Cluster(**fields, id=cluster_id("bob", "demo"))

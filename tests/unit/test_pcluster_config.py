@@ -21,7 +21,7 @@ def render(**overrides):
     data.update(overrides)
     return render_cluster_config(ClusterSpec.model_validate(data), owner="alice", subnet_id="subnet-0123456789abcdef0", key_name="k",
                                  archive_bucket="archive", archive_prefix="alice/demo",
-                                 metrics_policy_arn=METRICS_POLICY)
+                                 metrics_policy_arn=METRICS_POLICY, cluster_id="demo-0123456789")
 
 
 def test_queues_become_slurm_queues_with_counts_and_capacity():

@@ -17,7 +17,7 @@ from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec
 from lsstctl.errors import ClusterConfigError, NotFoundError
 from lsstctl.services import clusters, jobs
 from lsstctl.services.identity import Principal
-from tests.conftest import cluster_spec, drain_events, live_instances, states_entered, wait_execution
+from tests.conftest import cid, cluster_spec, drain_events, live_instances, states_entered, wait_execution
 
 ALICE = Principal("alice")
 
@@ -34,13 +34,13 @@ def launched_ready(name: str):
     cluster = launch(name)
     execution = wait_execution(cluster.launch_execution)
     assert execution["status"] == "SUCCEEDED", execution
-    return wiring.deps().store.get_cluster(name)
+    return wiring.deps().store.get_cluster(cluster.id)
 
 
 def torn_down(name: str):
-    cluster = clusters.request_teardown(wiring.deps(), name, reason="user", principal=ALICE)
+    cluster = clusters.delete_cluster(wiring.deps(), ALICE, name)
     assert wait_execution(cluster.teardown_execution)["status"] == "SUCCEEDED"
-    return wiring.deps().store.get_cluster(name)
+    return wiring.deps().store.get_cluster(cluster.id)
 
 
 def test_happy_path_launch_run_teardown(emulator):
@@ -50,14 +50,14 @@ def test_happy_path_launch_run_teardown(emulator):
     # Given a launched cluster
     ready = launched_ready(name)
     assert [t.state for t in ready.history] == ["requested", "launching", "installing", "ready"]
-    assert len(live_instances(name)) == 2  # head node + MinCount=1 compute
-    stack = Path(emulator.workdir) / "nodes" / name / "shared" / "lsst_stack"
+    assert len(live_instances(ready.id)) == 2  # head node + MinCount=1 compute
+    stack = Path(emulator.workdir) / "nodes" / ready.id / "shared" / "lsst_stack"
     assert (stack / "stack" / "w_2026_47" / "lsst_distrib.installed").exists()
 
     # When a job runs on it
     job = jobs.submit_job(wiring.deps(), ALICE, name, JobSpec(command="echo result > answer.txt; hostname"))
     assert wait_execution(job.execution)["status"] == "SUCCEEDED"
-    finished = wiring.deps().store.get_job(name, job.job_id)
+    finished = wiring.deps().store.get_job(ready.id, job.job_id)
     assert finished.state.value == "completed" and finished.exit_code == "0:0" and finished.slurm_job_id
     # Slurm may finish a one-line job between two polls, so `running` can be skipped.
     states = [t.state for t in finished.history]
@@ -66,8 +66,8 @@ def test_happy_path_launch_run_teardown(emulator):
     # Then teardown archives the outputs and leaves nothing behind
     gone = torn_down(name)
     assert gone.state == ClusterState.DELETED and gone.teardown_reason == "user"
-    assert live_instances(name) == []
-    assert fleet_table_name(name) not in boto3.client("dynamodb").list_tables()["TableNames"]
+    assert live_instances(ready.id) == []
+    assert fleet_table_name(ready.id) not in boto3.client("dynamodb").list_tables()["TableNames"]
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
     assert f"alice/{name}/g1/{job.job_id}/answer.txt" in keys
 
@@ -88,17 +88,17 @@ def test_failing_install_ends_in_clean_teardown(emulator, monkeypatch):
         name = unique("badinstall")
         cluster = launch(name)
         assert wait_execution(cluster.launch_execution)["status"] == "FAILED"
-        record = wiring.deps().store.get_cluster(name)
+        record = wiring.deps().store.get_cluster(cluster.id)
         assert wait_execution(record.teardown_execution)["status"] == "SUCCEEDED"
     finally:
         monkeypatch.undo()
         wiring.reset()
-    record = wiring.deps().store.get_cluster(name)
+    record = wiring.deps().store.get_cluster(cluster.id)
     assert record.state == ClusterState.DELETED
     assert record.teardown_reason == "launch_failed"
     assert record.failure["code"] == "InstallFailedError" and "lsstinstall" in record.failure["message"]
     assert [t.state for t in record.history] == ["requested", "launching", "installing", "tearing_down", "deleted"]
-    assert live_instances(name) == []
+    assert live_instances(cluster.id) == []
 
 
 def test_duplicate_launch_requests_create_one_cluster(emulator):
@@ -122,9 +122,9 @@ def test_duplicate_launch_requests_create_one_cluster(emulator):
     assert wait_execution(results[0].launch_execution)["status"] == "SUCCEEDED"
     sfn = boto3.client("stepfunctions")
     machine = results[0].launch_execution.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
-    launches = [e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if f"-{name}-" in e["name"]]
+    launches = [e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if f"-{cid(name)}-" in e["name"]]
     assert len(launches) == 1
-    assert len(live_instances(name)) == 2
+    assert len(live_instances(cid(name))) == 2
     # A different spec under the same name is a conflict, not a second cluster.
     with pytest.raises(Exception, match="already exists"):
         launch(name, budget_usd=99)
@@ -139,30 +139,30 @@ def test_teardown_started_twice_runs_once(emulator):
     # A stale execution (for another generation of the name) fails without touching the cluster.
     stale = sfn.start_execution(
         stateMachineArn=deps.settings.teardown_state_machine_arn,
-        name=f"stale-{name}",
-        input=json.dumps({"cluster": name, "generation": 99, "reason": "idle", "poll": {"seconds": 1}}),
+        name=f"stale-{ready.id}",
+        input=json.dumps({"cluster": ready.id, "generation": 99, "reason": "idle", "poll": {"seconds": 1}}),
     )["executionArn"]
     assert wait_execution(stale)["status"] == "FAILED"
-    assert deps.store.get_cluster(name).state == ClusterState.READY
+    assert deps.store.get_cluster(ready.id).state == ClusterState.READY
     # Given two triggers at once (say the user and a failed launch) and a direct second execution
-    first = clusters.request_teardown(deps, name, reason="user", principal=ALICE)
-    second = clusters.request_teardown(deps, name, reason="lifetime")
+    first = clusters.delete_cluster(deps, ALICE, name)
+    second = clusters.request_teardown(deps, ready.id, reason="lifetime")
     assert first.teardown_execution == second.teardown_execution
     rogue = sfn.start_execution(
         stateMachineArn=deps.settings.teardown_state_machine_arn,
-        name=f"rogue-{name}",
-        input=json.dumps({"cluster": name, "generation": ready.generation, "reason": "idle", "poll": {"seconds": 1}}),
+        name=f"rogue-{ready.id}",
+        input=json.dumps({"cluster": ready.id, "generation": ready.generation, "reason": "idle", "poll": {"seconds": 1}}),
     )["executionArn"]
     # Then exactly one execution did the work
     assert wait_execution(first.teardown_execution)["status"] == "SUCCEEDED"
     assert wait_execution(rogue)["status"] == "SUCCEEDED"
     assert "StopComputeFleet" in states_entered(first.teardown_execution)
     assert states_entered(rogue) == ["ClaimCluster", "Claimed?", "AlreadyHandled"]
-    record = deps.store.get_cluster(name)
+    record = deps.store.get_cluster(ready.id)
     assert record.state == ClusterState.DELETED and record.teardown_reason == "user"
     assert [t.state for t in record.history].count("tearing_down") == 1
     # And asking again after the end changes nothing
-    assert clusters.request_teardown(deps, name, reason="user").state == ClusterState.DELETED
+    assert clusters.delete_cluster(deps, ALICE, name).state == ClusterState.DELETED
 
 
 @pytest.mark.parametrize(
@@ -180,23 +180,23 @@ def test_bad_specs_are_rejected_before_anything_exists(emulator, queue, message)
         launch(name, queues=[queue])
     assert message in exc.value.message
     with pytest.raises(NotFoundError):
-        wiring.deps().store.get_cluster(name)
-    assert live_instances(name) == []
+        wiring.deps().store.get_cluster(cid(name))
+    assert live_instances(cid(name)) == []
 
 
 def test_failed_and_cancelled_jobs_are_recorded(emulator):
     name = unique("jobs")
-    launched_ready(name)
+    ready = launched_ready(name)
     deps = wiring.deps()
     failing = jobs.submit_job(deps, ALICE, name, JobSpec(command="echo about to fail; exit 3"))
     assert wait_execution(failing.execution)["status"] == "SUCCEEDED"
-    record = deps.store.get_job(name, failing.job_id)
+    record = deps.store.get_job(ready.id, failing.job_id)
     assert record.state.value == "failed" and record.exit_code == "3:0"
 
     long_running = jobs.submit_job(deps, ALICE, name, JobSpec(command="sleep 300"))
     torn_down(name)
     wait_execution(long_running.execution)
-    record = deps.store.get_job(name, long_running.job_id)
+    record = deps.store.get_job(ready.id, long_running.job_id)
     assert record.state.value == "cancelled"
 
 
@@ -206,19 +206,19 @@ def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator):
     from lsstctl.emulator.faults import FaultInjector, fail_first_call_of_each_step
 
     name = unique("faulty")
-    launched_ready(name)
-    out = Path(emulator.workdir) / "nodes" / name / "shared" / "outputs" / "j-1"
+    ready = launched_ready(name)
+    out = Path(emulator.workdir) / "nodes" / ready.id / "shared" / "outputs" / "j-1"
     out.mkdir(parents=True)
     (out / "kept.txt").write_text("data")
     with FaultInjector(plan=fail_first_call_of_each_step()) as faults:
-        record = clusters.request_teardown(wiring.deps(), name, reason="user", principal=ALICE)
+        record = clusters.delete_cluster(wiring.deps(), ALICE, name)
         execution = wait_execution(record.teardown_execution, timeout=120)
     assert execution["status"] == "SUCCEEDED", execution
     # begin, stop_fleet, archive, poll_archive, delete, poll_delete, finish: each failed once
     assert len(faults.log) == 7, faults.log
-    gone = wiring.deps().store.get_cluster(name)
+    gone = wiring.deps().store.get_cluster(ready.id)
     assert gone.state == ClusterState.DELETED and gone.teardown["outcome"] == "deleted"
-    assert live_instances(name) == []
+    assert live_instances(ready.id) == []
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
     assert f"alice/{name}/g1/j-1/kept.txt" in keys
     history = boto3.client("stepfunctions").get_execution_history(executionArn=record.teardown_execution,

@@ -19,27 +19,28 @@ from tests.conftest import cluster_spec, live_instances, wait_execution
 from tests.integration.test_guard import BUDGET_MESSAGE
 
 
-def ready_cluster(owner: str) -> str:
+def ready_cluster(owner: str) -> tuple[str, str]:
+    """A ready cluster of `owner`'s: its name and its id (what AWS and the records call it)."""
     name = f"{owner}-{uuid.uuid4().hex[:6]}"
     cluster = clusters.launch_cluster(wiring.deps(), Principal(owner), ClusterSpec.model_validate(cluster_spec(name)))
     assert wait_execution(cluster.launch_execution)["status"] == "SUCCEEDED"
-    return name
+    return name, cluster.id
 
 
-def wait_state(name: str, states: set[ClusterState], timeout: float = 60):
+def wait_state(cid: str, states: set[ClusterState], timeout: float = 60):
     deadline = time.monotonic() + timeout
     while True:
-        record = wiring.deps().store.get_cluster(name)
+        record = wiring.deps().store.get_cluster(cid)
         if record.state in states:
             return record
-        assert time.monotonic() < deadline, f"{name} still {record.state}"
+        assert time.monotonic() < deadline, f"{cid} still {record.state}"
         time.sleep(0.2)
 
 
-def teardowns_of(name: str) -> list[str]:
+def teardowns_of(cid: str) -> list[str]:
     sfn = boto3.client("stepfunctions")
     arn = wiring.deps().settings.teardown_state_machine_arn
-    return [e["name"] for e in sfn.list_executions(stateMachineArn=arn)["executions"] if f"-{name}-" in e["name"]]
+    return [e["name"] for e in sfn.list_executions(stateMachineArn=arn)["executions"] if f"-{cid}-" in e["name"]]
 
 
 def wait_for(condition, timeout: float = 30) -> None:
@@ -50,13 +51,13 @@ def wait_for(condition, timeout: float = 30) -> None:
 
 
 def test_an_idle_alarm_reaches_teardown_through_eventbridge_once(emulator):
-    name = ready_cluster("dana")
+    _, cid = ready_cluster("dana")
     cloudwatch = boto3.client("cloudwatch")
-    alarm = f"lsstctl-idle-{name}"
+    alarm = f"lsstctl-idle-{cid}"
     # Right after ready, an alarm still sees the install's empty queue: it is reset.
     cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="idle")
     wait_for(lambda: cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "OK")
-    assert wiring.deps().store.get_cluster(name).state == ClusterState.READY
+    assert wiring.deps().store.get_cluster(cid).state == ClusterState.READY
     # Once the cluster has been ready for its idle minutes (60), the alarm (twice, as
     # events may repeat)...
     clock = VirtualClock()
@@ -67,50 +68,50 @@ def test_an_idle_alarm_reaches_teardown_through_eventbridge_once(emulator):
         cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="test")
         cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="idle again")
         # ...ends the cluster once, for idleness, and its alarm is gone
-        record = wait_state(name, {ClusterState.DELETED})
+        record = wait_state(cid, {ClusterState.DELETED})
     finally:
         wiring.use_clock(None)
-    assert record.teardown_reason == "idle" and len(teardowns_of(name)) == 1
+    assert record.teardown_reason == "idle" and len(teardowns_of(cid)) == 1
     assert record.teardown["outcome"] == "deleted" and record.teardown["final_spend_usd"] > 0
-    assert cloudwatch.describe_alarms(AlarmNames=[f"lsstctl-idle-{name}"])["MetricAlarms"] == []
-    assert live_instances(name) == []
+    assert cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"] == []
+    assert live_instances(cid) == []
 
 
 def test_an_aws_budgets_notification_reaches_teardown_through_sns_once(emulator):
-    name = ready_cluster("erin")
+    _, cid = ready_cluster("erin")
     sns = boto3.client("sns")
     topic = emulator.settings_env["LSSTCTL_BUDGET_ALERTS_TOPIC_ARN"]
     for _ in range(2):  # SNS delivers at least once
         sns.publish(TopicArn=topic, Message=BUDGET_MESSAGE.format(name="lsstctl-owner-erin").replace("> $80.00", "> $100.00"))
-    record = wait_state(name, {ClusterState.DELETED})
-    assert record.teardown_reason == "aws_budget" and len(teardowns_of(name)) == 1
+    record = wait_state(cid, {ClusterState.DELETED})
+    assert record.teardown_reason == "aws_budget" and len(teardowns_of(cid)) == 1
 
 
 def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulator, monkeypatch):
-    name = ready_cluster("finn")
+    name, cid = ready_cluster("finn")
     deps = wiring.deps()
     job = jobs.submit_job(deps, Principal("finn"), name, JobSpec(command="echo precious > result.txt"))
     assert wait_execution(job.execution)["status"] == "SUCCEEDED"
     # Given an archive that cannot be written
     monkeypatch.setenv("LSSTCTL_ARCHIVE_BUCKET", "no-such-bucket")
     wiring.reset()
-    record = clusters.request_teardown(wiring.deps(), name, reason="user")
+    record = clusters.request_teardown(wiring.deps(), cid, reason="user")
     assert wait_execution(record.teardown_execution)["status"] == "FAILED"
-    record = wiring.deps().store.get_cluster(name)
+    record = wiring.deps().store.get_cluster(cid)
     # Then compute is gone, the head node is stopped (not terminated), storage and results kept...
     assert record.state == ClusterState.FAILED and record.failure["code"] == "ArchiveFailedError"
     ec2 = boto3.client("ec2")
-    kept = ec2.describe_instances(InstanceIds=live_instances(name))["Reservations"]
+    kept = ec2.describe_instances(InstanceIds=live_instances(cid))["Reservations"]
     states = sorted((t["Value"], i["State"]["Name"]) for r in kept for i in r["Instances"] for t in i["Tags"]
                     if t["Key"] == "parallelcluster:node-type")
     assert states == [("HeadNode", "stopped")]
-    volumes = ec2.describe_volumes(Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [name]}])["Volumes"]
+    volumes = ec2.describe_volumes(Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [cid]}])["Volumes"]
     assert len(volumes) == 1
-    output = emulator.workdir / "nodes" / name / "shared" / "outputs" / job.job_id / "result.txt"
+    output = emulator.workdir / "nodes" / cid / "shared" / "outputs" / job.job_id / "result.txt"
     assert output.read_text() == "precious\n"
     # ...its ongoing cost (storage only) is reported, and the owner is told
     assert record.teardown["outcome"] == "failed"
-    storage_only = [b for b in wiring.deps().store.get_ledger(name, record.generation)["breakdown"] if b["billing"]]
+    storage_only = [b for b in wiring.deps().store.get_ledger(cid, record.generation)["breakdown"] if b["billing"]]
     assert [b["role"] for b in storage_only] == ["storage"]
     assert record.teardown["remaining_burn_usd_per_hour"] == pytest.approx(storage_only[0]["hourly_usd"], rel=1e-3)
     sqs = boto3.client("sqs")
@@ -120,30 +121,30 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     # And once the archive works again, DELETE finishes the job without losing the results
     monkeypatch.undo()
     wiring.reset()
-    retry = clusters.request_teardown(wiring.deps(), name, reason="user", principal=Principal("finn"))
+    retry = clusters.delete_cluster(wiring.deps(), Principal("finn"), name)
     assert wait_execution(retry.teardown_execution)["status"] == "SUCCEEDED"
-    assert wiring.deps().store.get_cluster(name).state == ClusterState.DELETED
+    assert wiring.deps().store.get_cluster(cid).state == ClusterState.DELETED
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"finn/{name}/")["Contents"]]
     assert f"finn/{name}/g1/{job.job_id}/result.txt" in keys
-    assert live_instances(name) == []
+    assert live_instances(cid) == []
 
 
 def test_the_head_nodes_publisher_reports_queue_depth_each_minute(emulator):
     # Given a ready cluster (its install put the publisher in the head node's cron)
-    name = ready_cluster("gwen")
-    cron = emulator.workdir / "nodes" / name / "etc" / "cron.d" / "lsstctl-queue-depth"
+    _, cid = ready_cluster("gwen")
+    cron = emulator.workdir / "nodes" / cid / "etc" / "cron.d" / "lsstctl-queue-depth"
     assert cron.read_text().startswith("* * * * * root ")
     # When the emulator's minute passes (cron, alarm evaluation, guard)
     emulator.tick()
     # Then CloudWatch holds this cluster's queue depth, published by the real script
     points = boto3.client("cloudwatch").get_metric_statistics(
-        Namespace=f"LsstControlPlane/Slurm/{name}", MetricName="QueueDepth",
-        Dimensions=[{"Name": "Cluster", "Value": name}],
+        Namespace=f"LsstControlPlane/Slurm/{cid}", MetricName="QueueDepth",
+        Dimensions=[{"Name": "Cluster", "Value": cid}],
         StartTime=datetime.now(timezone.utc) - timedelta(minutes=5), EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
         Period=60, Statistics=["Maximum"],
     )["Datapoints"]
     assert points and points[0]["Maximum"] >= 0
-    ledger = wiring.deps().store.get_ledger(name, 1)
+    ledger = wiring.deps().store.get_ledger(cid, 1)
     assert ledger["spend_usd"] > 0 and ledger["state"] == "ready"
-    clusters.request_teardown(wiring.deps(), name, reason="user")
-    wait_state(name, {ClusterState.DELETED})
+    clusters.request_teardown(wiring.deps(), cid, reason="user")
+    wait_state(cid, {ClusterState.DELETED})

@@ -116,10 +116,12 @@ def run_job(name: str, job_id: str, ended: Callable[[], bool] = lambda: True) ->
 
 
 def new_cluster(prefix: str) -> tuple[str, int, dict[str, int]]:
+    """Alice's new cluster: its id (what the steps, the records and AWS call it),
+    generation and poll settings."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     deps = wiring.deps()
     cluster = clusters.launch_cluster(deps, ALICE, ClusterSpec.model_validate(cluster_spec(name)))
-    return name, cluster.generation, clusters.poll_settings(deps)
+    return cluster.id, cluster.generation, clusters.poll_settings(deps)
 
 
 def each_call_fails_once(prepare: Callable[[], Any], run: Callable[[Any], None],
@@ -230,8 +232,8 @@ def test_a_teardown_survives_a_fault_at_each_of_its_aws_calls(driven):
         assert record.state == ClusterState.DELETED and record.teardown["outcome"] == "deleted", record.history
         assert live_instances(name) == [] and name not in wiring.deps().monitor.list_idle_alarms()
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
-            Bucket="lsstctl-archive", Prefix=f"alice/{name}/").get("Contents", [])]
-        assert f"alice/{name}/g1/j-1/result.txt" in keys  # the outputs were archived, not lost
+            Bucket="lsstctl-archive", Prefix=f"alice/{record.name}/").get("Contents", [])]
+        assert f"alice/{record.name}/g1/j-1/result.txt" in keys  # the outputs were archived, not lost
 
     failed = each_call_fails_once(launched_with_outputs, run_teardown, deleted_and_archived)
     assert {"begin: cloudwatch.DeleteAlarms", "stop_fleet: ec2.TerminateInstances", "archive: ssm.SendCommand",
@@ -243,9 +245,10 @@ def test_a_job_survives_a_fault_at_each_of_its_aws_calls(driven):
     run_launch(name, generation, poll)
     deps = wiring.deps()
     jobcomp = Path(driven.workdir) / "slurm" / "jobcomp.log"
+    named = deps.store.get_cluster(name).name  # what alice calls it
 
     def submitted() -> str:
-        return jobs.submit_job(wiring.deps(), ALICE, name, JobSpec(command="echo once >> ran.txt")).job_id
+        return jobs.submit_job(wiring.deps(), ALICE, named, JobSpec(command="echo once >> ran.txt")).job_id
 
     def ran_once(job_id: str) -> None:
         job = wiring.deps().store.get_job(name, job_id)
