@@ -29,8 +29,12 @@ class Settings(BaseSettings):
     cluster_subnet_id: str = ""
     cluster_key_name: str = ""
 
-    # `local` materialises clusters inside the emulator (the pcluster.lib engine comes next).
-    engine: Literal["local"] = "local"
+    # `local` materialises clusters inside the emulator; `parallelcluster` creates real ones
+    # with AWS ParallelCluster's library (on AWS: the engine Lambda, on ParallelCluster's layer).
+    engine: Literal["local", "parallelcluster"] = "local"
+    # The engine's own function (on AWS): every other function calls the engine and
+    # ParallelCluster's validators through it. Empty: in process.
+    engine_function_name: str = ""
     # Local engine: seconds a new cluster reports CREATE_IN_PROGRESS before CREATE_COMPLETE.
     local_provision_seconds: float = 0
     # Local engine: seconds a deletion takes (DELETE_IN_PROGRESS until then).

@@ -21,8 +21,31 @@ def use_clock(clock: Callable[[], datetime] | None) -> None:
     deps.cache_clear()
 
 
+def _suppressed(settings: Settings) -> list[str]:
+    return [v for v in settings.suppressed_validators.split(",") if v]
+
+
+def _engine_and_validator(settings: Settings) -> tuple[Any, Any]:
+    """The engine (and the validator, which is ParallelCluster's own code too): in process,
+    or, where `engine_function_name` is set, the engine function's (on AWS every function
+    but that one: ParallelCluster's library stays out of them)."""
+    if settings.engine_function_name:
+        from lsstctl.adapters.engine_function import FunctionClusterEngine
+
+        remote = FunctionClusterEngine(settings.engine_function_name)
+        return remote, remote
+    from lsstctl.adapters.pcluster_validation import PclusterConfigValidator
+
+    validator = PclusterConfigValidator(mode=settings.config_validation, region=settings.region,
+                                        suppress=_suppressed(settings))
+    return _engine(settings), validator
+
+
 def _engine(settings: Settings) -> Any:
-    # Settings admit only "local" today; the pcluster.lib engine plugs in here.
+    if settings.engine == "parallelcluster":
+        from lsstctl.adapters.pcluster_engine import ParallelClusterEngine
+
+        return ParallelClusterEngine(region=settings.region, suppress_validators=_suppressed(settings))
     from lsstctl.adapters.local_engine import LocalClusterEngine
 
     return LocalClusterEngine(
@@ -48,7 +71,6 @@ def build(settings: Settings) -> Deps:
     from lsstctl.domain.models import utcnow
     from lsstctl.adapters.eventbridge import EventBridgePublisher
     from lsstctl.adapters.iam_users import IamUserProvisioner
-    from lsstctl.adapters.pcluster_validation import PclusterConfigValidator
     from lsstctl.adapters.ssm_runner import SsmRunner
     from lsstctl.adapters.stepfunctions import StepFunctionsStarter
     from lsstctl.adapters.cloudwatch import CloudWatchMonitor
@@ -58,16 +80,13 @@ def build(settings: Settings) -> Deps:
     from lsstctl.domain.pricing import load_catalog
 
     extra = {"clock": _clock} if _clock else {}
+    engine, validator = _engine_and_validator(settings)
     return Deps(
         **extra,
         settings=settings,
         store=DynamoStateStore(settings.state_table, clock=_clock or utcnow),
-        engine=_engine(settings),
-        validator=PclusterConfigValidator(
-            mode=settings.config_validation,
-            region=settings.region,
-            suppress=[v for v in settings.suppressed_validators.split(",") if v],
-        ),
+        engine=engine,
+        validator=validator,
         runner=SsmRunner(),
         users=IamUserProvisioner(path=settings.iam_path),
         events=EventBridgePublisher(settings.event_bus),
@@ -86,9 +105,16 @@ def deps() -> Deps:
     return build(get_settings())
 
 
+@lru_cache(maxsize=1)
+def engine_deps() -> Deps:
+    """The engine function's own: the engine in process, whatever names the function."""
+    return build(get_settings().model_copy(update={"engine_function_name": ""}))
+
+
 def reset() -> None:
     get_settings.cache_clear()
     deps.cache_clear()
+    engine_deps.cache_clear()
     if "pcluster" in sys.modules:  # its lookups belong to the AWS (or moto) they came from
         from lsstctl.adapters.pcluster_validation import reset_pcluster_caches
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install the system packages the offline emulator needs to run a real
-# single-node Slurm on this machine (it plays the cluster head node).
+# single-node Slurm on this machine (it plays the cluster head node), and shellcheck,
+# which `make test` runs over every shell script the product ships or generates.
 # Idempotent: does nothing when every required command is already present.
 # Safe for CI: runs non-interactively, reads nothing from stdin.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-required=(slurmctld slurmd sbatch munged curl flock)
-packages=(slurmctld slurmd slurm-client munge curl util-linux)
+required=(slurmctld slurmd sbatch munged curl flock shellcheck)
+packages=(slurmctld slurmd slurm-client munge curl util-linux shellcheck)
 
 missing=()
 for cmd in "${required[@]}"; do

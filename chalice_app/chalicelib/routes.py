@@ -223,6 +223,11 @@ def get_cluster_cost(name: str) -> Response:
     return _route(lambda: _json(200, costs.cluster_cost(wiring.deps(), _principal(), name, _owner())))
 
 
+@api.route("/presets", methods=["GET"], authorizer=iam)
+def get_presets() -> Response:
+    return _route(lambda: _json(200, costs.list_presets(wiring.deps(), _principal())))
+
+
 @api.route("/costs", methods=["GET"], authorizer=iam)
 def get_costs() -> Response:
     return _route(lambda: _json(200, costs.costs_by_owner(wiring.deps(), _principal())))

@@ -30,7 +30,7 @@ CACHE_SECONDS = 300
 EMULATOR_SUPPRESSED = ("type:HeadNodeLaunchTemplateValidator", "type:ComputeResourceLaunchTemplateValidator")
 
 
-def _field(obj: Any, name: str) -> Any:
+def field_of(obj: Any, name: str) -> Any:
     """pcluster returns its response models or plain dicts depending on the path."""
     if obj is None:
         return None
@@ -39,7 +39,22 @@ def _field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def _ensure_event_loop() -> None:
+def findings_error(content: Any) -> ClusterConfigError:
+    """ParallelCluster's 400 on a create (dry run or not): every ERROR finding of its
+    validators, each with its type, as the user sees them."""
+    message = str(field_of(content, "message") or "invalid configuration")
+    if not field_of(content, "configuration_validation_errors"):
+        return ClusterConfigError(f"ParallelCluster rejected the cluster config: {message}")
+    findings = [
+        {"type": field_of(f, "type"), "level": field_of(f, "level"), "message": field_of(f, "message")}
+        for f in field_of(content, "configuration_validation_errors") or []
+    ]
+    errors = [f for f in findings if f["level"] == "ERROR"] or findings
+    text = "; ".join(str(f["message"]) for f in errors) or message
+    return ClusterConfigError(f"ParallelCluster rejected the cluster config: {text}", details=errors)
+
+
+def ensure_event_loop() -> None:
     """pcluster's validators run on asyncio and expect a loop in the calling thread,
     which a threaded HTTP server's worker thread does not have."""
     try:
@@ -191,7 +206,7 @@ class PclusterConfigValidator:
         import pcluster.lib as pc
         from pcluster.api.errors import DryrunOperationException, ParallelClusterApiException
 
-        _ensure_event_loop()
+        ensure_event_loop()
         try:
             pc.create_cluster(
                 cluster_name=name,
@@ -202,10 +217,10 @@ class PclusterConfigValidator:
                 validation_failure_level="ERROR",
             )
         except DryrunOperationException as ok:
-            return [str(_field(m, "message")) for m in _field(ok.content, "validation_messages") or []]
+            return [str(field_of(m, "message")) for m in field_of(ok.content, "validation_messages") or []]
         except ParallelClusterApiException as error:
             content = error.content
-            message = str(_field(content, "message") or error)
+            message = str(field_of(content, "message") or error)
             if getattr(error, "code", None) != 400:
                 # Not the user's config: the validation itself broke (an outage, permissions).
                 mapped = classify(error)
@@ -216,13 +231,5 @@ class PclusterConfigValidator:
                     raise AwsError(f"ParallelCluster could not validate the config: {message}",
                                    aws_code=failure[0], operation="validate") from error
                 raise ControlPlaneError(f"ParallelCluster could not validate the config: {message}") from error
-            if not _field(content, "configuration_validation_errors"):
-                raise ClusterConfigError(f"ParallelCluster rejected the cluster config: {message}") from error
-            findings = [
-                {"type": _field(f, "type"), "level": _field(f, "level"), "message": _field(f, "message")}
-                for f in _field(content, "configuration_validation_errors") or []
-            ]
-            errors = [f for f in findings if f["level"] == "ERROR"] or findings
-            text = "; ".join(str(f["message"]) for f in errors) or str(_field(content, "message") or "invalid configuration")
-            raise ClusterConfigError(f"ParallelCluster rejected the cluster config: {text}", details=errors) from error
+            raise findings_error(content) from error
         raise ClusterConfigError("ParallelCluster dry run returned without a verdict")

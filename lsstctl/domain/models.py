@@ -76,8 +76,10 @@ class SharedStorageSpec(_Strict):
 
 
 class ClusterSpec(_Strict):
-    """What a user asks for when launching a cluster."""
+    """What a user asks for when launching a cluster: a preset (lsstctl.domain.presets)
+    and any top-level fields of its own, or every field itself."""
 
+    preset: str | None = Field(None, description="a named size (GET /presets); the spec's own fields win")
     name: str = Field(pattern=CLUSTER_NAME_RE, description="lowercase, 2-40 chars")
     owner: str | None = Field(None, pattern=USER_NAME_RE, description="defaults to the caller")
     region: str | None = None
@@ -89,6 +91,24 @@ class ClusterSpec(_Strict):
     budget_usd: float = Field(gt=0, le=100_000)
     idle_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
     max_lifetime_hours: float = Field(24, gt=0, le=30 * 24)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_under_own_fields(cls, data: Any) -> Any:
+        from lsstctl.domain.presets import PRESETS
+
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
+            return {**PRESETS[data["preset"]].spec_fields(), **data}
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        from lsstctl.domain.presets import preset
+
+        if value is not None:
+            preset(value)  # a ValueError naming the presets there are
+        return value
 
 
 class ClusterState(str, Enum):

@@ -25,7 +25,10 @@ exec 9>"$STACK_DIR/.install.lock"
 flock 9
 cd "$STACK_DIR"
 if [ -f loadLSST.bash ]; then
-  set +u; source loadLSST.bash; set -u
+  set +u  # loadLSST reads unset variables
+  # shellcheck source=/dev/null
+  source loadLSST.bash
+  set -u
   if [ -n "$(eups list -t "$TAG" lsst_distrib 2>/dev/null)" ]; then
     echo "lsst_distrib $TAG already installed in $STACK_DIR: skipped"
     exit 0
@@ -34,7 +37,10 @@ fi
 curl -fsSL -o lsstinstall "$INSTALLER_URL"
 chmod u+x lsstinstall
 ./lsstinstall -T "$TAG"
-set +u; source loadLSST.bash; set -u
+set +u
+# shellcheck source=/dev/null
+source loadLSST.bash
+set -u
 eups distrib install -t "$TAG" lsst_distrib
 echo "lsst_distrib $TAG installed in $STACK_DIR"
 """
@@ -128,9 +134,12 @@ def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
         "set -eo pipefail",
         f"export LSST_JOB_OUTPUT_DIR={shlex.quote(out)}",
         f"if [ -f {shlex.quote(stack_dir(shared_dir))}/loadLSST.bash ]; then",
+        "  # shellcheck source=/dev/null",
         f"  source {shlex.quote(stack_dir(shared_dir))}/loadLSST.bash",
         "  setup lsst_distrib",
         "fi",
+        # A pipetask's values are quoted by shlex: a `$` in them is text, as meant.
+        *(["# shellcheck disable=SC2016"] if spec.pipetask is not None else []),
         job_command(spec),
     ]
     return "\n".join(lines) + "\n"

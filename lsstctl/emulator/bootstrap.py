@@ -24,6 +24,10 @@ FUNCTIONS = {
     "TeardownStepsFunctionArn": ("lsstctl-teardown-steps", "lambdas.teardown_steps.lambda_handler"),
     "JobStepsFunctionArn": ("lsstctl-job-steps", "lambdas.job_steps.lambda_handler"),
 }
+# The cluster engine's own function (on AWS, on ParallelCluster's layer; every other
+# function calls it). The emulator creates it as the template does; its functions run the
+# local engine in process unless LSSTCTL_ENGINE_FUNCTION_NAME names it.
+ENGINE_FUNCTION = ("lsstctl-engine", "lambdas.engine.lambda_handler")
 # Triggers: the guard (schedule), the idle alarm (EventBridge), AWS Budgets (SNS).
 TRIGGER_FUNCTIONS = {
     "guard": ("lsstctl-guard", "lambdas.guard.lambda_handler"),
@@ -188,6 +192,10 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
             Code={"ZipFile": _zip_stub()}, Timeout=900, MemorySize=512,
         )["FunctionArn"]
 
+    lam.create_function(
+        FunctionName=ENGINE_FUNCTION[0], Runtime="python3.12", Role=role, Handler=ENGINE_FUNCTION[1],
+        Code={"ZipFile": _zip_stub()}, Timeout=900, MemorySize=2048,
+    )
     triggers = {
         key: lam.create_function(
             FunctionName=name, Runtime="python3.12", Role=role, Handler=handler,

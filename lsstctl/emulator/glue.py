@@ -223,6 +223,42 @@ def install_fast_dispatch() -> None:
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 
 
+def _applies_to_callers(statement: dict[str, Any]) -> bool:
+    """Whether a bucket-policy statement can concern the control plane's own calls: not one
+    for a service principal (logs.amazonaws.com), not the TLS-only deny (AWS's SDKs speak
+    TLS; the emulator plain HTTP)."""
+    principal = statement.get("Principal")
+    if isinstance(principal, dict) and set(principal) == {"Service"}:
+        return False
+    return statement.get("Condition") != {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def install_bucket_policy_scope() -> None:
+    """moto judges an object call against every statement of the bucket's policy, whoever
+    the statement's principal and whatever its conditions: ParallelCluster's own bucket
+    (a Deny on `parallelcluster/*` for CloudWatch Logs, a TLS-only Deny) then refuses
+    ParallelCluster itself. Only the statements that can concern the caller are judged."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    if "bucket_policy" in _state:
+        return
+    _state["bucket_policy"] = FakeBucket.get_permission
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        document = json.loads(self.policy.decode())
+        statements = document.get("Statement", [])
+        statements = [s for s in (statements if isinstance(statements, list) else [statements])
+                      if _applies_to_callers(s)]
+        if not statements:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**document, "Statement": statements})).is_action_permitted(action, resource)
+
+    FakeBucket.get_permission = get_permission
+
+
 _DELIVERED = ("lambda", "states", "sns")
 
 
@@ -421,6 +457,7 @@ def install(shell: HeadNodeShell) -> None:
     install_eventbridge_targets()
     install_alarm_events()
     install_fast_dispatch()
+    install_bucket_policy_scope()
     _state.setdefault("config", {
         "execute_state_machine": default_user_config["stepfunctions"].get("execute_state_machine"),
         "load_aws_managed_policies": default_user_config["iam"].get("load_aws_managed_policies"),
@@ -491,6 +528,10 @@ def uninstall() -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
         DomainDispatcherApplication.get_backend_for_host = _state.pop("dispatch")
+    if "bucket_policy" in _state:
+        from moto.s3.models import FakeBucket
+
+        FakeBucket.get_permission = _state.pop("bucket_policy")
     set_clock(None)
     if "wait" in _state:
         use_virtual_waits(None)

@@ -226,3 +226,11 @@ def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:
         entry["spend_usd"] = round(entry["spend_usd"], 4)
         entry["burn_usd_per_hour"] = round(entry["burn_usd_per_hour"], 4)
     return {"owners": owners, "total_spend_usd": round(sum(e["spend_usd"] for e in owners), 4)}
+
+
+def list_presets(deps: Deps, principal: Principal) -> dict[str, Any]:
+    """The named sizes with their hourly price at rest and at full size, in this region."""
+    from lsstctl.domain.presets import describe_presets
+
+    region = deps.settings.region
+    return {"region": region, "prices_as_of": deps.catalog.as_of, "presets": describe_presets(deps.catalog, region)}

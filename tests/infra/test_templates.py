@@ -522,7 +522,7 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
         return {sub_default(r["Properties"][prop], template): n for n, r in resources_of(template, kind).items()}
 
     functions = names("AWS::Lambda::Function", "FunctionName")
-    emulated = [*bootstrap.FUNCTIONS.values(), *bootstrap.TRIGGER_FUNCTIONS.values()]
+    emulated = [*bootstrap.FUNCTIONS.values(), *bootstrap.TRIGGER_FUNCTIONS.values(), bootstrap.ENGINE_FUNCTION]
     for function_name, handler in emulated:
         assert function_name in functions
         assert template["Resources"][functions[function_name]]["Properties"]["Handler"] == handler
@@ -754,9 +754,13 @@ def test_arns_built_from_names_point_at_real_resources(template: dict[str, Any])
         for text in walk(resource.get("Properties", {})):
             if ":stateMachine:" in text:
                 assert text in machines, f"{name}: {text} is not a state machine of this template"
-            if ":alarm:" in text:
+            if ":alarm:" in text and name != "ClusterEnginePolicy":
                 alarm_arns.add(text)
     assert alarm_arns == {f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{ALARM_PREFIX}*"}
+    # ParallelCluster's template names its own alarms after the cluster (any name): the
+    # engine's policy is the one place alarms are not ours by prefix.
+    engine_alarms = {t for t in walk(template["Resources"]["ClusterEnginePolicy"]["Properties"]) if ":alarm:" in t}
+    assert engine_alarms == {f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:*"}
     assert template["Resources"]["IdleAlarmRule"]["Properties"]["EventPattern"]["detail"]["alarmName"] == [
         {"prefix": ALARM_PREFIX}
     ]
@@ -799,17 +803,20 @@ IDLE_ALARM = f"arn:aws:cloudwatch:{_ARN}:alarm:lsstctl-idle-demo"
 RECORDS = [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE), ("events:PutEvents", BUS)]
 REQUEST_TEARDOWN = [*RECORDS, ("states:StartExecution", TEARDOWN)]
 METER = [("ec2:DescribeInstances", "*"), ("ec2:DescribeVolumes", "*")]  # inventory.Ec2Inventory
+# Every engine call goes through the engine's function (adapters/engine_function.py).
+ENGINE = [("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-engine")]
+STACK = f"arn:aws:cloudformation:{_ARN}:stack/demo-2bd806c97f/0a1b2c3d"
 NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     "lambdas.launch_steps.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID"},
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME"},
         # mark_ready: the idle alarm; launch_failed: request_teardown.
-        [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM)],
+        [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM), *ENGINE],
     ),
     "lambdas.teardown_steps.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "ARCHIVE_BUCKET", "NOTIFICATIONS_TOPIC_ARN"},
+        {"STATE_TABLE", "EVENT_BUS", "ARCHIVE_BUCKET", "NOTIFICATIONS_TOPIC_ARN", "ENGINE", "ENGINE_FUNCTION_NAME"},
         # begin_teardown: delete the alarm; finish/failed: final_spend, list_jobs, notify.
         [*RECORDS, ("dynamodb:Query", TABLE), ("cloudwatch:DeleteAlarms", IDLE_ALARM), *METER,
-         ("sns:Publish", NOTIFICATIONS)],
+         ("sns:Publish", NOTIFICATIONS), *ENGINE],
     ),
     "lambdas.job_steps.lambda_handler": ({"STATE_TABLE", "EVENT_BUS"}, [*RECORDS, ("dynamodb:Query", TABLE)]),
     "lambdas.guard.lambda_handler": (
@@ -826,13 +833,9 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     # reconcile: inventory, engine stacks, alarms, executions, unrecorded users.
     "lambdas.reconciler.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
-         "JOB_STATE_MACHINE_ARN"},
+         "JOB_STATE_MACHINE_ARN", "ENGINE", "ENGINE_FUNCTION_NAME"},
         [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"),
-         ("dynamodb:Query", f"{TABLE}/index/by_kind"), ("dynamodb:Query", TABLE), *METER,
-         ("cloudformation:DescribeStacks", f"arn:aws:cloudformation:{_ARN}:stack/demo"),
-         ("cloudformation:DeleteStack", f"arn:aws:cloudformation:{_ARN}:stack/demo"),
-         ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
-         ("ec2:DeleteVolume", f"arn:aws:ec2:{_ARN}:volume/vol-0123456789abcdef0"),
+         ("dynamodb:Query", f"{TABLE}/index/by_kind"), ("dynamodb:Query", TABLE), *METER, *ENGINE,
          ("cloudwatch:DescribeAlarms", IDLE_ALARM), ("cloudwatch:PutMetricAlarm", IDLE_ALARM),
          ("cloudwatch:DeleteAlarms", IDLE_ALARM),
          ("states:DescribeExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-teardown:teardown-demo-g1-a1"),
@@ -843,6 +846,28 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
          ("iam:ListUserTags", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
          ("iam:GetUser", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
          ("secretsmanager:DescribeSecret", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf")],
+    ),
+    # The engine (pcluster.lib): ParallelCluster's create, describe, fleet and delete calls,
+    # and delete_cluster's sweep of what a stack left (adapters/pcluster_engine.py).
+    "lambdas.engine.lambda_handler": (
+        {"ENGINE"},
+        [("cloudformation:CreateStack", STACK), ("cloudformation:DescribeStacks", STACK),
+         ("cloudformation:DeleteStack", STACK), ("cloudformation:GetTemplate", STACK),
+         ("dynamodb:GetItem", f"arn:aws:dynamodb:{_ARN}:table/parallelcluster-demo-2bd806c97f"),
+         ("dynamodb:UpdateItem", f"arn:aws:dynamodb:{_ARN}:table/parallelcluster-demo-2bd806c97f"),
+         ("s3:PutObject", "arn:aws:s3:::parallelcluster-0a1b2c3d4e5f6a7b-v1-do-not-delete/parallelcluster/3.16.1/x"),
+         ("s3:CreateBucket", "arn:aws:s3:::parallelcluster-0a1b2c3d4e5f6a7b-v1-do-not-delete"),
+         ("ec2:RunInstances", "*"), ("ec2:DescribeInstances", "*"), ("ec2:DescribeInstanceTypes", "*"),
+         ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+         ("ec2:StopInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+         ("ec2:StartInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+         ("ec2:DeleteVolume", f"arn:aws:ec2:{_ARN}:volume/vol-0123456789abcdef0"),
+         ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/parallelcluster/demo/RoleHeadNode-0a1b"),
+         ("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/parallelcluster/demo/RoleHeadNode-0a1b"),
+         ("iam:GetPolicy", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+         ("lambda:CreateFunction", f"arn:aws:lambda:{_ARN}:function:pcluster-CleanupResources-0a1b"),
+         ("logs:CreateLogGroup", f"arn:aws:logs:{_ARN}:log-group:/aws/parallelcluster/demo-202612051200"),
+         ("ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}::parameter/aws/service/ami-amazon-linux-latest")],
     ),
     # on_budget_notification: below the budget, owners are only warned.
     "lambdas.budget_alarm.lambda_handler": (

@@ -47,6 +47,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
     ("/clusters/{name}/jobs/{job_id}", "GET"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
                                                 {"other": 404, "owner": 200, "admin": 200}),
     ("/costs", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
+    ("/presets", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/quotas/{owner}", "GET"): ({"owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
     ("/users", "POST"): ({}, {"name": OWNER}, {"other": 403, "owner": 200, "admin": 200}),
     ("/clusters", "POST"): ({}, cluster_spec("second", owner=OWNER), {"other": 403, "owner": 202, "admin": 202}),

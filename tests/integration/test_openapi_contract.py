@@ -54,7 +54,7 @@ def test_the_document_lists_exactly_the_registered_routes(spec: dict[str, Any], 
     # Then they are the same set
     assert documented - registered == set(), "documented but not routed"
     assert registered - documented == set(), "routed but not documented"
-    assert len(documented) == 17
+    assert len(documented) == 18
 
 
 def test_every_operation_documents_identity_idempotency_and_errors(spec: dict[str, Any]) -> None:
@@ -160,6 +160,26 @@ def test_users(api: Api) -> None:
     assert api.call("POST", "/users", body={"name": OTHER}, who=ADMIN).status == 201
     assert api.call("GET", "/users/{name}", name=OWNER, who=OTHER).status == 404
     assert {u["name"] for u in api.call("GET", "/users", who=ADMIN).body["users"]} == {OWNER, OTHER}
+
+
+def test_presets_are_listed_with_prices_and_a_launch_may_name_one(api: Api) -> None:
+    # When anyone signed in lists the presets, then each comes with its prices at rest and full size
+    listed = api.call("GET", "/presets")
+    assert listed.status == 200
+    by_name = {p["name"]: p for p in listed.body["presets"]}
+    assert set(by_name) == {"small", "small-spot", "medium", "medium-spot", "large", "large-spot"}
+    assert all(0 < p["at_rest_usd_per_hour"] < p["full_size_usd_per_hour"] for p in by_name.values())
+    assert api.call("GET", "/presets", who=None).status == 401
+    # When she launches a preset with fields of her own, then the record is the preset under them
+    launched = api.call("POST", "/clusters", body={"preset": "small-spot", "name": "from-preset", "budget_usd": 40,
+                                                   "stack_tag": "w_2026_47"})
+    assert launched.status == 202
+    spec = launched.body["cluster"]["spec"]
+    assert spec["preset"] == "small-spot" and spec["queues"] == by_name["small-spot"]["queues"]
+    # When the preset does not exist, then 400 naming the field and the presets there are
+    refused = api.call("POST", "/clusters", body={"preset": "huge", "name": "from-preset-2", "budget_usd": 40})
+    assert (refused.status, refused.body["error"]["field"]) == (400, "preset")
+    assert "small-spot" in refused.body["error"]["message"]
 
 
 def test_cluster_lifecycle_requests(api: Api) -> None:
