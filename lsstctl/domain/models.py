@@ -87,10 +87,19 @@ class ClusterSpec(_Strict):
     os: Literal["alinux2023", "ubuntu2204", "ubuntu2404", "rhel9", "rocky9"] = "alinux2023"
     queues: list[QueueSpec] = Field(min_length=1, max_length=10)
     shared_storage: SharedStorageSpec = SharedStorageSpec()
-    stack_tag: str = Field("v30_0_7", pattern=STACK_TAG_RE)
+    stack_tag: str = Field("v30_0_7", description="an EUPS tag of lsst_distrib")
     budget_usd: float = Field(gt=0, le=100_000)
     idle_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
     max_lifetime_hours: float = Field(24, gt=0, le=30 * 24)
+
+    @field_validator("stack_tag")
+    @classmethod
+    def _stack_tag_form(cls, value: str) -> str:
+        if not re.match(STACK_TAG_RE, value):
+            raise ValueError(
+                f"'{value}' is not an lsst_distrib tag: use a release (v30_0_7, v29_1_0_rc1), a weekly "
+                "(w_2026_47), a daily (d_2026_11_02) or w_latest")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +159,8 @@ class Cluster(BaseModel):
     head_node_instance_id: str | None = None
     install_command_id: str | None = None
     archive_uri: str | None = None
+    # How the stack install ended: the log's S3 copy, the command's status, its last lines.
+    install_log: dict[str, Any] | None = None
     engine_status: str | None = None
     compute_stopped_at: str | None = None
     # How the last teardown went: reason, outcome, start, end, final spend.

@@ -12,12 +12,17 @@ OUTPUTS_SUBDIR = "outputs"
 JOB_LOG = "slurm-%j.out"
 
 INSTALL_TEMPLATE = r"""#!/bin/bash
-# Install the LSST Science Pipelines into shared storage. Idempotent: a tag that is already
-# installed is skipped, and a lock serialises concurrent runs (SSM may deliver twice).
+# Install the LSST Science Pipelines (lsst_distrib <tag>, binary) as Rubin documents it:
+# lsstinstall -T <tag>, then eups distrib install. One directory per tag, a group-writable
+# setgid shared stack. Idempotent: an installed tag is skipped, and a lock serialises
+# concurrent runs (SSM may deliver twice). Downloads are retried, every step has a deadline,
+# and the log goes to the cluster's archive prefix in S3 whatever happens.
 set -euo pipefail
 STACK_DIR={stack_dir}
 TAG={tag}
 INSTALLER_URL={installer_url}
+LOG_URI={log_uri}
+DEADLINE=$(( $(date +%s) + {timeout_seconds} ))
 umask 002
 mkdir -p "$STACK_DIR"
 chmod g+ws "$STACK_DIR" || true
@@ -34,14 +39,34 @@ if [ -f loadLSST.bash ]; then
     exit 0
   fi
 fi
-curl -fsSL -o lsstinstall "$INSTALLER_URL"
-chmod u+x lsstinstall
-./lsstinstall -T "$TAG"
-set +u
-# shellcheck source=/dev/null
-source loadLSST.bash
-set -u
-eups distrib install -t "$TAG" lsst_distrib
+LOG="$STACK_DIR/install.log"
+ship_log() {{
+  if [ -n "$LOG_URI" ]; then
+    aws s3 cp --only-show-errors "$LOG" "$LOG_URI" || echo "could not copy the install log to $LOG_URI" >&2
+  fi
+}}
+trap ship_log EXIT
+left() {{
+  echo $(( DEADLINE - $(date +%s) > 1 ? DEADLINE - $(date +%s) : 1 ))
+}}
+install() {{
+  curl -fsSL --retry 5 --retry-delay 10 --retry-connrefused --max-time 300 -o lsstinstall "$INSTALLER_URL"
+  chmod u+x lsstinstall
+  timeout "$(left)" ./lsstinstall -T "$TAG"
+  set +u
+  # shellcheck source=/dev/null
+  source loadLSST.bash
+  set -u
+  for attempt in 1 2 3; do
+    if timeout "$(left)" eups distrib install -t "$TAG" lsst_distrib; then
+      return 0
+    fi
+    echo "eups distrib install failed (attempt $attempt of 3)" >&2
+    [ "$attempt" -lt 3 ] && sleep $(( attempt * 30 ))
+  done
+  return 1
+}}
+install 2>&1 | tee -a "$LOG"
 echo "lsst_distrib $TAG installed in $STACK_DIR"
 """
 
@@ -85,19 +110,24 @@ def render_publisher_install(*, cluster: str, region: str, node_root: str = "") 
     )
 
 
-def stack_dir(shared_dir: str) -> str:
-    return f"{shared_dir.rstrip('/')}/{STACK_SUBDIR}"
+def stack_dir(shared_dir: str, tag: str) -> str:
+    """One directory per tag (a tag's rubin-env is its own): /shared/lsst_stack/<tag>."""
+    return f"{shared_dir.rstrip('/')}/{STACK_SUBDIR}/{tag}"
 
 
 def job_output_dir(shared_dir: str, job_id: str) -> str:
     return f"{shared_dir.rstrip('/')}/{OUTPUTS_SUBDIR}/{job_id}"
 
 
-def render_install_script(*, shared_dir: str, tag: str, installer_url: str) -> str:
+def render_install_script(*, shared_dir: str, tag: str, installer_url: str, log_uri: str = "",
+                          timeout_seconds: int = 3 * 3600) -> str:
+    """`log_uri`: where the install log is copied (s3://...; empty: kept on the head node only)."""
     return INSTALL_TEMPLATE.format(
-        stack_dir=shlex.quote(stack_dir(shared_dir)),
+        stack_dir=shlex.quote(stack_dir(shared_dir, tag)),
         tag=shlex.quote(tag),
         installer_url=shlex.quote(installer_url),
+        log_uri=shlex.quote(log_uri),
+        timeout_seconds=int(timeout_seconds),
     )
 
 
@@ -115,7 +145,7 @@ def job_command(spec: JobSpec) -> str:
     return shlex.join(argv)
 
 
-def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
+def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str) -> str:
     """The batch script. The job runs with the installed stack set up, in its own
     output directory under shared storage (which teardown archives to S3)."""
     out = job_output_dir(shared_dir, job_id)
@@ -133,9 +163,9 @@ def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str) -> str:
     lines += [
         "set -eo pipefail",
         f"export LSST_JOB_OUTPUT_DIR={shlex.quote(out)}",
-        f"if [ -f {shlex.quote(stack_dir(shared_dir))}/loadLSST.bash ]; then",
+        f"if [ -f {shlex.quote(stack_dir(shared_dir, tag))}/loadLSST.bash ]; then",
         "  # shellcheck source=/dev/null",
-        f"  source {shlex.quote(stack_dir(shared_dir))}/loadLSST.bash",
+        f"  source {shlex.quote(stack_dir(shared_dir, tag))}/loadLSST.bash",
         "  setup lsst_distrib",
         "fi",
         # A pipetask's values are quoted by shlex: a `$` in them is text, as meant.
@@ -156,12 +186,12 @@ OS_DEFAULT_USER = {
 }
 
 
-def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, run_as: str = "root") -> str:
+def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, run_as: str = "root") -> str:
     """Write the batch script next to the job's outputs and submit it as `run_as`; prints
     the Slurm id. Re-running it for the same job id returns the existing Slurm job, even
     when two deliveries run at once (a lock serialises them): one job, one Slurm job."""
     out = job_output_dir(shared_dir, job_id)
-    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir)
+    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir, tag=tag)
     # base64 carries any user text intact: no heredoc delimiter or quote can end it early.
     encoded = base64.b64encode(script.encode()).decode()
     q_out = shlex.quote(out)

@@ -133,6 +133,7 @@ def submit_step(deps: Deps, cid: str, job_id: str) -> dict[str, Any]:
                 job.spec,
                 job_id=job_id,
                 shared_dir=shared,
+                tag=cluster.spec.stack_tag,
                 run_as=deps.settings.job_user or OS_DEFAULT_USER[cluster.spec.os],
             ),
             comment=f"sbatch {job_id}",

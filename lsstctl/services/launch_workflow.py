@@ -7,9 +7,28 @@ from lsstctl.domain.models import Cluster, ClusterState as S
 from lsstctl.domain.scripts import render_install_script, render_publisher_install
 from lsstctl.errors import ConflictError, InstallFailedError, LaunchFailedError
 from lsstctl.observability import metrics
-from lsstctl.services.clusters import cluster_config, node_root, request_teardown, shared_dir, transition
+from lsstctl.services.clusters import (
+    archive_prefix,
+    cluster_config,
+    node_root,
+    request_teardown,
+    shared_dir,
+    transition,
+)
 from lsstctl.services.deps import Deps
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
+
+
+INSTALL_LOG_TAIL_LINES = 20
+
+
+def install_log_uri(deps: Deps, cluster: Cluster) -> str:
+    """The install log's copy in the archive bucket (the head node may write its cluster's prefix)."""
+    return f"s3://{deps.settings.archive_bucket}/{archive_prefix(cluster)}/install/{cluster.spec.stack_tag}.log"
+
+
+def tail_lines(text: str, lines: int = INSTALL_LOG_TAIL_LINES) -> list[str]:
+    return [line for line in text.strip().splitlines() if line.strip()][-lines:]
 
 
 def load(deps: Deps, cid: str, generation: int) -> Cluster:
@@ -51,7 +70,8 @@ def start_install(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -
         script = render_publisher_install(
             cluster=cid, region=cluster.spec.region or deps.settings.region, node_root=node_root(deps, cluster)
         ) + render_install_script(
-            shared_dir=shared_dir(deps, cluster), tag=tag, installer_url=deps.settings.lsst_installer_url
+            shared_dir=shared_dir(deps, cluster), tag=tag, installer_url=deps.settings.lsst_installer_url,
+            log_uri=install_log_uri(deps, cluster), timeout_seconds=poll["install_timeout"],
         )
         assert cluster.head_node_instance_id, "launch completed without a head node"
         command_id = deps.runner.send(
@@ -66,6 +86,12 @@ def poll_install(deps: Deps, cid: str, generation: int, command_id: str, deadlin
     cluster = load(deps, cid, generation)
     assert cluster.head_node_instance_id
     result = deps.runner.result(command_id, cluster.head_node_instance_id)
+    if result.done:
+        # What the owner sees of the install (GET /clusters/{name}): where the whole log is,
+        # and its last lines.
+        deps.store.update_cluster(cid, {"install_log": {
+            "uri": install_log_uri(deps, cluster), "status": result.status,
+            "tail": tail_lines(result.stdout + ("\n" + result.stderr if result.stderr else ""))}})
     if result.status == "Success":
         return {"command_id": command_id, "done": True, "deadline": deadline}
     if result.status in FAILED_STATUSES:

@@ -26,10 +26,38 @@ def test_install_is_skipped_when_the_tag_is_already_there(tmp_path: Path):
     assert other.returncode == 0 and "v30_0_7 installed" in other.stdout
 
 
-def test_install_fails_loudly_when_the_installer_cannot_be_fetched(tmp_path: Path):
-    result = bash(render_install_script(shared_dir=str(tmp_path), tag="w_2026_47", installer_url="file:///nonexistent/lsstinstall"))
+def _recording_aws(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An `aws` on PATH that records its arguments and the file it is asked to copy."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "aws-calls"
+    (bin_dir / "aws").write_text(f'#!/bin/bash\necho "$@" >> {calls}\ncp "$4" {tmp_path}/shipped.log\n')
+    (bin_dir / "aws").chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, calls
+
+
+def test_install_fails_loudly_when_the_installer_cannot_be_fetched_and_ships_its_log(tmp_path: Path):
+    env, calls = _recording_aws(tmp_path)
+    result = bash(render_install_script(shared_dir=str(tmp_path), tag="w_2026_47", installer_url="file:///nonexistent/lsstinstall",
+                                        log_uri="s3://archive/alice/c1/g1/install/w_2026_47.log"), env)
     assert result.returncode != 0
-    assert "curl" in result.stderr or "Couldn't" in result.stderr
+    assert "curl" in result.stdout or "Couldn't" in result.stdout
+    # The log went to S3 all the same, with curl's complaint in it
+    assert calls.read_text().split() == ["s3", "cp", "--only-show-errors", f"{tmp_path}/lsst_stack/w_2026_47/install.log",
+                                         "s3://archive/alice/c1/g1/install/w_2026_47.log"]
+    assert "curl" in (tmp_path / "shipped.log").read_text()
+
+
+def test_an_installed_stack_is_group_writable_and_setgid_and_its_log_shipped(tmp_path: Path):
+    env, calls = _recording_aws(tmp_path)
+    script = render_install_script(shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri(),
+                                   log_uri="s3://archive/alice/c1/g1/install/v30_0_7.log")
+    result = bash(script, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    mode = (tmp_path / "lsst_stack" / "v30_0_7").stat().st_mode
+    assert mode & 0o2000 and mode & 0o020  # setgid, group-writable: a shared stack
+    assert "s3://archive/alice/c1/g1/install/v30_0_7.log" in calls.read_text()
+    assert "stand-in" in (tmp_path / "shipped.log").read_text()
 
 
 def test_resubmitting_a_job_returns_the_first_slurm_id(tmp_path: Path):
@@ -40,7 +68,7 @@ def test_resubmitting_a_job_returns_the_first_slurm_id(tmp_path: Path):
     (bin_dir / "sbatch").write_text(f"#!/bin/bash\necho x >> {calls}\necho \"$(wc -l < {calls})\"\n")
     (bin_dir / "sbatch").chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    command = render_submit_command(JobSpec(command="echo hi"), job_id="j-1", shared_dir=str(tmp_path / "shared"))
+    command = render_submit_command(JobSpec(command="echo hi"), job_id="j-1", shared_dir=str(tmp_path / "shared"), tag="w_2026_47")
     # When the same submission is delivered twice (SSM and Step Functions may retry)
     first, second = bash(command, env), bash(command, env)
     # Then Slurm saw one job and both deliveries report its id
@@ -53,7 +81,7 @@ def test_resubmitting_a_job_returns_the_first_slurm_id(tmp_path: Path):
 
 def test_job_text_arrives_byte_for_byte(tmp_path: Path):
     nasty = "printf '%s\\n' \"it's $HOME\" 'EOF' \"LSSTCTL_EOF\"; echo `date`"
-    command = render_submit_command(JobSpec(command=nasty), job_id="j-2", shared_dir=str(tmp_path))
+    command = render_submit_command(JobSpec(command=nasty), job_id="j-2", shared_dir=str(tmp_path), tag="w_2026_47")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text("#!/bin/bash\necho 7\n")

@@ -36,7 +36,7 @@ def test_pipetask_job_becomes_a_quoted_pipetask_run():
 
 def test_sbatch_script_asks_for_what_the_job_needs():
     spec = JobSpec(command="echo hi", cores=3, walltime_minutes=90, queue="big", name="x")
-    script = render_sbatch_script(spec, job_id="j-1", shared_dir="/shared")
+    script = render_sbatch_script(spec, job_id="j-1", shared_dir="/shared", tag="w_2026_47")
     assert "#SBATCH --cpus-per-task=3" in script
     assert "#SBATCH --time=90" in script
     assert "#SBATCH --partition=big" in script
@@ -47,14 +47,34 @@ def test_sbatch_script_asks_for_what_the_job_needs():
 def test_user_text_never_reaches_the_submitting_shell():
     # The command is user text; it travels base64-encoded, so nothing in it runs outside the job.
     spec = JobSpec(command="true\nEOF\n'; touch /tmp/pwned; echo $(id)")
-    submit = render_submit_command(spec, job_id="j-2", shared_dir="/shared")
+    submit = render_submit_command(spec, job_id="j-2", shared_dir="/shared", tag="w_2026_47")
     assert "pwned" not in submit and "$(id)" not in submit
 
 
 def test_install_script_quotes_its_parameters():
-    script = render_install_script(shared_dir="/shared dir", tag="w_2026_47", installer_url="file:///x y/lsstinstall")
-    assert "STACK_DIR='/shared dir/lsst_stack'" in script
+    script = render_install_script(shared_dir="/shared dir", tag="w_2026_47", installer_url="file:///x y/lsstinstall",
+                                   log_uri="s3://archive/alice/c 1/g1/install/w_2026_47.log", timeout_seconds=600)
+    assert "STACK_DIR='/shared dir/lsst_stack/w_2026_47'" in script  # one directory per tag
     assert "INSTALLER_URL='file:///x y/lsstinstall'" in script
+    assert "LOG_URI='s3://archive/alice/c 1/g1/install/w_2026_47.log'" in script
+    assert "DEADLINE=$(( $(date +%s) + 600 ))" in script
+
+
+def test_a_job_sets_up_its_clusters_tag():
+    script = render_sbatch_script(JobSpec(command="pipetask --help"), job_id="j-1", shared_dir="/shared", tag="v30_0_7")
+    assert "source /shared/lsst_stack/v30_0_7/loadLSST.bash" in script
+
+
+def test_a_bad_stack_tag_is_refused_with_the_forms_there_are():
+    from pydantic import ValidationError
+
+    from lsstctl.domain.models import ClusterSpec
+
+    with pytest.raises(ValidationError) as refused:
+        ClusterSpec.model_validate({"preset": "small", "name": "c1", "budget_usd": 10, "stack_tag": "30.0.7"})
+    error = refused.value.errors()[0]
+    assert error["loc"] == ("stack_tag",)
+    assert "a release (v30_0_7" in error["msg"] and "a weekly (w_2026_47)" in error["msg"] and "w_latest" in error["msg"]
 
 
 @pytest.mark.parametrize(
@@ -79,7 +99,7 @@ def test_unknown_slurm_output_is_an_error_not_a_guess():
 
 def test_jobs_run_as_the_login_user_not_root():
     spec = JobSpec(command="id -un")
-    as_user = render_submit_command(spec, job_id="j-3", shared_dir="/shared", run_as="ec2-user")
+    as_user = render_submit_command(spec, job_id="j-3", shared_dir="/shared", tag="w_2026_47", run_as="ec2-user")
     assert "runuser -u ec2-user -- sbatch --parsable" in as_user
-    as_root = render_submit_command(spec, job_id="j-3", shared_dir="/shared", run_as="root")
+    as_root = render_submit_command(spec, job_id="j-3", shared_dir="/shared", tag="w_2026_47", run_as="root")
     assert "runuser" not in as_root and "\nsbatch --parsable" in as_root

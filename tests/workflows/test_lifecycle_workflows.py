@@ -4,6 +4,7 @@ run on this machine and jobs run in a real Slurm. Time is compressed through the
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -51,8 +52,16 @@ def test_happy_path_launch_run_teardown(emulator):
     ready = launched_ready(name)
     assert [t.state for t in ready.history] == ["requested", "launching", "installing", "ready"]
     assert len(live_instances(ready.id)) == 2  # head node + MinCount=1 compute
-    stack = Path(emulator.workdir) / "nodes" / ready.id / "shared" / "lsst_stack"
+    stack = Path(emulator.workdir) / "nodes" / ready.id / "shared" / "lsst_stack" / "w_2026_47"
     assert (stack / "stack" / "w_2026_47" / "lsst_distrib.installed").exists()
+    # And the install's log is in the archive, its last lines on the record
+    # (a retried install step sends the script again: the second run finds the tag and skips)
+    assert ready.install_log["status"] == "Success", ready.install_log
+    assert re.search(r"lsst_distrib w_2026_47 (already )?installed in ", ready.install_log["tail"][-1]), ready.install_log
+    log_key = ready.install_log["uri"].removeprefix("s3://lsstctl-archive/")
+    assert log_key == f"alice/{name}/g1/install/w_2026_47.log"
+    logged = boto3.client("s3").get_object(Bucket="lsstctl-archive", Key=log_key)["Body"].read().decode()
+    assert "stand-in" in logged
 
     # When a job runs on it
     job = jobs.submit_job(wiring.deps(), ALICE, name, JobSpec(command="echo result > answer.txt; hostname"))
