@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     config_validation: Literal["full", "schema"] = "full"
 
     lsst_installer_url: str = "https://ls.st/lsstinstall"
+    # The stack cache: installed tags kept on an EFS file system that outlives clusters, so
+    # the next cluster with the same tag mounts it and skips the install.
+    stack_cache: bool = True
+    # A tag nobody used for this long is removed from the cache (by the next install), and a
+    # cache no cluster used for this long is deleted (by the reconciler).
+    stack_cache_retention_days: int = Field(30, ge=1, le=3650)
+    # Where head-node commands see the cache (empty: its mount dir, /lsst-cache). The
+    # emulator plays every head node on this machine and keeps the cache in one directory.
+    stack_cache_root: str = ""
     # Prefix applied to head-node paths ("{cluster}" is replaced by the cluster name). Empty
     # on AWS; the emulator plays every head node on this machine and keeps each cluster's
     # shared storage under its own directory.

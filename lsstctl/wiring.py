@@ -77,6 +77,7 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.inventory import Ec2Inventory
     from lsstctl.adapters.price_list import SpotPrices
     from lsstctl.adapters.sns_notifier import SnsNotifier
+    from lsstctl.adapters.efs_cache import EfsStackCache
     from lsstctl.domain.pricing import load_catalog
 
     extra = {"clock": _clock} if _clock else {}
@@ -97,6 +98,7 @@ def build(settings: Settings) -> Deps:
         notifier=SnsNotifier(settings.notifications_topic_arn),
         spot_prices=SpotPrices().latest,
         idempotency=_idempotency(settings),
+        stack_cache=EfsStackCache(),
     )
 
 

@@ -423,6 +423,38 @@ class DynamoStateStore:
         self.table.put_item(Item={"pk": f"QUOTA#{quota.owner}", "sk": "QUOTA", "kind": "QUOTA", "owner": quota.owner,
                                   "owner_key": f"QUOTA#{quota.owner}", "doc": _to_ddb(quota)})
 
+    # stack cache ----------------------------------------------------------------------
+    def record_stack_cache_use(self, tag: str, *, file_system_id: str, at: str, install_seconds: float | None) -> None:
+        """One cluster's use of a cached tag: an install (with how long it took) or a hit.
+        One UpdateItem with ADD: concurrent launches never lose a count."""
+        installed = install_seconds is not None
+        self.table.update_item(
+            Key={"pk": "STACKCACHE", "sk": f"TAG#{tag}"},
+            UpdateExpression="ADD installs :i, hits :h, install_seconds_total :s "
+                             "SET kind = :kind, tag = :tag, file_system_id = :fs, last_used_at = :at",
+            ExpressionAttributeValues={":i": 1 if installed else 0, ":h": 0 if installed else 1,
+                                       ":s": Decimal(str(round(install_seconds or 0.0, 1))), ":kind": "STACKCACHE",
+                                       ":tag": tag, ":fs": file_system_id, ":at": at},
+        )
+
+    def list_stack_cache_tags(self) -> list[dict[str, Any]]:
+        """Per cached tag: installs, hits, seconds spent installing, file system, last use."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq("STACKCACHE"), "ConsistentRead": True}
+        while True:
+            page = self.table.query(**kwargs)
+            items += [{"tag": i["tag"], "file_system_id": i["file_system_id"], "last_used_at": i["last_used_at"],
+                       "installs": int(i.get("installs", 0)), "hits": int(i.get("hits", 0)),
+                       "install_seconds_total": float(i.get("install_seconds_total", 0))} for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def forget_stack_cache(self, file_system_id: str) -> None:
+        for item in self.list_stack_cache_tags():
+            if item["file_system_id"] == file_system_id:
+                self.table.delete_item(Key={"pk": "STACKCACHE", "sk": f"TAG#{item['tag']}"})
+
     # request rate -----------------------------------------------------------------------
     def count_request(self, owner: str, window: str, limit: int, expires_at: int) -> bool:
         """Count one request in the owner's window; False (nothing counted) once `limit`

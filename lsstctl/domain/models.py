@@ -158,6 +158,8 @@ class Cluster(BaseModel):
     failure: dict[str, str] | None = None
     head_node_instance_id: str | None = None
     install_command_id: str | None = None
+    # The account's stack cache this cluster mounts (an EFS file system id), if any.
+    stack_cache_id: str | None = None
     archive_uri: str | None = None
     # How the stack install ended: the log's S3 copy, the command's status, its last lines.
     install_log: dict[str, Any] | None = None

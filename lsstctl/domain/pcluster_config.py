@@ -11,6 +11,8 @@ OWNER_TAG = "lsstctl:owner"
 CLUSTER_TAG = "lsstctl:cluster"
 PROJECT_TAG = "lsstctl:project"
 PROJECT = "lsst-science-pipelines"
+# Where a cluster mounts the account's stack cache (lsstctl/services/stack_cache.py).
+STACK_CACHE_MOUNT = "/lsst-cache"
 
 
 def _compute_resource(queue: QueueSpec) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def _shared_storage(spec: ClusterSpec) -> dict[str, Any]:
 
 def render_cluster_config(
     spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str, archive_bucket: str, archive_prefix: str,
-    metrics_policy_arn: str, cluster_id: str,
+    metrics_policy_arn: str, cluster_id: str, stack_cache_file_system_id: str | None = None,
 ) -> dict[str, Any]:
     """The ParallelCluster v3 config as a dict (what pcluster.lib accepts).
 
@@ -102,7 +104,11 @@ def render_cluster_config(
             "SlurmSettings": {"ScaledownIdletime": 10},
             "SlurmQueues": queues,
         },
-        "SharedStorage": [_shared_storage(spec)],
+        "SharedStorage": [_shared_storage(spec)] + ([{
+            # The account's stack cache: an existing file system, never deleted with the cluster.
+            "MountDir": STACK_CACHE_MOUNT, "Name": "stackcache", "StorageType": "Efs",
+            "EfsSettings": {"FileSystemId": stack_cache_file_system_id},
+        }] if stack_cache_file_system_id else []),
         "Tags": tags,
     }
 

@@ -8,6 +8,8 @@ import shlex
 from lsstctl.domain.models import JobSpec
 
 STACK_SUBDIR = "lsst_stack"
+# What an install prints when the tag is there already (the stack cache's hit).
+INSTALL_SKIPPED = "already installed"
 OUTPUTS_SUBDIR = "outputs"
 JOB_LOG = "slurm-%j.out"
 
@@ -22,30 +24,43 @@ STACK_DIR={stack_dir}
 TAG={tag}
 INSTALLER_URL={installer_url}
 LOG_URI={log_uri}
+RETENTION_DAYS={retention_days}
 DEADLINE=$(( $(date +%s) + {timeout_seconds} ))
 umask 002
 mkdir -p "$STACK_DIR"
-chmod g+ws "$STACK_DIR" || true
+chmod g+ws "$(dirname "$STACK_DIR")" "$STACK_DIR" || true
 exec 9>"$STACK_DIR/.install.lock"
 flock 9
 cd "$STACK_DIR"
-if [ -f loadLSST.bash ]; then
-  set +u  # loadLSST reads unset variables
-  # shellcheck source=/dev/null
-  source loadLSST.bash
-  set -u
-  if [ -n "$(eups list -t "$TAG" lsst_distrib 2>/dev/null)" ]; then
-    echo "lsst_distrib $TAG already installed in $STACK_DIR: skipped"
-    exit 0
+# Retention (the stack cache): this tag is in use; a tag nobody used for RETENTION_DAYS goes,
+# unless an install of it holds its lock.
+touch "$STACK_DIR/.last-used"
+for other in "$(dirname "$STACK_DIR")"/*/; do
+  other=${{other%/}}
+  if [ "$other" != "$STACK_DIR" ] && [ -f "$other/.last-used" ] \
+      && [ -n "$(find "$other/.last-used" -mtime +"$RETENTION_DAYS")" ]; then
+    if flock -n "$other/.install.lock" rm -rf "$other"; then
+      echo "removed $other from the stack cache: unused for more than $RETENTION_DAYS days"
+    fi
   fi
-fi
-LOG="$STACK_DIR/install.log"
+done
+LOG="$STACK_DIR/install.$(date -u +%Y%m%dT%H%M%SZ).$$.log"
 ship_log() {{
   if [ -n "$LOG_URI" ]; then
     aws s3 cp --only-show-errors "$LOG" "$LOG_URI" || echo "could not copy the install log to $LOG_URI" >&2
   fi
 }}
 trap ship_log EXIT
+if [ -f loadLSST.bash ]; then
+  set +u  # loadLSST reads unset variables
+  # shellcheck source=/dev/null
+  source loadLSST.bash
+  set -u
+  if [ -n "$(eups list -t "$TAG" lsst_distrib 2>/dev/null)" ]; then
+    echo "lsst_distrib $TAG {skipped} in $STACK_DIR: skipped" | tee -a "$LOG"
+    exit 0
+  fi
+fi
 left() {{
   echo $(( DEADLINE - $(date +%s) > 1 ? DEADLINE - $(date +%s) : 1 ))
 }}
@@ -120,14 +135,17 @@ def job_output_dir(shared_dir: str, job_id: str) -> str:
 
 
 def render_install_script(*, shared_dir: str, tag: str, installer_url: str, log_uri: str = "",
-                          timeout_seconds: int = 3 * 3600) -> str:
-    """`log_uri`: where the install log is copied (s3://...; empty: kept on the head node only)."""
+                          timeout_seconds: int = 3 * 3600, retention_days: int = 30) -> str:
+    """`shared_dir`: where stacks live (a cluster's shared storage, or the stack cache);
+    `log_uri`: where the install log is copied (s3://...; empty: kept on the head node only)."""
     return INSTALL_TEMPLATE.format(
         stack_dir=shlex.quote(stack_dir(shared_dir, tag)),
         tag=shlex.quote(tag),
         installer_url=shlex.quote(installer_url),
         log_uri=shlex.quote(log_uri),
         timeout_seconds=int(timeout_seconds),
+        retention_days=int(retention_days),
+        skipped=INSTALL_SKIPPED,
     )
 
 
@@ -145,10 +163,11 @@ def job_command(spec: JobSpec) -> str:
     return shlex.join(argv)
 
 
-def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str) -> str:
+def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, stack_root: str | None = None) -> str:
     """The batch script. The job runs with the installed stack set up, in its own
     output directory under shared storage (which teardown archives to S3)."""
     out = job_output_dir(shared_dir, job_id)
+    stack = shlex.quote(stack_dir(stack_root or shared_dir, tag))
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={spec.name}",
@@ -163,9 +182,10 @@ def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: st
     lines += [
         "set -eo pipefail",
         f"export LSST_JOB_OUTPUT_DIR={shlex.quote(out)}",
-        f"if [ -f {shlex.quote(stack_dir(shared_dir, tag))}/loadLSST.bash ]; then",
+        f"if [ -f {stack}/loadLSST.bash ]; then",
+        f"  touch {stack}/.last-used 2>/dev/null || true  # the stack cache's retention",
         "  # shellcheck source=/dev/null",
-        f"  source {shlex.quote(stack_dir(shared_dir, tag))}/loadLSST.bash",
+        f"  source {stack}/loadLSST.bash",
         "  setup lsst_distrib",
         "fi",
         # A pipetask's values are quoted by shlex: a `$` in them is text, as meant.
@@ -186,12 +206,13 @@ OS_DEFAULT_USER = {
 }
 
 
-def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, run_as: str = "root") -> str:
+def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, run_as: str = "root",
+                          stack_root: str | None = None) -> str:
     """Write the batch script next to the job's outputs and submit it as `run_as`; prints
     the Slurm id. Re-running it for the same job id returns the existing Slurm job, even
     when two deliveries run at once (a lock serialises them): one job, one Slurm job."""
     out = job_output_dir(shared_dir, job_id)
-    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir, tag=tag)
+    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir, tag=tag, stack_root=stack_root)
     # base64 carries any user text intact: no heredoc delimiter or quote can end it early.
     encoded = base64.b64encode(script.encode()).decode()
     q_out = shlex.quote(out)

@@ -488,7 +488,15 @@ def install(shell: HeadNodeShell) -> None:
 
     def send_command(self: Any, **kwargs: Any) -> Any:
         _require_live_instances(self, kwargs.get("instance_ids") or [])
+        named = set(kwargs.get("instance_ids") or [])  # before moto extends that very list
         command = original_send(self, **kwargs)
+        if not kwargs.get("targets"):
+            # moto reads "no Targets" as a filter matching every instance of the account: a
+            # command for one head node ran on as many as the account had (an install twice,
+            # an archive once per node). AWS runs it on the instances named, only.
+            command.instance_ids = [i for i in command.instance_ids if i in named]
+            command.invocations = [i for i in command.invocations if i["InstanceId"] in named]
+            command.target_count = command.completed_count = len(command.instance_ids)
         if command.document_name == "AWS-RunShellScript":
             _execute(command, _state["shell"])
         return command

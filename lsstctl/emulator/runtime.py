@@ -136,6 +136,8 @@ class Emulator:
                 "LSSTCTL_LOCAL_PROVISION_SECONDS": str(self.provision_seconds),
                 "LSSTCTL_TRUST_PRINCIPAL_HEADER": "true",
                 "LSSTCTL_HEAD_NODE_ROOT": str(self.workdir / "nodes" / "{cluster}"),
+                # Every emulated head node mounts the one stack cache here.
+                "LSSTCTL_STACK_CACHE_ROOT": str(self.workdir / "stack-cache"),
                 "LSSTCTL_LSST_INSTALLER_URL": self.installer_url,
                 "LSSTCTL_SUPPRESSED_VALIDATORS": ",".join(EMULATOR_SUPPRESSED),
                 # This machine has no ec2-user; the local Slurm runs jobs as root.

@@ -44,6 +44,7 @@ def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
         archive_bucket=s.archive_bucket,
         archive_prefix=f"{cluster.owner}/{cluster.name}",
         cluster_id=cluster.id,
+        stack_cache_file_system_id=cluster.stack_cache_id,
         metrics_policy_arn=s.head_node_metrics_policy_arn or f"arn:aws:iam::{s.account_id}:policy/{HEAD_NODE_METRICS_POLICY}",
     )
 

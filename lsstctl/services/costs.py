@@ -20,6 +20,7 @@ from lsstctl.domain.models import Cluster, ClusterState as S
 from lsstctl.observability import logger, metrics
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
+from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal
 
@@ -225,7 +226,9 @@ def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:
     for entry in owners:
         entry["spend_usd"] = round(entry["spend_usd"], 4)
         entry["burn_usd_per_hour"] = round(entry["burn_usd_per_hour"], 4)
-    return {"owners": owners, "total_spend_usd": round(sum(e["spend_usd"] for e in owners), 4)}
+    return {"owners": owners, "total_spend_usd": round(sum(e["spend_usd"] for e in owners), 4),
+            # Shared by every owner's clusters, so not in any owner's spend: shown to everyone.
+            "stack_cache": stack_cache.report(deps)}
 
 
 def list_presets(deps: Deps, principal: Principal) -> dict[str, Any]:

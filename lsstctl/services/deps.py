@@ -38,5 +38,6 @@ class Deps:
     notifier: Any = None  # SnsNotifier: owner notifications
     spot_prices: Callable[[list[str]], dict[str, float]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
+    stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
     clock: Callable[[], datetime] = field(default=_now)
     sleep: Callable[[float], None] = field(default=time.sleep)

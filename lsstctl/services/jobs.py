@@ -11,6 +11,7 @@ from lsstctl.domain.scripts import OS_DEFAULT_USER, job_output_dir, parse_job_st
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
 from lsstctl.observability import metrics, request_id
 from lsstctl.services.clusters import get_cluster, poll_settings, shared_dir
+from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
 from lsstctl.services.remote import check_deadline, deadline_after, error_message, run_short, tail
@@ -134,6 +135,7 @@ def submit_step(deps: Deps, cid: str, job_id: str) -> dict[str, Any]:
                 job_id=job_id,
                 shared_dir=shared,
                 tag=cluster.spec.stack_tag,
+                stack_root=stack_cache.stack_root(deps, cluster, shared),
                 run_as=deps.settings.job_user or OS_DEFAULT_USER[cluster.spec.os],
             ),
             comment=f"sbatch {job_id}",

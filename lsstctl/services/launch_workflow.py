@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from lsstctl.domain.models import Cluster, ClusterState as S
-from lsstctl.domain.scripts import render_install_script, render_publisher_install
+from lsstctl.domain.scripts import INSTALL_SKIPPED, render_install_script, render_publisher_install
 from lsstctl.errors import ConflictError, InstallFailedError, LaunchFailedError
 from lsstctl.observability import metrics
 from lsstctl.services.clusters import (
@@ -15,6 +15,7 @@ from lsstctl.services.clusters import (
     shared_dir,
     transition,
 )
+from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
 
@@ -42,6 +43,10 @@ def load(deps: Deps, cid: str, generation: int) -> Cluster:
 def start_launch(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -> dict[str, Any]:
     cluster = load(deps, cid, generation)
     cluster = transition(deps, cid, S.LAUNCHING, "creating cluster", allowed_from=frozenset({S.REQUESTED}), or_if={})
+    if cluster.stack_cache_id is None:
+        cache = stack_cache.ensure_for_launch(deps)
+        if cache is not None:
+            cluster = deps.store.update_cluster(cid, {"stack_cache_id": cache})
     engine = deps.engine.create_cluster(cid, cluster_config(deps, cluster))
     deps.store.update_cluster(cid, {"engine_status": engine.status})
     return {"status": engine.status, "ready": False, "deadline": deadline_after(deps, poll["launch_timeout"])}
@@ -70,8 +75,9 @@ def start_install(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -
         script = render_publisher_install(
             cluster=cid, region=cluster.spec.region or deps.settings.region, node_root=node_root(deps, cluster)
         ) + render_install_script(
-            shared_dir=shared_dir(deps, cluster), tag=tag, installer_url=deps.settings.lsst_installer_url,
-            log_uri=install_log_uri(deps, cluster), timeout_seconds=poll["install_timeout"],
+            shared_dir=stack_cache.stack_root(deps, cluster, shared_dir(deps, cluster)), tag=tag,
+            installer_url=deps.settings.lsst_installer_url, log_uri=install_log_uri(deps, cluster),
+            timeout_seconds=poll["install_timeout"], retention_days=deps.settings.stack_cache_retention_days,
         )
         assert cluster.head_node_instance_id, "launch completed without a head node"
         command_id = deps.runner.send(
@@ -88,11 +94,17 @@ def poll_install(deps: Deps, cid: str, generation: int, command_id: str, deadlin
     result = deps.runner.result(command_id, cluster.head_node_instance_id)
     if result.done:
         # What the owner sees of the install (GET /clusters/{name}): where the whole log is,
-        # and its last lines.
+        # its last lines, and whether the stack cache already had the tag.
+        skipped = result.status == "Success" and INSTALL_SKIPPED in result.stdout
+        started = cluster.entered(S.INSTALLING)
+        seconds = (deps.clock() - started).total_seconds() if started else 0.0
         deps.store.update_cluster(cid, {"install_log": {
-            "uri": install_log_uri(deps, cluster), "status": result.status,
+            "uri": install_log_uri(deps, cluster), "status": result.status, "cached": skipped,
+            "seconds": round(seconds, 1),
             "tail": tail_lines(result.stdout + ("\n" + result.stderr if result.stderr else ""))}})
     if result.status == "Success":
+        if cluster.install_log is None:  # first time this execution saw it done: count it once
+            stack_cache.record_install(deps, cluster, skipped=skipped, seconds=seconds)
         return {"command_id": command_id, "done": True, "deadline": deadline}
     if result.status in FAILED_STATUSES:
         raise InstallFailedError(

@@ -16,7 +16,8 @@ Each pass:
 - tears down what the engine or EC2 still has under a name no live record holds, and
   deletes idle alarms of clusters that are not running;
 - recreates a missing idle alarm, adopts an IAM user created for a request that failed
-  afterwards, and settles jobs whose workflow never started or was interrupted.
+  afterwards, and settles jobs whose workflow never started or was interrupted;
+- deletes the stack cache when no cluster used it for its retention period.
 Every action is logged, published (`Reconciler Action`) and recorded with the pass.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from lsstctl.domain.pcluster_config import OWNER_TAG
 from lsstctl.errors import ConflictError, InvalidTransitionError
 from lsstctl.observability import logger, metrics
 from lsstctl.services import clusters as cluster_service
+from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 
 RECONCILER_ACTION = "Reconciler Action"
@@ -277,6 +279,15 @@ def reconcile(deps: Deps) -> dict[str, Any]:
         run.users()
     except Exception:
         logger.exception("reconciler failed on users")
+        run.findings.append({"kind": "error", "cluster": "", "action": "none"})
+
+    try:  # the stack cache's retention: no cluster used it for its retention period
+        retired = stack_cache.retire_if_unused(deps, run.now, list(records.values()))
+        if retired is not None:
+            run.found("stack_cache_unused", "", "deleted the stack cache" if retired["deleted"]
+                      else "deleting the stack cache (its mount targets first)", **retired)
+    except Exception:
+        logger.exception("reconciler failed on the stack cache")
         run.findings.append({"kind": "error", "cluster": "", "action": "none"})
 
     deps.store.record_reconciliation(iso(run.now), run.findings)

@@ -54,7 +54,7 @@ def test_the_whole_lifecycle_through_the_api(emulator, capfd, monkeypatch, reque
     s3 = boto3.client("s3")
     archived = [s3.get_object(Bucket="lsstctl-archive", Key=o["Key"])["Body"].read().decode(errors="replace")
                 for o in s3.list_objects_v2(Bucket="lsstctl-archive").get("Contents", [])]
-    assert len(answers) > 8 and events and archived and len(log_lines) > 50  # the places were looked in
+    assert len(answers) > 8 and events and archived and len(log_lines) > 40  # the places were looked in
     for place, texts in (("answers", answers), ("logs", log_lines), ("events", events),
                          ("archive", archived)):
         assert not [t for t in texts if secret in t], f"the access key's secret is in the {place}"

@@ -806,11 +806,17 @@ METER = [("ec2:DescribeInstances", "*"), ("ec2:DescribeVolumes", "*")]  # invent
 # Every engine call goes through the engine's function (adapters/engine_function.py).
 ENGINE = [("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-engine")]
 STACK = f"arn:aws:cloudformation:{_ARN}:stack/demo-2bd806c97f/0a1b2c3d"
+CACHE_FS = f"arn:aws:elasticfilesystem:{_ARN}:file-system/fs-0123456789abcdef0"
 NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     "lambdas.launch_steps.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME"},
         # mark_ready: the idle alarm; launch_failed: request_teardown.
-        [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM), *ENGINE],
+        [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM), *ENGINE,
+         # start_launch: the stack cache (adapters/efs_cache.py); poll_install counts its use.
+         ("elasticfilesystem:CreateFileSystem", CACHE_FS), ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
+         ("elasticfilesystem:DescribeMountTargets", CACHE_FS), ("elasticfilesystem:CreateMountTarget", CACHE_FS),
+         ("ec2:CreateSecurityGroup", "*"), ("ec2:AuthorizeSecurityGroupIngress", "*"), ("ec2:DescribeSubnets", "*"),
+         ("dynamodb:UpdateItem", TABLE)],
     ),
     "lambdas.teardown_steps.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "ARCHIVE_BUCKET", "NOTIFICATIONS_TOPIC_ARN", "ENGINE", "ENGINE_FUNCTION_NAME"},
@@ -836,6 +842,8 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
          "JOB_STATE_MACHINE_ARN", "ENGINE", "ENGINE_FUNCTION_NAME"},
         [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"),
          ("dynamodb:Query", f"{TABLE}/index/by_kind"), ("dynamodb:Query", TABLE), *METER, *ENGINE,
+         ("elasticfilesystem:DeleteMountTarget", CACHE_FS), ("elasticfilesystem:DeleteFileSystem", CACHE_FS),
+         ("dynamodb:DeleteItem", TABLE),
          ("cloudwatch:DescribeAlarms", IDLE_ALARM), ("cloudwatch:PutMetricAlarm", IDLE_ALARM),
          ("cloudwatch:DeleteAlarms", IDLE_ALARM),
          ("states:DescribeExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-teardown:teardown-demo-g1-a1"),

@@ -41,6 +41,16 @@ def test_commands_run_with_real_exit_codes_and_output(head_node):
     assert (bad.status, bad.exit_code) == ("Failed", 7)
 
 
+def test_a_command_runs_on_the_instance_it_names_only(head_node, tmp_path):
+    # Given other instances in the account (a cluster's compute nodes, other clusters)
+    image = boto3.client("ec2").describe_instances(InstanceIds=[head_node])["Reservations"][0]["Instances"][0]["ImageId"]
+    boto3.client("ec2").run_instances(ImageId=image, MinCount=3, MaxCount=3, InstanceType="t3.micro")
+    # When a command is sent to the head node, then it runs once (moto alone ran it on all four)
+    runner = SsmRunner()
+    wait(runner, runner.send(head_node, f"echo ran >> {tmp_path}/runs", comment="t"), head_node)
+    assert (tmp_path / "runs").read_text() == "ran\n"
+
+
 def test_a_long_command_is_in_progress_until_it_ends(head_node):
     runner = SsmRunner()
     command_id = runner.send(head_node, "sleep 0.5", comment="t")

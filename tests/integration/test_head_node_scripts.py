@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from lsstctl.domain.models import JobSpec
@@ -43,8 +44,9 @@ def test_install_fails_loudly_when_the_installer_cannot_be_fetched_and_ships_its
     assert result.returncode != 0
     assert "curl" in result.stdout or "Couldn't" in result.stdout
     # The log went to S3 all the same, with curl's complaint in it
-    assert calls.read_text().split() == ["s3", "cp", "--only-show-errors", f"{tmp_path}/lsst_stack/w_2026_47/install.log",
-                                         "s3://archive/alice/c1/g1/install/w_2026_47.log"]
+    args = calls.read_text().split()
+    assert args[:3] == ["s3", "cp", "--only-show-errors"] and args[4] == "s3://archive/alice/c1/g1/install/w_2026_47.log"
+    assert args[3].startswith(f"{tmp_path}/lsst_stack/w_2026_47/install.") and args[3].endswith(".log")
     assert "curl" in (tmp_path / "shipped.log").read_text()
 
 
@@ -88,3 +90,27 @@ def test_job_text_arrives_byte_for_byte(tmp_path: Path):
     (bin_dir / "sbatch").chmod(0o755)
     assert bash(command, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}).returncode == 0
     assert (tmp_path / "outputs" / "j-2" / "job.sbatch").read_text().endswith(nasty + "\n")
+
+
+def test_the_stack_cache_keeps_used_tags_and_removes_ones_unused_past_retention(tmp_path: Path):
+    env, _ = _recording_aws(tmp_path)
+    stacks = tmp_path / "lsst_stack"
+    for tag, age_days in (("w_2026_01", 40), ("w_2026_30", 3), ("w_2026_02", 40)):
+        (stacks / tag).mkdir(parents=True)
+        (stacks / tag / ".last-used").touch()
+        os.utime(stacks / tag / ".last-used", (time.time() - age_days * 86400,) * 2)
+    # An install of w_2026_02 is running elsewhere: its lock is held
+    holder = subprocess.Popen(["flock", str(stacks / "w_2026_02" / ".install.lock"), "sleep", "30"])
+    try:
+        time.sleep(0.3)
+        script = render_install_script(shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri(),
+                                       retention_days=30)
+        result = bash(script, env)
+    finally:
+        holder.kill()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(p.name for p in stacks.iterdir()) == ["v30_0_7", "w_2026_02", "w_2026_30"]
+    assert "removed" in result.stdout and "w_2026_01" in result.stdout
+    # A second cluster with the same tag finds it: the cache's hit, logged like an install
+    again = bash(script, env)
+    assert again.returncode == 0 and "v30_0_7 already installed in" in again.stdout

@@ -16,7 +16,7 @@ from lsstctl import wiring
 from lsstctl.adapters.local_engine import fleet_table_name
 from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec
 from lsstctl.errors import ClusterConfigError, NotFoundError
-from lsstctl.services import clusters, jobs
+from lsstctl.services import clusters, jobs, stack_cache
 from lsstctl.services.identity import Principal
 from tests.conftest import cid, cluster_spec, drain_events, live_instances, states_entered, wait_execution
 
@@ -44,6 +44,28 @@ def torn_down(name: str):
     return wiring.deps().store.get_cluster(cluster.id)
 
 
+def test_a_cluster_with_a_cached_tag_skips_its_install_and_jobs_use_the_cached_stack(emulator):
+    # Given a cluster that installed (or found) w_2026_47 in the stack cache
+    first = launched_ready(unique("cache1"))
+    # When a second cluster with the same tag is launched
+    second = launched_ready(unique("cache2"))
+    # Then its install was a hit, and a job there sets up the cached stack
+    assert second.stack_cache_id == first.stack_cache_id
+    assert second.install_log["cached"] is True and "already installed" in second.install_log["tail"][-1]
+    job = jobs.submit_job(wiring.deps(), ALICE, second.name, JobSpec(command='echo "$LSST_DISTRIB_DIR"'))
+    assert wait_execution(job.execution)["status"] == "SUCCEEDED"
+    out = Path(emulator.workdir) / "nodes" / second.id / "shared" / "outputs" / job.job_id
+    logged = "".join(p.read_text() for p in out.glob("slurm-*.out"))
+    assert str(Path(emulator.workdir) / "stack-cache" / "lsst_stack" / "w_2026_47") in logged
+    report = stack_cache.report(wiring.deps())
+    # (the stand-in installs in about a second, so the minutes saved here are near zero; the
+    # arithmetic is tested in tests/integration/test_stack_cache.py)
+    tag = next(t for t in report["tags"] if t["tag"] == "w_2026_47")
+    assert tag["hits"] >= 1 and tag["installs"] >= 1 and report["file_system_id"] == second.stack_cache_id, (report, first.install_log)
+    for cluster in (first, second):
+        assert torn_down(cluster.name).state == ClusterState.DELETED
+
+
 def test_happy_path_launch_run_teardown(emulator):
     name = unique("happy")
     drain_events(emulator.settings_env["LSSTCTL_AUDIT_QUEUE_URL"])
@@ -52,8 +74,10 @@ def test_happy_path_launch_run_teardown(emulator):
     ready = launched_ready(name)
     assert [t.state for t in ready.history] == ["requested", "launching", "installing", "ready"]
     assert len(live_instances(ready.id)) == 2  # head node + MinCount=1 compute
-    stack = Path(emulator.workdir) / "nodes" / ready.id / "shared" / "lsst_stack" / "w_2026_47"
+    # (in the stack cache, which every emulated head node mounts)
+    stack = Path(emulator.workdir) / "stack-cache" / "lsst_stack" / "w_2026_47"
     assert (stack / "stack" / "w_2026_47" / "lsst_distrib.installed").exists()
+    assert ready.stack_cache_id
     # And the install's log is in the archive, its last lines on the record
     # (a retried install step sends the script again: the second run finds the tag and skips)
     assert ready.install_log["status"] == "Success", ready.install_log
@@ -61,7 +85,8 @@ def test_happy_path_launch_run_teardown(emulator):
     log_key = ready.install_log["uri"].removeprefix("s3://lsstctl-archive/")
     assert log_key == f"alice/{name}/g1/install/w_2026_47.log"
     logged = boto3.client("s3").get_object(Bucket="lsstctl-archive", Key=log_key)["Body"].read().decode()
-    assert "stand-in" in logged
+    # (the stand-in's install, or the stack cache's hit when an earlier cluster installed the tag)
+    assert "stand-in" in logged or "w_2026_47 already installed" in logged
 
     # When a job runs on it
     job = jobs.submit_job(wiring.deps(), ALICE, name, JobSpec(command="echo result > answer.txt; hostname"))
@@ -95,7 +120,8 @@ def test_failing_install_ends_in_clean_teardown(emulator, monkeypatch):
     wiring.reset()
     try:
         name = unique("badinstall")
-        cluster = launch(name)
+        # (a tag no other test installs: the stack cache would otherwise have it)
+        cluster = launch(name, stack_tag="d_2026_01_02")
         assert wait_execution(cluster.launch_execution)["status"] == "FAILED"
         record = wiring.deps().store.get_cluster(cluster.id)
         assert wait_execution(record.teardown_execution)["status"] == "SUCCEEDED"
