@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve test bench bench-cost bench-faults clean
+.PHONY: deps demo serve test package bench bench-cost bench-faults clean
 
 deps: $(STAMP) $(SYSTEM_STAMP)
 
@@ -32,8 +32,14 @@ test: deps
 	$(PY) -m pytest -q tests/unit tests/integration tests/infra
 	$(PY) -m pytest -q tests/workflows tests/e2e
 
+# The Lambda artifacts (build/package/): the code zip (no emulator), the pinned dependencies
+# layer and ParallelCluster's layer for python3.12 x86_64, reproducible, sizes against
+# Lambda's limits (scripts/package.py). Needs the package index, nothing else.
+package: deps
+	$(PY) scripts/package.py
+
 clean:
-	rm -rf $(VENV) .emulator
+	rm -rf $(VENV) .emulator build
 
 # The cost simulation (issue: bounded spend): many clusters on the emulator, hours in minutes.
 bench-cost: deps

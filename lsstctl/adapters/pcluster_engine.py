@@ -32,6 +32,8 @@ from lsstctl.ports import EngineCluster
 
 NAME_TAG = "parallelcluster:cluster-name"
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
+# The cluster statuses in which ParallelCluster has a compute fleet to stop.
+FLEET_STATES = frozenset({"CREATE_COMPLETE", "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_FAILED"})
 
 
 class _NotFound(Exception):
@@ -136,7 +138,12 @@ class ParallelClusterEngine:
                 return found
 
     def stop_compute_fleet(self, name: str) -> EngineCluster:
-        self._region_env()
+        """Teardown's first step. A cluster that never completed (or is being deleted) has no
+        fleet to stop, and ParallelCluster refuses the call: the delete that follows removes
+        everything, so that is not a failure."""
+        described = self.describe_cluster(name)
+        if described.status not in FLEET_STATES:
+            return described
         try:
             _call("update_compute_fleet", self._lib().update_compute_fleet, cluster_name=name,
                   status="STOP_REQUESTED", region=self._region)

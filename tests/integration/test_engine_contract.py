@@ -189,6 +189,10 @@ class _FailedLib:
     """pcluster.lib as it answers for a stack that failed to create (moto cannot fail one)."""
 
     @staticmethod
+    def update_compute_fleet(**_: object) -> dict:
+        raise AssertionError("ParallelCluster refuses a fleet update of a cluster that failed to create")
+
+    @staticmethod
     def describe_cluster(**_: object) -> dict:
         return {
             "clusterName": NAME, "clusterStatus": "CREATE_FAILED", "computeFleetStatus": "UNKNOWN",
@@ -204,6 +208,8 @@ def test_create_failed_carries_parallelclusters_reason(monkeypatch):
     described = engine.describe_cluster(NAME)
     assert described.status == "CREATE_FAILED"
     assert described.reason == "HeadNodeBootstrapFailure: Cluster creation timed out: head node bootstrap did not finish."
+    # And teardown's fleet stop passes over it (the delete that follows removes everything)
+    assert engine.stop_compute_fleet(NAME).status == "CREATE_FAILED"
 
 
 def test_the_engine_functions_errors_cross_whole(aws_account, engine_function):
