@@ -118,10 +118,16 @@ class EfsStackCache:
         if found:
             return found[0]["GroupId"]
         cidr = self.ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
-        group = self.ec2.create_security_group(
-            GroupName=SECURITY_GROUP, VpcId=vpc_id, Description="lsstctl stack cache: NFS from the cluster VPC",
-            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": CACHE_TAG, "Value": "true"}]}],
-        )["GroupId"]
+        try:
+            group = self.ec2.create_security_group(
+                GroupName=SECURITY_GROUP, VpcId=vpc_id, Description="lsstctl stack cache: NFS from the cluster VPC",
+                TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": CACHE_TAG, "Value": "true"}]}],
+            )["GroupId"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "InvalidGroup.Duplicate":
+                raise
+            # A concurrent launch made it first; its ingress rule may not be there yet.
+            raise TransientError("the stack cache's security group is being created; retrying") from error
         self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
             "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "IpRanges": [{"CidrIp": cidr}]}])
         return group

@@ -54,7 +54,7 @@ def _call(operation: str, function: Callable[..., Any], **kwargs: Any) -> Any:
         if status == 404:
             raise _NotFound(message) from error
         behind = classify(error)  # an AWS failure ParallelCluster wrapped (AccessDenied, throttling...)
-        if isinstance(behind, AwsUnavailableError) or status == 429 or status >= 500 and behind is None:
+        if isinstance(behind, AwsUnavailableError) or status == 429 or (status >= 500 and behind is None):
             raise AwsUnavailableError(
                 f"ParallelCluster {operation}: {message}", aws_code=getattr(behind, "aws_code", None) or str(status),
                 operation=operation, retry_after_seconds=2 if status == 429 else None,

@@ -47,6 +47,30 @@ def test_the_cache_is_created_once_reachable_from_the_cluster_subnet_only_by_nfs
     assert isinstance(validator.validate("c1", config), list)
 
 
+def test_two_launches_making_the_cache_at_once_get_one_cache(aws):
+    net = pcluster_network(boto3.Session())
+    ec2 = boto3.client("ec2")
+
+    class Racing:
+        """EC2 as a second launch sees it: the first made the group between our look and our create."""
+
+        def __getattr__(self, name):
+            return getattr(ec2, name)
+
+        def describe_security_groups(self, **kwargs):
+            answer = ec2.describe_security_groups(**kwargs)
+            return {**answer, "SecurityGroups": []}
+
+    EfsStackCache().ensure(net["subnet"])  # the first launch
+    boto3.client("efs").delete_mount_target(
+        MountTargetId=boto3.client("efs").describe_mount_targets(
+            FileSystemId=EfsStackCache().find().file_system_id)["MountTargets"][0]["MountTargetId"])
+    with pytest.raises(TransientError, match="security group"):
+        EfsStackCache(ec2=Racing()).ensure(net["subnet"])
+    again = EfsStackCache().ensure(net["subnet"])  # the retry converges on the one cache
+    assert [f["FileSystemId"] for f in boto3.client("efs").describe_file_systems()["FileSystems"]] == [again.file_system_id]
+
+
 def test_a_mount_target_not_yet_available_is_retried_not_a_failure(aws):
     net = pcluster_network(boto3.Session())
     efs = boto3.client("efs")
