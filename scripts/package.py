@@ -57,12 +57,25 @@ def deterministic_zip(target: Path, files: list[tuple[Path, str]]) -> None:
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             info.external_attr = (0o755 if os.access(source, os.X_OK) else 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, source.read_bytes(), compresslevel=9)
+            archive.writestr(info, _content(source, name), compresslevel=9)
+
+
+def _content(source: Path, name: str) -> bytes:
+    """A file's bytes as shipped: a wheel's RECORD loses its lines for the console scripts
+    left out (their hashes depend on the building machine's Python path)."""
+    data = source.read_bytes()
+    if name.endswith(".dist-info/RECORD"):
+        data = b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(b"../../bin/"))
+    return data
 
 
 def tree_files(root: Path, prefix: str) -> list[tuple[Path, str]]:
+    """An installed tree as a layer's files. Console scripts (bin/) are left out: Lambda never
+    runs them, and their shebang names the building machine's Python (a different zip per
+    checkout)."""
     return [(p, f"{prefix}/{p.relative_to(root).as_posix()}") for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+            and p.relative_to(root).parts[0] != "bin"]
 
 
 def pinned(requirements: Path, name: str) -> str:
