@@ -9,6 +9,7 @@ raises TransientError and the launch step is retried.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ from lsstctl.errors import TransientError
 CACHE_TAG = "lsstctl:stack-cache"
 CREATION_TOKEN = "lsstctl-stack-cache"
 SECURITY_GROUP = "lsstctl-stack-cache-nfs"
+# How long a container trusts a cache it confirmed (the reconciler retires one only after
+# weeks unused, and never while a cluster uses it).
+CONFIRMED_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -41,26 +45,42 @@ class EfsStackCache:
     def __init__(self, *, efs: Any = None, ec2: Any = None):
         self.efs = efs
         self.ec2 = ec2
+        self._confirmed: dict[str, tuple[float, CacheVolume]] = {}
 
     def find(self) -> CacheVolume | None:
+        found = self._find()
+        return _volume(found) if found else None
+
+    def _find(self) -> dict[str, Any] | None:
         for page in self.efs.get_paginator("describe_file_systems").paginate():
             for fs in page["FileSystems"]:
                 tags = {t["Key"]: t["Value"] for t in fs.get("Tags", [])}
                 if tags.get(CACHE_TAG) == "true" and fs.get("LifeCycleState") not in {"deleting", "deleted"}:
-                    return _volume(fs)
+                    return fs
         return None
 
     def ensure(self, subnet_id: str) -> CacheVolume:
-        """The cache, reachable from `subnet_id` (created on first use)."""
-        volume = self.find() or self._create()
-        state = self.efs.describe_file_systems(FileSystemId=volume.file_system_id)["FileSystems"][0]["LifeCycleState"]
-        if state != "available":
-            raise TransientError(f"stack cache {volume.file_system_id} is {state}; retrying")
-        self._ensure_mount_target(volume.file_system_id, subnet_id)
+        """The cache, reachable from `subnet_id` (created on first use). Once confirmed, it is
+        remembered for CONFIRMED_SECONDS in this container: a launch step that AWS failed is
+        retried from its start, and every call it repeats is another chance to fail."""
+        remembered = self._confirmed.get(subnet_id)
+        if remembered and time.monotonic() - remembered[0] < CONFIRMED_SECONDS:
+            return remembered[1]
+        fs = self._find() or self._create()
+        if fs["LifeCycleState"] != "available":
+            raise TransientError(f"stack cache {fs['FileSystemId']} is {fs['LifeCycleState']}; retrying")
+        self._ensure_mount_target(fs["FileSystemId"], subnet_id)
+        volume = _volume(fs)
+        self._confirmed[subnet_id] = (time.monotonic(), volume)
         return volume
+
+    def forget(self) -> None:
+        """Confirm the cache with AWS again on the next `ensure` (as a new container would)."""
+        self._confirmed.clear()
 
     def delete(self, file_system_id: str) -> bool:
         """Remove the cache (its mount targets first); True once it is gone."""
+        self.forget()
         targets = self.efs.describe_mount_targets(FileSystemId=file_system_id)["MountTargets"]
         for target in targets:
             self.efs.delete_mount_target(MountTargetId=target["MountTargetId"])
@@ -78,9 +98,9 @@ class EfsStackCache:
         return True
 
     # helpers ------------------------------------------------------------------------
-    def _create(self) -> CacheVolume:
+    def _create(self) -> dict[str, Any]:
         try:
-            fs = self.efs.create_file_system(
+            return self.efs.create_file_system(
                 CreationToken=CREATION_TOKEN, Encrypted=True, PerformanceMode="generalPurpose",
                 Tags=[{"Key": CACHE_TAG, "Value": "true"}, {"Key": "Name", "Value": "lsstctl stack cache"},
                       {"Key": "lsstctl:project", "Value": "lsst-science-pipelines"}],
@@ -88,8 +108,7 @@ class EfsStackCache:
         except ClientError as error:
             if error.response["Error"]["Code"] != "FileSystemAlreadyExists":
                 raise
-            fs = self.efs.describe_file_systems(CreationToken=CREATION_TOKEN)["FileSystems"][0]
-        return _volume(fs)
+            return self.efs.describe_file_systems(CreationToken=CREATION_TOKEN)["FileSystems"][0]
 
     def _mount_target(self, file_system_id: str, subnet: dict[str, Any]) -> dict[str, Any] | None:
         for target in self.efs.describe_mount_targets(FileSystemId=file_system_id)["MountTargets"]:

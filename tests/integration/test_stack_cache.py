@@ -71,6 +71,17 @@ def test_two_launches_making_the_cache_at_once_get_one_cache(aws):
     assert [f["FileSystemId"] for f in boto3.client("efs").describe_file_systems()["FileSystems"]] == [again.file_system_id]
 
 
+def test_a_confirmed_cache_costs_a_retried_launch_step_no_more_calls(aws):
+    from lsstctl.emulator.faults import FaultInjector
+
+    net = pcluster_network(boto3.Session())
+    cache = EfsStackCache()
+    first = cache.ensure(net["subnet"])
+    with FaultInjector(plan=lambda call: True) as faults:  # AWS failing everything
+        assert cache.ensure(net["subnet"]) == first
+    assert faults.calls == 0
+
+
 def test_a_mount_target_not_yet_available_is_retried_not_a_failure(aws):
     net = pcluster_network(boto3.Session())
     efs = boto3.client("efs")

@@ -120,6 +120,11 @@ def new_cluster(prefix: str) -> tuple[str, int, dict[str, int]]:
     generation and poll settings."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     deps = wiring.deps()
+    # Every launch meets the stack cache as a new container does in an account that has one
+    # (its first creation is tested in tests/integration/test_stack_cache.py), so that each
+    # run makes the same calls to confirm it, and each is failed in turn.
+    deps.stack_cache.ensure(deps.settings.cluster_subnet_id)
+    deps.stack_cache.forget()
     cluster = clusters.launch_cluster(deps, ALICE, ClusterSpec.model_validate(cluster_spec(name)))
     return cluster.id, cluster.generation, clusters.poll_settings(deps)
 
