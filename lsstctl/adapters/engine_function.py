@@ -43,8 +43,6 @@ def _error_from(body: dict[str, Any]) -> ControlPlaneError:
         extra = {"retry_after_seconds": body.get("retry_after_seconds")} if issubclass(
             kind, error_types.AwsUnavailableError) else {}
         return kind(message, aws_code=body.get("aws_code"), operation=body.get("operation"), **extra)
-    if issubclass(kind, error_types.RateLimitedError):
-        return kind(message, retry_after_seconds=int(body.get("retry_after_seconds") or 1))
     return kind(message, field=body.get("field"), details=body.get("details"))
 
 

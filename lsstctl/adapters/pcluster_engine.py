@@ -23,6 +23,7 @@ test_engine_contract.py says what that is).
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from typing import Any, Callable, Iterable
 
 from lsstctl.adapters.aws import LazyClient, classify
@@ -97,12 +98,10 @@ class ParallelClusterEngine:
         existing = self.describe_cluster(name)
         if existing.status != "NOT_FOUND":
             return existing  # a retried step: the cluster it asked for is there
-        try:
+        with suppress(ConflictError):  # created by a concurrent attempt between our describe and create
             _call("create_cluster", self._lib().create_cluster, cluster_name=name, cluster_configuration=config,
                   region=self._region, suppress_validators=self._suppress or None,
                   validation_failure_level="ERROR", rollback_on_failure=False, wait=False)
-        except ConflictError:
-            pass  # created by a concurrent attempt between our describe and create
         return self.describe_cluster(name)
 
     def describe_cluster(self, name: str) -> EngineCluster:
@@ -166,10 +165,8 @@ class ParallelClusterEngine:
 
     def delete_cluster(self, name: str) -> EngineCluster:
         self._region_env()
-        try:
+        with suppress(_NotFound):  # gone already: the sweep below still runs
             _call("delete_cluster", self._lib().delete_cluster, cluster_name=name, region=self._region)
-        except _NotFound:
-            pass
         described = self.describe_cluster(name)
         if described.status == "NOT_FOUND":
             self._remove_leftovers(name)
@@ -195,11 +192,9 @@ class ParallelClusterEngine:
 
     def _remove_leftovers(self, name: str) -> None:
         """The stack is gone; nothing tagged with its name may keep billing."""
-        try:
+        with suppress(_NotFound):  # force=True: ParallelCluster terminates them without a stack
             _call("delete_cluster_instances", self._lib().delete_cluster_instances, cluster_name=name,
                   region=self._region, force=True)
-        except _NotFound:
-            pass
         tagged = [{"Name": f"tag:{NAME_TAG}", "Values": [name]}]
         left = [i["InstanceId"]
                 for page in self.ec2.get_paginator("describe_instances").paginate(

@@ -83,16 +83,10 @@ def hourly_prices(catalog: PriceCatalog, region: str, head_node_type: str, queue
                   shared_storage: dict[str, Any]) -> dict[str, float]:
     """USD per hour at rest (head node and storage, no compute node) and at full size
     (every queue at max_nodes). Spot is priced as on-demand: what it can cost at most."""
-    storage_type = shared_storage.get("type", "ebs")
-    size = float(shared_storage.get("size_gib", 100))
-    if storage_type == "efs":
-        per_gb_month = catalog.efs_gb_month(region)
-    elif storage_type == "fsx_lustre":
-        per_gb_month = catalog.fsx_lustre_gb_month(region, "SCRATCH_2")
-    else:
-        per_gb_month = catalog.ebs_gb_month(region, "gp3")
-    at_rest = catalog.instance_hourly(region, head_node_type) + gb_month_to_hourly(per_gb_month, size)
-    compute = sum(q["max_nodes"] * max(catalog.instance_hourly(region, t) for t in q["instance_types"]) for q in queues)
+    storage_hourly = gb_month_to_hourly(catalog.shared_storage_gb_month(region, shared_storage.get("type", "ebs")),
+                                        float(shared_storage.get("size_gib", 100)))
+    at_rest = catalog.instance_hourly(region, head_node_type) + storage_hourly
+    compute = catalog.full_size_compute_hourly(region, [(q["max_nodes"], q["instance_types"]) for q in queues])
     return {"at_rest_usd_per_hour": round(at_rest, 4), "full_size_usd_per_hour": round(at_rest + compute, 4)}
 
 

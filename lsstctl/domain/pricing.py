@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from lsstctl.errors import ControlPlaneError
 
@@ -159,6 +159,20 @@ class PriceCatalog:
         if not priced:
             raise _unknown(self, region, what, deployment_type)
         return max(priced)
+
+    def shared_storage_gb_month(self, region: str, storage_type: str) -> float:
+        """The price of a cluster's shared storage as the config renderer makes it: EFS
+        standard, FSx for Lustre SCRATCH_2, or gp3 EBS."""
+        if storage_type == "efs":
+            return self.efs_gb_month(region)
+        if storage_type == "fsx_lustre":
+            return self.fsx_lustre_gb_month(region, "SCRATCH_2")
+        return self.ebs_gb_month(region, "gp3")
+
+    def full_size_compute_hourly(self, region: str, queues: Iterable[tuple[int, Iterable[str]]]) -> float:
+        """Compute burn if every queue (max_nodes, instance types) ran max_nodes of its dearest
+        type; spot priced as on-demand: an upper bound."""
+        return sum(max_nodes * max(self.instance_hourly(region, t) for t in types) for max_nodes, types in queues)
 
     def _lookup(
         self, region: str, what: str, item: str, table: Callable[[RegionPrices], Mapping[str, float]]

@@ -13,10 +13,7 @@ def potential_compute_hourly(deps: Deps, cluster: Cluster) -> float:
     """Compute burn if every queue ran MaxCount of its dearest type (spot priced as
     on-demand: an upper bound)."""
     region = cluster.spec.region or deps.settings.region
-    return sum(
-        q.max_nodes * max(deps.catalog.instance_hourly(region, t) for t in q.instance_types)
-        for q in cluster.spec.queues
-    )
+    return deps.catalog.full_size_compute_hourly(region, [(q.max_nodes, q.instance_types) for q in cluster.spec.queues])
 
 
 def teardown_timing(deps: Deps) -> TeardownTiming:

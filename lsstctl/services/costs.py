@@ -51,11 +51,7 @@ def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, f
         # File systems are not EC2 resources: priced from the spec, from launch to deletion.
         started = cluster.entered(S.LAUNCHING)
         if started is not None:
-            price = (
-                deps.catalog.efs_gb_month(region)
-                if storage.type == "efs"
-                else deps.catalog.fsx_lustre_gb_month(region, "SCRATCH_2")
-            )
+            price = deps.catalog.shared_storage_gb_month(region, storage.type)
             resources.append(
                 Resource(id=f"{storage.type}:{cluster.name}", kind="filesystem", role="storage", type=storage.type,
                          hourly_usd=gb_month_to_hourly(price, storage.size_gib), started_at=started,

@@ -17,6 +17,18 @@ from tests.conftest import pcluster_network
 from tests.integration.plane import ALICE, ready
 
 
+def answering(client, operation: str, rewrite):
+    """`client` (moto's), with one operation's answer rewritten as AWS would give it at a
+    moment moto does not show (a race, a resource still being made)."""
+
+    class Rewritten:
+        def __getattr__(self, name):
+            call = getattr(client, name)
+            return (lambda **kwargs: rewrite(call(**kwargs))) if name == operation else call
+
+    return Rewritten()
+
+
 def test_the_cache_is_created_once_reachable_from_the_cluster_subnet_only_by_nfs(aws_account):
     net = pcluster_network(boto3.Session())
     cache = EfsStackCache()
@@ -49,24 +61,14 @@ def test_the_cache_is_created_once_reachable_from_the_cluster_subnet_only_by_nfs
 
 def test_two_launches_making_the_cache_at_once_get_one_cache(aws):
     net = pcluster_network(boto3.Session())
-    ec2 = boto3.client("ec2")
-
-    class Racing:
-        """EC2 as a second launch sees it: the first made the group between our look and our create."""
-
-        def __getattr__(self, name):
-            return getattr(ec2, name)
-
-        def describe_security_groups(self, **kwargs):
-            answer = ec2.describe_security_groups(**kwargs)
-            return {**answer, "SecurityGroups": []}
-
+    # EC2 as a second launch sees it: the first made the group between our look and our create
+    racing = answering(boto3.client("ec2"), "describe_security_groups", lambda a: {**a, "SecurityGroups": []})
     EfsStackCache().ensure(net["subnet"])  # the first launch
     boto3.client("efs").delete_mount_target(
         MountTargetId=boto3.client("efs").describe_mount_targets(
             FileSystemId=EfsStackCache().find().file_system_id)["MountTargets"][0]["MountTargetId"])
     with pytest.raises(TransientError, match="security group"):
-        EfsStackCache(ec2=Racing()).ensure(net["subnet"])
+        EfsStackCache(ec2=racing).ensure(net["subnet"])
     again = EfsStackCache().ensure(net["subnet"])  # the retry converges on the one cache
     assert [f["FileSystemId"] for f in boto3.client("efs").describe_file_systems()["FileSystems"]] == [again.file_system_id]
 
@@ -84,20 +86,11 @@ def test_a_confirmed_cache_costs_a_retried_launch_step_no_more_calls(aws):
 
 def test_a_mount_target_not_yet_available_is_retried_not_a_failure(aws):
     net = pcluster_network(boto3.Session())
-    efs = boto3.client("efs")
-
-    class Creating:
-        """EFS as AWS answers right after create_mount_target: `creating` for a while."""
-
-        def __getattr__(self, name):
-            return getattr(efs, name)
-
-        def describe_mount_targets(self, **kwargs):
-            answer = efs.describe_mount_targets(**kwargs)
-            return {**answer, "MountTargets": [{**t, "LifeCycleState": "creating"} for t in answer["MountTargets"]]}
-
+    # EFS as AWS answers right after create_mount_target: `creating` for a while
+    creating = answering(boto3.client("efs"), "describe_mount_targets", lambda a: {
+        **a, "MountTargets": [{**t, "LifeCycleState": "creating"} for t in a["MountTargets"]]})
     with pytest.raises(TransientError, match="creating"):
-        EfsStackCache(efs=Creating()).ensure(net["subnet"])
+        EfsStackCache(efs=creating).ensure(net["subnet"])
     assert EfsStackCache().ensure(net["subnet"]).file_system_id  # the retry converges
 
 
