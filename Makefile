@@ -4,16 +4,24 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
 .PHONY: deps demo serve test package bench bench-cost bench-faults clean
 
-deps: $(STAMP) $(SYSTEM_STAMP)
+deps: $(STAMP) $(TOOLS_STAMP) $(SYSTEM_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# checkov, the templates' security scanner, in its own virtualenv (its pins conflict with ours).
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	touch $(TOOLS_STAMP)
 
 # Slurm, munge and curl: the head node's tools, which the emulator runs on this machine.
 $(SYSTEM_STAMP): scripts/install-system-packages.sh
@@ -39,7 +47,7 @@ package: deps
 	$(PY) scripts/package.py
 
 clean:
-	rm -rf $(VENV) .emulator build
+	rm -rf $(VENV) $(TOOLS_VENV) .emulator build
 
 # The cost simulation (issue: bounded spend): many clusters on the emulator, hours in minutes.
 bench-cost: deps
