@@ -8,7 +8,7 @@ TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve test package bench bench-cost bench-faults clean
+.PHONY: deps demo serve test package deploy destroy bench bench-cost bench-faults clean
 
 deps: $(STAMP) $(TOOLS_STAMP) $(SYSTEM_STAMP)
 
@@ -45,6 +45,22 @@ test: deps
 # Lambda's limits (scripts/package.py). Needs the package index, nothing else.
 package: deps
 	$(PY) scripts/package.py
+
+# Deploy (or upgrade) the control plane into the account and region of the environment
+# (AWS_PROFILE / AWS_REGION): shows the change set, asks, executes, prints the API's URL.
+# First deploy: CLUSTER_SUBNET_ID=subnet-... ; optional STAGE, BUDGET_USD, ALERT_EMAIL,
+# ADMIN_PRINCIPALS (full ARNs), KEY_NAME, NODEJS_LAYER_ARN, YES=1 (no question).
+deploy: package
+	$(PY) scripts/deploy.py deploy $(if $(STAGE),--stage "$(STAGE)") $(if $(YES),--yes) \
+	  $(if $(CLUSTER_SUBNET_ID),--subnet "$(CLUSTER_SUBNET_ID)") $(if $(BUDGET_USD),--budget "$(BUDGET_USD)") \
+	  $(if $(ALERT_EMAIL),--alert-email "$(ALERT_EMAIL)") $(if $(ADMIN_PRINCIPALS),--admins "$(ADMIN_PRINCIPALS)") \
+	  $(if $(KEY_NAME),--key-name "$(KEY_NAME)") $(if $(NODEJS_LAYER_ARN),--nodejs-layer "$(NODEJS_LAYER_ARN)")
+
+# Remove it: refuses while clusters may bill unless TEARDOWN_CLUSTERS=1; keeps the state
+# table, the archive and its access logs unless DELETE_DATA=1.
+destroy: deps
+	$(PY) scripts/deploy.py destroy $(if $(STAGE),--stage "$(STAGE)") $(if $(YES),--yes) \
+	  $(if $(TEARDOWN_CLUSTERS),--teardown-clusters) $(if $(DELETE_DATA),--delete-data)
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .emulator build

@@ -540,6 +540,11 @@ def uninstall() -> None:
         from moto.s3.models import FakeBucket
 
         FakeBucket.get_permission = _state.pop("bucket_policy")
+    for owner, name, original in _state.pop("cloudformation", []):
+        if original is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
     set_clock(None)
     if "wait" in _state:
         use_virtual_waits(None)
@@ -587,3 +592,140 @@ def _execute(command: Any, shell: HeadNodeShell) -> None:
         command.status_details = command.status
 
     threading.Thread(target=_track(run), name=f"ssm-{command.command_id[:8]}", daemon=True).start()
+
+
+def install_cloudformation_gaps() -> None:
+    """What moto's CloudFormation gets wrong where AWS's does not, for our template:
+    - `!Ref` of an `AWS::Events::EventBus` or an `AWS::Lambda::LayerVersion` gives moto's
+      object, not the bus's name or the layer version's ARN (the models have no
+      physical_resource_id), which breaks a rule on that bus and a function update;
+    - `!FindInMap` with a Number parameter looks up the map with an int (CloudFormation
+      passes parameters as strings, and map keys are strings);
+    - a state machine's `DefinitionS3Location` and `DefinitionSubstitutions` are ignored
+      (the machine gets an empty definition): read the object from (moto's) S3 and substitute;
+    - on a stack update, resources moto cannot update vanish, an executed change set leaves
+      the old outputs, and a Swagger `Body` of a REST API is ignored (below).
+    """
+    import moto.cloudformation.parsing as parsing
+    from moto.awslambda.models import LayerVersion
+    from moto.events.models import EventBus
+    from moto.stepfunctions.models import StateMachine
+
+    from moto.apigateway.models import RestAPI
+    from moto.cloudformation.models import ChangeSet
+
+    if "cloudformation" in _state:
+        return
+    # What uninstall() puts back: (owner, attribute, original or None when moto had none).
+    _state["cloudformation"] = [
+        (owner, name, owner.__dict__.get(name)) for owner, name in (
+            (EventBus, "physical_resource_id"), (LayerVersion, "physical_resource_id"), (parsing, "clean_json"),
+            (parsing, "parse_and_update_resource"), (StateMachine, "create_from_cloudformation_json"),
+            (StateMachine, "update_from_cloudformation_json"), (ChangeSet, "apply"),
+            (RestAPI, "create_from_cloudformation_json"))]
+    EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
+    LayerVersion.physical_resource_id = property(lambda self: self.arn)  # type: ignore[attr-defined]
+
+    original = parsing.clean_json
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, dict) and "Fn::FindInMap" in resource_json:
+            name, *path = resource_json["Fn::FindInMap"]
+            result = resources_map[original(name, resources_map)]
+            for key in path:
+                result = result[str(original(key, resources_map))]
+            return result
+        return original(resource_json, resources_map)
+
+    parsing.clean_json = clean_json
+
+    def with_definition(cloudformation_json: Any, account_id: str) -> Any:
+        props = cloudformation_json.get("Properties", {})
+        location = props.get("DefinitionS3Location")
+        if not location or "DefinitionString" in props:
+            return cloudformation_json
+        from moto.s3.models import s3_backends
+
+        bucket = s3_backends[account_id]["aws"].get_bucket(location["Bucket"])
+        definition = bucket.keys[location["Key"]].value.decode()
+        for key, value in (props.get("DefinitionSubstitutions") or {}).items():
+            definition = definition.replace("${" + key + "}", str(value))
+        return {**cloudformation_json, "Properties": {**props, "DefinitionString": definition}}
+
+    create = StateMachine.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    update = StateMachine.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str,
+                                        region_name: str, **kwargs: Any) -> Any:
+        return create(cls, resource_name, with_definition(cloudformation_json, account_id), account_id, region_name, **kwargs)
+
+    def update_from_cloudformation_json(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str) -> Any:
+        return update(cls, original_resource, new_resource_name, with_definition(cloudformation_json, account_id),
+                      account_id, region_name)
+
+    StateMachine.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[assignment]
+    StateMachine.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[assignment]
+
+    # A resource type moto cannot update (a log group, say) is dropped from the stack on any
+    # update, so everything referring to it breaks: it is kept as it was instead.
+    update_resource = parsing.parse_and_update_resource
+
+    def parse_and_update_resource(logical_id: str, resource_json: Any, resources_map: Any, account_id: str,
+                                  region_name: str) -> Any:
+        updated = update_resource(logical_id, resource_json, resources_map, account_id=account_id, region_name=region_name)
+        return updated if updated is not None else resources_map[logical_id]
+
+    parsing.parse_and_update_resource = parse_and_update_resource
+
+    # An executed change set leaves the stack's outputs (and, on update, its template and
+    # parameters) as they were before: what describe_stacks reports is refreshed here.
+    apply = ChangeSet.apply
+
+    def apply_and_refresh(self: Any) -> None:
+        apply(self)
+        stack = self.stack
+        stack.template = self.template
+        stack._parse_template()
+        if self.parameters:
+            stack.parameters = self.parameters
+        stack.output_map = stack._create_output_map()
+
+    ChangeSet.apply = apply_and_refresh  # type: ignore[method-assign]
+
+    # An `AWS::ApiGateway::RestApi` with a `Body` gets none of it in moto (and moto's import
+    # takes OpenAPI 3 only): build the resources, methods (their authorisation) and
+    # integrations the way API Gateway imports a Swagger 2.0 body.
+    from moto.apigateway.models import apigateway_backends
+
+    create_api = RestAPI.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_api_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str,
+                                            region_name: str, **kwargs: Any) -> Any:
+        api = create_api(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        body = cloudformation_json.get("Properties", {}).get("Body")
+        if body:
+            import_swagger(apigateway_backends[account_id][region_name], api, body)
+        return api
+
+    RestAPI.create_from_cloudformation_json = classmethod(create_api_from_cloudformation_json)  # type: ignore[assignment]
+
+
+def import_swagger(backend: Any, api: Any, body: dict[str, Any]) -> None:
+    """Swagger 2.0 paths into a moto REST API: resources, methods, AWS_PROXY integrations."""
+    schemes = {name: d.get("x-amazon-apigateway-authtype") for name, d in body.get("securityDefinitions", {}).items()}
+    for path, methods in sorted(body.get("paths", {}).items()):
+        parent = api.get_resource_for_path("/")
+        so_far = ""
+        for part in [p for p in path.split("/") if p]:
+            so_far += "/" + part
+            resource = api.get_resource_for_path(so_far) or backend.create_resource(api.id, parent.id, part)
+            parent = resource
+        for verb, doc in methods.items():
+            named = [name for requirement in doc.get("security", []) for name in requirement]
+            auth = "AWS_IAM" if any(schemes.get(n) == "awsSigv4" for n in named) else "NONE"
+            backend.put_method(api.id, parent.id, verb.upper(), auth)
+            integration = doc.get("x-amazon-apigateway-integration")
+            if integration:
+                backend.put_integration(api.id, parent.id, verb.upper(), integration_type=integration["type"].upper(),
+                                        uri=integration["uri"], integration_method=integration["httpMethod"])

@@ -42,6 +42,7 @@ UNSCOPED_READS = (
     "cloudwatch:GetMetricStatistics",  # the guard's idle double-check (queue depth)
 )
 TERMINAL_TYPES = {"Succeed", "Fail"}
+API_HANDLER = "app.app"
 # JSONata-only or variable fields: moto's interpreter supports neither.
 UNSUPPORTED_FIELDS = {"QueryLanguage", "Assign", "Arguments", "Output"}
 
@@ -522,7 +523,9 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
         return {sub_default(r["Properties"][prop], template): n for n, r in resources_of(template, kind).items()}
 
     functions = names("AWS::Lambda::Function", "FunctionName")
-    emulated = [*bootstrap.FUNCTIONS.values(), *bootstrap.TRIGGER_FUNCTIONS.values(), bootstrap.ENGINE_FUNCTION]
+    # The emulator serves the API with `chalice local` rather than as a function.
+    emulated = [*bootstrap.FUNCTIONS.values(), *bootstrap.TRIGGER_FUNCTIONS.values(), bootstrap.ENGINE_FUNCTION,
+                ("lsstctl-api", API_HANDLER)]
     for function_name, handler in emulated:
         assert function_name in functions
         assert template["Resources"][functions[function_name]]["Properties"]["Handler"] == handler
@@ -673,7 +676,9 @@ def resolve(template: dict[str, Any], value: Any) -> str:
 
 def _handler_module(handler: str) -> tuple[Path, str]:
     module, function = handler.rsplit(".", 1)
-    return ROOT / (module.replace(".", "/") + ".py"), function
+    # The API function's code is chalice_app/ (lsstctl-api.zip); the others' the repository root.
+    root = ROOT / "chalice_app" if handler == API_HANDLER else ROOT
+    return root / (module.replace(".", "/") + ".py"), function
 
 
 def test_handlers_exist(template: dict[str, Any]) -> None:
@@ -713,6 +718,9 @@ def test_triggers_may_invoke_their_functions(template: dict[str, Any]) -> None:
         if props["Protocol"] == "lambda":
             needed.add((_function_of(template, props["Endpoint"]), "sns.amazonaws.com",
                         json.dumps(props["TopicArn"], sort_keys=True)))
+    # The API: API Gateway may invoke its function for every route of this API only.
+    needed.add(("ApiFunction", "apigateway.amazonaws.com", json.dumps(
+        {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestApi}/*"})))
     assert needed, "no Lambda triggers found"
     assert permissions == needed  # none missing, none broader (no SourceArn) or stale
 
@@ -809,7 +817,28 @@ METER = [("ec2:DescribeInstances", "*"), ("ec2:DescribeVolumes", "*")]  # invent
 ENGINE = [("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-engine")]
 STACK = f"arn:aws:cloudformation:{_ARN}:stack/demo-2bd806c97f/0a1b2c3d"
 CACHE_FS = f"arn:aws:elasticfilesystem:{_ARN}:file-system/fs-0123456789abcdef0"
+IDEMPOTENCY = f"arn:aws:dynamodb:{_ARN}:table/lsstctl-idempotency"
+ASTRONOMER = f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"
+KEY_SECRET = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"
 NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
+    # The HTTP API (chalice_app/chalicelib/routes.py): records and idempotency, the three
+    # workflows, create-user (iam_users.py), validation through the engine, spend views.
+    API_HANDLER: (
+        {"STATE_TABLE", "IDEMPOTENCY_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
+         "JOB_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME", "ACCOUNT_ID",
+         "ADMIN_PRINCIPALS", "API_EXECUTE_ARN", "HEAD_NODE_METRICS_POLICY_ARN", "GUARD_INTERVAL_SECONDS"},
+        [*RECORDS, ("dynamodb:Query", TABLE), ("dynamodb:Query", f"{TABLE}/index/by_owner"),
+         ("dynamodb:UpdateItem", TABLE), ("dynamodb:DeleteItem", TABLE),
+         ("dynamodb:GetItem", IDEMPOTENCY), ("dynamodb:PutItem", IDEMPOTENCY), ("dynamodb:UpdateItem", IDEMPOTENCY),
+         ("dynamodb:DeleteItem", IDEMPOTENCY),
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"), ("states:StartExecution", TEARDOWN),
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
+         *[(f"iam:{a}", ASTRONOMER) for a in ("GetUser", "CreateUser", "TagUser", "ListUserTags", "PutUserPolicy",
+                                              "ListAccessKeys", "CreateAccessKey", "DeleteAccessKey")],
+         *[(f"secretsmanager:{a}", KEY_SECRET) for a in ("DescribeSecret", "GetSecretValue", "CreateSecret",
+                                                         "PutSecretValue", "TagResource")],
+         *ENGINE, *METER, ("elasticfilesystem:DescribeFileSystems", CACHE_FS)],
+    ),
     "lambdas.launch_steps.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME"},
         # mark_ready: the idle alarm; launch_failed: request_teardown.
@@ -948,6 +977,15 @@ def test_function_role_allows_what_its_code_calls(template: dict[str, Any], hand
     if handler in TRIGGER_HANDLERS:
         excess = [(a, r) for a, r in TRIGGERS_MUST_NOT if allows(template, statements, a, r)]
         assert excess == [], f"{role} allows more than {handler} needs"
+    if handler == API_HANDLER:
+        # Users it makes are astronomers under /lsstctl/, never anyone else; no EC2 or SSM power.
+        excess = [(a, r) for a, r in [
+            ("iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/admin"), ("iam:PutUserPolicy", f"arn:aws:iam::{ACCOUNT}:user/lsst-x"),
+            ("iam:AttachUserPolicy", ASTRONOMER), ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/lsstctl/x"),
+            ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:prod/db-AbCdEf"),
+            ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-1"), ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1"),
+            ("dynamodb:Scan", TABLE)] if allows(template, statements, a, r)]
+        assert excess == [], f"{role} allows more than the API needs"
     if handler == "lambdas.reconciler.lambda_handler":
         # It finds and records users, never reads their keys or makes new ones.
         secret = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"

@@ -8,8 +8,9 @@ small evaluator (one Allow statement at a time; no Deny is involved):
 - in Resource, `*` matches any run of characters, `/` included, and `?` one character;
 - `${aws:PrincipalTag/K}` in a condition value is replaced by the calling role's tag K
   before the comparison; when the role has no such tag the condition cannot match;
-- StringEquals compares exactly and case-sensitively; every key of a condition block
-  must match (AND), any listed value of one key may (OR);
+- StringEquals compares exactly and case-sensitively, StringLike with `*` and `?`; every key
+  of a condition block must match (AND), any listed value of one key may (OR);
+- `${aws:username}` in a Resource is the calling IAM user's name;
 - ParallelCluster turns `HeadNode.Iam.S3Access` {BucketName, KeyName, EnableWriteAccess}
   into s3:PutObject (among others) on `arn:aws:s3:::<BucketName>/<KeyName>`.
 """
@@ -46,12 +47,17 @@ def allows(policy: dict[str, Any], *, action: str, resource: str, context: dict[
         assert not any("*" in a or "?" in a for a in actions), "the evaluator does not do action wildcards"
         if action.lower() not in {a.lower() for a in actions}:
             continue
-        if not any(fnmatch.fnmatchcase(resource, r) for r in _values(statement["Resource"])):
+        # `${aws:username}` in a Resource is the calling user's name.
+        patterns = [r.replace("${aws:username}", context.get("aws:username", "\0")) for r in _values(statement["Resource"])]
+        if not any(fnmatch.fnmatchcase(resource, r) for r in patterns):
             continue
         conditions = statement.get("Condition", {})
-        assert set(conditions) <= {"StringEquals"}, "the evaluator knows StringEquals only"
-        if all(any(context.get(key) is not None and context[key] == _substitute(v, tags) for v in _values(want))
-               for key, want in conditions.get("StringEquals", {}).items()):
+        assert set(conditions) <= {"StringEquals", "StringLike"}, "the evaluator knows StringEquals and StringLike only"
+        equal = all(any(context.get(key) is not None and context[key] == _substitute(v, tags) for v in _values(want))
+                    for key, want in conditions.get("StringEquals", {}).items())
+        like = all(any(context.get(key) is not None and fnmatch.fnmatchcase(context[key], v) for v in _values(want))
+                   for key, want in conditions.get("StringLike", {}).items())
+        if equal and like:
             return True
     return False
 
