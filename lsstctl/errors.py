@@ -135,6 +135,13 @@ class AwsError(ControlPlaneError):
         self.operation = operation
 
 
+class ChatDeliveryError(ControlPlaneError):
+    """Slack refused a message for good (a revoked webhook, an expired response URL)."""
+
+    code = "chat_delivery_failed"
+    http_status = 502
+
+
 class LaunchFailedError(ControlPlaneError):
     code = "launch_failed"
 
@@ -166,5 +173,5 @@ PERMANENT_STEP_ERRORS = tuple(sorted({
     ValidationError.__name__, ClusterConfigError.__name__, NotFoundError.__name__, ConflictError.__name__,
     InvalidTransitionError.__name__, LaunchFailedError.__name__, InstallFailedError.__name__,
     PollTimeoutError.__name__, JobSubmitError.__name__, ArchiveFailedError.__name__,
-    TeardownFailedError.__name__, AwsError.__name__,
+    TeardownFailedError.__name__, AwsError.__name__, ChatDeliveryError.__name__,
 }))

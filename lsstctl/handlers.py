@@ -42,7 +42,20 @@ class StepEvent(BaseModel):
     request_id: str | None = None
 
 
-Action = Callable[[Deps, StepEvent], dict[str, Any]]
+class ChatStepEvent(BaseModel):
+    """A Task of the chatops workflow: the Slack command as it came, and who it acts as."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    action: str
+    request: dict[str, str]
+    owner: str
+    admin: bool = False
+    execution: str | None = None
+    error: dict[str, Any] | None = None
+
+
+Action = Callable[[Deps, Any], dict[str, Any]]
 
 
 def classified(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -62,14 +75,15 @@ def classified(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any
     return run
 
 
-def step_handler(actions: dict[str, Action]) -> Handler:
+def step_handler(actions: dict[str, Action], model: type[BaseModel] = StepEvent) -> Handler:
     @invocation_context(correlation_id_path="execution")
     @tracer.capture_lambda_handler(capture_response=False)
     @metrics.log_metrics
     @classified
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        step = parse(event=event, model=StepEvent)
-        bind(cluster=step.cluster, action=step.action, job_id=step.job_id, request_id=step.request_id)
+        step: Any = parse(event=event, model=model)
+        bind(cluster=getattr(step, "cluster", None), action=step.action, job_id=getattr(step, "job_id", None),
+             request_id=getattr(step, "request_id", None))
         action = actions.get(step.action)
         if action is None:
             raise ValidationError(f"unknown action {step.action!r}; expected one of {sorted(actions)}")

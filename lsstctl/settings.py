@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     redrive_max_seconds: int = 6 * 3600
     # SNS topic for owner notifications (spend warnings, teardowns needing attention).
     notifications_topic_arn: str = ""
+    # ChatOps: the Secrets Manager secret holding the Slack app's signing secret (empty: the
+    # Slack endpoint refuses every request), the state machine that runs commands, and the
+    # only URLs the control plane posts to (Slack's own hooks on AWS).
+    slack_signing_secret_arn: str = ""
+    chatops_state_machine_arn: str = ""
+    chat_url_prefix: str = "https://hooks.slack.com/"
     # How long a step waits in-process for a short head-node command (sbatch, scontrol).
     short_command_seconds: float = 20
     # Validators to skip (comma separated, e.g. type:HeadNodeLaunchTemplateValidator).

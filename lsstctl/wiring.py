@@ -78,6 +78,7 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.price_list import SpotPrices
     from lsstctl.adapters.sns_notifier import SnsNotifier
     from lsstctl.adapters.efs_cache import EfsStackCache
+    from lsstctl.adapters.slack import SlackChat
     from lsstctl.domain.pricing import load_catalog
 
     extra = {"clock": _clock} if _clock else {}
@@ -99,6 +100,7 @@ def build(settings: Settings) -> Deps:
         spot_prices=SpotPrices().latest,
         idempotency=_idempotency(settings),
         stack_cache=EfsStackCache(),
+        chat=SlackChat(settings.slack_signing_secret_arn),
     )
 
 

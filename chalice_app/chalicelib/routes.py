@@ -17,11 +17,12 @@ from pydantic import ValidationError as ModelError
 
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
+from lsstctl.domain.chatops import ChannelSpec, ChatIdentitySpec
 from lsstctl.domain.models import ClusterSpec, JobSpec, QuotaSpec, UserSpec
 from lsstctl.domain.principals import RegistrationSpec
 from lsstctl.errors import RateLimitedError, RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, bind_more, logger, metrics, tracer
-from lsstctl.services import clusters, costs, jobs, quotas, ratelimit, users
+from lsstctl.services import chatops, clusters, costs, jobs, quotas, ratelimit, users
 from lsstctl.services import identity as identity_module
 from lsstctl.services.identity import Principal
 from lsstctl.services.idempotency import once
@@ -335,5 +336,59 @@ def set_quota(owner: str) -> Response:
         principal = _principal()
         spec = _model(QuotaSpec, _body())
         return _json(200, quotas.set_quota(wiring.deps(), principal, owner, spec))
+
+    return _route(run)
+
+
+# ChatOps -------------------------------------------------------------------------------
+@api.route("/chatops/slack", methods=["POST"], content_types=["application/x-www-form-urlencoded"])
+def slack_command() -> Response:
+    """Slack's slash command: no SigV4 (Slack cannot sign for AWS) but Slack's own signature
+    over the raw body, checked first; anything unsigned gets 401 and causes nothing. The
+    answer is always a message Slack shows: usage lines, refusals and failures included."""
+    def run() -> Response:
+        request = api.current_request
+        raw = request.raw_body.decode() if isinstance(request.raw_body, bytes) else (request.raw_body or "")
+        return _json(200, chatops.slash_command(wiring.deps(), raw, dict(request.headers)))
+
+    return _route(run)
+
+
+@api.route("/chatops/identities", methods=["PUT"], authorizer=iam)
+def link_chat_identity() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        spec = _model(ChatIdentitySpec, _body())
+        return _json(200, chatops.link_identity(wiring.deps(), principal, spec).model_dump(mode="json"))
+
+    return _route(run)
+
+
+@api.route("/chatops/identities", methods=["GET"], authorizer=iam)
+def list_chat_identities() -> Response:
+    return _route(lambda: _json(200, {"identities": [
+        i.model_dump(mode="json") for i in chatops.list_identities(wiring.deps(), _principal())]}))
+
+
+@api.route("/chatops/identities", methods=["DELETE"], authorizer=iam)
+def unlink_chat_identity() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        params = api.current_request.query_params or {}
+        for field in ("team_id", "user_id"):
+            if not params.get(field):
+                raise ValidationError(f"give {field}: DELETE /chatops/identities?team_id=T...&user_id=U...", field=field)
+        chatops.unlink_identity(wiring.deps(), principal, params["team_id"], params["user_id"])
+        return _json(200, {"team_id": params["team_id"], "user_id": params["user_id"], "linked": False})
+
+    return _route(run)
+
+
+@api.route("/chatops/channel", methods=["PUT"], authorizer=iam)
+def set_chat_channel() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        spec = _model(ChannelSpec, _body())
+        return _json(200, chatops.set_channel(wiring.deps(), principal, spec))
 
     return _route(run)

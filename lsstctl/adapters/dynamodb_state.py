@@ -18,6 +18,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
+from lsstctl.domain.chatops import ChatIdentity
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
 from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Quota, Transition, User, iso, utcnow
 from lsstctl.domain.principals import Registration
@@ -413,6 +414,62 @@ class DynamoStateStore:
 
     def delete_registration(self, key: str) -> None:
         self.table.delete_item(Key={"pk": f"PRINCIPAL#{key}", "sk": "PRINCIPAL"})
+
+    # ChatOps: Slack users, owners' channels, the audit log ------------------------------
+    def get_chat_identity(self, team_id: str, user_id: str) -> ChatIdentity | None:
+        item = self.table.get_item(Key={"pk": f"CHAT#{team_id}#{user_id}", "sk": "CHAT"}, ConsistentRead=True).get("Item")
+        return ChatIdentity.model_validate(_from_ddb(item["doc"])) if item else None
+
+    def put_chat_identity(self, identity: ChatIdentity) -> None:
+        self.table.put_item(Item={"pk": f"CHAT#{identity.key}", "sk": "CHAT", "kind": "CHAT", "owner": identity.owner,
+                                  "owner_key": f"CHAT#{identity.key}", "doc": _to_ddb(identity)})
+
+    def list_chat_identities(self, owner: str | None) -> list[ChatIdentity]:
+        return [ChatIdentity.model_validate(_from_ddb(i["doc"])) for i in self._query_index(owner, "CHAT")]
+
+    def delete_chat_identity(self, team_id: str, user_id: str) -> bool:
+        old = self.table.delete_item(Key={"pk": f"CHAT#{team_id}#{user_id}", "sk": "CHAT"}, ReturnValues="ALL_OLD")
+        return "Attributes" in old
+
+    def get_chat_channel(self, owner: str) -> str | None:
+        item = self.table.get_item(Key={"pk": f"CHANNEL#{owner}", "sk": "CHANNEL"}, ConsistentRead=True).get("Item")
+        return str(item["webhook_url"]) if item else None
+
+    def put_chat_channel(self, owner: str, webhook_url: str, by: str, at: str) -> None:
+        self.table.put_item(Item={"pk": f"CHANNEL#{owner}", "sk": "CHANNEL", "kind": "CHANNEL", "owner": owner,
+                                  "owner_key": f"CHANNEL#{owner}", "webhook_url": webhook_url, "set_by": by, "set_at": at})
+
+    def claim_once(self, key: str, ttl_seconds: int) -> bool:
+        """True for the first claim of `key` (a delivery to do once); False after."""
+        try:
+            self.table.put_item(Item={"pk": key, "sk": "ONCE", "kind": "ONCE",
+                                      "expires_at": int(self._clock().timestamp()) + ttl_seconds},
+                                ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def release_once(self, key: str) -> None:
+        self.table.delete_item(Key={"pk": key, "sk": "ONCE"})
+
+    def record_audit(self, entry: dict[str, Any]) -> None:
+        """One line of the audit log (who, what, when, outcome), by day; kept a year (TTL)."""
+        at = str(entry["at"])
+        self.table.put_item(Item={"pk": f"AUDIT#{at[:10]}", "sk": f"{at}#{uuid.uuid4().hex[:8]}", "kind": "AUDIT",
+                                  "expires_at": int(self._clock().timestamp()) + 366 * 86400,
+                                  "doc": json.loads(json.dumps(entry), parse_float=Decimal)})
+
+    def list_audit(self, day: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(f"AUDIT#{day}"), "ConsistentRead": True}
+        while True:
+            page = self.table.query(**kwargs)
+            items += [_from_ddb(i["doc"]) for i in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # quotas ---------------------------------------------------------------------------
     def get_quota(self, owner: str) -> Quota | None:

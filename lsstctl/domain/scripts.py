@@ -243,6 +243,13 @@ def render_job_status_command(slurm_job_id: str) -> str:
     )
 
 
+def render_cancel_command(slurm_job_id: str) -> str:
+    """End one Slurm job (a no-op for a job already over)."""
+    if not slurm_job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {slurm_job_id!r}")
+    return f"scancel {slurm_job_id}"
+
+
 def render_archive_command(*, shared_dir: str, bucket: str, prefix: str) -> str:
     """Copy job outputs to S3. Fails (non-zero) if the copy fails, so teardown keeps data."""
     src = f"{shared_dir.rstrip('/')}/{OUTPUTS_SUBDIR}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ FUNCTIONS = {
     "LaunchStepsFunctionArn": ("lsstctl-launch-steps", "lambdas.launch_steps.lambda_handler"),
     "TeardownStepsFunctionArn": ("lsstctl-teardown-steps", "lambdas.teardown_steps.lambda_handler"),
     "JobStepsFunctionArn": ("lsstctl-job-steps", "lambdas.job_steps.lambda_handler"),
+    "ChatOpsFunctionArn": ("lsstctl-chatops", "lambdas.chatops.lambda_handler"),
 }
 # The cluster engine's own function (on AWS, on ParallelCluster's layer; every other
 # function calls it). The emulator creates it as the template does; its functions run the
@@ -34,13 +36,21 @@ TRIGGER_FUNCTIONS = {
     "idle": ("lsstctl-idle-alarm", "lambdas.idle_alarm.lambda_handler"),
     "budget": ("lsstctl-budget-alarm", "lambdas.budget_alarm.lambda_handler"),
     "reconciler": ("lsstctl-reconciler", "lambdas.reconciler.lambda_handler"),
+    "notify": ("lsstctl-notify", "lambdas.chatops.notify_handler"),
 }
+# Lifecycle events that become a message in the owner's Slack channel (services/chatops.py).
+NOTIFY_PATTERN = {
+    "source": ["lsstctl"],
+    "detail-type": ["Cluster State Changed", "Job State Changed", "Spend Warning", "Teardown Completed"],
+}
+SLACK_SIGNING_SECRET = "lsstctl/chatops/slack-signing-secret"
 IDLE_ALARM_PATTERN = {
     "source": ["aws.cloudwatch"],
     "detail-type": ["CloudWatch Alarm State Change"],
     "detail": {"alarmName": [{"prefix": "lsstctl-idle-"}], "state": {"value": ["ALARM"]}},
 }
-STATE_MACHINES = {"launch": "lsstctl-launch", "teardown": "lsstctl-teardown", "run_job": "lsstctl-run-job"}
+STATE_MACHINES = {"launch": "lsstctl-launch", "teardown": "lsstctl-teardown", "run_job": "lsstctl-run-job",
+                  "chatops": "lsstctl-chatops"}
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 
@@ -123,9 +133,10 @@ def create_head_node_metrics_policy(session: Any) -> str:
 
 
 def create_tables(session: Any, *, state: str = "lsstctl-state", idempotency: str = "lsstctl-idempotency") -> None:
-    """The state table and Powertools' idempotency table (TTL on `expiration`)."""
+    """The state table (TTL on `expires_at`) and Powertools' idempotency table (on `expiration`)."""
     ddb = session.client("dynamodb")
     ddb.create_table(**table_definition(state))
+    ddb.update_time_to_live(TableName=state, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
     ddb.create_table(
         TableName=idempotency,
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
@@ -210,6 +221,12 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     events.put_targets(Rule="lsstctl-guard", Targets=[{"Id": "guard", "Arn": triggers["guard"]}])
     events.put_rule(Name="lsstctl-reconciler", ScheduleExpression="rate(5 minutes)")
     events.put_targets(Rule="lsstctl-reconciler", Targets=[{"Id": "reconciler", "Arn": triggers["reconciler"]}])
+    events.put_rule(Name="lsstctl-notify", EventBusName="lsstctl-events", EventPattern=json.dumps(NOTIFY_PATTERN))
+    events.put_targets(Rule="lsstctl-notify", EventBusName="lsstctl-events", Targets=[{"Id": "notify", "Arn": triggers["notify"]}])
+    # The Slack app's signing secret (on AWS the operator puts Slack's there); locally a
+    # fresh one, which tests read to sign their requests as Slack would.
+    signing = session.client("secretsmanager").create_secret(
+        Name=SLACK_SIGNING_SECRET, SecretString=json.dumps({"signing_secret": secrets.token_hex(16)}))["ARN"]
 
     sns = session.client("sns")
     notifications = sns.create_topic(Name="lsstctl-notifications")["TopicArn"]
@@ -234,6 +251,10 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_LAUNCH_STATE_MACHINE_ARN": machines["launch"],
         "LSSTCTL_TEARDOWN_STATE_MACHINE_ARN": machines["teardown"],
         "LSSTCTL_JOB_STATE_MACHINE_ARN": machines["run_job"],
+        "LSSTCTL_CHATOPS_STATE_MACHINE_ARN": machines["chatops"],
+        "LSSTCTL_SLACK_SIGNING_SECRET_ARN": signing,
+        # Locally, replies and channel messages go to test servers on this machine.
+        "LSSTCTL_CHAT_URL_PREFIX": "http://127.0.0.1:",
         "LSSTCTL_AUDIT_QUEUE_URL": queue_url,
         "LSSTCTL_NOTIFICATIONS_TOPIC_ARN": notifications,
         "LSSTCTL_NOTIFICATIONS_INBOX_URL": inbox_url,

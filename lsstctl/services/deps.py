@@ -39,5 +39,6 @@ class Deps:
     spot_prices: Callable[[list[str]], dict[str, float]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
+    chat: Any = None  # SlackChat: slash-command signatures, replies and channel messages
     clock: Callable[[], datetime] = field(default=_now)
     sleep: Callable[[float], None] = field(default=time.sleep)

@@ -7,7 +7,14 @@ import secrets
 from typing import Any
 
 from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, cluster_id, iso
-from lsstctl.domain.scripts import OS_DEFAULT_USER, job_output_dir, parse_job_status, render_job_status_command, render_submit_command
+from lsstctl.domain.scripts import (
+    OS_DEFAULT_USER,
+    job_output_dir,
+    parse_job_status,
+    render_cancel_command,
+    render_job_status_command,
+    render_submit_command,
+)
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
 from lsstctl.observability import metrics, request_id
 from lsstctl.services.clusters import get_cluster, poll_settings, shared_dir
@@ -109,6 +116,26 @@ def list_jobs(deps: Deps, principal: Principal, cluster_name: str, owner: str | 
 
 
 # workflow steps (statemachines/run_job.asl.json) ---------------------------------------
+def cancel_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str, owner: str | None = None) -> Job:
+    """End a job: `scancel` on the head node; the job's workflow then records it cancelled
+    (Slurm's own word). A job already over is returned as it is; one still being handed to
+    Slurm has no Slurm id yet: TransientError (the chatops workflow retries it)."""
+    job = get_job(deps, principal, cluster_name, job_id, owner)
+    if job.state.terminal:
+        return job
+    if not job.slurm_job_id:
+        # Being handed to Slurm right now: a moment later it has an id (the caller retries).
+        raise TransientError(f"job '{job_id}' is still being submitted to Slurm")
+    cluster = deps.store.get_cluster(job.cluster_id)
+    if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
+        raise ConflictError(f"cluster '{cluster_name}' is {cluster.state.value}")
+    result = run_short(deps, cluster.head_node_instance_id, render_cancel_command(job.slurm_job_id),
+                       comment=f"scancel {job_id}")
+    if result.status != "Success":
+        raise TransientError(f"scancel failed (exit {result.exit_code}): {tail(result.stderr or result.stdout)}")
+    return deps.store.get_job(job.cluster_id, job_id)
+
+
 def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) -> Job:
     changed = deps.store.update_job(job.cluster_id, job.job_id, state=state, reason=reason, updates=updates)
     if changed.state != job.state:

@@ -322,11 +322,14 @@ def test_structure_check_catches_mistakes(break_it: Any, expected: str) -> None:
 # --------------------------------------------------------------------------------------
 # Definitions agree with the handlers they call
 # --------------------------------------------------------------------------------------
-def _handler_actions(module_path: Path) -> dict[str, set[str]]:
-    """action -> StepEvent attributes its lambda reads, from `step_handler({...})`."""
+def _handler_actions(module_path: Path) -> tuple[dict[str, set[str]], str]:
+    """(action -> event attributes its lambda reads, the event model's name), from
+    `step_handler({...}[, model=...])`."""
     tree = ast.parse(module_path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "step_handler":
+            model = next((k.value.id for k in node.keywords if k.arg == "model" and isinstance(k.value, ast.Name)),
+                         "StepEvent")
             table = node.args[0]
             assert isinstance(table, ast.Dict)
             actions: dict[str, set[str]] = {}
@@ -337,7 +340,7 @@ def _handler_actions(module_path: Path) -> dict[str, set[str]]:
                     n.attr for n in ast.walk(value.body)
                     if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == event
                 }
-            return actions
+            return actions, model
     raise AssertionError(f"{module_path}: no step_handler({{...}}) table")
 
 
@@ -345,7 +348,7 @@ def _handler_actions(module_path: Path) -> dict[str, set[str]]:
 def test_tasks_send_what_their_handler_reads(template: dict[str, Any], path: Path) -> None:
     """StepEvent ignores unknown fields and defaults missing ones (generation=0), so a
     parameter the ASL forgets or misspells fails only at run time, far from the cause."""
-    from lsstctl.handlers import StepEvent
+    from lsstctl import handlers
 
     _, props = state_machines_by_file(template)[path.name]
     functions = template["Resources"]
@@ -358,14 +361,17 @@ def test_tasks_send_what_their_handler_reads(template: dict[str, Any], path: Pat
         function_id = props["DefinitionSubstitutions"][placeholder.group(1)]["Fn::GetAtt"][0]
         handler = functions[function_id]["Properties"]["Handler"]
         module = ROOT / (handler.rsplit(".", 1)[0].replace(".", "/") + ".py")
-        actions = _handler_actions(module)
+        actions, model_name = _handler_actions(module)
+        model = getattr(handlers, model_name)
         sent = {key.removesuffix(".$") for key in state.get("Parameters", {})}
         action = state.get("Parameters", {}).get("action")
         if action not in actions:
             problems.append(f"{name}: action {action!r} is not handled by {handler} ({sorted(actions)})")
             continue
-        if unknown := sent - set(StepEvent.model_fields):
-            problems.append(f"{name}: sends {sorted(unknown)}, which StepEvent drops")
+        if unknown := sent - set(model.model_fields):
+            problems.append(f"{name}: sends {sorted(unknown)}, which {model_name} drops")
+        if required := {f for f, info in model.model_fields.items() if info.is_required()} - sent:
+            problems.append(f"{name}: does not send {sorted(required)}, which {model_name} requires")
         if missing := actions[action] - sent:
             problems.append(f"{name}: {handler} action {action!r} reads {sorted(missing)}, not sent")
     assert problems == []
@@ -556,6 +562,7 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
     for key in ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode"):
         assert json.loads(json.dumps(state[key])) == expected[key], key
     assert state["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert state["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     idem = template["Resources"][tables[default["idempotency_table"]]]["Properties"]
     assert idem["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert idem["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
@@ -643,6 +650,9 @@ def _attribute(template: dict[str, Any], name: str, attribute: str | None) -> st
         return f"arn:aws:logs:{arn}:log-group:{resolve(template, props['LogGroupName'])}:*"
     if kind == "AWS::SQS::Queue" and attribute == "Arn":
         return f"arn:aws:sqs:{arn}:{resolve(template, props['QueueName'])}"
+    if kind == "AWS::SecretsManager::Secret" and attribute in (None, "Id"):
+        # A secret's ARN ends in a random suffix CloudFormation cannot know in advance.
+        return f"arn:aws:secretsmanager:{arn}:secret:{resolve(template, props['Name'])}-AbCdEf"
     if kind == "AWS::S3::Bucket":
         bucket = resolve(template, props["BucketName"])
         return bucket if attribute is None else f"arn:aws:s3:::{bucket}"
@@ -826,7 +836,8 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     API_HANDLER: (
         {"STATE_TABLE", "IDEMPOTENCY_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
          "JOB_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME", "ACCOUNT_ID",
-         "ADMIN_PRINCIPALS", "API_EXECUTE_ARN", "HEAD_NODE_METRICS_POLICY_ARN", "GUARD_INTERVAL_SECONDS"},
+         "ADMIN_PRINCIPALS", "API_EXECUTE_ARN", "HEAD_NODE_METRICS_POLICY_ARN", "GUARD_INTERVAL_SECONDS",
+         "SLACK_SIGNING_SECRET_ARN", "CHATOPS_STATE_MACHINE_ARN"},
         [*RECORDS, ("dynamodb:Query", TABLE), ("dynamodb:Query", f"{TABLE}/index/by_owner"),
          ("dynamodb:UpdateItem", TABLE), ("dynamodb:DeleteItem", TABLE),
          ("dynamodb:GetItem", IDEMPOTENCY), ("dynamodb:PutItem", IDEMPOTENCY), ("dynamodb:UpdateItem", IDEMPOTENCY),
@@ -837,8 +848,27 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
                                               "ListAccessKeys", "CreateAccessKey", "DeleteAccessKey")],
          *[(f"secretsmanager:{a}", KEY_SECRET) for a in ("DescribeSecret", "GetSecretValue", "CreateSecret",
                                                          "PutSecretValue", "TagResource")],
-         *ENGINE, *METER, ("elasticfilesystem:DescribeFileSystems", CACHE_FS)],
+         *ENGINE, *METER, ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
+         # POST /chatops/slack: the signing secret, the chatops workflow.
+         ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/chatops/slack-signing-secret-AbCdEf"),
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-chatops")],
     ),
+    # The chatops workflow's step: up (validation through the engine, the launch), run, cancel
+    # (scancel through SSM), down; the audit log (services/chatops.py).
+    "lambdas.chatops.lambda_handler": (
+        {"STATE_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN",
+         "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME", "ACCOUNT_ID", "HEAD_NODE_METRICS_POLICY_ARN",
+         "IDEMPOTENCY_TABLE"},
+        [*RECORDS, ("dynamodb:Query", TABLE), ("dynamodb:Query", f"{TABLE}/index/by_owner"), ("dynamodb:UpdateItem", TABLE),
+         *[(f"dynamodb:{a}", IDEMPOTENCY) for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")],
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"), ("states:StartExecution", TEARDOWN),
+         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
+         ("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"), ("ssm:GetCommandInvocation", "*"),
+         *ENGINE, *METER],
+    ),
+    # Notifications: the owner's channel, then Slack (no other AWS call).
+    "lambdas.chatops.notify_handler": ({"STATE_TABLE"}, [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE),
+                                                         ("dynamodb:DeleteItem", TABLE)]),
     "lambdas.launch_steps.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME"},
         # mark_ready: the idle alarm; launch_failed: request_teardown.

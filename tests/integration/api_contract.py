@@ -169,11 +169,17 @@ def chalice_app() -> Any:
     return app.app
 
 
-def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def operations(spec: dict[str, Any], *, signed_by_slack: bool = False) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The document's operations called by people with IAM identities (the default), or
+    the one Slack calls, signed with the Slack app's secret."""
     for route, item in spec["paths"].items():
         for method, operation in item.items():
-            if method in HTTP_METHODS:
+            if method in HTTP_METHODS and slack_signed(operation) == signed_by_slack:
                 yield route, method.upper(), operation
+
+
+def slack_signed(operation: dict[str, Any]) -> bool:
+    return operation.get("security") == [{"slackSignature": []}]
 
 
 # the API, in-process on moto --------------------------------------------------------------
@@ -220,6 +226,9 @@ class Api:
         return reply
 
 
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # the contract tests' Slack app
+
+
 def _create_resources() -> dict[str, str]:
     """What the API touches: state and idempotency tables, event bus, state machines."""
     import boto3
@@ -237,8 +246,10 @@ def _create_resources() -> dict[str, str]:
         f"LSSTCTL_{kind.upper()}_STATE_MACHINE_ARN": sfn.create_state_machine(
             name=f"lsstctl-{kind}", definition=definition, roleArn=role
         )["stateMachineArn"]
-        for kind in ("launch", "teardown", "job")
-    }}
+        for kind in ("launch", "teardown", "job", "chatops")
+    }, "LSSTCTL_SLACK_SIGNING_SECRET_ARN": boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="lsstctl/chatops/slack-signing-secret", SecretString=json.dumps({"signing_secret": SLACK_SECRET}))["ARN"],
+       "LSSTCTL_CHAT_URL_PREFIX": "https://hooks.slack.com/"}
 
 
 @pytest.fixture

@@ -30,6 +30,10 @@ def plane(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[VirtualClock]:
     # Recorded, not run (an emulator test earlier in this process may have switched it on).
     monkeypatch.setitem(default_user_config["stepfunctions"], "execute_state_machine", False)
     env = bootstrap(boto3.Session(region_name="us-east-1"), "us-east-1")
+    # moto cannot deliver bus events to a Lambda without the emulator's glue: notifications
+    # (tests/integration/test_chatops.py) are not this layer's subject, so their rule goes.
+    boto3.client("events", region_name="us-east-1").remove_targets(Rule="lsstctl-notify", EventBusName="lsstctl-events",
+                                                                   Ids=["notify"])
     # ParallelCluster's schema judges the specs here (its full validator set, which needs
     # AWS's managed policies loaded, is tested in test_pcluster_validation.py).
     for key, value in {**env, "LSSTCTL_TRUST_PRINCIPAL_HEADER": "true", "LSSTCTL_CONFIG_VALIDATION": "schema",

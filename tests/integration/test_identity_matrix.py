@@ -56,7 +56,14 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
     ("/principals", "POST"): ({}, {"arn": ROLE, "owner": OWNER}, {"other": 403, "owner": 403, "admin": 201}),
     ("/principals", "GET"): ({}, None, {"other": 403, "owner": 403, "admin": 200}),
     ("/principals", "DELETE"): ({"?arn": ROLE}, None, {"other": 403, "owner": 403, "admin": 200}),
+    ("/chatops/identities", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
+    ("/chatops/identities", "PUT"): ({}, {"team_id": "T0TEAM", "user_id": "U0ALICE", "owner": OWNER},
+                                     {"other": 403, "owner": 403, "admin": 200}),
+    ("/chatops/channel", "PUT"): ({}, {"webhook_url": "https://hooks.slack.com/services/T0TEAM/B0CHAN/secretsecret", "owner": OWNER},
+                                  {"other": 403, "owner": 200, "admin": 200}),
     ("/clusters/{name}", "DELETE"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 202, "admin": 202}),
+    ("/chatops/identities", "DELETE"): ({"?team_id": "T0TEAM", "?user_id": "U0ALICE"}, None,
+                                        {"other": 403, "owner": 403, "admin": 200}),
 }
 
 
