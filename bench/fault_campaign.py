@@ -10,8 +10,8 @@ AWS fails (throttling, 500/503), in one of two modes (lsstctl/emulator/faults.py
 The client behaves as the API asks: a 503 (or a 409 `request_in_progress`) is repeated
 after `Retry-After` seconds with the same Idempotency-Key; nothing else is retried. The
 reconciler runs every minute, as its schedule would (compressed). When every lifecycle
-has ended, faults stop, the emulator settles, the reconciler makes its next pass, and
-everything left in AWS is audited.
+has ended, the emulator settles and the reconciler makes its next pass with faults still
+on; then faults stop and everything left in AWS is audited.
 
 Printed: lifecycles completed; requests refused correctly (503) and wrongly (a 4xx for a
 valid request); 5xx other than 503; duplicate and lost job records (and Slurm jobs);
@@ -265,13 +265,17 @@ def campaign(mode: str, rate: float, lifecycles: int, concurrency: int, seed: in
                 print(f"  {mode}: {done}/{lifecycles} lifecycles ({time.monotonic() - started:.0f} s)", flush=True)
         pool.shutdown()
         stop.set()
-        faults.enabled = False
-        injected = faults.summary()
+        last_lifecycle = time.monotonic()
+        # Faults stay on: the clean-up path must work on the bad day itself.
         settled = settle(emulator)
         time.sleep(31)  # past the reconciler's grace for records the campaign just left
+        pass_at = time.monotonic() - last_lifecycle
         emulator.invoke("lsstctl-reconciler")
-        settle(emulator)
+        settled = settle(emulator) and settled
+        faults.enabled = False  # only now, for the audit's own reads
+        injected = faults.summary()
         result = audit(emulator, outcomes)
+        result.update(reconciler_pass_at=pass_at)
         result.update(settled=settled, injected=injected, outcomes=outcomes, statuses=dict(tally.statuses),
                       wrong=tally.wrong, seconds=time.monotonic() - started, mode=mode, rate=rate,
                       lifecycles=lifecycles, concurrency=concurrency, seed=seed)
@@ -313,7 +317,8 @@ def report(result: dict[str, Any]) -> str:
         f"  duplicate records              {len(result['duplicates'])}",
         f"  lost records                   {len(result['lost'])}",
         f"  stuck idempotency records      {len(result['stuck_idempotency'])}",
-        f"  orphaned billable resources    {len(result['left'])} (${result['orphan_usd_per_hour']:.4f}/h)",
+        f"  orphaned billable resources    {len(result['left'])} (${result['orphan_usd_per_hour']:.4f}/h) after the "
+        f"reconciler's pass {result['reconciler_pass_at']:.0f} s after the last lifecycle, faults still on",
         f"  clusters not deleted           {len(result['not_deleted'])}",
         f"  settled after the campaign     {'yes' if result['settled'] else 'NO'}; {result['seconds']:.0f} s in all",
         "  a lifecycle's median timeline  " + ", ".join(f"{p} {medians[p]:.0f} s" for p in phases),

@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     # teardowns of one cluster (doubling from base, up to max).
     reconcile_interval_seconds: int = 300
     reconcile_grace_seconds: int = 600
+    # Each of a pass's reads (and its record) is tried this many times, backing off from
+    # this many seconds (doubling, jittered): about a minute in all, within the 5-minute tick.
+    reconcile_read_attempts: int = Field(6, ge=1, le=20)
+    reconcile_read_backoff_seconds: float = Field(1.0, ge=0)
+    # A teardown claimed but whose execution never started (its StartExecution failed) is
+    # started by the first pass this long after the claim (the request may still be at it).
+    reconcile_start_grace_seconds: int = 60
+    # "cleanup" in the teardown steps' and the reconciler's functions: their AWS clients retry
+    # without a retry quota (lsstctl.adapters.aws.CLEANUP_RETRY).
+    retry_profile: Literal["default", "cleanup"] = "default"
     stall_slack_seconds: int = 900
     redrive_base_seconds: int = 300
     redrive_max_seconds: int = 6 * 3600

@@ -8,7 +8,8 @@ on many threads, hence the lock.
 
 Retries: every client gets botocore's `standard` mode (exponential backoff with jitter and
 a retry quota), or `adaptive` where bursts of calls are normal (the guard's and the
-reconciler's EC2 and CloudWatch listings), with attempts chosen per service. Libraries that
+reconciler's EC2 and CloudWatch listings), with attempts chosen per service; the clean-up
+functions (teardown steps, reconciler) get `legacy` mode, which has no retry quota to run dry. Libraries that
 build their own clients (ParallelCluster's validators) get the same policy through the
 environment (`configure_library_retries`).
 
@@ -53,7 +54,15 @@ RETRY_BY_SERVICE: dict[str, RetryPolicy] = {
 }
 
 
+# The clean-up paths (teardown steps, the reconciler; LSSTCTL_RETRY_PROFILE=cleanup in their
+# functions): botocore's `legacy` mode, which has no retry quota, so a burst of failures
+# elsewhere in the process can never leave them without retries, and more attempts.
+CLEANUP_RETRY = RetryPolicy("legacy", 10)
+
+
 def retry_policy(service: str) -> RetryPolicy:
+    if os.environ.get("LSSTCTL_RETRY_PROFILE") == "cleanup":
+        return CLEANUP_RETRY
     return RETRY_BY_SERVICE.get(service, DEFAULT_RETRY)
 
 

@@ -154,6 +154,8 @@ class Cluster(BaseModel):
     history: list[Transition] = []
     launch_execution: str | None = None
     teardown_execution: str | None = None
+    # When the claimed teardown execution was started (None: claimed, not started yet).
+    teardown_started_at: str | None = None
     teardown_reason: str | None = None
     failure: dict[str, str] | None = None
     head_node_instance_id: str | None = None

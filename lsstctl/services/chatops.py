@@ -33,7 +33,7 @@ from lsstctl.errors import ControlPlaneError, NotFoundError, TransientError, Una
 from lsstctl.observability import logger
 from lsstctl.services import clusters, costs, jobs, ratelimit
 from lsstctl.services.deps import Deps
-from lsstctl.services.identity import Principal, _admin_only, ensure_may_act_for
+from lsstctl.services.identity import Principal, ensure_admin, ensure_may_act_for
 from lsstctl.services.idempotency import once
 
 FIELDS = ("team_id", "user_id", "user_name", "channel_id", "text", "response_url", "trigger_id", "command")
@@ -259,7 +259,7 @@ def quote(deps: Deps, principal: Principal, command: Command) -> str:
 # Who is who, and where notifications go (HTTP API)
 # --------------------------------------------------------------------------------------
 def link_identity(deps: Deps, principal: Principal, spec: ChatIdentitySpec) -> ChatIdentity:
-    _admin_only(principal)
+    ensure_admin(principal)
     identity = ChatIdentity(**spec.model_dump(), registered_by=principal.arn or principal.name,
                             registered_at=iso(deps.clock()))
     deps.store.put_chat_identity(identity)
@@ -271,7 +271,7 @@ def list_identities(deps: Deps, principal: Principal) -> list[ChatIdentity]:
 
 
 def unlink_identity(deps: Deps, principal: Principal, team_id: str, user_id: str) -> None:
-    _admin_only(principal)
+    ensure_admin(principal)
     if not deps.store.delete_chat_identity(team_id, user_id):
         raise NotFoundError(f"Slack user {user_id} of {team_id} is not linked")
 

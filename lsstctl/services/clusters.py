@@ -1,13 +1,16 @@
 """launch-cluster, cluster queries, and teardown requests (from any trigger)."""
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
 from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, cluster_id, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
-from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, ValidationError
+from lsstctl.errors import ConflictError, ControlPlaneError, InvalidTransitionError, NotFoundError, ValidationError
 from lsstctl.observability import logger, metrics, request_id
 from lsstctl.services import quotas
 from lsstctl.services.budget import check_budget_is_enough
@@ -208,7 +211,8 @@ def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, st
     sm = deps.settings.teardown_state_machine_arn
     if cluster.state != ClusterState.TEARING_DOWN:
         exec_name = teardown_execution_name(cluster)
-        updates: dict[str, Any] = {"teardown_execution": deps.workflows.execution_arn(sm, exec_name), "teardown_reason": reason}
+        updates: dict[str, Any] = {"teardown_execution": deps.workflows.execution_arn(sm, exec_name),
+                                   "teardown_reason": reason, "teardown_started_at": None}
         if failure:
             updates["failure"] = failure
         try:
@@ -233,5 +237,11 @@ def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, st
             "request_id": request_id(),
         },
     )
+    if cluster.teardown_started_at is None:
+        # GET shows that the claimed workflow runs. Should this write fail, the reconciler
+        # finds a claim "not started", starts it (a no-op: it runs) and writes it then.
+        with suppress(ControlPlaneError, BotoCoreError, ClientError):
+            cluster = deps.store.update_cluster(cid, {"teardown_started_at": iso(deps.clock())},
+                                                only_if={"teardown_execution": cluster.teardown_execution})
     metrics.add_metric(name="TeardownsRequested", unit="Count", value=1)
     return cluster

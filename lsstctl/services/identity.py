@@ -105,7 +105,7 @@ def register_user(deps: Deps, owner: str, user_arn: str, by: str) -> Registratio
 def register_role(deps: Deps, principal: Principal, spec: RegistrationSpec) -> tuple[Registration, bool]:
     """(the registration, whether it is new). Admins only; a role of another account is
     refused (its callers would be refused anyway)."""
-    _admin_only(principal)
+    ensure_admin(principal)
     caller = parse_arn(spec.arn)
     if caller.account != deps.settings.account_id:
         raise ValidationError(f"the role is in account {caller.account}; this control plane serves "
@@ -122,12 +122,12 @@ def register_role(deps: Deps, principal: Principal, spec: RegistrationSpec) -> t
 
 
 def list_registrations(deps: Deps, principal: Principal) -> list[Registration]:
-    _admin_only(principal)
+    ensure_admin(principal)
     return deps.store.list_registrations()
 
 
 def remove_registration(deps: Deps, principal: Principal, arn: str) -> Registration:
-    _admin_only(principal)
+    ensure_admin(principal)
     try:
         key = parse_arn(arn).key
     except ValueError as error:
@@ -139,7 +139,7 @@ def remove_registration(deps: Deps, principal: Principal, arn: str) -> Registrat
     return existing
 
 
-def _admin_only(principal: Principal) -> None:
+def ensure_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise ForbiddenError("only an admin may manage the control plane's principals")
 
@@ -156,4 +156,4 @@ def ensure_may_act_for(principal: Principal, owner: str, field: str = "owner") -
 
 
 __all__ = ["CallerArn", "Principal", "resolve", "local_caller", "register_user", "register_role",
-           "list_registrations", "remove_registration", "ensure_visible", "ensure_may_act_for"]
+           "list_registrations", "remove_registration", "ensure_admin", "ensure_visible", "ensure_may_act_for"]

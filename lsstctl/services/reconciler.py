@@ -8,7 +8,8 @@ the records second: anything AWS shows was created after a record that explains 
 resource no live record explains is an orphan.
 
 Each pass:
-- re-drives a teardown whose execution ended, vanished or stalled (and a `failed` one, with
+- starts a claimed teardown whose request could not start its workflow (a minute after the
+  claim), re-drives one whose execution ended, vanished or stalled (and a `failed` one, with
   backoff), until nothing of the cluster bills;
 - moves a launch that stalled (its execution ended without an outcome, or ran past its
   deadlines) to teardown, resumes one that was only interrupted (the emulator restarting),
@@ -22,18 +23,21 @@ Every action is logged, published (`Reconciler Action`) and recorded with the pa
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from lsstctl.domain.lifecycle import ACTIVE
 from lsstctl.domain.models import Cluster, ClusterState as S, JobState, iso
 from lsstctl.domain.pcluster_config import OWNER_TAG
-from lsstctl.errors import ConflictError, InvalidTransitionError
+from lsstctl.adapters.aws import classify, retrying
+from lsstctl.errors import ConflictError, InvalidTransitionError, TransientError
 from lsstctl.observability import logger, metrics
 from lsstctl.services import clusters as cluster_service
 from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 
+T = TypeVar("T")
 RECONCILER_ACTION = "Reconciler Action"
 LAUNCHING = frozenset({S.REQUESTED, S.LAUNCHING, S.INSTALLING})
 
@@ -57,6 +61,10 @@ class Pass:
                                          + s.stall_slack_seconds)
         self.teardown_deadline = timedelta(seconds=s.archive_timeout_seconds + s.delete_timeout_seconds
                                            + s.stall_slack_seconds)
+        self.unread: list[str] = []
+        # Reads and the pass's record: retried with backoff inside the pass's time budget.
+        self.attempts = s.reconcile_read_attempts
+        self.backoff = s.reconcile_read_backoff_seconds
 
     def found(self, kind: str, name: str, action: str, **detail: Any) -> None:
         finding = {"kind": kind, "cluster": name, "action": action, **detail}
@@ -68,6 +76,33 @@ class Pass:
         except Exception:  # the record of the pass still has it
             logger.warning("could not publish a reconciler action", extra=finding)
 
+    def read(self, what: str, call: Callable[[], T]) -> T | None:
+        """A read the pass needs, retried with backoff (transient failures); None if AWS
+        kept failing: the pass goes on without it and records that it could not read it."""
+        try:
+            return retrying(call, attempts=self.attempts, base_seconds=self.backoff, sleep=self.deps.sleep)
+        except Exception as error:
+            self.unread.append(what)
+            self.failed_item("read", what, error)
+            return None
+
+    @contextmanager
+    def item(self, kind: str, name: str) -> Iterator[None]:
+        """One item of the pass: its failure is logged, counted and recorded, never the
+        end of the pass (the next pass tries it again)."""
+        try:
+            yield
+        except Exception as error:
+            self.failed_item(kind, name, error)
+
+    def failed_item(self, kind: str, name: str, error: BaseException) -> None:
+        mapped = classify(error)
+        code = mapped.code if mapped is not None else type(error).__name__
+        logger.warning("reconciler could not handle an item", extra={"item": kind, "cluster": name, "error": code},
+                       exc_info=mapped is None or not isinstance(mapped, TransientError))
+        metrics.add_metric(name="ReconcilerItemsFailed", unit="Count", value=1)
+        self.findings.append({"kind": "error", "cluster": name, "action": "none", "item": kind, "error": code})
+
     def fresh(self, cluster: Cluster) -> bool:
         """Changed so recently that the request that changed it may still be at work."""
         return self.now - (_when(cluster.updated_at) or self.now) < self.grace
@@ -76,6 +111,17 @@ class Pass:
     def teardown(self, cluster: Cluster) -> None:
         execution = (self.deps.workflows.describe(cluster.teardown_execution)
                      if cluster.teardown_execution else None)
+        if execution is None and cluster.teardown_started_at is None:
+            # Claimed, but its request could not start the workflow (AWS failing): start the
+            # claimed execution now, once the request can no longer be at it.
+            waited = self.now - (_when(cluster.updated_at) or self.now)
+            if waited < timedelta(seconds=self.deps.settings.reconcile_start_grace_seconds):
+                return
+            record = cluster_service.request_teardown(self.deps, cluster.id,
+                                                      reason=cluster.teardown_reason or "reconciler")
+            self.found("teardown_started", cluster.id, "started the claimed teardown its request could not start",
+                       execution=record.teardown_execution)
+            return
         if execution is not None and execution.status == "RUNNING":
             if self.now - execution.started_at <= self.teardown_deadline:
                 return
@@ -231,65 +277,71 @@ def _hourly(deps: Deps, observed: list[Any]) -> float:
 
 def reconcile(deps: Deps) -> dict[str, Any]:
     """One pass (see the module docstring). Safe to run twice at once: every action is a
-    conditional write or a converging call."""
+    conditional write or a converging call.
+
+    The pass exists for the minutes when AWS fails, so it never stops at a failure: each
+    of its four reads is retried with backoff, and a read that still fails only disables
+    the rules that need it (no orphan is judged without the inventory, the engine's list and
+    the records; a failed teardown is retried as if its cluster were still billing); every
+    cluster, orphan and alarm is handled on its own. What it could not do is in its record
+    (`unread`, `error` findings) and is tried again on the next pass."""
     run = Pass(deps)
     # AWS first, then the records (see above).
-    observed = deps.inventory.observe(run.now)
-    engine = {c.name: c for c in deps.engine.list_clusters()}
-    alarms = set(deps.monitor.list_idle_alarms())
-    present = {name for name, items in observed.items() if any(o.exists for o in items)} | set(engine)
-    records = {c.id: c for c in deps.store.list_billing_clusters()}
+    observed = run.read("inventory", lambda: deps.inventory.observe(run.now))
+    engine_clusters = run.read("engine clusters", deps.engine.list_clusters)
+    alarm_names = run.read("idle alarms", deps.monitor.list_idle_alarms)
+    billing = run.read("billing records", deps.store.list_billing_clusters)
+    engine = {c.name: c for c in engine_clusters or []}
+    alarms = set(alarm_names) if alarm_names is not None else None
+    present = {name for name, items in (observed or {}).items() if any(o.exists for o in items)} | set(engine)
+    aws_known = observed is not None and engine_clusters is not None
+    records = {c.id: c for c in billing or []}
 
     for name, cluster in sorted(records.items()):
-        try:
+        with run.item("cluster", name):
             if cluster.state == S.TEARING_DOWN:
                 run.teardown(cluster)
             elif cluster.state == S.FAILED:
-                run.failed(cluster, name in present)
+                run.failed(cluster, name in present or not aws_known)
             elif cluster.state in LAUNCHING:
                 run.launch(cluster)
-            elif cluster.state == S.READY and name not in alarms:
+            elif cluster.state == S.READY and alarms is not None and name not in alarms:
                 deps.monitor.ensure_idle_alarm(name, cluster.spec.idle_minutes)
                 run.found("alarm_missing", name, "recreated the idle alarm")
             if cluster.state == S.READY:
                 run.jobs(cluster)
-        except Exception:  # one cluster must not stop the pass for the others
-            logger.exception("reconciler failed on a cluster", extra={"cluster": name})
-            run.findings.append({"kind": "error", "cluster": name, "action": "none"})
 
-    for name in sorted(present - set(records)):
-        try:
+    # Judging what no record explains needs AWS's view and the records, all of them.
+    for name in sorted(present - set(records)) if aws_known and billing is not None else []:
+        with run.item("orphan", name):
             record = deps.store.find_cluster(name)
             if record is not None and record.state != S.DELETED:
                 continue  # written after the index was read: next pass
-            items = observed.get(name, [])
+            items = (observed or {}).get(name, [])
             run.orphan(name, record, items, _hourly(deps, items))
-        except Exception:
-            logger.exception("reconciler failed on an orphan", extra={"cluster": name})
-            run.findings.append({"kind": "error", "cluster": name, "action": "none"})
 
     orphans = {f["cluster"] for f in run.findings if f["kind"] == "orphan"}
-    for name in sorted(alarms - orphans):
-        record = records.get(name)
-        if record is None or record.state not in ACTIVE:
-            deps.monitor.delete_idle_alarm(name)
-            run.found("stray_alarm", name, "deleted the idle alarm of a cluster that is not running")
+    for name in sorted(alarms - orphans) if alarms is not None and billing is not None else []:
+        with run.item("alarm", name):
+            record = records.get(name)
+            if record is None or record.state not in ACTIVE:
+                deps.monitor.delete_idle_alarm(name)
+                run.found("stray_alarm", name, "deleted the idle alarm of a cluster that is not running")
+
+    with run.item("users", ""):
+        run.users()
+
+    with run.item("stack cache", ""):  # its retention: no cluster used it for its retention period
+        if billing is not None:
+            retired = stack_cache.retire_if_unused(deps, run.now, list(records.values()))
+            if retired is not None:
+                run.found("stack_cache_unused", "", "deleted the stack cache" if retired["deleted"]
+                          else "deleting the stack cache (its mount targets first)", **retired)
 
     try:
-        run.users()
-    except Exception:
-        logger.exception("reconciler failed on users")
-        run.findings.append({"kind": "error", "cluster": "", "action": "none"})
-
-    try:  # the stack cache's retention: no cluster used it for its retention period
-        retired = stack_cache.retire_if_unused(deps, run.now, list(records.values()))
-        if retired is not None:
-            run.found("stack_cache_unused", "", "deleted the stack cache" if retired["deleted"]
-                      else "deleting the stack cache (its mount targets first)", **retired)
-    except Exception:
-        logger.exception("reconciler failed on the stack cache")
-        run.findings.append({"kind": "error", "cluster": "", "action": "none"})
-
-    deps.store.record_reconciliation(iso(run.now), run.findings)
+        retrying(lambda: deps.store.record_reconciliation(iso(run.now), run.findings), attempts=run.attempts,
+                 base_seconds=run.backoff, sleep=deps.sleep)
+    except Exception:  # the log has every finding; the next pass records its own
+        logger.exception("could not record the reconciler pass")
     return {"at": iso(run.now), "clusters": len(records), "present_in_aws": len(present),
-            "findings": run.findings}
+            "unread": run.unread, "findings": run.findings}

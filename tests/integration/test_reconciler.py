@@ -44,18 +44,23 @@ def test_a_teardown_whose_execution_died_is_redriven_until_nothing_bills(plane):
     assert kinds(reconciler.reconcile(wiring.deps())) == []
 
 
-def test_a_claimed_teardown_whose_execution_never_started_waits_out_the_grace(plane):
-    # Given a claim whose request died before it started the execution
+def test_a_claimed_teardown_whose_execution_never_started_is_started_by_the_next_pass(plane):
+    # Given a claim whose request could not start the execution (its StartExecution failed)
     ready("claimed", plane, budget_usd=100)
     deps = wiring.deps()
+    claimed = deps.workflows.execution_arn(deps.settings.teardown_state_machine_arn, f"teardown-{cid('claimed')}-g1-a1")
     clusters.transition(deps, cid("claimed"), ClusterState.TEARING_DOWN, "user", updates={
-        "teardown_execution": deps.workflows.execution_arn(deps.settings.teardown_state_machine_arn,
-                                                           f"teardown-{cid('claimed')}-g1-a1"), "teardown_reason": "user"})
+        "teardown_execution": claimed, "teardown_reason": "user"})
     deps.monitor.delete_idle_alarm(cid("claimed"))
-    # Then the reconciler leaves it during the grace period (the request may still start it)
+    assert deps.store.get_cluster(cid("claimed")).teardown_started_at is None  # what GET shows
+    # Then the reconciler leaves it while the request may still be at it (a minute)...
     assert kinds(reconciler.reconcile(deps)) == []
-    plane.advance(GRACE_PLUS)
-    assert kinds(reconciler.reconcile(deps)) == ["teardown_redriven"]
+    # ...and the next pass starts the claimed execution: no ten-minute wait, no second claim
+    plane.advance(deps.settings.reconcile_start_grace_seconds + 1)
+    assert kinds(reconciler.reconcile(deps)) == ["teardown_started"]
+    record = deps.store.get_cluster(cid("claimed"))
+    assert record.teardown_execution == claimed and record.teardown_started_at is not None
+    assert kinds(reconciler.reconcile(deps)) == []  # running now: nothing more to do
     assert play_teardown("claimed").state == ClusterState.DELETED
 
 

@@ -259,4 +259,7 @@ def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator):
     history = boto3.client("stepfunctions").get_execution_history(executionArn=record.teardown_execution,
                                                                   maxResults=1000)["events"]
     retried = [e for e in history if e["type"] == "LambdaFunctionFailed"]
-    assert len(retried) == len(faults.log)  # every fault was a failed attempt, then a retry
+    # Every fault failed an attempt that the Task's Retry ran again, but for the two steps whose
+    # first call is the engine's (delete, poll_delete): a step retries those converging calls
+    # itself (teardown_workflow._converging), so they never fail the step.
+    assert len(retried) == len(faults.log) - 2

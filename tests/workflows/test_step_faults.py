@@ -271,3 +271,21 @@ def test_a_job_survives_a_fault_at_each_of_its_aws_calls(driven):
             "poll: ssm.GetCommandInvocation"} <= set(failed), failed
     clusters.request_teardown(deps, name, reason="user")
     run_teardown(claimed(name, poll))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_teardown_under_a_sustained_outage_of_30_percent_of_requests_completes(
+        driven: Any, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """30 % of every AWS request of the teardown steps fail (the SDK's retries apply: this is
+    `sdk` mode), as the teardown function runs on AWS: its clients on the clean-up retry
+    profile (no retry quota). The teardown ends; nothing of the cluster bills."""
+    monkeypatch.setenv("LSSTCTL_RETRY_PROFILE", "cleanup")
+    wiring.reset()
+    name, generation, poll = new_cluster("outage")
+    made_ready(name)
+    clusters.request_teardown(wiring.deps(), name, reason="user")
+    with FaultInjector(mode="sdk", rate=0.3, seed=seed) as faults:
+        run_teardown(claimed(name, poll))
+    assert len(faults.log) / faults.calls > 0.1  # it was a bad day (30 % of requests, retries included)
+    record = wiring.deps().store.get_cluster(name)
+    assert record.state == ClusterState.DELETED and live_instances(name) == []
