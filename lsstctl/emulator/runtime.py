@@ -127,6 +127,11 @@ class Emulator:
             self.settings_env = {k: v.replace(saved["endpoint"], self.endpoint) for k, v in saved["settings_env"].items()}
             self.restored = True
         else:
+            # moto's state is the process's, not the server's: a second emulator in one
+            # process (`make bench-faults` runs one per mode) starts from an empty account.
+            from moto.moto_api import _internal
+
+            _internal.models.moto_api_backend.reset()
             # Created as the product creates things: every call with retries on throttling.
             self.settings_env = bootstrap(RetryingSession(boto3.Session(region_name=self.region)), self.region)
         self._setenv(

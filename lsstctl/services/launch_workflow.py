@@ -17,7 +17,7 @@ from lsstctl.services.clusters import (
 )
 from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
-from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
+from lsstctl.services.remote import FAILED_STATUSES, check_deadline, converging, deadline_after, error_message, tail
 
 
 INSTALL_LOG_TAIL_LINES = 20
@@ -54,7 +54,7 @@ def start_launch(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) ->
 
 def poll_launch(deps: Deps, cid: str, generation: int, deadline: str) -> dict[str, Any]:
     load(deps, cid, generation)
-    engine = deps.engine.describe_cluster(cid)
+    engine = converging(deps, lambda: deps.engine.describe_cluster(cid))
     if engine.status == "CREATE_COMPLETE" and engine.head_node_instance_id:
         deps.store.update_cluster(cid, {"engine_status": engine.status, "head_node_instance_id": engine.head_node_instance_id})
         return {"status": engine.status, "ready": True, "deadline": deadline}

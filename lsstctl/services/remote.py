@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable, TypeVar
 
+from lsstctl.adapters.aws import retrying
 from lsstctl.errors import PollTimeoutError, TransientError
 from lsstctl.ports import CommandResult
 from lsstctl.services.deps import Deps
 
 FAILED_STATUSES = {"Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut"}
+
+
+T = TypeVar("T")
+
+
+def converging(deps: Deps, call: Callable[[], T]) -> T:
+    """An engine call that reads before it acts (describe; describe then stop or delete) and
+    converges: a transient failure retries the call inside the step (5 tries, about 15 s at
+    most) before the step itself fails into the workflow's own retries. A step that makes
+    many AWS calls would otherwise fail most attempts on a bad day and could spend them all."""
+    return retrying(call, attempts=5, base_seconds=1.0, sleep=deps.sleep)
 
 
 def run_short(deps: Deps, instance_id: str, script: str, *, comment: str) -> CommandResult:

@@ -7,9 +7,8 @@ place and the cluster `failed`, with the reason, for the owner to act on.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-from lsstctl.adapters.aws import retrying
 from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN
 from lsstctl.domain.models import ClusterState as S, JobState, iso
 from lsstctl.domain.scripts import render_archive_command
@@ -20,9 +19,7 @@ from lsstctl.services.costs import final_spend
 from lsstctl.services.deps import Deps
 from lsstctl.services.jobs import publish_job
 from lsstctl.services.launch_workflow import load
-from lsstctl.services.remote import FAILED_STATUSES, check_deadline, deadline_after, error_message, tail
-
-T = TypeVar("T")
+from lsstctl.services.remote import FAILED_STATUSES, check_deadline, converging, deadline_after, error_message, tail
 
 
 def begin_teardown(deps: Deps, cid: str, generation: int, execution: str, reason: str) -> dict[str, Any]:
@@ -52,8 +49,8 @@ def stop_fleet(deps: Deps, cid: str) -> dict[str, Any]:
     if cluster.teardown and cluster.teardown.get("outcome") == "failed":
         # A retry after a failed archive: the head node was stopped to save cost; the
         # archive needs it running again.
-        _converging(deps, lambda: deps.engine.start_head_node(cid))
-    engine = _converging(deps, lambda: deps.engine.stop_compute_fleet(cid))
+        converging(deps, lambda: deps.engine.start_head_node(cid))
+    engine = converging(deps, lambda: deps.engine.stop_compute_fleet(cid))
     deps.store.update_cluster(cid, {"engine_status": engine.status, "compute_stopped_at": iso(deps.clock())})
     return {"fleet_status": engine.fleet_status}
 
@@ -85,21 +82,14 @@ def poll_archive(deps: Deps, cid: str, command_id: str, deadline: str) -> dict[s
     return {"command_id": command_id, "done": False, "deadline": deadline}
 
 
-def _converging(deps: Deps, call: Callable[[], T]) -> T:
-    """An engine call that reads before it acts (describe, then stop or delete) and converges:
-    a transient failure retries the call inside the step (5 tries, about 15 s at most)
-    before the step itself fails into the workflow's own, longer retries."""
-    return retrying(call, attempts=5, base_seconds=1.0, sleep=deps.sleep)
-
-
 def delete_cluster(deps: Deps, cid: str, poll: dict[str, Any]) -> dict[str, Any]:
-    engine = _converging(deps, lambda: deps.engine.delete_cluster(cid))
+    engine = converging(deps, lambda: deps.engine.delete_cluster(cid))
     deps.store.update_cluster(cid, {"engine_status": engine.status})
     return {"gone": False, "deadline": deadline_after(deps, poll["delete_timeout"])}
 
 
 def poll_delete(deps: Deps, cid: str, deadline: str) -> dict[str, Any]:
-    engine = _converging(deps, lambda: deps.engine.describe_cluster(cid))
+    engine = converging(deps, lambda: deps.engine.describe_cluster(cid))
     if engine.status == "NOT_FOUND":
         return {"gone": True, "deadline": deadline}
     if engine.status == "DELETE_FAILED":

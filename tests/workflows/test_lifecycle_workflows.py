@@ -261,5 +261,5 @@ def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator):
     retried = [e for e in history if e["type"] == "LambdaFunctionFailed"]
     # Every fault failed an attempt that the Task's Retry ran again, but for the two steps whose
     # first call is the engine's (delete, poll_delete): a step retries those converging calls
-    # itself (teardown_workflow._converging), so they never fail the step.
+    # itself (services.remote.converging), so they never fail the step.
     assert len(retried) == len(faults.log) - 2
