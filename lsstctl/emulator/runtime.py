@@ -185,14 +185,20 @@ class Emulator:
         app_dir = ROOT / "chalice_app"
         if str(app_dir) not in sys.path:
             sys.path.insert(0, str(app_dir))
-        spec = importlib.util.spec_from_file_location("lsstctl_api_app", app_dir / "app.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # Once per process: the app's blueprint registers its routes on import (a second
+        # emulator in the same process, one per bench-faults mode, serves the same app).
+        module = sys.modules.get("lsstctl_api_app")
+        if module is None:
+            spec = importlib.util.spec_from_file_location("lsstctl_api_app", app_dir / "app.py")
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules["lsstctl_api_app"] = module
         config = Config.create(chalice_app=module.app, app_name="lsstctl-api", lambda_timeout=900, lambda_memory_size=512)
         # What chalice.local.create_local_server does, with a handler that logs quietly.
-        CustomLocalChalice.__bases__ = (LocalChalice, module.app.__class__)
-        module.app.__class__ = CustomLocalChalice
+        if not isinstance(module.app, CustomLocalChalice):
+            CustomLocalChalice.__bases__ = (LocalChalice, module.app.__class__)
+            module.app.__class__ = CustomLocalChalice
         self._api = LocalDevServer(module.app, config, "127.0.0.1", port, handler_cls=QuietHandler)
         self.api_port = self._api.server.server_address[1]
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
