@@ -27,7 +27,7 @@ class SlackInbox:
                 self.wfile.write(b"ok" if status == 200 else b"error")
 
             def log_message(self, *args: Any) -> None:
-                pass
+                """Quiet: the tests read what was posted, not the server's access log."""
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"

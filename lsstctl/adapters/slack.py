@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import suppress
 from typing import Any, Callable
 
 from slack_sdk.http_retry.builtin_handlers import (
@@ -49,10 +50,8 @@ class SlackChat:
         if self._cached and now - self._cached[0] < SECRET_TTL_SECONDS:
             return self._cached[1]
         value = self.secrets.get_secret_value(SecretId=self._secret_id)["SecretString"]
-        try:  # a plain string, or {"signing_secret": "..."}
+        with suppress(ValueError, KeyError, TypeError):  # a plain string, or {"signing_secret": "..."}
             value = json.loads(value)["signing_secret"]
-        except (ValueError, KeyError, TypeError):
-            pass
         self._cached = (now, str(value))
         return self._cached[1]
 

@@ -210,12 +210,17 @@ def execute(deps: Deps, principal: Principal, command: Command, request_key: str
 DEFAULT_BUDGET_HOURS = 4
 
 
-def default_budget(deps: Deps, principal: Principal, size: str) -> float:
-    """An `up` without `budget=`: four hours at full size (at least $10), rounded up to $5."""
+def preset_prices(deps: Deps, principal: Principal, size: str) -> dict[str, Any]:
+    """A named size with its hourly prices (GET /presets), or a ValidationError naming them."""
     presets = {p["name"]: p for p in costs.list_presets(deps, principal)["presets"]}
     if size not in presets:
         raise ValidationError(f"no size '{size}'; sizes: {', '.join(sorted(presets))}", field="size")
-    hourly = float(presets[size]["full_size_usd_per_hour"])
+    return dict(presets[size])
+
+
+def default_budget(deps: Deps, principal: Principal, size: str) -> float:
+    """An `up` without `budget=`: four hours at full size (at least $10), rounded up to $5."""
+    hourly = float(preset_prices(deps, principal, size)["full_size_usd_per_hour"])
     return float(max(10, 5 * -(-hourly * DEFAULT_BUDGET_HOURS // 5)))
 
 
@@ -245,10 +250,7 @@ def cost(deps: Deps, principal: Principal, name: str | None) -> str:
 
 
 def quote(deps: Deps, principal: Principal, command: Command) -> str:
-    presets = {p["name"]: p for p in costs.list_presets(deps, principal)["presets"]}
-    chosen = presets.get(command.size or "")
-    if chosen is None:
-        raise ValidationError(f"no size '{command.size}'; sizes: {', '.join(sorted(presets))}", field="size")
+    chosen = preset_prices(deps, principal, command.size or "")
     hours = command.hours or 0
     return (f"`{chosen['name']}` for {hours:g} h: {money(chosen['at_rest_usd_per_hour'] * hours)} idle, up to "
             f"{money(chosen['full_size_usd_per_hour'] * hours)} at full size ({chosen['description']}; "
