@@ -15,4 +15,4 @@ def _pass(event: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-lambda_handler = trigger_handler(_pass)
+lambda_handler = trigger_handler(_pass, retries="cleanup")  # its own clients, no retry quota

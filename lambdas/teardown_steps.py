@@ -12,5 +12,6 @@ lambda_handler = step_handler(
         "poll_delete": lambda d, e: steps.poll_delete(d, e.cluster, e.deadline),
         "finish": lambda d, e: steps.finish_teardown(d, e.cluster),
         "failed": lambda d, e: steps.teardown_failed(d, e.cluster, e.execution, e.error),
-    }
+    },
+    retries="cleanup",  # the clean-up path: its own clients, no retry quota to run dry
 )

@@ -6,6 +6,11 @@ calls one service function and returns its dict. Exceptions keep their class nam
 is what Retry and Catch in statemachines/ match on. A failure that came from AWS is
 classified once (`lsstctl.adapters.aws.classify`): transient ones are raised as
 `AwsUnavailableError` (retried), permanent ones as `AwsError`.
+
+Every step is idempotent (Step Functions may run it twice), so a step whose AWS call failed
+transiently is first re-run in place, a few times within seconds (`step_attempts`), before it
+fails into the workflow's own Retry: a step that makes fifteen AWS calls would otherwise fail
+most of its attempts on a bad day and could spend them all.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from lsstctl import wiring
-from lsstctl.adapters.aws import classify
+from lsstctl.adapters.aws import RetryProfile, aws_unavailable, classify, retry_profile, retrying
 from lsstctl.errors import ValidationError
 from lsstctl.observability import bind, invocation_context, logger, metrics, tracer
 from lsstctl.services.deps import Deps
@@ -75,7 +80,18 @@ def classified(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any
     return run
 
 
-def step_handler(actions: dict[str, Action], model: type[BaseModel] = StepEvent) -> Handler:
+def _retried_in_place(error: BaseException) -> bool:
+    if not aws_unavailable(error):
+        return False  # the control plane's own "not yet", or a permanent failure
+    logger.info("step retried in place", extra={"error": str(error)[:300]})
+    return True
+
+
+def step_handler(actions: dict[str, Action], model: type[BaseModel] = StepEvent, *,
+                 retries: RetryProfile = "default") -> Handler:
+    """`retries="cleanup"`: the clean-up path's own clients, with no retry quota to run dry
+    (lsstctl.adapters.aws.CLEANUP_RETRY)."""
+
     @invocation_context(correlation_id_path="execution")
     @tracer.capture_lambda_handler(capture_response=False)
     @metrics.log_metrics
@@ -87,12 +103,16 @@ def step_handler(actions: dict[str, Action], model: type[BaseModel] = StepEvent)
         action = actions.get(step.action)
         if action is None:
             raise ValidationError(f"unknown action {step.action!r}; expected one of {sorted(actions)}")
-        return action(wiring.deps(), step)
+        with retry_profile(retries):
+            deps = wiring.deps()
+            return retrying(lambda: action(deps, step), attempts=deps.settings.step_attempts,
+                            base_seconds=deps.settings.step_backoff_seconds, sleep=deps.sleep,
+                            retry_on=_retried_in_place)
 
     return lambda_handler
 
 
-def trigger_handler(run: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
+def trigger_handler(run: Callable[[dict[str, Any]], dict[str, Any]], *, retries: RetryProfile = "default") -> Handler:
     """A scheduled or event trigger (guard, reconciler, alarms, budgets): its invocation's
     id correlates its lines; AWS failures are classified so that EventBridge's and SNS's
     own retries see a clean error."""
@@ -103,6 +123,7 @@ def trigger_handler(run: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
     @classified
     @functools.wraps(run)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return run(event)
+        with retry_profile(retries):
+            return run(event)
 
     return lambda_handler

@@ -110,9 +110,10 @@ class Settings(BaseSettings):
     # A teardown claimed but whose execution never started (its StartExecution failed) is
     # started by the first pass this long after the claim (the request may still be at it).
     reconcile_start_grace_seconds: int = 60
-    # "cleanup" in the teardown steps' and the reconciler's functions: their AWS clients retry
-    # without a retry quota (lsstctl.adapters.aws.CLEANUP_RETRY).
-    retry_profile: Literal["default", "cleanup"] = "default"
+    # A workflow step whose AWS call failed transiently is re-run in place this many times
+    # (jittered backoff from this many seconds, doubling) before Step Functions' Retry sees it.
+    step_attempts: int = Field(3, ge=1, le=10)
+    step_backoff_seconds: float = Field(0.5, ge=0)
     stall_slack_seconds: int = 900
     redrive_base_seconds: int = 300
     redrive_max_seconds: int = 6 * 3600

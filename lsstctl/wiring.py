@@ -7,6 +7,7 @@ from functools import lru_cache
 from datetime import datetime
 from typing import Any, Callable
 
+from lsstctl.adapters.aws import RetryProfile, current_retry_profile
 from lsstctl.services.deps import Deps
 from lsstctl.settings import Settings, get_settings
 
@@ -18,7 +19,7 @@ def use_clock(clock: Callable[[], datetime] | None) -> None:
     """Run the control plane on another clock (the cost simulation's); None: real time."""
     global _clock
     _clock = clock
-    deps.cache_clear()
+    drop_clients()
 
 
 def _suppressed(settings: Settings) -> list[str]:
@@ -104,8 +105,14 @@ def build(settings: Settings) -> Deps:
     )
 
 
-@lru_cache(maxsize=1)
 def deps() -> Deps:
+    """The control plane's adapters, one set per retry profile: a clean-up handler (inside
+    `retry_profile("cleanup")`) gets clients of its own, never the ones other paths share."""
+    return _deps_for(current_retry_profile())
+
+
+@lru_cache(maxsize=None)
+def _deps_for(profile: RetryProfile) -> Deps:
     return build(get_settings())
 
 
@@ -115,10 +122,15 @@ def engine_deps() -> Deps:
     return build(get_settings().model_copy(update={"engine_function_name": ""}))
 
 
+def drop_clients() -> None:
+    """Forget the adapters (and their clients): the next `deps()` builds new ones."""
+    _deps_for.cache_clear()
+    engine_deps.cache_clear()
+
+
 def reset() -> None:
     get_settings.cache_clear()
-    deps.cache_clear()
-    engine_deps.cache_clear()
+    drop_clients()
     if "pcluster" in sys.modules:  # its lookups belong to the AWS (or moto) they came from
         from lsstctl.adapters.pcluster_validation import reset_pcluster_caches
 

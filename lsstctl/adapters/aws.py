@@ -8,8 +8,12 @@ on many threads, hence the lock.
 
 Retries: every client gets botocore's `standard` mode (exponential backoff with jitter and
 a retry quota), or `adaptive` where bursts of calls are normal (the guard's and the
-reconciler's EC2 and CloudWatch listings), with attempts chosen per service; the clean-up
-functions (teardown steps, reconciler) get `legacy` mode, which has no retry quota to run dry. Libraries that
+reconciler's EC2 and CloudWatch listings), with attempts chosen per service. The clean-up
+functions (teardown steps, reconciler) declare the `cleanup` profile in their handler
+(`retry_profile`): `legacy` mode, which has no retry quota to run dry, on clients of their own
+(`lsstctl.wiring.deps` keeps one set of adapters per profile), so a burst elsewhere in the
+process cannot spend their retries — on AWS, where each function is its own process, and in
+the emulator, where every function shares one. Libraries that
 build their own clients (ParallelCluster's validators) get the same policy through the
 environment (`configure_library_retries`).
 
@@ -25,8 +29,10 @@ import os
 import random
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from lsstctl.errors import AwsError, AwsUnavailableError, ControlPlaneError, TransientError
 
@@ -54,14 +60,30 @@ RETRY_BY_SERVICE: dict[str, RetryPolicy] = {
 }
 
 
-# The clean-up paths (teardown steps, the reconciler; LSSTCTL_RETRY_PROFILE=cleanup in their
-# functions): botocore's `legacy` mode, which has no retry quota, so a burst of failures
-# elsewhere in the process can never leave them without retries, and more attempts.
+# The clean-up paths (teardown steps, the reconciler): botocore's `legacy` mode, which has no
+# retry quota, so a burst of failures elsewhere in the process can never leave them without
+# retries, and more attempts.
 CLEANUP_RETRY = RetryPolicy("legacy", 10)
+RetryProfile = Literal["default", "cleanup"]
+_profile: ContextVar[RetryProfile] = ContextVar("lsstctl_retry_profile", default="default")
+
+
+@contextmanager
+def retry_profile(profile: RetryProfile) -> Iterator[None]:
+    """Clients first built inside (and `wiring.deps()` taken inside) use this profile."""
+    token = _profile.set(profile)
+    try:
+        yield
+    finally:
+        _profile.reset(token)
+
+
+def current_retry_profile() -> RetryProfile:
+    return _profile.get()
 
 
 def retry_policy(service: str) -> RetryPolicy:
-    if os.environ.get("LSSTCTL_RETRY_PROFILE") == "cleanup":
+    if _profile.get() == "cleanup":
         return CLEANUP_RETRY
     return RETRY_BY_SERVICE.get(service, DEFAULT_RETRY)
 
@@ -70,13 +92,14 @@ def client_config(service: str) -> Any:
     from botocore.config import Config
 
     policy = retry_policy(service)
-    return Config(retries={"mode": policy.mode, "max_attempts": policy.max_attempts})
+    # botocore's `max_attempts` counts retries only; `total_max_attempts` counts the first try.
+    return Config(retries={"mode": policy.mode, "total_max_attempts": policy.max_attempts})
 
 
 def configure_library_retries() -> None:
     """Clients that libraries build themselves read the policy from the environment."""
     os.environ.setdefault("AWS_RETRY_MODE", DEFAULT_RETRY.mode)
-    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_RETRY.max_attempts + 1))
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_RETRY.max_attempts))  # counts the first try too
 
 
 def default_client(service: str) -> Any:
@@ -222,17 +245,22 @@ def classify(error: BaseException) -> ControlPlaneError | None:
                     operation=operation or None)
 
 
+def aws_unavailable(error: BaseException) -> bool:
+    """A transient failure that came from AWS (not the control plane's own "not yet")."""
+    return isinstance(classify(error), AwsUnavailableError)
+
+
 def retrying(call: Callable[[], T], *, attempts: int = 6, base_seconds: float = 0.05,
-             sleep: Callable[[float], None] = time.sleep) -> T:
+             sleep: Callable[[float], None] = time.sleep,
+             retry_on: Callable[[BaseException], bool] = is_transient) -> T:
     """Repeat a call that must not be lost to a transient failure (releasing an
-    idempotency record, deleting an access key nobody can retrieve). Everything else
-    relies on botocore's retries and on the workflows' and clients' own: this is only for
-    clean-up whose failure would strand state no later retry can see."""
+    idempotency record, deleting an access key nobody can retrieve, a workflow step: see
+    `lsstctl.handlers.step_handler`), with full-jitter exponential backoff."""
     for attempt in range(attempts):
         try:
             return call()
         except Exception as error:
-            if attempt == attempts - 1 or not is_transient(error):
+            if attempt == attempts - 1 or not retry_on(error):
                 raise
             sleep(random.uniform(0, base_seconds * 2 ** attempt))
     raise AssertionError("unreachable")

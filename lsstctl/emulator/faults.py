@@ -175,7 +175,7 @@ class FaultInjector:
         events.register_first("before-send", self._before_send, unique_id="lsstctl-faults-send")
         self.enabled = True
         if "lsstctl.wiring" in sys.modules:
-            sys.modules["lsstctl.wiring"].deps.cache_clear()
+            sys.modules["lsstctl.wiring"].drop_clients()
         log.info("fault injection on: mode=%s rate=%s seed=%s services=%s", self.mode, self.rate, self.seed,
                  sorted(self.services) if self.services else "all")
         return self

@@ -85,14 +85,21 @@ def test_throttling_becomes_a_transient_error(monkeypatch):
 
     from lsstctl.handlers import step_handler
 
+    from types import SimpleNamespace
+
+    runs = []
+
     def throttled(deps, event):
+        runs.append(event.action)
         raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "DescribeInstances")
 
-    monkeypatch.setattr("lsstctl.wiring.deps", lambda: None)
+    settings = SimpleNamespace(step_attempts=2, step_backoff_seconds=0)
+    monkeypatch.setattr("lsstctl.wiring.deps", lambda: SimpleNamespace(settings=settings, sleep=lambda _: None))
     handler = step_handler({"poll": throttled})
     context = glue.LambdaContext(function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
     with pytest.raises(TransientError):
         handler({"action": "poll", "cluster": "c1"}, context)
+    assert runs == ["poll", "poll"]  # re-run in place once, then the workflow's Retry sees it
 
 
 def test_eventbridge_delivers_to_lambda_and_step_functions(aws):

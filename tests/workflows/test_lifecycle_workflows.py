@@ -115,19 +115,26 @@ def test_happy_path_launch_run_teardown(emulator):
     assert len(done) == 1 and done[0]["reason"] == "user" and done[0]["outcome"] == "deleted"
 
 
-def test_failing_install_ends_in_clean_teardown(emulator, monkeypatch):
-    monkeypatch.setenv("LSSTCTL_LSST_INSTALLER_URL", "file:///nonexistent/lsstinstall")
-    wiring.reset()
-    try:
-        name = unique("badinstall")
-        # (a tag no other test installs: the stack cache would otherwise have it)
-        cluster = launch(name, stack_tag="d_2026_01_02")
-        assert wait_execution(cluster.launch_execution)["status"] == "FAILED"
-        record = wiring.deps().store.get_cluster(cluster.id)
-        assert wait_execution(record.teardown_execution)["status"] == "SUCCEEDED"
-    finally:
-        monkeypatch.undo()
+@pytest.fixture
+def setting(monkeypatch):
+    """Set one of the control plane's settings for a test (every in-process function sees it)."""
+    def set_(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
         wiring.reset()
+
+    yield set_
+    monkeypatch.undo()
+    wiring.reset()
+
+
+def test_failing_install_ends_in_clean_teardown(emulator, setting):
+    setting("LSSTCTL_LSST_INSTALLER_URL", "file:///nonexistent/lsstinstall")
+    name = unique("badinstall")
+    # (a tag no other test installs: the stack cache would otherwise have it)
+    cluster = launch(name, stack_tag="d_2026_01_02")
+    assert wait_execution(cluster.launch_execution)["status"] == "FAILED"
+    record = wiring.deps().store.get_cluster(cluster.id)
+    assert wait_execution(record.teardown_execution)["status"] == "SUCCEEDED"
     record = wiring.deps().store.get_cluster(cluster.id)
     assert record.state == ClusterState.DELETED
     assert record.teardown_reason == "launch_failed"
@@ -235,9 +242,13 @@ def test_failed_and_cancelled_jobs_are_recorded(emulator):
     assert record.state.value == "cancelled"
 
 
-def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator):
+@pytest.mark.parametrize("in_place", [1, 3], ids=["workflow-retry", "retried-in-step"])
+def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator, setting, in_place):
     """The real ASL under faults: the first AWS call of every teardown step fails once,
-    beyond the SDK's retries; each Task's Retry carries it, and the outputs still reach S3."""
+    beyond the SDK's retries, and the outputs still reach S3. With one attempt per
+    invocation (`step_attempts=1`) each Task's Retry carries the fault; by default the step
+    re-runs itself in place and the workflow never sees a failed invocation."""
+    setting("LSSTCTL_STEP_ATTEMPTS", str(in_place))
     from lsstctl.emulator.faults import FaultInjector, fail_first_call_of_each_step
 
     name = unique("faulty")
@@ -259,7 +270,7 @@ def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator):
     history = boto3.client("stepfunctions").get_execution_history(executionArn=record.teardown_execution,
                                                                   maxResults=1000)["events"]
     retried = [e for e in history if e["type"] == "LambdaFunctionFailed"]
-    # Every fault failed an attempt that the Task's Retry ran again, but for the two steps whose
-    # first call is the engine's (delete, poll_delete): a step retries those converging calls
-    # itself (services.remote.converging), so they never fail the step.
-    assert len(retried) == len(faults.log) - 2
+    # With one attempt, every fault failed an attempt that the Task's Retry ran again, but for
+    # the two steps whose first call is the engine's (delete, poll_delete): a step retries those
+    # converging calls itself (services.remote.converging), so they never fail the step.
+    assert len(retried) == (len(faults.log) - 2 if in_place == 1 else 0)

@@ -279,8 +279,6 @@ def test_a_teardown_under_a_sustained_outage_of_30_percent_of_requests_completes
     """30 % of every AWS request of the teardown steps fail (the SDK's retries apply: this is
     `sdk` mode), as the teardown function runs on AWS: its clients on the clean-up retry
     profile (no retry quota). The teardown ends; nothing of the cluster bills."""
-    monkeypatch.setenv("LSSTCTL_RETRY_PROFILE", "cleanup")
-    wiring.reset()
     name, generation, poll = new_cluster("outage")
     made_ready(name)
     clusters.request_teardown(wiring.deps(), name, reason="user")
