@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # A teardown claimed but whose execution never started (its StartExecution failed) is
     # started by the first pass this long after the claim (the request may still be at it).
     reconcile_start_grace_seconds: int = 60
+    # The SSM Command document that asks a head node's Slurm whether it is idle (the only
+    # command the guard and the idle alarm may run: infra/control-plane.yaml QueueProbeDocument).
+    queue_probe_document: str = "lsstctl-queue-probe"
     # A workflow step whose AWS call failed transiently is re-run in place this many times
     # (jittered backoff from this many seconds, doubling) before Step Functions' Retry sees it.
     step_attempts: int = Field(3, ge=1, le=10)

@@ -98,7 +98,7 @@ def build(settings: Settings) -> Deps:
         inventory=Ec2Inventory(),
         monitor=CloudWatchMonitor(),
         notifier=SnsNotifier(settings.notifications_topic_arn),
-        spot_prices=SpotPrices().latest,
+        spot_prices=SpotPrices().by_zone,
         idempotency=_idempotency(settings),
         stack_cache=EfsStackCache(),
         chat=SlackChat(settings.slack_signing_secret_arn),

@@ -29,6 +29,7 @@ class Observed:
     size_gib: int | None = None
     owner: str | None = None  # the lsstctl:owner tag, when the resource carries it
     state: str = ""  # EC2's instance state ("" for volumes)
+    zone: str = ""  # its availability zone (a spot instance's price is its zone's)
 
     @property
     def exists(self) -> bool:
@@ -78,6 +79,7 @@ class Ec2Inventory:
                             spot=i.get("InstanceLifecycle") == "spot",
                             owner=tags.get(OWNER_TAG),
                             state=i["State"]["Name"],
+                            zone=(i.get("Placement") or {}).get("AvailabilityZone", ""),
                         )
                     )
         for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag):

@@ -286,7 +286,8 @@ class LocalClusterEngine:
             raise RuntimeError(f"no ParallelCluster {PCLUSTER_VERSION} AMI for {os_name} in this region")
         return sorted(images, key=lambda i: i.get("CreationDate", ""))[-1]["ImageId"]
 
-    def _run(self, *, config: dict[str, Any], instance_type: str, subnet: str, count: int, tags: dict[str, str]) -> None:
+    def _run(self, *, config: dict[str, Any], instance_type: str, subnet: str, count: int, tags: dict[str, str],
+             spot: bool = False) -> None:
         self.ec2.run_instances(
             ImageId=self._image_id(config),
             InstanceType=instance_type,
@@ -294,6 +295,8 @@ class LocalClusterEngine:
             MaxCount=count,
             SubnetId=subnet,
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+            # A SPOT queue's nodes are spot instances, as ParallelCluster launches them.
+            **({"InstanceMarketOptions": {"MarketType": "spot"}} if spot else {}),
         )
 
     def _ensure_head_node(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
@@ -341,6 +344,7 @@ class LocalClusterEngine:
                     instance_type=itype,
                     subnet=queue["Networking"]["SubnetIds"][0],
                     count=missing,
+                    spot=queue.get("CapacityType") == "SPOT",
                     tags={
                         **tags,
                         NAME_TAG: name,

@@ -224,10 +224,10 @@ class SpotPrices:
         self.ec2 = client
         self._regional: dict[str, Any] = {}
 
-    def latest(self, instance_types: list[str], region: str | None = None) -> dict[str, float]:
-        """The highest current Linux spot price over availability zones, per instance type:
-        a cluster's nodes may land in any zone. Types without history are left out, for the
-        caller to price on demand."""
+    def by_zone(self, instance_types: list[str], region: str | None = None) -> dict[tuple[str, str], float]:
+        """The current Linux spot price of each instance type in each availability zone
+        (what a spot node is charged: `lsstctl.domain.pricing.spot_hourly`). Types without
+        history are left out, for the caller to price on demand."""
         if not instance_types:
             return {}  # an empty InstanceTypes would ask for every type
         client = self._client(region)
@@ -242,10 +242,14 @@ class SpotPrices:
                 key = (row["InstanceType"], row["AvailabilityZone"])
                 if key not in newest or row["Timestamp"] > newest[key][0]:
                     newest[key] = (row["Timestamp"], float(row["SpotPrice"]))
+        return {key: usd for key, (_at, usd) in newest.items() if usd > 0}
+
+    def latest(self, instance_types: list[str], region: str | None = None) -> dict[str, float]:
+        """The highest current Linux spot price over availability zones, per instance type:
+        a cluster's nodes may land in any zone (for estimates, before nodes exist)."""
         prices: dict[str, float] = {}
-        for (instance_type, _zone), (_at, usd) in newest.items():
-            if usd > 0:
-                prices[instance_type] = max(usd, prices.get(instance_type, 0.0))
+        for (instance_type, _zone), usd in self.by_zone(instance_types, region).items():
+            prices[instance_type] = max(usd, prices.get(instance_type, 0.0))
         return prices
 
     def _client(self, region: str | None) -> Any:

@@ -1,4 +1,4 @@
-"""RemoteRunner on SSM Run Command (AWS-RunShellScript)."""
+"""RemoteRunner on SSM Run Command: AWS-RunShellScript, or a document of the control plane's own."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +23,19 @@ class SsmRunner:
             Comment=comment[:100],
             TimeoutSeconds=timeout_seconds,
             Parameters={"commands": [script], "executionTimeout": [str(timeout_seconds)]},
+        )
+        return response["Command"]["CommandId"]
+
+    def run_document(self, instance_id: str, document: str, parameters: dict[str, str], *, comment: str,
+                     timeout_seconds: int = 120) -> str:
+        """Run one of the control plane's own Command documents (a fixed script: a role may
+        be allowed that document and not AWS-RunShellScript)."""
+        response = self.client.send_command(
+            InstanceIds=[instance_id],
+            DocumentName=document,
+            Comment=comment[:100],
+            TimeoutSeconds=timeout_seconds,
+            Parameters={k: [v] for k, v in parameters.items()},
         )
         return response["Command"]["CommandId"]
 

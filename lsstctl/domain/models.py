@@ -169,6 +169,9 @@ class Cluster(BaseModel):
     compute_stopped_at: str | None = None
     # How the last teardown went: reason, outcome, start, end, final spend.
     teardown: dict[str, Any] | None = None
+    # The last time the control plane asked Slurm whether the cluster was idle (before an idle
+    # teardown, lsstctl.services.idle): at, verdict, jobs, the publisher's state, source.
+    idle_check: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _derived_id(self) -> "Cluster":

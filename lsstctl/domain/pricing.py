@@ -184,6 +184,27 @@ class PriceCatalog:
         return price
 
 
+# Spot: EC2 reports a price per instance type and availability zone. What the control plane
+# charges a spot node (in the guard's ledger and in the final record alike) is its zone's
+# price, never below this fraction of on-demand (AWS's deepest spot discounts are about 90 %:
+# a lower price is a wrong answer, such as the emulator's $0.00001, not a bargain) and never
+# above on-demand (the default maximum price: above it, EC2 interrupts the node).
+SPOT_FLOOR_FRACTION = 0.1
+SpotBook = Mapping[tuple[str, str], float]  # (instance type, zone) -> USD per hour
+
+
+def spot_hourly(book: SpotBook, instance_type: str, zone: str, on_demand: float) -> float | None:
+    """The hourly price of a spot node of `instance_type` in `zone`: its zone's reported
+    price (with no zone, the dearest zone's), bounded to [floor, on-demand]; None when EC2
+    reports no plausible price (not a positive, finite number): the caller charges on-demand."""
+    reported = book.get((instance_type, zone))
+    if reported is None:
+        reported = max((usd for (t, _), usd in book.items() if t == instance_type), default=None)
+    if reported is None or not math.isfinite(reported) or reported <= 0:
+        return None
+    return min(max(reported, SPOT_FLOOR_FRACTION * on_demand), on_demand)
+
+
 def _price(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{where}: a price must be a positive number of USD, got {value!r}")

@@ -3,7 +3,9 @@ that reaches a shell is quoted with shlex."""
 from __future__ import annotations
 
 import base64
+import json
 import shlex
+from dataclasses import dataclass
 
 from lsstctl.domain.models import JobSpec
 
@@ -123,6 +125,72 @@ def render_publisher_install(*, cluster: str, region: str, node_root: str = "") 
         metric=QUEUE_DEPTH_METRIC,
         cluster=shlex.quote(cluster),
     )
+
+
+# Before an idle teardown the control plane asks Slurm itself (lsstctl.services.idle): a head
+# node whose publisher died while jobs ran must not be taken for idle. The question is an SSM
+# document of its own (infra/control-plane.yaml, the emulator's bootstrap): the guard and the
+# idle-alarm functions may run this fixed, read-only script on head nodes and nothing else.
+# It counts pending and running jobs (on a shared emulator Slurm, only those working under
+# this head node's root), puts back a lost cron entry of the publisher and runs it once, so
+# the idle alarm has data again, and prints one JSON line.
+QUEUE_PROBE_SCRIPT = r"""set -u
+root='{{ nodeRoot }}'
+if ! listed=$(squeue -h -t PENDING,RUNNING -o '%Z' 2>/dev/null); then
+  echo '{"slurm": false}'
+  exit 3
+fi
+if [ -n "$root" ]; then
+  jobs=$(printf '%s\n' "$listed" | grep -c "^$root/" || true)
+else
+  jobs=$(printf '%s\n' "$listed" | grep -c . || true)
+fi
+publisher="$root/opt/lsstctl/bin/lsstctl-queue-depth"
+cron="$root/etc/cron.d/lsstctl-queue-depth"
+state=missing
+if [ -x "$publisher" ]; then
+  state=running
+  if [ ! -f "$cron" ]; then
+    echo "* * * * * root $publisher >/dev/null 2>&1" > "$cron" && state=restored
+  fi
+  "$publisher" >/dev/null 2>&1 || state=failing
+fi
+printf '{"slurm": true, "jobs": %d, "publisher": "%s"}\n' "$jobs" "$state"
+"""
+
+
+def queue_probe_document() -> dict[str, object]:
+    """The SSM Command document (schema 2.2) that runs QUEUE_PROBE_SCRIPT."""
+    return {
+        "schemaVersion": "2.2",
+        "description": "lsstctl: count pending and running Slurm jobs on a head node; keep its queue-depth publisher running.",
+        "parameters": {
+            "nodeRoot": {"type": "String", "default": "", "allowedPattern": "^(/[A-Za-z0-9._/-]*)?$",
+                         "description": "Prefix of system paths (the local emulator's head nodes); empty on AWS."},
+        },
+        "mainSteps": [{"action": "aws:runShellScript", "name": "probe",
+                       "inputs": {"runCommand": QUEUE_PROBE_SCRIPT.splitlines(), "timeoutSeconds": "60"}}],
+    }
+
+
+@dataclass(frozen=True)
+class QueueProbe:
+    slurm: bool  # Slurm answered
+    jobs: int = 0  # pending + running
+    publisher: str = ""  # running | restored | failing | missing
+
+
+def parse_queue_probe(stdout: str) -> QueueProbe:
+    """The probe's last JSON line; anything else is no answer from Slurm."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("slurm") is True and isinstance(data.get("jobs"), int):
+            return QueueProbe(slurm=True, jobs=data["jobs"], publisher=str(data.get("publisher", "")))
+        break
+    return QueueProbe(slurm=False)
 
 
 def stack_dir(shared_dir: str, tag: str) -> str:

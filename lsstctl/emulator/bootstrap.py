@@ -14,6 +14,7 @@ from typing import Any
 
 from lsstctl.adapters.dynamodb_state import table_definition
 from lsstctl.adapters.local_engine import PCLUSTER_VERSION
+from lsstctl.domain.scripts import queue_probe_document
 
 ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINES = ROOT / "statemachines"
@@ -44,6 +45,7 @@ NOTIFY_PATTERN = {
     "detail-type": ["Cluster State Changed", "Job State Changed", "Spend Warning", "Teardown Completed"],
 }
 SLACK_SIGNING_SECRET = "lsstctl/chatops/slack-signing-secret"
+QUEUE_PROBE_DOCUMENT = "lsstctl-queue-probe"
 IDLE_ALARM_PATTERN = {
     "source": ["aws.cloudwatch"],
     "detail-type": ["CloudWatch Alarm State Change"],
@@ -236,6 +238,11 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     budget_alerts = sns.create_topic(Name="lsstctl-budget-alerts")["TopicArn"]
     sns.subscribe(TopicArn=budget_alerts, Protocol="lambda", Endpoint=triggers["budget"])
 
+    # The one command the guard and the idle alarm may run on head nodes (as the template's).
+    probe = session.client("ssm").create_document(
+        Name=QUEUE_PROBE_DOCUMENT, DocumentType="Command", DocumentFormat="JSON",
+        Content=json.dumps(queue_probe_document()))["DocumentDescription"]["Name"]
+
     sfn = session.client("stepfunctions")
     machines = {
         key: sfn.create_state_machine(
@@ -261,5 +268,6 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_BUDGET_ALERTS_TOPIC_ARN": budget_alerts,
         "LSSTCTL_GUARD_FUNCTION_ARN": triggers["guard"],
         "LSSTCTL_RECONCILER_FUNCTION_ARN": triggers["reconciler"],
+        "LSSTCTL_QUEUE_PROBE_DOCUMENT": probe,
         **people,
     }

@@ -499,6 +499,10 @@ def install(shell: HeadNodeShell) -> None:
             command.target_count = command.completed_count = len(command.instance_ids)
         if command.document_name == "AWS-RunShellScript":
             _execute(command, _state["shell"])
+        else:
+            script = _document_script(self, command.document_name, kwargs.get("parameters") or {})
+            if script is not None:
+                _execute(command, _state["shell"], script=script)
         return command
 
     LambdaFunction._invoke_lambda = _invoke_lambda
@@ -565,8 +569,36 @@ def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:
             raise SSMException("InvalidInstanceId", f"Instances [[{instance_id}]] not in a valid state for account")
 
 
-def _execute(command: Any, shell: HeadNodeShell) -> None:
-    script = "\n".join(command.parameters.get("commands", []))
+def _document_script(backend: Any, name: str, given: dict[str, list[str]]) -> str | None:
+    """The shell a Command document of the account's own (the control plane's queue probe)
+    runs, its `{{ parameter }}`s substituted as SSM does: given, else the default, checked
+    against the parameter's allowedPattern. None for a document that is not ours or runs
+    no shell."""
+    from moto.ssm.exceptions import SSMException
+
+    try:
+        content = json.loads(backend.get_document(name, None, None, "JSON")["Content"])
+    except Exception:
+        return None
+    values: dict[str, str] = {}
+    for key, declared in (content.get("parameters") or {}).items():
+        value = (given.get(key) or [declared.get("default", "")])[0]
+        if declared.get("allowedPattern") and not re.fullmatch(declared["allowedPattern"], value):
+            raise SSMException("InvalidParameters", f"{key} does not match its allowedPattern")
+        values[key] = value
+    lines = [line for step in content.get("mainSteps", []) if step.get("action") == "aws:runShellScript"
+             for line in step["inputs"]["runCommand"]]
+    if not lines:
+        return None
+    script = "\n".join(lines)
+    for key, value in values.items():
+        script = re.sub(r"\{\{\s*" + re.escape(key) + r"\s*\}\}", lambda _: value, script)
+    return script
+
+
+def _execute(command: Any, shell: HeadNodeShell, script: str | None = None) -> None:
+    if script is None:
+        script = "\n".join(command.parameters.get("commands", []))
     timeout = float((command.parameters.get("executionTimeout") or [command.timeout_seconds])[0])
     command.status = "InProgress"
     command.status_details = "InProgress"

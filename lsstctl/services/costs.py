@@ -15,25 +15,41 @@ from lsstctl.domain.cost import (
     thresholds_crossed,
 )
 from lsstctl.domain.lifecycle import ACTIVE
-from lsstctl.domain.pricing import gb_month_to_hourly
+from lsstctl.domain.pricing import SpotBook, gb_month_to_hourly, spot_hourly
 from lsstctl.domain.models import Cluster, ClusterState as S
 from lsstctl.observability import logger, metrics
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
 from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
+from lsstctl.services.idle import confirm_idle, recently_busy
 from lsstctl.services.identity import Principal
 
 SPEND_WARNING = "Spend Warning"
 
 
-def _priced_ec2(deps: Deps, region: str, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
+def _instance_hourly(deps: Deps, region: str, o: Any, spot: SpotBook, before: dict[str, Any] | None) -> tuple[float, str]:
+    """One price per node, the same in every ledger and in the final record: on-demand, or
+    for a spot node its zone's spot price (bounded: `spot_hourly`); when EC2 has no plausible
+    price for it now, the price it has been charged so far, else on-demand."""
+    on_demand = deps.catalog.instance_hourly(region, o.type)
+    if not o.spot:
+        return on_demand, "on-demand"
+    hourly = spot_hourly(spot, o.type, o.zone, on_demand)
+    if hourly is not None:
+        return hourly, "spot"
+    if before is not None and before.get("pricing") == "spot":
+        return float(before["hourly_usd"]), "spot"
+    return on_demand, "on-demand"
+
+
+def _priced_ec2(deps: Deps, region: str, observed: list[Any], spot: SpotBook,
+                previous: dict[str, Any] | None = None) -> list[Resource]:
+    before = {r["id"]: r for r in (previous or {}).get("breakdown", [])}
     resources = []
     for o in observed:
         if o.kind == "instance":
-            on_spot = o.spot and o.type in spot
-            hourly = spot[o.type] if on_spot else deps.catalog.instance_hourly(region, o.type)
-            pricing = "spot" if on_spot else "on-demand"
+            hourly, pricing = _instance_hourly(deps, region, o, spot, before.get(o.id))
         else:
             hourly, pricing = gb_month_to_hourly(deps.catalog.ebs_gb_month(region, o.type), o.size_gib or 0), "gb-month"
         resources.append(
@@ -43,9 +59,15 @@ def _priced_ec2(deps: Deps, region: str, observed: list[Any], spot: dict[str, fl
     return resources
 
 
-def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: dict[str, float]) -> list[Resource]:
+def spot_book(deps: Deps, observed: list[Any]) -> SpotBook:
+    """The spot prices the observed spot nodes need (one call, none without spot nodes)."""
+    return deps.spot_prices(sorted({o.type for o in observed if o.kind == "instance" and o.spot}))
+
+
+def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: SpotBook,
+            previous: dict[str, Any]) -> list[Resource]:
     region = cluster.spec.region or deps.settings.region
-    resources = _priced_ec2(deps, region, observed, spot)
+    resources = _priced_ec2(deps, region, observed, spot, previous)
     storage = cluster.spec.shared_storage
     if storage.type in {"efs", "fsx_lustre"}:
         # File systems are not EC2 resources: priced from the spec, from launch to deletion.
@@ -78,7 +100,7 @@ def _with_gone(previous: dict[str, Any], seen: dict[str, Resource], now: datetim
 
 
 def meter_unexplained(deps: Deps, name: str, observed: list[Any], now: datetime,
-                      spot: dict[str, float] | None = None) -> SpendReport:
+                      spot: SpotBook | None = None) -> SpendReport:
     """Resources under a name no live record holds still bill: they are measured into that
     name's last generation's ledger (or, with no record at all, an `orphan` ledger of
     generation 0) until the reconciler has removed them."""
@@ -87,19 +109,19 @@ def meter_unexplained(deps: Deps, name: str, observed: list[Any], now: datetime,
         return meter(deps, record, observed, now, spot)
     owner = next((o.owner for o in observed if o.owner), None) or "unknown"
     previous = deps.store.get_ledger(name, 0) or {}
-    priced = {r.id: r for r in _priced_ec2(deps, deps.settings.region, observed, spot or {})}
+    priced = {r.id: r for r in _priced_ec2(deps, deps.settings.region, observed, spot or {}, previous)}
     report = measure(_with_gone(previous, priced, now), now, potential_compute_usd_per_hour=0.0)
     ledger = {**report.to_dict(), "cluster": name, "cluster_id": name, "owner": owner, "generation": 0, "state": "orphan"}
     deps.store.put_ledger(name, 0, owner, ledger)
     return report
 
 
-def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: dict[str, float] | None = None) -> SpendReport:
+def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: SpotBook | None = None) -> SpendReport:
     """Measure one cluster and write its ledger. Resources seen before but gone now (a
     deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
     without a recorded end is charged until now, never less than it may have cost."""
     previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
-    seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {})}
+    seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {}, previous)}
     report = measure(_with_gone(previous, seen, now), now,
                      potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
     ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "cluster_id": cluster.id,
@@ -112,7 +134,7 @@ def _idle(deps: Deps, cluster: Cluster, now: datetime) -> bool:
     """The guard's double-check of the idle alarm: no job in the idle window, or no data."""
     ready = cluster.entered(S.READY)
     window = timedelta(minutes=cluster.spec.idle_minutes)
-    if cluster.state != S.READY or ready is None or now - ready < window:
+    if cluster.state != S.READY or ready is None or now - ready < window or recently_busy(cluster, now):
         return False
     depth = deps.monitor.max_queue_depth(cluster.id, now - window, now)
     return depth is None or depth <= 0
@@ -150,7 +172,7 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
     now = deps.clock()
     clusters = deps.store.list_billing_clusters()
     observed = deps.inventory.observe(now)
-    spot = deps.spot_prices(sorted({o.type for obs in observed.values() for o in obs if o.spot}))
+    spot = spot_book(deps, [o for obs in observed.values() for o in obs])
     timing = teardown_timing(deps)
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
     for cluster in clusters:
@@ -161,6 +183,12 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
             if crossed := warn(deps, cluster, report):
                 summary["warnings"][cluster.id] = crossed
             reason = decide(deps, cluster, report, now, timing)
+            if reason == "idle":
+                # No queue-depth data counts as idle; Slurm itself says whether it is.
+                check = confirm_idle(deps, cluster, source="guard")
+                if not check.proceed:
+                    summary.setdefault("not_idle", {})[cluster.id] = check.verdict
+                    reason = None
             if reason:
                 request_teardown(deps, cluster.id, reason=reason)
                 summary["teardowns"][cluster.id] = reason
@@ -184,7 +212,10 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
 def final_spend(deps: Deps, cluster: Cluster) -> SpendReport:
     """Measure once more when teardown ends, so the record holds the final spend."""
     now = deps.clock()
-    return meter(deps, cluster, deps.inventory.observe(now).get(cluster.id, []), now)
+    observed = deps.inventory.observe(now).get(cluster.id, [])
+    # Priced as the guard prices them (spot nodes at their zone's spot price), so the record
+    # and the ledger charge the same node-seconds the same.
+    return meter(deps, cluster, observed, now, spot_book(deps, observed))
 
 
 # queries -------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ class Deps:
     inventory: Any = None  # Ec2Inventory: what runs, by cluster
     monitor: Any = None  # CloudWatchMonitor: idle alarms and queue depth
     notifier: Any = None  # SnsNotifier: owner notifications
-    spot_prices: Callable[[list[str]], dict[str, float]] = field(default=lambda types: {})
+    # (instance type, zone) -> USD/h of the types asked for (lsstctl.domain.pricing.spot_hourly)
+    spot_prices: Callable[[list[str]], dict[tuple[str, str], float]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
     chat: Any = None  # SlackChat: slash-command signatures, replies and channel messages

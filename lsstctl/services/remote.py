@@ -28,6 +28,12 @@ def converging(deps: Deps, call: Callable[[], T]) -> T:
 def run_short(deps: Deps, instance_id: str, script: str, *, comment: str) -> CommandResult:
     """Send a command expected to finish in seconds and wait for it here (sbatch, scontrol)."""
     command_id = deps.runner.send(instance_id, script, comment=comment, timeout_seconds=120)
+    return wait_short(deps, command_id, instance_id, comment=comment)
+
+
+def wait_short(deps: Deps, command_id: str, instance_id: str, *, comment: str) -> CommandResult:
+    """Wait here for a command expected to finish in seconds (`short_command_seconds`);
+    TransientError if it has not."""
     waited = 0.0
     step = 0.1
     while True:

@@ -12,6 +12,7 @@ from lsstctl.domain.models import ClusterState as S
 from lsstctl.errors import NotFoundError, ValidationError
 from lsstctl.observability import logger
 from lsstctl.services.clusters import request_teardown
+from lsstctl.services.idle import confirm_idle
 from lsstctl.services.deps import Deps
 
 OWNER_BUDGET_PREFIX = "lsstctl-owner-"
@@ -40,8 +41,15 @@ def on_idle_alarm(deps: Deps, detail: dict[str, Any]) -> dict[str, Any]:
         # Reset it; CloudWatch fires again if the cluster is still idle when it should be.
         deps.monitor.reset_idle_alarm(cluster, "ready for less than the idle period")
         return {"cluster": cluster, "action": "reset", "state": state}
+    # No data counts as idle; Slurm itself says whether it is (lsstctl.services.idle).
+    check = confirm_idle(deps, record, source="alarm")
+    if not check.proceed:
+        # Busy, or AWS failed the question: reset the alarm; it fires again while it stays quiet.
+        deps.monitor.reset_idle_alarm(cluster, check.detail[:200])
+        return {"cluster": cluster, "action": "busy" if check.verdict == "busy" else "deferred", "state": state,
+                "idle_check": check.verdict}
     record = request_teardown(deps, cluster, reason="idle")
-    return {"cluster": cluster, "action": "teardown", "state": record.state.value}
+    return {"cluster": cluster, "action": "teardown", "state": record.state.value, "idle_check": check.verdict}
 
 
 def budget_name(message: str) -> str:

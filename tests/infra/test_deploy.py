@@ -278,6 +278,9 @@ DEPLOYER_NEEDS: dict[str, list[tuple[str, str]]] = {
     "AWS::ApiGateway::Stage": [("apigateway:PATCH", "arn:aws:apigateway:us-east-1::/restapis/a1b2c3/stages/api")],
     "AWS::ApiGateway::Account": [("apigateway:PATCH", "arn:aws:apigateway:us-east-1::/account")],
     "AWS::Budgets::Budget": [("budgets:ModifyBudget", f"arn:aws:budgets::{_A}budget/lsstctl-account")],
+    "AWS::SSM::Document": [("ssm:CreateDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
+                           ("ssm:UpdateDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
+                           ("ssm:DeleteDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe")],
     "AWS::SecretsManager::Secret": [
         ("secretsmanager:CreateSecret", f"arn:aws:secretsmanager:us-east-1:{_A}secret:lsstctl/chatops/slack-signing-secret-AbCdEf"),
         ("secretsmanager:GetRandomPassword", "*")],
@@ -302,6 +305,7 @@ DEPLOYER_MUST_NOT = [
     ("iam:PutRolePolicy", f"arn:aws:iam::{_A}role/OrganizationAccountAccessRole"),
     ("s3:GetObject", "arn:aws:s3:::payroll/2026.csv"), ("dynamodb:DeleteTable", f"arn:aws:dynamodb:us-east-1:{_A}table/orders"),
     ("lambda:UpdateFunctionCode", f"arn:aws:lambda:us-east-1:{_A}function:billing"),
+    ("ssm:UpdateDocument", f"arn:aws:ssm:us-east-1:{_A}document/patch-baseline"),
 ]
 
 

@@ -653,6 +653,8 @@ def _attribute(template: dict[str, Any], name: str, attribute: str | None) -> st
     if kind == "AWS::SecretsManager::Secret" and attribute in (None, "Id"):
         # A secret's ARN ends in a random suffix CloudFormation cannot know in advance.
         return f"arn:aws:secretsmanager:{arn}:secret:{resolve(template, props['Name'])}-AbCdEf"
+    if kind == "AWS::SSM::Document" and attribute is None:
+        return resolve(template, props["Name"])
     if kind == "AWS::S3::Bucket":
         bucket = resolve(template, props["BucketName"])
         return bucket if attribute is None else f"arn:aws:s3:::{bucket}"
@@ -829,6 +831,10 @@ STACK = f"arn:aws:cloudformation:{_ARN}:stack/demo-2bd806c97f/0a1b2c3d"
 CACHE_FS = f"arn:aws:elasticfilesystem:{_ARN}:file-system/fs-0123456789abcdef0"
 IDEMPOTENCY = f"arn:aws:dynamodb:{_ARN}:table/lsstctl-idempotency"
 ASTRONOMER = f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"
+# services/idle.py: the queue probe (a document of the template's own) on a head node.
+HEAD_NODE = f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"
+QUEUE_PROBE = [("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-queue-probe"),
+               ("ssm:SendCommand", HEAD_NODE), ("ssm:GetCommandInvocation", "*")]
 KEY_SECRET = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"
 NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     # The HTTP API (chalice_app/chalicelib/routes.py): records and idempotency, the three
@@ -887,15 +893,16 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     ),
     "lambdas.job_steps.lambda_handler": ({"STATE_TABLE", "EVENT_BUS"}, [*RECORDS, ("dynamodb:Query", TABLE)]),
     "lambdas.guard.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS"},
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS",
+         "QUEUE_PROBE_DOCUMENT"},
         [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"), *METER,
          ("ec2:DescribeSpotPriceHistory", "*"), ("cloudwatch:GetMetricStatistics", "*"),
-         ("sns:Publish", NOTIFICATIONS)],
+         ("sns:Publish", NOTIFICATIONS), *QUEUE_PROBE],
     ),
-    # on_idle_alarm: a premature alarm is reset to OK.
+    # on_idle_alarm: a premature alarm is reset to OK; Slurm is asked before an idle teardown.
     "lambdas.idle_alarm.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN"},
-        [*REQUEST_TEARDOWN, ("cloudwatch:SetAlarmState", IDLE_ALARM)],
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN", "QUEUE_PROBE_DOCUMENT"},
+        [*REQUEST_TEARDOWN, ("cloudwatch:SetAlarmState", IDLE_ALARM), ("sns:Publish", NOTIFICATIONS), *QUEUE_PROBE],
     ),
     # reconcile: inventory, engine stacks, alarms, executions, unrecorded users.
     "lambdas.reconciler.lambda_handler": (
@@ -952,7 +959,9 @@ TRIGGERS_MUST_NOT = [
     ("dynamodb:Query", TABLE),
     ("dynamodb:DeleteItem", TABLE),
     ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
-    ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+    # A trigger may ask a head node's Slurm (the queue probe document), never run any shell.
+    ("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
+    ("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-other"),
     ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
     ("cloudwatch:DeleteAlarms", IDLE_ALARM),
     ("sns:Publish", f"arn:aws:sns:{_ARN}:lsstctl-budget-alerts"),
@@ -1040,3 +1049,15 @@ def test_role_check_resolves_and_matches() -> None:
     assert not allows(tiny, statements, "dynamodb:GetItem", f"{TABLE}/index/by_billing")
     assert allows(tiny, [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}], "ec2:DescribeVolumes", "*")
     assert not allows(tiny, [{"Effect": "Allow", "Action": "sns:Publish", "Resource": NOTIFICATIONS}], "sns:Publish", "*")
+
+
+def test_the_queue_probe_document_is_the_one_the_code_and_the_emulator_run(template: dict[str, Any]) -> None:
+    from lsstctl.domain.scripts import queue_probe_document
+    from lsstctl.emulator.bootstrap import QUEUE_PROBE_DOCUMENT
+    from lsstctl.settings import Settings
+
+    props = template["Resources"]["QueueProbeDocument"]["Properties"]
+    assert props["DocumentType"] == "Command"
+    assert props["Content"] == queue_probe_document()
+    # The code's default and the emulator's document are the template's name with its default prefix.
+    assert resolve(template, props["Name"]) == QUEUE_PROBE_DOCUMENT == Settings.model_fields["queue_probe_document"].default

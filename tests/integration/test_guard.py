@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import boto3
+from botocore.exceptions import ClientError
 import pytest
 
 from lsstctl import wiring
@@ -165,3 +166,138 @@ def test_a_budget_too_small_for_the_cluster_is_refused_at_launch(plane):
         clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
             "huge", budget_usd=5, queues=[{"name": "q", "instance_types": ["c5.18xlarge"], "max_nodes": 50}])))
     assert exc.value.field == "budget_usd" and "at least $" in exc.value.message
+
+
+@pytest.mark.parametrize("capacity", ["ondemand", "spot"])
+def test_the_final_spend_is_the_ledgers_last_measurement_for_spot_and_on_demand_fleets(plane, capacity):
+    """One price for the same node-seconds: the teardown's final record charges every node
+    what the guard's ledger charged it (a spot node its zone's spot price, bounded below:
+    moto reports $0.00001, which is no price), so the two agree to the cent."""
+    from lsstctl.domain.pricing import SPOT_FLOOR_FRACTION
+    from tests.integration.plane import play_teardown
+
+    queue = [{**FAST_QUEUE[0], "capacity_type": capacity}]
+    ready("fleet", plane, budget_usd=100, idle_minutes=600, queues=queue)
+    deps = wiring.deps()
+    for _ in range(30):
+        publish_busy("fleet", plane)
+        tick(plane)
+    record = deps.store.get_cluster(cid("fleet"))
+    last = deps.store.get_ledger(cid("fleet"), record.generation)
+    compute = [b for b in last["breakdown"] if b["role"] == "compute"]
+    on_demand = deps.catalog.instance_hourly("us-east-1", "c5.2xlarge")
+    expected = SPOT_FLOOR_FRACTION * on_demand if capacity == "spot" else on_demand
+    assert [(b["pricing"], round(b["hourly_usd"], 6)) for b in compute] == [
+        ("spot" if capacity == "spot" else "on-demand", round(expected, 6))] * 2
+    # The teardown runs at the instant of the guard's last pass: nothing more has been used.
+    clusters.request_teardown(deps, cid("fleet"), reason="user")
+    play_teardown("fleet")
+    final = deps.store.get_cluster(cid("fleet")).teardown["final_spend_usd"]
+    assert final == pytest.approx(last["spend_usd"], abs=1e-6)
+    assert final > 0
+
+
+class HeadNode:
+    """The head node as SSM reaches it: what Slurm answers to the queue probe (`stdout`), or
+    SSM's refusal (`error`). The triggers run that one document and never a shell."""
+
+    def __init__(self, stdout: str = "", error: Exception | None = None, status: str = "Success"):
+        self.stdout, self.error, self.status = stdout, error, status
+        self.asked: list[tuple[str, str, dict[str, str]]] = []
+
+    def run_document(self, instance_id, document, parameters, *, comment, timeout_seconds=120):
+        self.asked.append((instance_id, document, parameters))
+        if self.error is not None:
+            raise self.error
+        return f"cmd-{len(self.asked)}"
+
+    def send(self, *args, **kwargs):
+        raise AssertionError("a trigger ran a shell command")
+
+    def result(self, command_id, instance_id):
+        from lsstctl.ports import CommandResult
+
+        return CommandResult(command_id, self.status, 0 if self.status == "Success" else 1, self.stdout, "")
+
+
+def answering(monkeypatch, head: HeadNode) -> HeadNode:
+    monkeypatch.setattr(wiring.deps(), "runner", head)
+    return head
+
+
+def busy(jobs: int) -> HeadNode:
+    return HeadNode(json.dumps({"slurm": True, "jobs": jobs, "publisher": "restored"}))
+
+
+def test_a_silent_publisher_with_jobs_in_slurm_is_not_idle(plane, monkeypatch):
+    """The publisher died while a job runs: no queue-depth data. The guard asks Slurm (the
+    probe document, on the head node), learns it is busy and ends nothing; the owner is told;
+    it does not ask again within the idle period; the lifetime still ends the cluster."""
+    cluster = ready("silent", plane, idle_minutes=10, budget_usd=100, max_lifetime_hours=1)
+    head = answering(monkeypatch, busy(2))
+    seen = {}
+    for _ in range(25):
+        summary = tick(plane)
+        seen.update(summary["teardowns"])
+        if summary.get("not_idle"):
+            assert summary["not_idle"] == {cid("silent"): "busy"}
+    assert seen == {}
+    record = wiring.deps().store.get_cluster(cid("silent"))
+    assert record.state == ClusterState.READY
+    assert record.idle_check["verdict"] == "busy" and record.idle_check["jobs"] == 2
+    assert record.idle_check["source"] == "guard" and record.idle_check["publisher"] == "restored"
+    # Asked at 11 and at 22 minutes: once per idle period, the probe document on the head node.
+    assert [(i, d) for i, d, _ in head.asked] == [(cluster.head_node_instance_id, "lsstctl-queue-probe")] * 2
+    for _ in range(40):
+        seen.update(tick(plane)["teardowns"])
+    assert seen == {cid("silent"): "lifetime"}
+
+
+@pytest.mark.parametrize(
+    ("head", "verdict"),
+    [
+        (HeadNode(json.dumps({"slurm": True, "jobs": 0, "publisher": "running"})), "idle"),
+        # SSM cannot reach the instance (stopped, crashed): a dead head node
+        (HeadNode(error=ClientError({"Error": {"Code": "InvalidInstanceId", "Message": "not in a valid state"}},
+                                    "SendCommand")), "silent"),
+        # the host answers, Slurm does not
+        (HeadNode(json.dumps({"slurm": False}), status="Failed"), "silent"),
+    ],
+    ids=["idle", "dead-head-node", "dead-slurm"],
+)
+def test_an_idle_or_dead_head_node_is_still_torn_down_as_idle(plane, monkeypatch, head, verdict):
+    ready("quiet2", plane, idle_minutes=10, budget_usd=100)
+    answering(monkeypatch, head)
+    seen = {}
+    for _ in range(12):
+        seen.update(tick(plane)["teardowns"])
+    assert seen == {cid("quiet2"): "idle"}
+    record = wiring.deps().store.get_cluster(cid("quiet2"))
+    assert record.teardown_reason == "idle" and record.idle_check["verdict"] == verdict
+
+
+def test_an_idle_alarm_on_a_busy_cluster_is_reset_and_a_failed_question_decides_nothing(plane, monkeypatch):
+    ready("alarmed2", plane, idle_minutes=30, budget_usd=100)
+    alarm = {"alarmName": f"lsstctl-idle-{cid('alarmed2')}", "state": {"value": "ALARM"}}
+    plane.advance(31 * 60)
+    cloudwatch = boto3.client("cloudwatch")
+
+    def alarm_state() -> str:
+        return cloudwatch.describe_alarms(AlarmNames=[alarm["alarmName"]])["MetricAlarms"][0]["StateValue"]
+
+    answering(monkeypatch, busy(1))
+    cloudwatch.set_alarm_state(AlarmName=alarm["alarmName"], StateValue="ALARM", StateReason="test")
+    assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "busy"
+    assert alarm_state() == "OK"  # it fires again if the cluster stays quiet
+    # AWS throttles the question itself: nothing is decided, the alarm is reset, the record kept
+    answering(monkeypatch, HeadNode(error=ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}},
+                                                      "SendCommand")))
+    cloudwatch.set_alarm_state(AlarmName=alarm["alarmName"], StateValue="ALARM", StateReason="test")
+    assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "deferred"
+    assert alarm_state() == "OK"
+    record = wiring.deps().store.get_cluster(cid("alarmed2"))
+    assert record.state == ClusterState.READY and record.idle_check["verdict"] == "busy"
+    # Slurm answers with an empty queue: the teardown goes on
+    answering(monkeypatch, HeadNode(json.dumps({"slurm": True, "jobs": 0, "publisher": "running"})))
+    assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "teardown"
+    assert wiring.deps().store.get_cluster(cid("alarmed2")).teardown_reason == "idle"

@@ -364,10 +364,18 @@ def test_spot_price_is_the_newest_per_zone_then_the_highest_zone():
             "NextToken": "",
         }, expected_params={**params, "NextToken": "page-2"})
 
-        prices = SpotPrices(client).latest(["r5.large", "c5.large", "x9.huge", "c5.large"])
+        spot = SpotPrices(client)
+        book = spot.by_zone(["r5.large", "c5.large", "x9.huge", "c5.large"])
+        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+            row("c5.large", "us-east-1a", "0.031000", 5), row("c5.large", "us-east-1b", "0.042000", 30),
+            row("r5.large", "us-east-1a", "0.040100", 12)], "NextToken": ""}, expected_params=params)
+        prices = spot.latest(["r5.large", "c5.large", "x9.huge", "c5.large"])
         stubber.assert_no_pending_responses()
 
-    # Then each zone counts at its newest price, the dearest zone wins, and x9.huge is absent
+    # Then each zone is at its newest price (what a node there is charged), x9.huge is absent...
+    assert book == {("c5.large", "us-east-1a"): 0.031, ("c5.large", "us-east-1b"): 0.042,
+                    ("c5.large", "us-east-1c"): 0.038, ("r5.large", "us-east-1a"): 0.0401}
+    # ...and for an estimate before nodes exist, the dearest zone wins
     assert prices == {"c5.large": 0.042, "r5.large": 0.0401}
 
 

@@ -181,3 +181,21 @@ def test_load_catalog_reads_another_path(tmp_path, catalog):
     assert other is not catalog and other.as_of == "2025-01-31"
     assert other.instance_hourly("us-east-1", "c5.large") == 0.09
     assert load_catalog(path) is other
+
+
+def test_a_spot_node_is_charged_its_zones_price_bounded_to_a_sane_range() -> None:
+    from lsstctl.domain.pricing import SPOT_FLOOR_FRACTION, spot_hourly
+
+    book = {("c5.large", "us-east-1a"): 0.031, ("c5.large", "us-east-1b"): 0.042, ("m5.large", "us-east-1a"): 0.00001}
+    on_demand = 0.085
+    assert spot_hourly(book, "c5.large", "us-east-1a", on_demand) == 0.031  # its own zone's
+    assert spot_hourly(book, "c5.large", "us-east-1f", on_demand) == 0.042  # zone unknown: the dearest
+    assert spot_hourly(book, "c5.large", "", on_demand) == 0.042
+    # $0.00001 is no price (the emulator's answer): never below a tenth of on-demand
+    assert spot_hourly(book, "m5.large", "us-east-1a", 0.096) == pytest.approx(SPOT_FLOOR_FRACTION * 0.096)
+    # never above on-demand (EC2 interrupts spot nodes above it)
+    assert spot_hourly({("c5.large", "us-east-1a"): 0.5}, "c5.large", "us-east-1a", on_demand) == on_demand
+    # no price, or an implausible one: the caller charges on-demand
+    for bad in ({}, {("c5.large", "us-east-1a"): 0.0}, {("c5.large", "us-east-1a"): float("nan")},
+                {("c5.large", "us-east-1a"): -1.0}):
+        assert spot_hourly(bad, "c5.large", "us-east-1a", on_demand) is None

@@ -87,6 +87,41 @@ def test_an_aws_budgets_notification_reaches_teardown_through_sns_once(emulator)
     assert record.teardown_reason == "aws_budget" and len(teardowns_of(cid)) == 1
 
 
+def test_a_busy_cluster_whose_publisher_died_is_not_idle_and_its_job_completes(emulator):
+    """A job runs in the real Slurm while the head node's queue-depth publisher is gone (its
+    cron entry lost): no data, so the idle alarm fires. Before tearing down, the control plane
+    asks Slurm on the head node (the queue probe document, through SSM): busy. No teardown,
+    the alarm is reset, the publisher's cron entry is back, and the job runs to completion."""
+    from pathlib import Path
+
+    name, cid = ready_cluster("fay")
+    deps = wiring.deps()
+    job = jobs.submit_job(deps, Principal("fay"), name, JobSpec(command="sleep 6; echo finished"))
+    wait_for(lambda: wiring.deps().store.get_job(cid, job.job_id).state.value == "running", timeout=60)
+    cron = Path(emulator.workdir) / "nodes" / cid / "etc" / "cron.d" / "lsstctl-queue-depth"
+    cron.unlink()  # the publisher dies
+    cloudwatch = boto3.client("cloudwatch")
+    alarm = f"lsstctl-idle-{cid}"
+    clock = VirtualClock()
+    clock.advance(61 * 60)  # ready for longer than its idle minutes (60)
+    wiring.use_clock(clock)
+    try:
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="no queue-depth data")
+        wait_for(lambda: (wiring.deps().store.get_cluster(cid).idle_check or {}).get("verdict") == "busy", timeout=60)
+    finally:
+        wiring.use_clock(None)
+    record = wiring.deps().store.get_cluster(cid)
+    assert record.state == ClusterState.READY and record.teardown_execution is None
+    assert record.idle_check["jobs"] >= 1 and record.idle_check["publisher"] == "restored"
+    assert cron.is_file()  # the probe put the publisher back
+    wait_for(lambda: cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "OK")
+    assert wait_execution(job.execution)["status"] == "SUCCEEDED"
+    assert wiring.deps().store.get_job(cid, job.job_id).state.value == "completed"
+    assert teardowns_of(cid) == []
+    clusters.delete_cluster(wiring.deps(), Principal("fay"), name)
+    assert wait_state(cid, {ClusterState.DELETED}).teardown_reason == "user"
+
+
 def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulator, monkeypatch):
     name, cid = ready_cluster("finn")
     deps = wiring.deps()
