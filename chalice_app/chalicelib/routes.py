@@ -18,7 +18,7 @@ from pydantic import ValidationError as ModelError
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
 from lsstctl.domain.chatops import ChannelSpec, ChatIdentitySpec
-from lsstctl.domain.models import ClusterSpec, JobSpec, QuotaSpec, UserSpec
+from lsstctl.domain.models import ClusterChange, ClusterSpec, JobSpec, QuotaSpec, UserSpec
 from lsstctl.domain.principals import RegistrationSpec
 from lsstctl.errors import RateLimitedError, RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, bind_more, logger, metrics, tracer
@@ -245,6 +245,23 @@ def delete_cluster(name: str) -> Response:
             return _accepted({"cluster": cluster.public()}, clusters.cluster_path(cluster, principal))
 
         return _idempotent(principal, f"DELETE /clusters/{name}?owner={owner or principal.name}", {}, operation)
+
+    return _route(run)
+
+
+@api.route("/clusters/{name}", methods=["PATCH"], authorizer=iam)
+def change_cluster(name: str) -> Response:
+    def run() -> Response:
+        principal = _principal()
+        owner = _owner()
+        body = _body()
+        change = _model(ClusterChange, body)
+
+        def operation() -> dict[str, Any]:
+            cluster = clusters.change_cluster(wiring.deps(), principal, name, change, owner)
+            return {"status": 200, "body": {"cluster": cluster.public()}}
+
+        return _idempotent(principal, f"PATCH /clusters/{name}?owner={owner or principal.name}", body, operation)
 
     return _route(run)
 

@@ -120,6 +120,27 @@ class ClusterSpec(_Strict):
         return value
 
 
+class ClusterChange(_Strict):
+    """PATCH /clusters/{name}: what may change while a cluster lives (every field optional,
+    at least one; the same bounds as at launch)."""
+
+    budget_usd: float | None = Field(None, gt=0, le=100_000)
+    max_lifetime_hours: float | None = Field(None, gt=0, le=30 * 24)
+    idle_minutes: int | None = Field(None, ge=5, le=7 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _something(self) -> "ClusterChange":
+        if not self.model_fields_set:
+            raise ValueError("name at least one of budget_usd, max_lifetime_hours, idle_minutes")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in sorted(self.model_fields_set)}
+
+
 class ClusterState(str, Enum):
     REQUESTED = "requested"
     LAUNCHING = "launching"
@@ -172,6 +193,8 @@ class Cluster(BaseModel):
     # The last time the control plane asked Slurm whether the cluster was idle (before an idle
     # teardown, lsstctl.services.idle): at, verdict, jobs, the publisher's state, source.
     idle_check: dict[str, Any] | None = None
+    # What PATCH changed while it lived: at, by, and each field's [before, after].
+    changes: list[dict[str, Any]] = []
 
     @model_validator(mode="after")
     def _derived_id(self) -> "Cluster":

@@ -7,7 +7,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
-from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState, Transition, cluster_id, iso
+from lsstctl.domain.models import Cluster, ClusterChange, ClusterSpec, ClusterState, Transition, cluster_id, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
 from lsstctl.errors import ConflictError, ControlPlaneError, InvalidTransitionError, NotFoundError, ValidationError
@@ -197,6 +197,42 @@ def teardown_execution_name(cluster: Cluster) -> str:
 def delete_cluster(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> Cluster:
     """DELETE /clusters/{name}: the user's teardown trigger."""
     return request_teardown(deps, get_cluster(deps, principal, name, owner).id, reason="user")
+
+
+def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterChange,
+                   owner: str | None = None) -> Cluster:
+    """PATCH /clusters/{name}: raise or lower the budget, extend or shorten the lifetime,
+    change the idle threshold of a cluster that lives. Checked as a launch is (the budget must
+    cover starting and tearing down the cluster, the owner's quota must hold it) and against
+    what it has spent; recorded in `changes`; the guard acts on it at its next pass, and the
+    idle alarm follows a new threshold now. Repeating a PATCH changes nothing more."""
+    cluster = get_cluster(deps, principal, name, owner)
+    if cluster.state not in ACTIVE:
+        raise InvalidTransitionError(f"cluster '{name}' is {cluster.state.value}: only a live cluster can change",
+                                     field="name")
+    wanted = {k: v for k, v in change.fields().items() if getattr(cluster.spec, k) != v}
+    if not wanted:
+        return cluster
+    spec = ClusterSpec.model_validate({**cluster.spec.model_dump(mode="json"), **wanted})
+    changed = cluster.model_copy(update={"spec": spec})
+    if "budget_usd" in wanted:
+        ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+        spent = float(ledger.get("spend_usd") or 0.0)
+        if spec.budget_usd <= spent:
+            raise ValidationError(f"budget_usd {spec.budget_usd:.2f} is not above what {name} has spent "
+                                  f"(${spent:.2f}); to end it, DELETE it", field="budget_usd")
+        check_budget_is_enough(deps, changed)
+        quotas.check_launch(deps, changed)
+    entry = {"at": iso(deps.clock()), "by": principal.name,
+             "fields": {k: [getattr(cluster.spec, k), v] for k, v in wanted.items()}}
+    updated = deps.store.update_cluster(cluster.id, {"spec": spec, "changes": [*cluster.changes, entry]},
+                                        only_if={"generation": cluster.generation, "state": cluster.state})
+    if "idle_minutes" in wanted and updated.state == ClusterState.READY:
+        deps.monitor.ensure_idle_alarm(updated.id, spec.idle_minutes)
+    deps.events.publish("Cluster Changed", {"cluster": updated.name, "cluster_id": updated.id, "owner": updated.owner,
+                                            "generation": updated.generation, **entry})
+    logger.info("cluster changed", extra={"cluster": updated.id, "fields": entry["fields"]})
+    return updated
 
 
 def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, str] | None = None) -> Cluster:

@@ -126,3 +126,38 @@ def test_a_broken_deployment_is_a_500_not_the_callers_fault(api, monkeypatch):
     reply = api.call("GET", "/clusters")
     assert reply.status == 500 and reply.body["error"]["code"] == "internal_error"
     assert "bogus" not in str(reply.body)  # internals stay in the log
+
+
+def test_a_live_cluster_takes_a_new_budget_lifetime_and_idle_threshold(api):
+    """PATCH: checked as a launch, recorded, idempotent, the idle alarm follows; another
+    owner's cluster is missing; bad values name their field; a cluster going away is a 409."""
+    launched = api.call("POST", "/clusters", body=cluster_spec(budget_usd=50), who=OWNER).body["cluster"]
+    make_ready(CLUSTER)
+    change = {"budget_usd": 80, "max_lifetime_hours": 48, "idle_minutes": 20}
+    first = api.call("PATCH", "/clusters/{name}", body=change, name=CLUSTER, key="p-1")
+    assert first.status == 200
+    spec = first.body["cluster"]["spec"]
+    assert (spec["budget_usd"], spec["max_lifetime_hours"], spec["idle_minutes"]) == (80, 48, 20)
+    assert first.body["cluster"]["changes"][0]["fields"] == {
+        "budget_usd": [launched["spec"]["budget_usd"], 80], "idle_minutes": [launched["spec"]["idle_minutes"], 20],
+        "max_lifetime_hours": [launched["spec"]["max_lifetime_hours"], 48]}
+    assert first.body["cluster"]["changes"][0]["by"] == OWNER
+    # The same request again (a retry, with or without its key) records nothing more.
+    assert api.call("PATCH", "/clusters/{name}", body=change, name=CLUSTER, key="p-1").body == first.body
+    assert len(api.call("PATCH", "/clusters/{name}", body=change, name=CLUSTER).body["cluster"]["changes"]) == 1
+    alarm = boto3.client("cloudwatch").describe_alarms(AlarmNames=[f"lsstctl-idle-{CLUSTER_ID}"])["MetricAlarms"][0]
+    assert alarm["EvaluationPeriods"] == 20
+    # Refusals name what is wrong.
+    assert api.call("PATCH", "/clusters/{name}", body=change, name=CLUSTER, who=OTHER).status == 404
+    for body, field in (({}, "body"), ({"budget_usd": -1}, "budget_usd"), ({"idle_minutes": 2}, "idle_minutes"),
+                        ({"queues": []}, "queues"), ({"budget_usd": None}, "body"),
+                        ({"budget_usd": 0.01}, "budget_usd")):
+        refused = api.call("PATCH", "/clusters/{name}", body=body, name=CLUSTER)
+        assert refused.status == 400 and refused.body["error"]["field"] == field, (body, refused.body)
+    over = api.call("PATCH", "/clusters/{name}", body={"budget_usd": 99_999}, name=CLUSTER)
+    assert over.status == 403 and over.body["error"]["code"] == "quota_exceeded"
+    by_admin = api.call("PATCH", "/clusters/{name}", body={"budget_usd": 70}, name=CLUSTER, who=ADMIN,
+                        query={"owner": OWNER})
+    assert by_admin.status == 200 and by_admin.body["cluster"]["changes"][-1]["by"] == ADMIN
+    api.call("DELETE", "/clusters/{name}", name=CLUSTER)
+    assert api.call("PATCH", "/clusters/{name}", body={"budget_usd": 90}, name=CLUSTER).status == 409

@@ -14,6 +14,7 @@ from lsstctl.domain.models import ClusterSpec, ClusterState
 from lsstctl.emulator.clock import VirtualClock
 from lsstctl.services import clusters, costs, triggers
 from lsstctl.services.budget import teardown_timing
+from lsstctl.errors import ValidationError
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec
 from tests.integration.plane import ALICE, cid, ready, tick
@@ -301,3 +302,31 @@ def test_an_idle_alarm_on_a_busy_cluster_is_reset_and_a_failed_question_decides_
     answering(monkeypatch, HeadNode(json.dumps({"slurm": True, "jobs": 0, "publisher": "running"})))
     assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "teardown"
     assert wiring.deps().store.get_cluster(cid("alarmed2")).teardown_reason == "idle"
+
+
+def test_a_patched_budget_and_lifetime_take_effect_at_the_guards_next_pass(plane):
+    from lsstctl.domain.models import ClusterChange
+
+    ready("grown", plane, budget_usd=1, idle_minutes=600, max_lifetime_hours=1, queues=FAST_QUEUE)
+    deps = wiring.deps()
+    alice = Principal("alice")
+    # Half an hour in, the owner raises the budget and extends the lifetime.
+    for _ in range(30):
+        publish_busy("grown", plane)
+        assert tick(plane)["teardowns"] == {}
+    clusters.change_cluster(deps, alice, "grown", ClusterChange(budget_usd=3, max_lifetime_hours=2))
+    # Lowering a budget to what is already spent is refused, naming the field.
+    spent = deps.store.get_ledger(cid("grown"), 1)["spend_usd"]
+    with pytest.raises(ValidationError) as refused:
+        clusters.change_cluster(deps, alice, "grown", ClusterChange(budget_usd=round(spent * 0.9, 4)))
+    assert refused.value.field == "budget_usd" and "spent" in refused.value.message
+    ended = {}
+    minutes = 30
+    while not ended and minutes < 200:
+        publish_busy("grown", plane)
+        ended = tick(plane)["teardowns"]
+        minutes += 1
+    # The $1 budget would have ended it before its first hour; the old lifetime at 60 minutes.
+    assert ended == {cid("grown"): "lifetime"} and minutes == 120  # two hours after the launch
+    ledger = deps.store.get_ledger(cid("grown"), 1)
+    assert 1.0 < ledger["spend_usd"] < 3.0

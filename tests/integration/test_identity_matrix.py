@@ -61,6 +61,8 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
                                      {"other": 403, "owner": 403, "admin": 200}),
     ("/chatops/channel", "PUT"): ({}, {"webhook_url": "https://hooks.slack.com/services/T0TEAM/B0CHAN/secretsecret", "owner": OWNER},
                                   {"other": 403, "owner": 200, "admin": 200}),
+    ("/clusters/{name}", "PATCH"): ({"name": CLUSTER, "?owner": OWNER}, {"idle_minutes": 45},
+                                   {"other": 404, "owner": 200, "admin": 200}),
     ("/clusters/{name}", "DELETE"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 202, "admin": 202}),
     ("/chatops/identities", "DELETE"): ({"?team_id": "T0TEAM", "?user_id": "U0ALICE"}, None,
                                         {"other": 403, "owner": 403, "admin": 200}),
