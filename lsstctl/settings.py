@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     quota_live_clusters: int = Field(10, ge=0)
     quota_total_nodes: int = Field(256, ge=0)
     quota_total_budget_usd: float = Field(5000, ge=0)
+    quota_monthly_budget_usd: float = Field(5000, ge=0)
     # Mutating API requests (POST, PUT, DELETE) one owner may send per minute; 0: no limit.
     rate_limit_per_minute: int = Field(60, ge=0)
     # Default poll intervals (seconds) for workflows; tests and the demo compress them.

@@ -295,6 +295,7 @@ class QuotaSpec(_Strict):
     live_clusters: int | None = Field(None, ge=0, le=1000)
     total_nodes: int | None = Field(None, ge=0, le=100_000)
     total_budget_usd: float | None = Field(None, ge=0, le=10_000_000)
+    monthly_budget_usd: float | None = Field(None, ge=0, le=10_000_000)
 
 
 class Quota(BaseModel):
@@ -302,5 +303,8 @@ class Quota(BaseModel):
     live_clusters: int
     total_nodes: int
     total_budget_usd: float
+    # The owner's ceiling for a calendar month (UTC): what their clusters spent this month
+    # plus what their live clusters may still spend (their budgets). None: the deployment's.
+    monthly_budget_usd: float | None = None
     set_by: str | None = None  # None: the deployment's defaults
     set_at: str | None = None

@@ -19,7 +19,8 @@ def test_defaults_hold_until_an_admin_sets_a_quota(api: Api) -> None:
     # Given no quota set, then alice sees the deployment's defaults and nothing in use
     view = api.call("GET", "/quotas/{owner}", owner=OWNER).body
     assert view["quota"]["live_clusters"] == 10 and view["quota"]["set_by"] is None
-    assert view["usage"] == {"live_clusters": 0, "total_nodes": 0, "total_budget_usd": 0}
+    assert view["usage"] == {"live_clusters": 0, "total_nodes": 0, "total_budget_usd": 0, "month_committed_usd": 0}
+    assert view["quota"]["monthly_budget_usd"] == 5000
     # When alice (not an admin) sets her own quota, then 403 and nothing changes
     assert api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 50}).status == 403
     assert api.call("GET", "/quotas/{owner}", owner=OWNER).body["quota"]["live_clusters"] == 10
@@ -64,6 +65,52 @@ def test_a_launch_beyond_the_quota_is_refused_and_creates_nothing(api: Api) -> N
     assert (status, body["error"]["field"]) == (403, "budget_usd")
     assert launch(api, "fits", budget_usd=30)[0] == 202
     usage = api.call("GET", "/quotas/{owner}", owner=OWNER).body["usage"]
-    assert usage == {"live_clusters": 1, "total_nodes": 2, "total_budget_usd": 30}
+    # (the deleted "first" never measured any spend: only the live budget is committed this month)
+    assert usage == {"live_clusters": 1, "total_nodes": 2, "total_budget_usd": 30, "month_committed_usd": 30}
     # Another owner's clusters never count against alice
     assert api.call("GET", "/quotas/{owner}", owner=OTHER, who=OTHER).body["usage"]["live_clusters"] == 0
+
+
+def test_an_owners_monthly_budget_holds_across_five_clusters_and_their_relaunches(api: Api) -> None:
+    """$100 a month for alice: five $20 clusters fit; a sixth, a relaunch after one ended at
+    99.9 % of its budget, or a raised budget is refused with what is left; a new month starts
+    afresh. Spend can never pass the ceiling: each cluster is held under its budget."""
+    from lsstctl import wiring
+    from lsstctl.domain.models import ClusterState, cluster_id
+    from lsstctl.services.clusters import transition
+
+    api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"monthly_budget_usd": 100}, who=ADMIN)
+    for i in range(5):
+        assert launch(api, f"c{i}", budget_usd=20)[0] == 202
+    status, body = launch(api, "sixth", budget_usd=20)
+    assert (status, body["error"]["code"], body["error"]["field"]) == (403, "quota_exceeded", "budget_usd")
+    assert body["error"]["details"]["left"] == 0 and "$0.00 is left" in body["error"]["message"]
+    # c0 ends at 99.9 % of its budget (its ledger says so): the relaunch has only $0.02 left
+    deps = wiring.deps()
+    c0 = deps.store.get_cluster(cluster_id(OWNER, "c0"))
+    deps.store.put_ledger(c0.id, c0.generation, OWNER, {"cluster_id": c0.id, "generation": c0.generation, "owner": OWNER,
+                                                       "spend_usd": 19.98, "burn_usd_per_hour": 0.0,
+                                                       "measured_at": deps.clock().isoformat()})
+    for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
+        transition(deps, c0.id, state, "test")
+    status, body = launch(api, "c0", budget_usd=20)
+    assert status == 403 and body["error"]["details"]["left"] == pytest.approx(0.02)
+    assert api.call("GET", "/quotas/{owner}", owner=OWNER).body["usage"]["month_committed_usd"] == pytest.approx(99.98)
+    # Raising a live cluster's budget is held to the same ceiling
+    raised = api.call("PATCH", "/clusters/{name}", name="c1", body={"budget_usd": 25})
+    assert raised.status == 403 and raised.body["error"]["details"]["limit"] == "monthly_budget_usd"
+    # Next month, what was spent last month no longer counts (the live budgets still do)
+    from datetime import timedelta
+
+    from lsstctl.emulator.clock import VirtualClock
+
+    clock = VirtualClock()
+    clock.advance(timedelta(days=32).total_seconds())
+    wiring.use_clock(clock)
+    try:
+        assert wiring.deps().store.get_cluster(c0.id).state == ClusterState.DELETED
+        from lsstctl.services.quotas import committed_this_month
+
+        assert committed_this_month(wiring.deps(), OWNER) == pytest.approx(80)
+    finally:
+        wiring.use_clock(None)

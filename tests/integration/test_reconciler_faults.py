@@ -23,7 +23,8 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # The pass backs off between read attempts; a test does not wait for real seconds.
     monkeypatch.setenv("LSSTCTL_RECONCILE_READ_BACKOFF_SECONDS", "0.001")
     # Every round leaves its clusters (their workflows do not run here): room for them all.
-    for quota, value in (("LIVE_CLUSTERS", "1000"), ("TOTAL_NODES", "100000"), ("TOTAL_BUDGET_USD", "1000000")):
+    for quota, value in (("LIVE_CLUSTERS", "1000"), ("TOTAL_NODES", "100000"), ("TOTAL_BUDGET_USD", "1000000"),
+                         ("MONTHLY_BUDGET_USD", "1000000")):
         monkeypatch.setenv(f"LSSTCTL_QUOTA_{quota}", value)
 
 

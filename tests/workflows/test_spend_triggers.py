@@ -96,7 +96,11 @@ def test_a_busy_cluster_whose_publisher_died_is_not_idle_and_its_job_completes(e
 
     name, cid = ready_cluster("fay")
     deps = wiring.deps()
-    job = jobs.submit_job(deps, Principal("fay"), name, JobSpec(command="sleep 6; echo finished"))
+    # The job runs until the test releases it (however slow the machine, it is still running
+    # when Slurm is asked).
+    release = Path(emulator.workdir) / f"release-{cid}"
+    job = jobs.submit_job(deps, Principal("fay"), name,
+                          JobSpec(command=f"while [ ! -e {release} ]; do sleep 0.2; done; echo finished"))
     wait_for(lambda: wiring.deps().store.get_job(cid, job.job_id).state.value == "running", timeout=60)
     cron = Path(emulator.workdir) / "nodes" / cid / "etc" / "cron.d" / "lsstctl-queue-depth"
     cron.unlink()  # the publisher dies
@@ -115,6 +119,8 @@ def test_a_busy_cluster_whose_publisher_died_is_not_idle_and_its_job_completes(e
     assert record.idle_check["jobs"] >= 1 and record.idle_check["publisher"] == "restored"
     assert cron.is_file()  # the probe put the publisher back
     wait_for(lambda: cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "OK")
+    assert wiring.deps().store.get_job(cid, job.job_id).state.value == "running"
+    release.touch()
     assert wait_execution(job.execution)["status"] == "SUCCEEDED"
     assert wiring.deps().store.get_job(cid, job.job_id).state.value == "completed"
     assert teardowns_of(cid) == []
