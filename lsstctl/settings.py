@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # The SSM Command document that asks a head node's Slurm whether it is idle (the only
     # command the guard and the idle alarm may run: infra/control-plane.yaml QueueProbeDocument).
     queue_probe_document: str = "lsstctl-queue-probe"
+    # How long one guard pass (a 60 s Lambda) may spend asking head nodes before it defers the
+    # remaining questions to the next pass.
+    guard_idle_questions_seconds: float = Field(25, ge=0)
     # A workflow step whose AWS call failed transiently is re-run in place this many times
     # (jittered backoff from this many seconds, doubling) before Step Functions' Retry sees it.
     step_attempts: int = Field(3, ge=1, le=10)

@@ -2,6 +2,7 @@
 keeps spend under each cluster's budget (and ends clusters past their lifetime or idle)."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -175,6 +176,7 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
     spot = spot_book(deps, [o for obs in observed.values() for o in obs])
     timing = teardown_timing(deps)
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
+    started = time.monotonic()
     for cluster in clusters:
         try:
             report = meter(deps, cluster, observed.get(cluster.id, []), now, spot)
@@ -184,10 +186,15 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
                 summary["warnings"][cluster.id] = crossed
             reason = decide(deps, cluster, report, now, timing)
             if reason == "idle":
-                # No queue-depth data counts as idle; Slurm itself says whether it is.
-                check = confirm_idle(deps, cluster, source="guard")
-                if not check.proceed:
-                    summary.setdefault("not_idle", {})[cluster.id] = check.verdict
+                # No queue-depth data counts as idle; Slurm itself says whether it is. A hung
+                # head node makes its question last up to `short_command_seconds`: past the
+                # pass's allowance for questions, the rest wait for the next pass.
+                proceed, verdict = False, "deferred"
+                if time.monotonic() - started < deps.settings.guard_idle_questions_seconds:
+                    check = confirm_idle(deps, cluster, source="guard")
+                    proceed, verdict = check.proceed, check.verdict
+                if not proceed:
+                    summary.setdefault("not_idle", {})[cluster.id] = verdict
                     reason = None
             if reason:
                 request_teardown(deps, cluster.id, reason=reason)

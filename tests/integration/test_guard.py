@@ -277,6 +277,26 @@ def test_an_idle_or_dead_head_node_is_still_torn_down_as_idle(plane, monkeypatch
     assert record.teardown_reason == "idle" and record.idle_check["verdict"] == verdict
 
 
+def test_a_pass_out_of_time_for_questions_defers_them_and_ends_nothing(plane, monkeypatch):
+    """A hung head node makes its question last `short_command_seconds`; a guard pass asks
+    only within its allowance, and the clusters it did not ask about wait for the next pass."""
+    ready("later", plane, idle_minutes=10, budget_usd=100)
+    monkeypatch.setenv("LSSTCTL_GUARD_IDLE_QUESTIONS_SECONDS", "0")
+    wiring.reset()
+    wiring.use_clock(plane)
+    head = answering(monkeypatch, HeadNode(json.dumps({"slurm": True, "jobs": 0, "publisher": "running"})))
+    seen = {}
+    for _ in range(12):
+        summary = tick(plane)
+        seen.update(summary["teardowns"])
+    assert seen == {} and summary["not_idle"] == {cid("later"): "deferred"} and head.asked == []
+    monkeypatch.setenv("LSSTCTL_GUARD_IDLE_QUESTIONS_SECONDS", "25")
+    wiring.reset()
+    wiring.use_clock(plane)
+    answering(monkeypatch, head)
+    assert tick(plane)["teardowns"] == {cid("later"): "idle"} and len(head.asked) == 1
+
+
 def test_an_idle_alarm_on_a_busy_cluster_is_reset_and_a_failed_question_decides_nothing(plane, monkeypatch):
     ready("alarmed2", plane, idle_minutes=30, budget_usd=100)
     alarm = {"alarmName": f"lsstctl-idle-{cid('alarmed2')}", "state": {"value": "ALARM"}}
