@@ -13,6 +13,7 @@ import pytest
 
 from lsstctl.domain.models import JobSpec
 from lsstctl.domain.scripts import (
+    QUEUE_PROBE_SCRIPT,
     render_archive_command,
     render_install_script,
     render_job_status_command,
@@ -50,6 +51,9 @@ def _generated() -> dict[str, str]:
                                                             run_as="ec2-user"),
         "job status": render_job_status_command("42"),
         "archive": render_archive_command(shared_dir="/shared", bucket="lsstctl-archive", prefix="alice/rubin-demo"),
+        # As SSM runs the queue probe document: its one parameter substituted (on AWS, empty).
+        "queue probe (on AWS)": QUEUE_PROBE_SCRIPT.replace("{{ nodeRoot }}", ""),
+        "queue probe (emulator)": QUEUE_PROBE_SCRIPT.replace("{{ nodeRoot }}", "/tmp/nodes/rubin-demo-2bd806c97f"),
     }
 
 
