@@ -104,7 +104,7 @@ mkdir -p {bin_dir} {cron_dir}
 cat > {bin_dir}/lsstctl-queue-depth <<'LSSTCTL_PUBLISHER'
 #!/bin/bash
 set -euo pipefail
-depth=$(squeue -h -t PENDING,RUNNING -o %i | wc -l)
+depth=$({depth_command})
 aws cloudwatch put-metric-data --region {region} --namespace {namespace} --metric-name {metric} \
   --dimensions Cluster={cluster} --unit Count --value "$depth"
 LSSTCTL_PUBLISHER
@@ -117,7 +117,12 @@ def render_publisher_install(*, cluster: str, region: str, node_root: str = "") 
     """Install the queue-depth publisher (a script and its cron entry) on the head node.
     `node_root` prefixes system paths (the emulator keeps each head node in a directory)."""
     root = node_root.rstrip("/")
+    # On AWS every job of the head node's Slurm is the cluster's. The emulator's one Slurm
+    # serves every emulated head node: count only the jobs working under this node's root.
+    depth_command = (f"squeue -h -t PENDING,RUNNING -o %Z | grep -c {shlex.quote('^' + root + '/')} || true" if root
+                     else "squeue -h -t PENDING,RUNNING -o %i | wc -l")
     return PUBLISHER_TEMPLATE.format(
+        depth_command=depth_command,
         bin_dir=shlex.quote(f"{root}/opt/lsstctl/bin"),
         cron_dir=shlex.quote(f"{root}/etc/cron.d"),
         region=shlex.quote(region),
