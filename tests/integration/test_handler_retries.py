@@ -32,13 +32,14 @@ def invoke(module: str, event: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-def seen(aws: None, monkeypatch: pytest.MonkeyPatch) -> list[Deps]:
+def seen(aws: None, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Deps, dict[str, Any]]]:
+    """Each recorded handler call: the adapters it got and the retry policy its DynamoDB
+    client has (clients are built on first use, inside the handler, as a step's are)."""
     wiring.reset()
-    used: list[Deps] = []
+    used: list[tuple[Deps, dict[str, Any]]] = []
 
     def record(deps: Deps, *_: Any) -> dict[str, Any]:
-        used.append(deps)
-        deps.store.dynamodb  # clients are built on first use: inside the handler, as a step's are
+        used.append((deps, retries(deps)))
         return {"findings": []}
 
     monkeypatch.setattr("lambdas.reconciler.reconcile", record)
@@ -46,15 +47,16 @@ def seen(aws: None, monkeypatch: pytest.MonkeyPatch) -> list[Deps]:
     return used
 
 
-def test_the_teardown_steps_and_the_reconciler_retry_on_clients_of_their_own(seen: list[Deps]) -> None:
+def test_the_teardown_steps_and_the_reconciler_retry_on_clients_of_their_own(seen: list[tuple[Deps, dict[str, Any]]]) -> None:
     shared = wiring.deps()
     invoke("lambdas.reconciler", {})
     invoke("lambdas.teardown_steps", {"action": "stop_fleet", "cluster": "alice-x"})
-    reconciler_deps, teardown_deps = seen
+    (reconciler_deps, reconciler_retries), (teardown_deps, teardown_retries) = seen
     assert reconciler_deps is teardown_deps  # one set for the clean-up profile ...
     assert reconciler_deps is not shared  # ... never the one the other paths share
     assert reconciler_deps.store.dynamodb is not shared.store.dynamodb
     cleanup = {"mode": CLEANUP_RETRY.mode, "total_max_attempts": CLEANUP_RETRY.max_attempts}
+    assert reconciler_retries == teardown_retries == cleanup  # what their calls retried with
     assert retries(reconciler_deps) == cleanup
     default = RETRY_BY_SERVICE["dynamodb"]
     assert retries(shared) == {"mode": default.mode, "total_max_attempts": default.max_attempts}
@@ -62,7 +64,7 @@ def test_the_teardown_steps_and_the_reconciler_retry_on_clients_of_their_own(see
     assert wiring.deps() is shared
 
 
-def test_a_failing_clean_up_handler_leaves_the_default_profile_in_place(seen: list[Deps],
+def test_a_failing_clean_up_handler_leaves_the_default_profile_in_place(seen: list[tuple[Deps, dict[str, Any]]],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(deps: Deps, *_: Any) -> dict[str, Any]:
         raise RuntimeError("the pass failed")
@@ -90,7 +92,7 @@ def unavailable() -> Exception:
     ids=["aws-unavailable", "not-yet", "permanent"],
 )
 def test_a_step_failing_on_aws_is_re_run_in_place_and_nothing_else_is(
-        seen: list[Deps], monkeypatch: pytest.MonkeyPatch, failure: Any, calls: int, raised: str | None) -> None:
+        seen: list[tuple[Deps, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch, failure: Any, calls: int, raised: str | None) -> None:
     monkeypatch.setenv("LSSTCTL_STEP_BACKOFF_SECONDS", "0")
     wiring.reset()
     runs: list[int] = []
@@ -112,7 +114,7 @@ def test_a_step_failing_on_aws_is_re_run_in_place_and_nothing_else_is(
     assert len(runs) == calls
 
 
-def test_a_step_failing_on_aws_every_time_fails_into_the_workflow_retry(seen: list[Deps],
+def test_a_step_failing_on_aws_every_time_fails_into_the_workflow_retry(seen: list[tuple[Deps, dict[str, Any]]],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LSSTCTL_STEP_BACKOFF_SECONDS", "0")
     wiring.reset()
