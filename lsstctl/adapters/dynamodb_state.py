@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.chatops import ChatIdentity
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
-from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Quota, Transition, User, iso, utcnow
+from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Quota, Transition, User, from_iso, iso, utcnow
 from lsstctl.domain.principals import Registration
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, TransientError
 
@@ -209,7 +209,7 @@ class DynamoStateStore:
     # reconciler ---------------------------------------------------------------------
     def record_reconciliation(self, at: str, findings: list[dict[str, Any]], keep_days: int = 14) -> None:
         """What one reconciler pass found and did (kept for `keep_days`; DynamoDB's TTL)."""
-        expires = int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()) + keep_days * 86400
+        expires = int(from_iso(at).timestamp()) + keep_days * 86400
         self.table.put_item(Item={"pk": "RECONCILER", "sk": f"RUN#{at}#{uuid.uuid4().hex[:8]}", "kind": "RECONCILE",
                                   "at": at, "findings": json.dumps(findings), "expires_at": expires})
 

@@ -38,6 +38,11 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def from_iso(text: str) -> datetime:
+    """The time `iso` wrote (or any ISO 8601 time with an offset or a Z)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -207,7 +212,7 @@ class Cluster(BaseModel):
     def entered(self, state: "ClusterState") -> datetime | None:
         """When this generation first entered `state` (None: never)."""
         times = [t.at for t in self.history if t.state == state.value]
-        return datetime.fromisoformat(times[0].replace("Z", "+00:00")) if times else None
+        return from_iso(times[0]) if times else None
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"install_command_id"})

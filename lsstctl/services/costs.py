@@ -17,7 +17,7 @@ from lsstctl.domain.cost import (
 )
 from lsstctl.domain.lifecycle import ACTIVE
 from lsstctl.domain.pricing import SpotBook, gb_month_to_hourly, spot_hourly
-from lsstctl.domain.models import Cluster, ClusterState as S
+from lsstctl.domain.models import Cluster, ClusterState as S, from_iso
 from lsstctl.observability import logger, metrics
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
@@ -142,7 +142,7 @@ def _idle(deps: Deps, cluster: Cluster, now: datetime) -> bool:
 
 
 def decide(deps: Deps, cluster: Cluster, report: SpendReport, now: datetime, timing: TeardownTiming) -> str | None:
-    created = datetime.fromisoformat(cluster.created_at.replace("Z", "+00:00"))
+    created = from_iso(cluster.created_at)
     if now >= created + timedelta(hours=cluster.spec.max_lifetime_hours):
         return "lifetime"
     if must_stop_for_budget(report, cluster.spec.budget_usd, guard_interval_seconds=deps.settings.guard_interval_seconds,

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from lsstctl.adapters.aws import classify
-from lsstctl.domain.models import Cluster, iso
+from lsstctl.domain.models import Cluster, from_iso, iso
 from lsstctl.domain.scripts import QueueProbe, parse_queue_probe
 from lsstctl.errors import AwsUnavailableError, TransientError
 from lsstctl.observability import logger, metrics
@@ -102,5 +102,5 @@ def recently_busy(cluster: Cluster, now: datetime) -> bool:
     check = cluster.idle_check or {}
     if check.get("verdict") != "busy" or not check.get("at"):
         return False
-    at = datetime.fromisoformat(str(check["at"]).replace("Z", "+00:00"))
+    at = from_iso(str(check["at"]))
     return now - at < timedelta(minutes=cluster.spec.idle_minutes)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from lsstctl.domain.lifecycle import ACTIVE
-from lsstctl.domain.models import Cluster, ClusterState, Quota, QuotaSpec, iso
+from lsstctl.domain.models import Cluster, ClusterState, Quota, QuotaSpec, from_iso, iso
 from lsstctl.domain.principals import OWNER_NAME
 from lsstctl.errors import ForbiddenError, QuotaExceededError, ValidationError
 from lsstctl.services.deps import Deps
@@ -55,7 +55,7 @@ def committed_this_month(deps: Deps, owner: str, *, except_id: str | None = None
         if key in reserving and generation == reserving[key].generation:
             continue  # reserved by its budget above
         measured = ledger.get("measured_at")
-        if measured and datetime.fromisoformat(str(measured).replace("Z", "+00:00")) >= start:
+        if measured and from_iso(str(measured)) >= start:
             total += float(ledger.get("spend_usd") or 0.0)
     return round(total, 4)
 

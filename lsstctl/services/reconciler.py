@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, TypeVar
 
 from lsstctl.domain.lifecycle import ACTIVE
-from lsstctl.domain.models import Cluster, ClusterState as S, JobState, iso
+from lsstctl.domain.models import Cluster, ClusterState as S, JobState, from_iso, iso
 from lsstctl.domain.pcluster_config import OWNER_TAG
 from lsstctl.adapters.aws import classify, retrying
 from lsstctl.errors import ConflictError, InvalidTransitionError, TransientError
@@ -45,7 +45,7 @@ LAUNCHING = frozenset({S.REQUESTED, S.LAUNCHING, S.INSTALLING})
 def _when(value: str | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return from_iso(value)
 
 
 class Pass:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from lsstctl.domain.models import Cluster, ClusterState as S, iso
+from lsstctl.domain.models import Cluster, ClusterState as S, from_iso, iso
 from lsstctl.domain.pcluster_config import STACK_CACHE_MOUNT
 from lsstctl.domain.pricing import HOURS_PER_MONTH
 from lsstctl.services.deps import Deps
@@ -82,7 +82,7 @@ def retire_if_unused(deps: Deps, now: datetime, clusters: list[Cluster]) -> dict
     if any(c.stack_cache_id == volume.file_system_id and c.state != S.DELETED for c in clusters):
         return None  # mounted, or about to be
     uses = [t["last_used_at"] for t in deps.store.list_stack_cache_tags() if t["file_system_id"] == volume.file_system_id]
-    last = max([datetime.fromisoformat(u.replace("Z", "+00:00")) for u in uses], default=None) or volume.created_at
+    last = max([from_iso(u) for u in uses], default=None) or volume.created_at
     if last is None or now - last < timedelta(days=deps.settings.stack_cache_retention_days):
         return None
     gone = deps.stack_cache.delete(volume.file_system_id)

@@ -6,11 +6,10 @@ place and the cluster `failed`, with the reason, for the owner to act on.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN
-from lsstctl.domain.models import ClusterState as S, JobState, iso
+from lsstctl.domain.models import ClusterState as S, JobState, from_iso, iso
 from lsstctl.domain.scripts import render_archive_command
 from lsstctl.errors import ArchiveFailedError, InvalidTransitionError, TeardownFailedError
 from lsstctl.observability import logger, metrics
@@ -130,8 +129,8 @@ def _record_timing(deps: Deps, summary: dict[str, Any]) -> None:
     def seconds(at: str | None) -> float | None:
         if not at or not summary["started_at"]:
             return None
-        return (datetime.fromisoformat(at.replace("Z", "+00:00"))
-                - datetime.fromisoformat(summary["started_at"].replace("Z", "+00:00"))).total_seconds()
+        return (from_iso(at)
+                - from_iso(summary["started_at"])).total_seconds()
 
     total, stop = seconds(summary["ended_at"]), seconds(summary["compute_stopped_at"])
     if total is not None:
