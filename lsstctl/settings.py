@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # The SSM Command document that asks a head node's Slurm whether it is idle (the only
     # command the guard and the idle alarm may run: infra/control-plane.yaml QueueProbeDocument).
     queue_probe_document: str = "lsstctl-queue-probe"
+    # The scale governor: as a budget runs down, cap the compute nodes each queue may reach so
+    # that the reserve shrinks with it (lsstctl.domain.governor); the SSM Command document that
+    # applies a cap on a head node (infra/control-plane.yaml NodeCapDocument). Off: every queue
+    # may reach MaxCount until the budget teardown (the bench compares both).
+    governor: bool = True
+    node_cap_document: str = "lsstctl-node-cap"
     # How long one guard pass (a 60 s Lambda) may spend asking head nodes before it defers the
     # remaining questions to the next pass.
     guard_idle_questions_seconds: float = Field(25, ge=0)

@@ -12,6 +12,7 @@ from lsstctl.adapters.aws import LazyClient
 
 NAME_TAG = "parallelcluster:cluster-name"
 NODE_TYPE_TAG = "parallelcluster:node-type"
+QUEUE_TAG = "parallelcluster:queue-name"
 OWNER_TAG = "lsstctl:owner"
 _TERMINATED_AT = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")
 
@@ -30,6 +31,7 @@ class Observed:
     owner: str | None = None  # the lsstctl:owner tag, when the resource carries it
     state: str = ""  # EC2's instance state ("" for volumes)
     zone: str = ""  # its availability zone (a spot instance's price is its zone's)
+    queue: str = ""  # a compute node's Slurm queue (the scale governor caps each queue)
 
     @property
     def exists(self) -> bool:
@@ -80,6 +82,7 @@ class Ec2Inventory:
                             owner=tags.get(OWNER_TAG),
                             state=i["State"]["Name"],
                             zone=(i.get("Placement") or {}).get("AvailabilityZone", ""),
+                            queue=tags.get(QUEUE_TAG, ""),
                         )
                     )
         for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag):

@@ -200,6 +200,9 @@ class Cluster(BaseModel):
     idle_check: dict[str, Any] | None = None
     # What PATCH changed while it lived: at, by, and each field's [before, after].
     changes: list[dict[str, Any]] = []
+    # The scale governor's node caps (lsstctl.services.governor): caps per queue, whether the
+    # head node has applied them (and the caps applied before), its message, when and by whom.
+    governor: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _derived_id(self) -> "Cluster":

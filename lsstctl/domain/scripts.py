@@ -164,18 +164,27 @@ printf '{"slurm": true, "jobs": %d, "publisher": "%s"}\n' "$jobs" "$state"
 """
 
 
-def queue_probe_document() -> dict[str, object]:
-    """The SSM Command document (schema 2.2) that runs QUEUE_PROBE_SCRIPT."""
+def _command_document(description: str, step: str, script: str, **parameters: dict[str, str]) -> dict[str, object]:
+    """An SSM Command document (schema 2.2) running `script` on the head node, with the
+    `nodeRoot` parameter every one of ours takes and `parameters` besides."""
     return {
         "schemaVersion": "2.2",
-        "description": "lsstctl: count pending and running Slurm jobs on a head node; keep its queue-depth publisher running.",
+        "description": description,
         "parameters": {
             "nodeRoot": {"type": "String", "default": "", "allowedPattern": "^(/[A-Za-z0-9._/-]*)?$",
                          "description": "Prefix of system paths (the local emulator's head nodes); empty on AWS."},
+            **parameters,
         },
-        "mainSteps": [{"action": "aws:runShellScript", "name": "probe",
-                       "inputs": {"runCommand": QUEUE_PROBE_SCRIPT.splitlines(), "timeoutSeconds": "60"}}],
+        "mainSteps": [{"action": "aws:runShellScript", "name": step,
+                       "inputs": {"runCommand": script.splitlines(), "timeoutSeconds": "60"}}],
     }
+
+
+def queue_probe_document() -> dict[str, object]:
+    """The SSM Command document that runs QUEUE_PROBE_SCRIPT."""
+    return _command_document(
+        "lsstctl: count pending and running Slurm jobs on a head node; keep its queue-depth publisher running.",
+        "probe", QUEUE_PROBE_SCRIPT)
 
 
 @dataclass(frozen=True)
@@ -375,3 +384,84 @@ def parse_job_status(output: str) -> tuple[str, str | None, str]:
     if slurm_state not in SLURM_STATES:
         raise ValueError(f"unrecognised Slurm job status: {text[:200]!r}")
     return SLURM_STATES[slurm_state], exit_code, slurm_state
+
+
+# The scale governor's hand on the head node (lsstctl.domain.governor): per queue, keep the
+# first N of ParallelCluster's nodes (`<queue>-st-*` static, `<queue>-dy-*` dynamic) available
+# and drain the rest, so Slurm powers up no node above the cap and pending jobs wait. Billing
+# nodes (not powered down: no `~` in their state) come first, then static before dynamic, by
+# number: a queue never reaches more than max(cap, nodes billing now). Nodes drained with this
+# reason are resumed when the cap rises; nodes drained for any other reason (an admin's,
+# ParallelCluster's health checks) and static nodes are never touched. The caps are also kept
+# in NODE_CAP_DIR, where the local emulator's stand-in for clustermgtd reads them.
+NODE_CAP_DIR = "/etc/lsstctl/node-caps"
+NODE_CAP_REASON = "lsstctl budget cap"
+NODE_CAP_SCRIPT = r"""set -u
+root='{{ nodeRoot }}'
+caps='{{ caps }}'
+reason='%(reason)s'
+dir="$root%(dir)s"
+mkdir -p "$dir"
+drained=0
+resumed=0
+for pair in $caps; do
+  queue=${pair%%%%=*}
+  cap=${pair#*=}
+  printf '%%s\n' "$cap" > "$dir/$queue"
+  listing=$(sinfo -h -N -p "$queue" -o '%%N %%t %%E' 2>/dev/null | sort -u) || listing=''
+  ordered=$(printf '%%s\n' "$listing" | awk -v q="$queue" '
+    index($1, q "-st-") == 1 || index($1, q "-dy-") == 1 {
+      print (($2 ~ /~/) ? 1 : 0), ((index($1, q "-st-") == 1) ? 0 : 1), $0 }' |
+    sort -k1,1n -k2,2n -k3,3V | cut -d' ' -f3-)
+  drain=''
+  resume=''
+  i=0
+  while read -r node state why; do
+    [ -n "$node" ] || continue
+    i=$((i + 1))
+    if [ "$i" -gt "$cap" ] && [ "${node#"$queue"-st-}" = "$node" ]; then
+      case "$state" in
+        drain*|drng*) ;;
+        *) drain="$drain${drain:+,}$node"; drained=$((drained + 1)) ;;
+      esac
+    elif [ "$i" -le "$cap" ] && [ "$why" = "$reason" ]; then
+      resume="$resume${resume:+,}$node"; resumed=$((resumed + 1))
+    fi
+  done <<EOF
+$ordered
+EOF
+  if [ -n "$drain" ]; then
+    scontrol update nodename="$drain" state=DRAIN reason="$reason" || exit 4
+  fi
+  if [ -n "$resume" ]; then
+    scontrol update nodename="$resume" state=RESUME || exit 4
+  fi
+done
+printf '{"applied": true, "drained": %%d, "resumed": %%d}\n' "$drained" "$resumed"
+""" % {"reason": NODE_CAP_REASON, "dir": NODE_CAP_DIR}
+NODE_CAPS_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}=[0-9]{1,4}( [a-z0-9][a-z0-9-]{0,63}=[0-9]{1,4}){0,9}$"
+
+
+def node_cap_document() -> dict[str, object]:
+    """The SSM Command document that runs NODE_CAP_SCRIPT."""
+    return _command_document(
+        "lsstctl: cap the compute nodes each Slurm queue may reach (drain the nodes above the cap, resume them when it rises).",
+        "cap", NODE_CAP_SCRIPT,
+        caps={"type": "String", "allowedPattern": NODE_CAPS_PATTERN,
+              "description": "queue=nodes pairs, space separated (e.g. 'compute=3 gpu=0')."})
+
+
+def render_caps(caps: dict[str, int]) -> str:
+    """The document's `caps` parameter."""
+    return " ".join(f"{queue}={count}" for queue, count in sorted(caps.items()))
+
+
+def node_cap_applied(stdout: str) -> bool:
+    """Whether the script ran to its end (its last JSON line says so)."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and data.get("applied") is True
+    return False

@@ -14,7 +14,7 @@ from typing import Any
 
 from lsstctl.adapters.dynamodb_state import table_definition
 from lsstctl.adapters.local_engine import PCLUSTER_VERSION
-from lsstctl.domain.scripts import queue_probe_document
+from lsstctl.domain.scripts import node_cap_document, queue_probe_document
 
 ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINES = ROOT / "statemachines"
@@ -46,6 +46,7 @@ NOTIFY_PATTERN = {
 }
 SLACK_SIGNING_SECRET = "lsstctl/chatops/slack-signing-secret"
 QUEUE_PROBE_DOCUMENT = "lsstctl-queue-probe"
+NODE_CAP_DOCUMENT = "lsstctl-node-cap"
 IDLE_ALARM_PATTERN = {
     "source": ["aws.cloudwatch"],
     "detail-type": ["CloudWatch Alarm State Change"],
@@ -242,6 +243,10 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     probe = session.client("ssm").create_document(
         Name=QUEUE_PROBE_DOCUMENT, DocumentType="Command", DocumentFormat="JSON",
         Content=json.dumps(queue_probe_document()))["DocumentDescription"]["Name"]
+    # ... and the one the guard and the launch's last step run to cap a queue's nodes.
+    node_cap = session.client("ssm").create_document(
+        Name=NODE_CAP_DOCUMENT, DocumentType="Command", DocumentFormat="JSON",
+        Content=json.dumps(node_cap_document()))["DocumentDescription"]["Name"]
 
     sfn = session.client("stepfunctions")
     machines = {
@@ -269,5 +274,6 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_GUARD_FUNCTION_ARN": triggers["guard"],
         "LSSTCTL_RECONCILER_FUNCTION_ARN": triggers["reconciler"],
         "LSSTCTL_QUEUE_PROBE_DOCUMENT": probe,
+        "LSSTCTL_NODE_CAP_DOCUMENT": node_cap,
         **people,
     }

@@ -1,19 +1,56 @@
-"""What a cluster may cost at most: its potential burn, how long teardown takes, and the
-launch-time check that its budget can cover starting and stopping it at all."""
+"""What a cluster may cost at most: the fleet it can reach (its queues, capped by the scale
+governor), how long teardown takes, and the launch-time check that its budget can cover
+starting and stopping it at all (launched capped when it covers only part of its fleet)."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from lsstctl.domain.cost import SpendReport, TeardownTiming, spend_ceiling
-from lsstctl.domain.models import Cluster
+from lsstctl.domain.governor import Governance, QueueReach, describe_caps, full_caps, govern, reach_hourly
+from lsstctl.domain.models import Cluster, ClusterState as S, iso
 from lsstctl.domain.pricing import UnknownPriceError
 from lsstctl.errors import ValidationError
 from lsstctl.services.deps import Deps
 
+# Before READY no job can be submitted, so no dynamic node starts: the caps chosen at launch
+# hold until the launch applies them on the head node (lsstctl.services.governor.apply_caps).
+BEFORE_JOBS = frozenset({S.REQUESTED, S.LAUNCHING, S.INSTALLING})
 
-def potential_compute_hourly(deps: Deps, cluster: Cluster) -> float:
-    """Compute burn if every queue ran MaxCount of its dearest type (spot priced as
-    on-demand: an upper bound)."""
+
+def queue_reach(deps: Deps, cluster: Cluster, running: Mapping[str, float] | None = None) -> list[QueueReach]:
+    """Each queue priced at its dearest type, on-demand (spot too: an upper bound), with
+    what its billing nodes burn now."""
     region = cluster.spec.region or deps.settings.region
-    return deps.catalog.full_size_compute_hourly(region, [(q.max_nodes, q.instance_types) for q in cluster.spec.queues])
+    running = dict(running or {})
+    names = {q.name for q in cluster.spec.queues}
+    # A compute node without a known queue still bills: counted with the first queue.
+    stray = sum(v for k, v in running.items() if k not in names)
+    return [
+        QueueReach(name=q.name, min_nodes=q.min_nodes, max_nodes=q.max_nodes,
+                   node_hourly=max(deps.catalog.instance_hourly(region, t) for t in q.instance_types),
+                   running_hourly=running.get(q.name, 0.0) + (stray if i == 0 else 0.0))
+        for i, q in enumerate(cluster.spec.queues)
+    ]
+
+
+def effective_caps(deps: Deps, cluster: Cluster) -> dict[str, int]:
+    """The node caps the reserve must assume: those the head node has applied; while a new
+    cap is not known to be applied, the larger of it and the last applied one."""
+    full = {q.name: q.max_nodes for q in cluster.spec.queues}
+    governor = cluster.governor
+    if not deps.settings.governor or not governor:
+        return full
+    caps = {q: min(int(governor["caps"].get(q, n)), n) for q, n in full.items()}
+    if governor.get("applied") or cluster.state in BEFORE_JOBS:
+        return caps
+    before = governor.get("applied_caps") or full
+    return {q: max(caps[q], min(int(before.get(q, n)), n)) for q, n in full.items()}
+
+
+def potential_compute_hourly(deps: Deps, cluster: Cluster, running: Mapping[str, float] | None = None) -> float:
+    """The compute burn the cluster can reach before the next tick: each queue's node cap
+    (MaxCount without the governor) of its dearest type, or what already bills if more."""
+    return reach_hourly(queue_reach(deps, cluster, running), effective_caps(deps, cluster))
 
 
 def teardown_timing(deps: Deps) -> TeardownTiming:
@@ -25,24 +62,56 @@ def teardown_timing(deps: Deps) -> TeardownTiming:
     return TeardownTiming(max(x[0] for x in samples), max(x[1] for x in samples))
 
 
-def check_budget_is_enough(deps: Deps, cluster: Cluster) -> None:
+def governor_record(governance: Governance, queues: list[QueueReach], *, at: str, by: str,
+                    applied: bool, applied_caps: Mapping[str, int] | None) -> dict[str, Any]:
+    """What the cluster record keeps of the governor (Cluster.governor)."""
+    return {"caps": dict(governance.caps), "capped": governance.capped, "applied": applied,
+            "applied_caps": dict(applied_caps) if applied_caps is not None else None,
+            "message": describe_caps(governance.caps, queues) if governance.capped else "not capped",
+            "at": at, "by": by}
+
+
+def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | None:
     """Refuse a launch whose own teardown could not fit in its budget, or whose instances
-    have no known price (then no budget could be guaranteed)."""
+    have no known price (then no budget could be guaranteed). With the governor, a budget
+    that sustains only part of the fleet launches capped: the record it should start with
+    (None: not capped)."""
     region = cluster.spec.region or deps.settings.region
     try:
         head = deps.catalog.instance_hourly(region, cluster.spec.head_node_type)
-        potential = potential_compute_hourly(deps, cluster)
+        queues = queue_reach(deps, cluster)
     except UnknownPriceError as error:
         raise ValidationError(
             f"{error.message} Without a price the budget cannot be guaranteed; choose a priced instance type.",
             field="queues" if cluster.spec.head_node_type in deps.catalog.instance_types(region) else "head_node_type",
         ) from error
+    governed = deps.settings.governor
+    # Without the governor every queue may reach MaxCount; with it, only static nodes run
+    # before the first cap is applied.
+    first = {q.name: q.min_nodes for q in queues} if governed else full_caps(queues)
     base = SpendReport(measured_at=deps.clock(), spend_usd=0.0, burn_usd_per_hour=head, base_burn_usd_per_hour=head,
-                       max_burn_usd_per_hour=head + potential)
-    floor = spend_ceiling(base, guard_interval_seconds=deps.settings.guard_interval_seconds, timing=teardown_timing(deps))
+                       max_burn_usd_per_hour=head + reach_hourly(queues, first))
+    timing = teardown_timing(deps)
+    interval = deps.settings.guard_interval_seconds
+    floor = spend_ceiling(base, guard_interval_seconds=interval, timing=timing)
     if floor >= cluster.spec.budget_usd:
         raise ValidationError(
             f"budget_usd {cluster.spec.budget_usd:.2f} cannot cover even starting and tearing down this cluster "
-            f"at its maximum size (at least ${floor:.2f}); raise the budget or lower max_nodes",
+            f"at {'its static size' if governed else 'its maximum size'} (at least ${floor:.2f}); "
+            "raise the budget or lower " + ("min_nodes" if governed else "max_nodes"),
             field="budget_usd",
         )
+    if not governed:
+        return None
+    governance = govern(budget_usd=cluster.spec.budget_usd, spend_usd=0.0, base_usd_per_hour=head, queues=queues,
+                        caps_now=first, guard_interval_seconds=interval, timing=timing)
+    if governance.stalled:
+        raise ValidationError(
+            f"budget_usd {cluster.spec.budget_usd:.2f} cannot keep even one compute node running through the "
+            f"guard's reaction and teardown (a node of {queues[0].name} costs ${queues[0].node_hourly:.2f}/h); "
+            "raise the budget or choose cheaper instance types",
+            field="budget_usd",
+        )
+    if not governance.capped:
+        return None
+    return governor_record(governance, queues, at=iso(deps.clock()), by="admission", applied=False, applied_caps=None)

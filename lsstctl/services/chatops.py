@@ -228,9 +228,14 @@ def status(deps: Deps, principal: Principal, name: str | None) -> str:
     if name:
         view = costs.cluster_view(deps, principal, name)
         spend = view["cost"]
+        governor = view.get("governor") or {}
+        capped = ""
+        if governor.get("capped"):
+            runway = governor.get("runway_hours")
+            capped = f" · {governor['message']}" + (f", {runway:.1f} h of runway" if runway is not None else "")
         return (f"`{view['name']}`: *{view['state']}* · spend {money(spend['spend_usd'])} of "
-                f"{money(spend['budget_usd'])}" + (f" · head node {view['head_node_instance_id']}"
-                                                   if view.get("head_node_instance_id") else ""))
+                f"{money(spend['budget_usd'])}" + capped + (f" · head node {view['head_node_instance_id']}"
+                                                            if view.get("head_node_instance_id") else ""))
     listed = [c for c in clusters.list_clusters(deps, principal) if c.state != ClusterState.DELETED]
     if not listed:
         return f"No live clusters. `/lsst {USAGE['up']}`"

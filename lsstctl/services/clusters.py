@@ -107,7 +107,9 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
     # ParallelCluster's schema and validators judge the config before anything exists,
     # and the budget must at least cover starting and tearing this cluster down.
     deps.validator.validate(cluster.id, cluster_config(deps, cluster))
-    check_budget_is_enough(deps, cluster)
+    capped = check_budget_is_enough(deps, cluster)
+    if capped is not None:  # launched capped, and told so (the record and the response say it)
+        cluster = cluster.model_copy(update={"governor": capped})
     quotas.check_launch(deps, cluster)
     try:
         cluster = deps.store.create_cluster(cluster, before_reuse=lambda: ensure_name_is_free(deps, cluster))

@@ -18,11 +18,13 @@ from lsstctl.domain.cost import (
 from lsstctl.domain.lifecycle import ACTIVE
 from lsstctl.domain.pricing import SpotBook, gb_month_to_hourly, spot_hourly
 from lsstctl.domain.models import Cluster, ClusterState as S, from_iso
+from lsstctl.errors import TransientError
 from lsstctl.observability import logger, metrics
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
 from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
+from lsstctl.services.governor import apply_caps, needs_applying, queues_of, running_by_queue, steer
 from lsstctl.services.idle import confirm_idle, recently_busy
 from lsstctl.services.identity import Principal
 
@@ -123,8 +125,10 @@ def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot
     without a recorded end is charged until now, never less than it may have cost."""
     previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {}, previous)}
-    report = measure(_with_gone(previous, seen, now), now,
-                     potential_compute_usd_per_hour=potential_compute_hourly(deps, cluster))
+    report = measure(_with_gone(previous, seen, now), now, potential_compute_usd_per_hour=0.0)
+    # What it can reach before the next tick: its queues' node caps, or what bills if more.
+    potential = potential_compute_hourly(deps, cluster, running_by_queue(report, queues_of(observed)))
+    report = replace(report, max_burn_usd_per_hour=report.base_burn_usd_per_hour + potential)
     ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "cluster_id": cluster.id,
               "owner": cluster.owner, "generation": cluster.generation, "state": cluster.state.value}
     deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
@@ -185,12 +189,15 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
             if crossed := warn(deps, cluster, report):
                 summary["warnings"][cluster.id] = crossed
             reason = decide(deps, cluster, report, now, timing)
+            # A hung head node makes a question (is it idle? apply these caps) last up to
+            # `short_command_seconds`: past the pass's allowance, the rest wait for the next pass.
+            may_ask = time.monotonic() - started < deps.settings.guard_idle_questions_seconds
+            if reason is None and deps.settings.governor and cluster.state == S.READY:
+                reason = _govern(deps, cluster, report, observed.get(cluster.id, []), timing, may_ask, summary)
             if reason == "idle":
-                # No queue-depth data counts as idle; Slurm itself says whether it is. A hung
-                # head node makes its question last up to `short_command_seconds`: past the
-                # pass's allowance for questions, the rest wait for the next pass.
+                # No queue-depth data counts as idle; Slurm itself says whether it is.
                 proceed, verdict = False, "deferred"
-                if time.monotonic() - started < deps.settings.guard_idle_questions_seconds:
+                if may_ask:
                     check = confirm_idle(deps, cluster, source="guard")
                     proceed, verdict = check.proceed, check.verdict
                 if not proceed:
@@ -214,6 +221,26 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
             logger.exception("guard failed on unexplained resources", extra={"cluster": name})
             summary.setdefault("errors", []).append(name)
     return summary
+
+
+def _govern(deps: Deps, cluster: Cluster, report: SpendReport, observed: list[Any], timing: TeardownTiming,
+            may_ask: bool, summary: dict[str, Any]) -> str | None:
+    """Cap the fleet the budget left can carry (lsstctl.services.governor); "budget" when it
+    cannot carry a single compute node, so no job can progress."""
+    governance = steer(deps, cluster, report, running_by_queue(report, queues_of(observed)), timing)
+    if governance.stalled:
+        return "budget"
+    if needs_applying(cluster, governance):
+        if not may_ask:
+            summary.setdefault("caps_deferred", []).append(cluster.id)
+            return None
+        try:
+            apply_caps(deps, cluster, governance, by="guard", report=report)
+            summary.setdefault("caps", {})[cluster.id] = governance.caps
+        except TransientError as error:  # AWS or the head node: the reserve keeps the larger caps
+            logger.warning("node caps not applied", extra={"cluster": cluster.id, "error": str(error)})
+            summary.setdefault("caps_deferred", []).append(cluster.id)
+    return None
 
 
 def final_spend(deps: Deps, cluster: Cluster) -> SpendReport:
@@ -245,7 +272,14 @@ def cluster_view(deps: Deps, principal: Principal, name: str, owner: str | None 
     summary = {key: ledger.get(key) for key in COST_SUMMARY}
     summary["budget_usd"] = cluster.spec.budget_usd
     summary["spend_usd"] = summary["spend_usd"] or 0.0
-    return {**cluster.public(), "cost": summary}
+    view = {**cluster.public(), "cost": summary}
+    if cluster.governor:
+        # "capped at 3 of 15 nodes by the budget", and the runway at the last measured burn.
+        burn = ledger.get("burn_usd_per_hour") or 0.0
+        left = max(0.0, cluster.spec.budget_usd - summary["spend_usd"])
+        view["governor"] = {**cluster.governor, "budget_left_usd": round(left, 4),
+                            "runway_hours": round(left / burn, 2) if burn > 0 else None}
+    return view
 
 
 def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:

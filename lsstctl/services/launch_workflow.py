@@ -17,6 +17,7 @@ from lsstctl.services.clusters import (
 )
 from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
+from lsstctl.services.governor import apply_caps, caps_of
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, converging, deadline_after, error_message, tail
 
 
@@ -116,6 +117,9 @@ def poll_install(deps: Deps, cid: str, generation: int, command_id: str, deadlin
 
 def mark_ready(deps: Deps, cid: str, generation: int) -> dict[str, Any]:
     cluster = load(deps, cid, generation)
+    if deps.settings.governor and cluster.governor and not cluster.governor.get("applied"):
+        # Launched capped: the head node applies the caps before any job can start a node.
+        apply_caps(deps, cluster, caps_of(deps, cluster), by="launch", notify=False)
     # Idle detection starts now: installing is not idleness.
     deps.monitor.ensure_idle_alarm(cid, cluster.spec.idle_minutes)
     cluster = transition(deps, cid, S.READY, "stack installed", allowed_from=frozenset({S.INSTALLING}), or_if={})

@@ -835,6 +835,8 @@ ASTRONOMER = f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"
 HEAD_NODE = f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"
 QUEUE_PROBE = [("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-queue-probe"),
                ("ssm:SendCommand", HEAD_NODE), ("ssm:GetCommandInvocation", "*")]
+NODE_CAP = [("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-node-cap"),
+            ("ssm:SendCommand", HEAD_NODE), ("ssm:GetCommandInvocation", "*")]
 KEY_SECRET = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"
 NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     # The HTTP API (chalice_app/chalicelib/routes.py): records and idempotency, the three
@@ -876,9 +878,11 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     "lambdas.chatops.notify_handler": ({"STATE_TABLE"}, [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE),
                                                          ("dynamodb:DeleteItem", TABLE)]),
     "lambdas.launch_steps.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME"},
-        # mark_ready: the idle alarm; launch_failed: request_teardown.
+        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME",
+         "NODE_CAP_DOCUMENT"},
+        # mark_ready: the idle alarm, a capped launch's node caps; launch_failed: request_teardown.
         [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM), *ENGINE,
+         *NODE_CAP,
          # start_launch: the stack cache (adapters/efs_cache.py); poll_install counts its use.
          ("elasticfilesystem:CreateFileSystem", CACHE_FS), ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
          ("elasticfilesystem:DescribeMountTargets", CACHE_FS), ("elasticfilesystem:CreateMountTarget", CACHE_FS),
@@ -894,10 +898,10 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     "lambdas.job_steps.lambda_handler": ({"STATE_TABLE", "EVENT_BUS"}, [*RECORDS, ("dynamodb:Query", TABLE)]),
     "lambdas.guard.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS",
-         "QUEUE_PROBE_DOCUMENT"},
+         "QUEUE_PROBE_DOCUMENT", "NODE_CAP_DOCUMENT"},
         [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"), *METER,
          ("ec2:DescribeSpotPriceHistory", "*"), ("cloudwatch:GetMetricStatistics", "*"),
-         ("sns:Publish", NOTIFICATIONS), *QUEUE_PROBE],
+         ("sns:Publish", NOTIFICATIONS), *QUEUE_PROBE, *NODE_CAP],
     ),
     # on_idle_alarm: a premature alarm is reset to OK; Slurm is asked before an idle teardown.
     "lambdas.idle_alarm.lambda_handler": (
@@ -959,7 +963,8 @@ TRIGGERS_MUST_NOT = [
     ("dynamodb:Query", TABLE),
     ("dynamodb:DeleteItem", TABLE),
     ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
-    # A trigger may ask a head node's Slurm (the queue probe document), never run any shell.
+    # A trigger may ask a head node's Slurm (the queue probe document) and the guard cap its
+    # nodes (the node cap document), never run any shell.
     ("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
     ("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-other"),
     ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
@@ -1051,13 +1056,18 @@ def test_role_check_resolves_and_matches() -> None:
     assert not allows(tiny, [{"Effect": "Allow", "Action": "sns:Publish", "Resource": NOTIFICATIONS}], "sns:Publish", "*")
 
 
-def test_the_queue_probe_document_is_the_one_the_code_and_the_emulator_run(template: dict[str, Any]) -> None:
-    from lsstctl.domain.scripts import queue_probe_document
-    from lsstctl.emulator.bootstrap import QUEUE_PROBE_DOCUMENT
+@pytest.mark.parametrize("resource, content, emulator_name, setting", [
+    ("QueueProbeDocument", "queue_probe_document", "QUEUE_PROBE_DOCUMENT", "queue_probe_document"),
+    ("NodeCapDocument", "node_cap_document", "NODE_CAP_DOCUMENT", "node_cap_document"),
+])
+def test_each_ssm_document_is_the_one_the_code_and_the_emulator_run(
+        template: dict[str, Any], resource: str, content: str, emulator_name: str, setting: str) -> None:
+    from lsstctl.domain import scripts
+    from lsstctl.emulator import bootstrap
     from lsstctl.settings import Settings
 
-    props = template["Resources"]["QueueProbeDocument"]["Properties"]
+    props = template["Resources"][resource]["Properties"]
     assert props["DocumentType"] == "Command"
-    assert props["Content"] == queue_probe_document()
+    assert props["Content"] == getattr(scripts, content)()
     # The code's default and the emulator's document are the template's name with its default prefix.
-    assert resolve(template, props["Name"]) == QUEUE_PROBE_DOCUMENT == Settings.model_fields["queue_probe_document"].default
+    assert resolve(template, props["Name"]) == getattr(bootstrap, emulator_name) == Settings.model_fields[setting].default

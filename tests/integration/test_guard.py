@@ -28,6 +28,17 @@ def publish_busy(name: str, clock: VirtualClock) -> None:
     wiring.deps().monitor.publish_queue_depth(cid(name), 3, clock())
 
 
+def notifications() -> list[dict]:
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName="lsstctl-notifications-inbox")["QueueUrl"]
+    bodies = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        bodies += [json.loads(m["Body"]) for m in messages]
+        for m in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return bodies
+
+
 def test_budget_teardown_starts_before_spend_can_reach_the_budget(plane):
     # Given a $1 cluster burning about $0.75/h: t3.medium head, two c5.2xlarge, gp3 100 GiB
     cluster = ready("tight", plane, budget_usd=1, idle_minutes=600, queues=FAST_QUEUE)
@@ -150,23 +161,8 @@ def test_warnings_at_50_80_90_percent_are_sent_once(plane):
         if summary["teardowns"]:
             break
     assert crossed == [50, 80, 90]
-    sqs = boto3.client("sqs")
-    url = sqs.get_queue_url(QueueName="lsstctl-notifications-inbox")["QueueUrl"]
-    bodies = []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        bodies += [json.loads(m["Body"]) for m in messages]
-        for m in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    bodies = notifications()
     assert sorted(b["threshold_percent"] for b in bodies if "threshold_percent" in b) == [50, 80, 90]
-
-
-def test_a_budget_too_small_for_the_cluster_is_refused_at_launch(plane):
-    from lsstctl.errors import ValidationError
-
-    with pytest.raises(ValidationError) as exc:
-        clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
-            "huge", budget_usd=5, queues=[{"name": "q", "instance_types": ["c5.18xlarge"], "max_nodes": 50}])))
-    assert exc.value.field == "budget_usd" and "at least $" in exc.value.message
 
 
 @pytest.mark.parametrize("capacity", ["ondemand", "spot"])
@@ -350,3 +346,164 @@ def test_a_patched_budget_and_lifetime_take_effect_at_the_guards_next_pass(plane
     assert ended == {cid("grown"): "lifetime"} and minutes == 120  # two hours after the launch
     ledger = deps.store.get_ledger(cid("grown"), 1)
     assert 1.0 < ledger["spend_usd"] < 3.0
+
+
+# The scale governor --------------------------------------------------------------------------
+CAP_QUEUE = [{"name": "compute", "instance_types": ["c5.2xlarge"], "min_nodes": 0, "max_nodes": 8}]
+
+
+class CapHead:
+    """Head nodes as the governor reaches them: the node cap document is applied (its caps
+    recorded per instance) or fails; every other command goes to moto's SSM."""
+
+    def __init__(self, runner, status: str = "Success"):
+        self.runner, self.status = runner, status
+        self.applied: dict[str, list[dict[str, int]]] = {}
+        self.sent = 0
+
+    def run_document(self, instance_id, document, parameters, *, comment, timeout_seconds=120):
+        if document != wiring.deps().settings.node_cap_document:
+            return self.runner.run_document(instance_id, document, parameters, comment=comment,
+                                            timeout_seconds=timeout_seconds)
+        self.sent += 1
+        if self.status == "Success":
+            caps = {q: int(n) for q, n in (pair.split("=") for pair in parameters["caps"].split())}
+            self.applied.setdefault(instance_id, []).append(caps)
+        return f"cap-{self.sent}"
+
+    def send(self, *args, **kwargs):
+        return self.runner.send(*args, **kwargs)
+
+    def result(self, command_id, instance_id):
+        from lsstctl.ports import CommandResult
+
+        if not command_id.startswith("cap-"):
+            return self.runner.result(command_id, instance_id)
+        if self.status != "Success":
+            return CommandResult(command_id, self.status, 4, "", "slurm_update error")
+        return CommandResult(command_id, "Success", 0, '{"applied": true, "drained": 1, "resumed": 0}', "")
+
+    def cap_of(self, cluster, queue: str = "compute") -> int | None:
+        caps = self.applied.get(cluster.head_node_instance_id)
+        return caps[-1][queue] if caps else None
+
+
+def run_busy_fleet(plane, head: CapHead, name: str, until_minute: int = 600) -> tuple[dict, list[int]]:
+    """Jobs want all 8 nodes; clustermgtd starts as many as the head node's cap allows (the
+    whole queue when uncapped). Ticks until a teardown; checks the guard's invariant each pass."""
+    deps = wiring.deps()
+    caps_seen, summary = [], {}
+    for _ in range(until_minute):
+        record = deps.store.get_cluster(cid(name))
+        cap = head.cap_of(record)
+        deps.engine.set_compute_nodes(cid(name), "compute", "c5.2xlarge", 8 if cap is None else min(8, cap))
+        caps_seen.append(cap)
+        publish_busy(name, plane)
+        summary = tick(plane)
+        ledger = deps.store.get_ledger(cid(name), record.generation)
+        assert ledger["spend_usd"] < record.spec.budget_usd
+        if summary["teardowns"]:
+            break
+    return summary, [c for c in caps_seen if c is not None]
+
+
+@pytest.mark.parametrize("governor", [True, False])
+def test_the_governor_caps_a_busy_fleet_as_its_budget_runs_down_and_uses_all_of_it(plane, monkeypatch, governor):
+    """A fleet that would burn $2.77/h on a $3 budget: with the governor the cap falls, step
+    by step, and the budget ends with one node's reserve left (>= 97.5 % used); without it the
+    whole fleet's reserve is left (about 6 %). Never a cent over, at any pass."""
+    monkeypatch.setenv("LSSTCTL_GOVERNOR", "true" if governor else "false")
+    wiring.reset()
+    head = answering(monkeypatch, CapHead(wiring.deps().runner))
+    ready("fleet", plane, budget_usd=3, idle_minutes=600, queues=CAP_QUEUE)
+    notifications()
+    summary, caps = run_busy_fleet(plane, head, "fleet")
+    deps = wiring.deps()
+    record = deps.store.get_cluster(cid("fleet"))
+    used = deps.store.get_ledger(cid("fleet"), 1)["spend_usd"] / 3
+    assert summary["teardowns"] == {cid("fleet"): "budget"}
+    if not governor:
+        assert caps == [] and record.governor is None and used < 0.95
+        return
+    assert used >= 0.975
+    assert caps == sorted(caps, reverse=True) and caps[0] < 8 and caps[-1] <= 1 and len(set(caps)) >= 3
+    assert record.governor["applied"] and record.governor["message"].startswith("capped at ")
+    told = [b for b in notifications() if "caps" in b]
+    assert len(told) == 1 and told[0]["capped"] and told[0]["runway_hours"] is not None
+
+
+def test_a_raised_budget_lifts_the_cap_at_the_next_pass(plane, monkeypatch):
+    from lsstctl.domain.models import ClusterChange
+
+    head = answering(monkeypatch, CapHead(wiring.deps().runner))
+    ready("raised", plane, budget_usd=3, idle_minutes=600, queues=CAP_QUEUE)
+    deps = wiring.deps()
+    for _ in range(200):
+        record = deps.store.get_cluster(cid("raised"))
+        if head.cap_of(record) is not None and head.cap_of(record) < 4:
+            break
+        cap = head.cap_of(record)
+        deps.engine.set_compute_nodes(cid("raised"), "compute", "c5.2xlarge", 8 if cap is None else cap)
+        publish_busy("raised", plane)
+        assert tick(plane)["teardowns"] == {}
+    view = costs.cluster_view(deps, ALICE, "raised")
+    assert view["governor"]["capped"] and view["governor"]["runway_hours"] > 0
+    assert view["governor"]["message"] == f"capped at {head.cap_of(record)} of 8 nodes by the budget"
+    from lsstctl.services import chatops  # `/lsst status raised` says it too
+
+    assert f"capped at {head.cap_of(record)} of 8 nodes by the budget" in chatops.status(deps, ALICE, "raised")
+    notifications()
+    clusters.change_cluster(deps, Principal("alice"), "raised", ClusterChange(budget_usd=30))
+    publish_busy("raised", plane)
+    summary = tick(plane)
+    record = deps.store.get_cluster(cid("raised"))
+    assert summary["caps"] == {cid("raised"): {"compute": 8}} and head.cap_of(record) == 8
+    assert record.governor == {**record.governor, "capped": False, "applied": True, "message": "not capped"}
+    assert [b["capped"] for b in notifications() if "caps" in b] == [False]
+
+
+def test_caps_the_head_node_did_not_apply_keep_the_larger_reserve(plane, monkeypatch):
+    """The head node fails the cap: the record says not applied, the guard keeps assuming the
+    whole queue can run (it may) and tries again at its next pass."""
+    head = answering(monkeypatch, CapHead(wiring.deps().runner, status="Failed"))
+    ready("stuck", plane, budget_usd=3, idle_minutes=600, queues=CAP_QUEUE)
+    deps = wiring.deps()
+    full = 8 * deps.catalog.instance_hourly("us-east-1", "c5.2xlarge")
+    deferred = []
+    for _ in range(200):
+        deps.engine.set_compute_nodes(cid("stuck"), "compute", "c5.2xlarge", 8)
+        publish_busy("stuck", plane)
+        summary = tick(plane)
+        deferred += summary.get("caps_deferred", [])
+        if summary["teardowns"]:
+            break
+    record = deps.store.get_cluster(cid("stuck"))
+    assert summary["teardowns"] == {cid("stuck"): "budget"}
+    assert deferred and set(deferred) == {cid("stuck")} and head.sent == len(deferred)
+    assert record.governor["capped"] and not record.governor["applied"]
+    ledger = deps.store.get_ledger(cid("stuck"), 1)
+    assert ledger["max_burn_usd_per_hour"] - ledger["base_burn_usd_per_hour"] == pytest.approx(full)
+
+
+def test_a_budget_for_part_of_the_fleet_launches_capped_and_one_for_no_node_is_refused(plane, monkeypatch):
+    big = [{"name": "q", "instance_types": ["c5.18xlarge"], "max_nodes": 50}]
+    head = answering(monkeypatch, CapHead(wiring.deps().runner))
+    # $5 carries a few of fifty c5.18xlarge through the guard's reaction and a teardown:
+    # launched capped, the caps applied on the head node before it is ready.
+    launched = ready("dear", plane, budget_usd=5, queues=big)
+    assert launched.governor["capped"] and launched.governor["applied"] and launched.governor["by"] == "launch"
+    cap = launched.governor["caps"]["q"]
+    assert 0 < cap < 50 and head.cap_of(launched, "q") == cap
+    assert launched.governor["message"] == f"capped at {cap} of 50 nodes by the budget"
+    # Not even one node: refused, naming the field.
+    with pytest.raises(ValidationError) as exc:
+        clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
+            "tiny", budget_usd=0.2, queues=big)))
+    assert exc.value.field == "budget_usd" and "even one compute node" in exc.value.message
+    # Without the governor, the old rule: the whole fleet's reserve or nothing.
+    monkeypatch.setenv("LSSTCTL_GOVERNOR", "false")
+    wiring.reset()
+    with pytest.raises(ValidationError) as exc:
+        clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
+            "huge", budget_usd=5, queues=big)))
+    assert exc.value.field == "budget_usd" and "at least $" in exc.value.message

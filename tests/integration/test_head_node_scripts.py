@@ -114,3 +114,71 @@ def test_the_stack_cache_keeps_used_tags_and_removes_ones_unused_past_retention(
     # A second cluster with the same tag finds it: the cache's hit, logged like an install
     again = bash(script, env)
     assert again.returncode == 0 and "v30_0_7 already installed in" in again.stdout
+
+
+SINFO = """compute-dy-cr1-1 idle~ none
+compute-dy-cr1-10 alloc none
+compute-dy-cr1-2 idle~ none
+compute-dy-cr1-3 drain~ lsstctl budget cap
+compute-dy-cr1-4 mix none
+compute-st-cr1-1 alloc none
+compute-dy-cr1-5 drain~ an admin's reason
+compute-dy-cr1-5 drain~ an admin's reason
+localhost idle none
+"""
+
+
+def _fake_slurm(tmp_path: Path, listing: str) -> tuple[dict[str, str], Path]:
+    """`sinfo` answering `listing` for any partition, `scontrol` recording its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol-calls"
+    (tmp_path / "listing").write_text(listing)
+    (bin_dir / "sinfo").write_text(f"#!/bin/bash\ncat {tmp_path / 'listing'}\n")
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {calls}\n')
+    for tool in ("sinfo", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, calls
+
+
+def _node_cap(root: Path, caps: str) -> str:
+    from lsstctl.domain.scripts import NODE_CAP_SCRIPT
+
+    return NODE_CAP_SCRIPT.replace("{{ nodeRoot }}", str(root)).replace("{{ caps }}", caps)
+
+
+def test_the_node_cap_keeps_billing_nodes_first_and_drains_the_rest_never_static_or_foreign(tmp_path: Path):
+    """ParallelCluster's node names, as sinfo lists them: the three billing nodes (one static)
+    are kept under a cap of 3; the powered-down dynamic ones are drained, except the one
+    already drained by the cap and the one an admin drained; the emulator's `localhost` and
+    other queues' nodes are never touched; the cap is kept where the emulator reads it."""
+    from lsstctl.domain.scripts import NODE_CAP_DIR, node_cap_applied
+
+    env, calls = _fake_slurm(tmp_path, SINFO)
+    done = bash(_node_cap(tmp_path / "root", "compute=3 gpu=0"), env)
+    assert done.returncode == 0, done.stderr
+    assert node_cap_applied(done.stdout)
+    assert calls.read_text().splitlines() == [
+        "update nodename=compute-dy-cr1-1,compute-dy-cr1-2 state=DRAIN reason=lsstctl budget cap"]
+    assert (tmp_path / "root" / NODE_CAP_DIR.lstrip("/") / "compute").read_text().strip() == "3"
+    assert (tmp_path / "root" / NODE_CAP_DIR.lstrip("/") / "gpu").read_text().strip() == "0"
+    # The cap rises to 6: the node the cap drained comes back; the admin's stays drained.
+    calls.unlink()
+    risen = bash(_node_cap(tmp_path / "root", "compute=6"), env)
+    assert risen.returncode == 0 and '"resumed": 1' in risen.stdout
+    assert calls.read_text().splitlines() == ["update nodename=compute-dy-cr1-3 state=RESUME"]
+    # A cap of 0 never drains the static node.
+    calls.unlink()
+    bash(_node_cap(tmp_path / "root", "compute=0"), env)
+    drained = calls.read_text().split()[1].removeprefix("nodename=").split(",")
+    assert "compute-st-cr1-1" not in drained and "localhost" not in drained
+    assert set(drained) == {"compute-dy-cr1-10", "compute-dy-cr1-4", "compute-dy-cr1-1", "compute-dy-cr1-2"}
+
+
+def test_the_node_cap_fails_loudly_when_slurm_refuses(tmp_path: Path):
+    from lsstctl.domain.scripts import node_cap_applied
+
+    env, _ = _fake_slurm(tmp_path, SINFO)
+    (tmp_path / "bin" / "scontrol").write_text("#!/bin/bash\necho 'slurm_update error: Invalid node name' >&2\nexit 1\n")
+    failed = bash(_node_cap(tmp_path / "root", "compute=1"), env)
+    assert failed.returncode == 4 and not node_cap_applied(failed.stdout)

@@ -13,6 +13,7 @@ import pytest
 
 from lsstctl.domain.models import JobSpec
 from lsstctl.domain.scripts import (
+    NODE_CAP_SCRIPT,
     QUEUE_PROBE_SCRIPT,
     render_archive_command,
     render_install_script,
@@ -54,6 +55,7 @@ def _generated() -> dict[str, str]:
         # As SSM runs the queue probe document: its one parameter substituted (on AWS, empty).
         "queue probe (on AWS)": QUEUE_PROBE_SCRIPT.replace("{{ nodeRoot }}", ""),
         "queue probe (emulator)": QUEUE_PROBE_SCRIPT.replace("{{ nodeRoot }}", "/tmp/nodes/rubin-demo-2bd806c97f"),
+        "node cap (on AWS)": NODE_CAP_SCRIPT.replace("{{ nodeRoot }}", "").replace("{{ caps }}", "compute=3 gpu=0"),
     }
 
 
