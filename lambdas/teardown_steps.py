@@ -5,6 +5,7 @@ from lsstctl.handlers import step_handler
 lambda_handler = step_handler(
     {
         "begin": lambda d, e: steps.begin_teardown(d, e.cluster, e.generation, e.execution, e.reason),
+        "end_jobs": lambda d, e: steps.end_jobs(d, e.cluster),
         "stop_fleet": lambda d, e: steps.stop_fleet(d, e.cluster),
         "archive": lambda d, e: steps.start_archive(d, e.cluster, e.poll),
         "poll_archive": lambda d, e: steps.poll_archive(d, e.cluster, e.command_id, e.deadline),

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     guard_interval_seconds: int = 60
     default_stop_compute_seconds: float = 180
     default_teardown_seconds: float = 1200
+    # The graceful end: before compute stops, a teardown holds the cluster's pending jobs and
+    # signals its running ones (SIGTERM), then waits this long for them to save their work.
+    # Every budget reserve includes it (lsstctl.services.budget.teardown_timing).
+    teardown_grace_seconds: int = Field(60, ge=0, le=3600)
     # The reconciler (every few minutes): how long a fresh record may lack its execution
     # (the request that wrote it may still be starting it), the slack past a workflow's
     # own deadlines before it counts as stalled, and the backoff between re-driven

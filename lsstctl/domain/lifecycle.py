@@ -1,7 +1,8 @@
-"""Cluster lifecycle rules: which transitions exist, and which states still bill."""
+"""Cluster lifecycle rules: which transitions exist, which states still bill, and how a
+cluster's end stopped its jobs."""
 from __future__ import annotations
 
-from lsstctl.domain.models import ClusterState as S
+from lsstctl.domain.models import Cluster, ClusterState as S
 
 ALLOWED: dict[S, frozenset[S]] = {
     # requested -> deleted: a launch withdrawn before anything was created (its workflow
@@ -30,3 +31,16 @@ def sources_of(target: S) -> frozenset[S]:
 
 def can_transition(current: S, target: S) -> bool:
     return target in ALLOWED[current]
+
+
+def stopped_reason(cluster: Cluster, job_id: str) -> str | None:
+    """Why a job that was open when its cluster ended stopped (None: it was not)."""
+    ending = cluster.graceful_end or {}
+    why = cluster.teardown_reason or "teardown"
+    if job_id in ending.get("signalled", []):
+        if ending.get("reached"):
+            return f"stopped at the cluster's end ({why}): signalled SIGTERM, {ending['grace_seconds']} s grace"
+        return f"stopped at the cluster's end ({why}): the head node could not be signalled"
+    if job_id in ending.get("held", []):
+        return f"held at the cluster's end ({why}): never started"
+    return None

@@ -203,6 +203,9 @@ class Cluster(BaseModel):
     # The scale governor's node caps (lsstctl.services.governor): caps per queue, whether the
     # head node has applied them (and the caps applied before), its message, when and by whom.
     governor: dict[str, Any] | None = None
+    # The graceful end of its jobs at teardown (lsstctl.services.teardown_workflow.end_jobs):
+    # at, the jobs held and signalled, the grace given, and whether the head node answered.
+    graceful_end: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _derived_id(self) -> "Cluster":

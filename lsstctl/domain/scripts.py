@@ -332,6 +332,24 @@ def render_cancel_command(slurm_job_id: str) -> str:
     return f"scancel {slurm_job_id}"
 
 
+def render_end_jobs_command(*, pending: list[str], running: list[str], signal: str = "TERM") -> str:
+    """The graceful end of a cluster's jobs: hold its pending jobs (none starts any more) and
+    signal its running ones, the batch script and every step (`scancel --full`), so they can
+    save their work before compute stops. Only these jobs: the emulator's one Slurm serves
+    every head node. A job that ended meanwhile is no error."""
+    for jid in pending + running:
+        if not jid.isdigit():
+            raise ValueError(f"not a Slurm job id: {jid!r}")
+    if not signal.isalnum():
+        raise ValueError(f"not a signal name: {signal!r}")
+    lines = []
+    if pending:
+        lines.append(f"scontrol hold {' '.join(pending)} || true")
+    if running:
+        lines.append(f"scancel --signal={signal} --full {' '.join(running)} || true")
+    return "\n".join(lines + ["echo ended"])
+
+
 def render_archive_command(*, shared_dir: str, bucket: str, prefix: str) -> str:
     """Copy job outputs to S3. Fails (non-zero) if the copy fails, so teardown keeps data."""
     src = f"{shared_dir.rstrip('/')}/{OUTPUTS_SUBDIR}"

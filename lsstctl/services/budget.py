@@ -54,12 +54,15 @@ def potential_compute_hourly(deps: Deps, cluster: Cluster, running: Mapping[str,
 
 
 def teardown_timing(deps: Deps) -> TeardownTiming:
-    """The slowest of the recent teardowns (or the configured default before any)."""
+    """The slowest of the recent teardowns (or the configured default before any), plus the
+    grace running jobs get before compute stops (samples are recorded without it: a teardown
+    with no running job waits none, the next one may wait it all)."""
     samples = deps.store.teardown_timings()
     s = deps.settings
+    grace = s.teardown_grace_seconds
     if not samples:
-        return TeardownTiming(s.default_stop_compute_seconds, s.default_teardown_seconds)
-    return TeardownTiming(max(x[0] for x in samples), max(x[1] for x in samples))
+        return TeardownTiming(s.default_stop_compute_seconds + grace, s.default_teardown_seconds + grace)
+    return TeardownTiming(max(x[0] for x in samples) + grace, max(x[1] for x in samples) + grace)
 
 
 def governor_record(governance: Governance, queues: list[QueueReach], *, at: str, by: str,

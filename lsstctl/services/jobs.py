@@ -6,6 +6,7 @@ import re
 import secrets
 from typing import Any
 
+from lsstctl.domain.lifecycle import stopped_reason
 from lsstctl.domain.models import ClusterState, Job, JobSpec, JobState, cluster_id, iso
 from lsstctl.domain.scripts import (
     OS_DEFAULT_USER,
@@ -182,8 +183,12 @@ def poll_step(deps: Deps, cid: str, job_id: str, deadline: str | None) -> dict[s
     if job.state.terminal:
         return {"state": job.state.value, "terminal": True, "deadline": deadline}
     cluster = deps.store.get_cluster(cid)
-    if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
-        job = _record(deps, job, JobState.CANCELLED, f"cluster is {cluster.state.value}")
+    # In its cluster's graceful end (tearing down, compute still up) a job may still finish:
+    # Slurm is asked on until compute stops.
+    in_grace = cluster.state == ClusterState.TEARING_DOWN and not cluster.compute_stopped_at
+    if (cluster.state != ClusterState.READY and not in_grace) or not cluster.head_node_instance_id:
+        why = stopped_reason(cluster, job.job_id) or f"cluster is {cluster.state.value}"
+        job = _record(deps, job, JobState.CANCELLED, why)
         return {"state": job.state.value, "terminal": True, "deadline": deadline}
     assert job.slurm_job_id
     result = run_short(deps, cluster.head_node_instance_id, render_job_status_command(job.slurm_job_id),

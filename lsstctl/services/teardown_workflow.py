@@ -1,16 +1,18 @@
 """Steps of the teardown workflow (statemachines/teardown.asl.json).
 
-Order matters for cost and for data: stop compute first (spend drops at once), archive
-outputs, and only then delete what holds data. An archive that fails leaves storage in
+Order matters for cost and for data: end the jobs gracefully (pending ones held, running
+ones signalled and given `teardown_grace_seconds`, which every budget reserve includes),
+stop compute (spend drops at once), archive outputs (those of the jobs that were running
+included), and only then delete what holds data. An archive that fails leaves storage in
 place and the cluster `failed`, with the reason, for the owner to act on.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN
+from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN, stopped_reason
 from lsstctl.domain.models import ClusterState as S, JobState, from_iso, iso
-from lsstctl.domain.scripts import render_archive_command
+from lsstctl.domain.scripts import render_archive_command, render_end_jobs_command
 from lsstctl.errors import ArchiveFailedError, InvalidTransitionError, TeardownFailedError
 from lsstctl.observability import logger, metrics
 from lsstctl.services.clusters import TEARDOWN_COMPLETED, archive_prefix, shared_dir, transition
@@ -18,7 +20,15 @@ from lsstctl.services.costs import final_spend
 from lsstctl.services.deps import Deps
 from lsstctl.services.jobs import publish_job
 from lsstctl.services.launch_workflow import load
-from lsstctl.services.remote import FAILED_STATUSES, check_deadline, converging, deadline_after, error_message, tail
+from lsstctl.services.remote import (
+    FAILED_STATUSES,
+    check_deadline,
+    converging,
+    deadline_after,
+    error_message,
+    run_short,
+    tail,
+)
 
 
 def begin_teardown(deps: Deps, cid: str, generation: int, execution: str, reason: str) -> dict[str, Any]:
@@ -41,6 +51,39 @@ def begin_teardown(deps: Deps, cid: str, generation: int, execution: str, reason
     # Idleness no longer matters once the cluster is going away.
     deps.monitor.delete_idle_alarm(cid)
     return {"claimed": True, "archive": cluster.head_node_instance_id is not None}
+
+
+def end_jobs(deps: Deps, cid: str) -> dict[str, Any]:
+    """The graceful end: hold the cluster's pending Slurm jobs and signal its running ones,
+    then (the workflow's Wait) give them `teardown_grace_seconds` before compute stops. The
+    record says which jobs were stopped. Teardown always wins: a head node that does not
+    answer only costs the grace, never the teardown. Done once (a retried step finds it)."""
+    cluster = deps.store.get_cluster(cid)
+    if cluster.graceful_end is not None:
+        return {"grace_seconds": cluster.graceful_end["grace_seconds"]}
+    open_jobs = [j for j in deps.store.list_jobs(cid)
+                 if j.generation == cluster.generation and j.slurm_job_id and not j.state.terminal]
+    pending = [j for j in open_jobs if j.state == JobState.PENDING]
+    running = [j for j in open_jobs if j.state != JobState.PENDING]
+    ending: dict[str, Any] = {"at": iso(deps.clock()), "held": [j.job_id for j in pending],
+                              "signalled": [j.job_id for j in running], "grace_seconds": 0, "reached": False,
+                              "detail": "no pending or running job"}
+    if open_jobs and cluster.head_node_instance_id:
+        script = render_end_jobs_command(pending=[str(j.slurm_job_id) for j in pending],
+                                         running=[str(j.slurm_job_id) for j in running])
+        try:
+            result = run_short(deps, cluster.head_node_instance_id, script, comment=f"end the jobs of {cluster.name}")
+            reached = result.status == "Success"
+            detail = "held and signalled" if reached else f"{result.status}: {tail(result.stderr or result.stdout, 200)}"
+        except Exception as error:  # the teardown goes on without a grace
+            logger.warning("graceful end not reached", extra={"cluster": cid, "error": str(error)})
+            reached, detail = False, f"the head node did not answer: {tail(str(error), 200)}"
+        ending.update(reached=reached, detail=detail,
+                      grace_seconds=deps.settings.teardown_grace_seconds if reached and running else 0)
+    elif open_jobs:
+        ending["detail"] = "no head node"
+    deps.store.update_cluster(cid, {"graceful_end": ending})
+    return {"grace_seconds": ending["grace_seconds"]}
 
 
 def stop_fleet(deps: Deps, cid: str) -> dict[str, Any]:
@@ -103,9 +146,11 @@ def _teardown_started(cluster: Any) -> str | None:
 
 
 def _cancel_open_jobs(deps: Deps, cid: str, reason: str) -> None:
+    cluster = deps.store.get_cluster(cid)
     for job in deps.store.list_jobs(cid):
         if not job.state.terminal:
-            publish_job(deps, deps.store.update_job(cid, job.job_id, state=JobState.CANCELLED, reason=reason))
+            why = stopped_reason(cluster, job.job_id) or reason
+            publish_job(deps, deps.store.update_job(cid, job.job_id, state=JobState.CANCELLED, reason=why))
 
 
 def _summary(deps: Deps, cluster: Any, outcome: str, **extra: Any) -> dict[str, Any]:
@@ -121,6 +166,9 @@ def _summary(deps: Deps, cluster: Any, outcome: str, **extra: Any) -> dict[str, 
         "budget_usd": cluster.spec.budget_usd,
         # What still bills after the teardown (storage kept when the archive failed).
         "remaining_burn_usd_per_hour": round(report.burn_usd_per_hour, 6),
+        # The jobs its graceful end held (pending) and signalled (running), and their grace.
+        "stopped_jobs": {key: (cluster.graceful_end or {}).get(key, default)
+                         for key, default in (("held", []), ("signalled", []), ("grace_seconds", 0))},
         **extra,
     }
 
@@ -134,7 +182,10 @@ def _record_timing(deps: Deps, summary: dict[str, Any]) -> None:
 
     total, stop = seconds(summary["ended_at"]), seconds(summary["compute_stopped_at"])
     if total is not None:
-        deps.store.record_teardown_timing(stop if stop is not None else total, total)
+        # Without the grace it waited: every reserve adds the grace anyway (budget.teardown_timing).
+        grace = summary["stopped_jobs"]["grace_seconds"]
+        stop = stop if stop is not None else total
+        deps.store.record_teardown_timing(max(0.0, stop - grace), max(0.0, total - grace))
 
 
 def finish_teardown(deps: Deps, cid: str) -> dict[str, Any]:

@@ -80,6 +80,7 @@ def play_teardown(name: str) -> Any:
     poll = clusters.poll_settings(deps)
     claim = steps.begin_teardown(deps, name, record.generation, record.teardown_execution, record.teardown_reason)
     if claim["claimed"]:
+        steps.end_jobs(deps, name)  # its grace (a Wait state) is the test's to play
         steps.stop_fleet(deps, name)
         if claim["archive"]:
             archive = steps.start_archive(deps, name, poll)

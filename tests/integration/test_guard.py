@@ -426,7 +426,10 @@ def test_the_governor_caps_a_busy_fleet_as_its_budget_runs_down_and_uses_all_of_
         assert caps == [] and record.governor is None and used < 0.95
         return
     assert used >= 0.975
-    assert caps == sorted(caps, reverse=True) and caps[0] < 8 and caps[-1] <= 1 and len(set(caps)) >= 3
+    # Falling step by step; at the very end the last node may come and go as the burn until
+    # the next pass (which the cap must leave room for) changes with it.
+    assert caps[0] < 8 and min(caps) <= 1 and len(set(caps)) >= 3
+    assert all(after <= before or after <= 1 for before, after in zip(caps, caps[1:])), caps
     assert record.governor["applied"] and record.governor["message"].startswith("capped at ")
     told = [b for b in notifications() if "caps" in b]
     assert len(told) == 1 and told[0]["capped"] and told[0]["runway_hours"] is not None

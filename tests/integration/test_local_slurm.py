@@ -192,3 +192,36 @@ def test_lsstinstall_standin_rejects_unknown_args(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "unknown argument" in res.stderr
     assert not (tmp_path / "loadLSST.sh").exists()
+
+
+@needs_slurm
+def test_the_graceful_end_holds_pending_jobs_and_signals_running_ones(slurm: LocalSlurm, tmp_path: Path) -> None:
+    """What a teardown runs on the head node before compute stops (render_end_jobs_command),
+    on a real Slurm: the running job gets SIGTERM and saves its work; the pending one is held
+    and does not start when the CPUs free up."""
+    from lsstctl.domain.scripts import render_end_jobs_command
+
+    env = slurm.env()
+    script = tmp_path / "work.sh"
+    script.write_text(f"#!/bin/bash\ntrap 'echo saved > {tmp_path}/saved; exit 0' TERM\n"
+                      f"echo started > {tmp_path}/started\nfor i in $(seq 600); do sleep 0.1; done\n")
+    running = _run(["sbatch", "--parsable", "-c", "1", str(script)], env, cwd=tmp_path).stdout.strip()
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "started").exists(), "the first job never started"
+    pending = _run(["sbatch", "--parsable", "-c", "2", "--wrap", f"touch {tmp_path}/ran"], env, cwd=tmp_path).stdout.strip()
+    assert running.isdigit() and pending.isdigit()
+    try:
+        ended = subprocess.run(["bash", "-c", render_end_jobs_command(pending=[pending], running=[running])],
+                               env={**os.environ, **env}, capture_output=True, text=True, timeout=15)
+        assert ended.returncode == 0 and "ended" in ended.stdout, ended.stderr
+        _wait_job_state(running, env, "COMPLETED")  # it saved its work and exited 0
+        assert (tmp_path / "saved").read_text() == "saved\n"
+        time.sleep(1.5)  # the CPUs are free: a job not held would start now
+        held = _run(["scontrol", "show", "job", "-o", pending], env).stdout
+        # Held by root (SSM runs as root): JobHeldAdmin; by the job's user: JobHeldUser.
+        assert re.search(r"JobState=PENDING Reason=JobHeld(Admin|User)\b", held), held
+        assert not (tmp_path / "ran").exists()
+    finally:
+        _run(["scancel", running, pending], env)

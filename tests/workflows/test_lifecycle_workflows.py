@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -242,6 +243,34 @@ def test_failed_and_cancelled_jobs_are_recorded(emulator):
     assert record.state.value == "cancelled"
 
 
+def test_a_job_running_at_teardown_is_signalled_saves_its_work_and_it_is_archived(emulator):
+    """The graceful end through the real teardown ASL and a real Slurm: the running job gets
+    SIGTERM and its grace, writes what it has, and the archive keeps it; the record says so."""
+    name = unique("grace")
+    ready = launched_ready(name)
+    deps = wiring.deps()
+    job = jobs.submit_job(deps, ALICE, name, JobSpec(
+        command="trap 'echo partial > saved.txt; exit 0' TERM; echo started > started.txt; "
+                "for i in $(seq 1200); do sleep 0.1; done"))
+    deadline = time.monotonic() + 60
+    while deps.store.get_job(ready.id, job.job_id).state.value != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert deps.store.get_job(ready.id, job.job_id).state.value == "running"
+    gone = torn_down(name)
+    entered = states_entered(gone.teardown_execution)
+    assert entered.index("EndJobs") < entered.index("GracePeriod") < entered.index("StopComputeFleet")
+    assert gone.teardown["stopped_jobs"]["signalled"] == [job.job_id]
+    assert gone.graceful_end["reached"] and gone.graceful_end["grace_seconds"] > 0
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
+    assert f"alice/{name}/g1/{job.job_id}/saved.txt" in keys  # what it wrote in its grace
+    wait_execution(job.execution)
+    record = deps.store.get_job(ready.id, job.job_id)
+    # It exited 0 in its grace: Slurm says completed (if the tracker saw it), else the end says why.
+    assert record.state.value in {"completed", "cancelled"}
+    if record.state.value == "cancelled":
+        assert "signalled SIGTERM" in record.history[-1].reason
+
+
 @pytest.mark.parametrize("in_place", [1, 3], ids=["workflow-retry", "retried-in-step"])
 def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator, setting, in_place):
     """The real ASL under faults: the first AWS call of every teardown step fails once,
@@ -260,8 +289,8 @@ def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator, setti
         record = clusters.delete_cluster(wiring.deps(), ALICE, name)
         execution = wait_execution(record.teardown_execution, timeout=120)
     assert execution["status"] == "SUCCEEDED", execution
-    # begin, stop_fleet, archive, poll_archive, delete, poll_delete, finish: each failed once
-    assert len(faults.log) == 7, faults.log
+    # begin, end_jobs, stop_fleet, archive, poll_archive, delete, poll_delete, finish: each failed once
+    assert len(faults.log) == 8, faults.log
     gone = wiring.deps().store.get_cluster(ready.id)
     assert gone.state == ClusterState.DELETED and gone.teardown["outcome"] == "deleted"
     assert live_instances(ready.id) == []

@@ -92,6 +92,7 @@ def run_teardown(base: dict[str, Any]) -> None:
     fn = handler("teardown_steps")
     claim = step(fn, {**base, "action": "begin"})
     assert claim["claimed"]
+    step(fn, {**base, "action": "end_jobs"})
     step(fn, {**base, "action": "stop_fleet"})
     archive = step(fn, {**base, "action": "archive"})
     until(fn, {**base, "action": "poll_archive", "command_id": archive["command_id"],
