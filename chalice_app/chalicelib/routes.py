@@ -18,7 +18,7 @@ from pydantic import ValidationError as ModelError
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
 from lsstctl.domain.chatops import ChannelSpec, ChatIdentitySpec
-from lsstctl.domain.models import ClusterChange, ClusterSpec, JobSpec, QuotaSpec, UserSpec
+from lsstctl.domain.models import ClusterChange, ClusterSpec, JobSpec, ProjectSpec, QuotaSpec, UserSpec
 from lsstctl.domain.principals import RegistrationSpec
 from lsstctl.errors import RateLimitedError, RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import bind, bind_more, logger, metrics, tracer
@@ -353,6 +353,27 @@ def set_quota(owner: str) -> Response:
         principal = _principal()
         spec = _model(QuotaSpec, _body())
         return _json(200, quotas.set_quota(wiring.deps(), principal, owner, spec))
+
+    return _route(run)
+
+
+# projects (grants) ---------------------------------------------------------------------
+@api.route("/projects", methods=["GET"], authorizer=iam)
+def list_projects() -> Response:
+    return _route(lambda: _json(200, quotas.list_projects(wiring.deps(), _principal())))
+
+
+@api.route("/projects/{name}", methods=["GET"], authorizer=iam)
+def get_project(name: str) -> Response:
+    return _route(lambda: _json(200, quotas.get_project(wiring.deps(), _principal(), name)))
+
+
+@api.route("/projects/{name}", methods=["PUT"], authorizer=iam)
+def set_project(name: str) -> Response:
+    def run() -> Response:
+        principal = _principal()
+        spec = _model(ProjectSpec, _body())
+        return _json(200, quotas.set_project(wiring.deps(), principal, name, spec))
 
     return _route(run)
 

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.chatops import ChatIdentity
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
-from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Quota, Transition, User, from_iso, iso, utcnow
+from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Project, Quota, Transition, User, from_iso, iso, utcnow
 from lsstctl.domain.principals import Registration
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, TransientError
 
@@ -472,6 +472,18 @@ class DynamoStateStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # quotas ---------------------------------------------------------------------------
+    # projects (grants) ----------------------------------------------------------------
+    def get_project(self, name: str) -> Project | None:
+        item = self.table.get_item(Key={"pk": f"PROJECT#{name}", "sk": "PROJECT"}, ConsistentRead=True).get("Item")
+        return Project.model_validate(_from_ddb(item["doc"])) if item else None
+
+    def put_project(self, project: Project) -> None:
+        self.table.put_item(Item={"pk": f"PROJECT#{project.name}", "sk": "PROJECT", "kind": "PROJECT",
+                                  "doc": _to_ddb(project)})
+
+    def list_projects(self) -> list[Project]:
+        return [Project.model_validate(_from_ddb(i["doc"])) for i in self._query_index(None, "PROJECT")]
+
     def get_quota(self, owner: str) -> Quota | None:
         item = self.table.get_item(Key={"pk": f"QUOTA#{owner}", "sk": "QUOTA"}, ConsistentRead=True).get("Item")
         return Quota.model_validate(_from_ddb(item["doc"])) if item else None

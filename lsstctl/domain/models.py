@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 CLUSTER_NAME_RE = r"^[a-z][a-z0-9-]{1,39}$"
 USER_NAME_RE = r"^[a-z][a-z0-9-]{1,31}$"
+PROJECT_NAME_RE = r"^[a-z][a-z0-9-]{1,39}$"
 # Release tags (v30_0_7), weeklies (w_2026_40), dailies (d_2026_11_02) and w_latest.
 STACK_TAG_RE = r"^(v\d+_\d+_\d+(_rc\d+)?|w_\d{4}_\d{2}|d_\d{4}_\d{2}_\d{2}|w_latest)$"
 INSTANCE_TYPE_RE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
@@ -94,6 +95,8 @@ class ClusterSpec(_Strict):
     shared_storage: SharedStorageSpec = SharedStorageSpec()
     stack_tag: str = Field("v30_0_7", description="an EUPS tag of lsst_distrib")
     budget_usd: float = Field(gt=0, le=100_000)
+    project: str | None = Field(None, pattern=PROJECT_NAME_RE,
+                                description="a project (grant) whose budget this cluster also draws on; the owner must be a member")
     idle_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
     max_lifetime_hours: float = Field(24, gt=0, le=30 * 24)
 
@@ -307,6 +310,42 @@ class QuotaSpec(_Strict):
     total_nodes: int | None = Field(None, ge=0, le=100_000)
     total_budget_usd: float | None = Field(None, ge=0, le=10_000_000)
     monthly_budget_usd: float | None = Field(None, ge=0, le=10_000_000)
+
+
+class ProjectSpec(_Strict):
+    """PUT /projects/{name}: a grant's budget, its member owners and its period: each
+    calendar month (UTC), or fixed dates [starts, ends) when both are given."""
+
+    members: list[str] = Field(min_length=1, max_length=500)
+    budget_usd: float = Field(ge=0, le=10_000_000)
+    starts: date | None = None
+    ends: date | None = None
+
+    @field_validator("members")
+    @classmethod
+    def _member_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(USER_NAME_RE, name):
+                raise ValueError(f"'{name}' is not an owner name ({USER_NAME_RE})")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _period(self) -> "ProjectSpec":
+        if (self.starts is None) != (self.ends is None):
+            raise ValueError("give both starts and ends (fixed dates), or neither (each calendar month)")
+        if self.starts is not None and self.ends is not None and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
+
+
+class Project(BaseModel):
+    name: str
+    members: list[str]
+    budget_usd: float
+    starts: date | None = None
+    ends: date | None = None
+    set_by: str
+    set_at: str
 
 
 class Quota(BaseModel):

@@ -130,7 +130,8 @@ def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot
     potential = potential_compute_hourly(deps, cluster, running_by_queue(report, queues_of(observed)))
     report = replace(report, max_burn_usd_per_hour=report.base_burn_usd_per_hour + potential)
     ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "cluster_id": cluster.id,
-              "owner": cluster.owner, "generation": cluster.generation, "state": cluster.state.value}
+              "owner": cluster.owner, "project": cluster.spec.project, "generation": cluster.generation,
+              "state": cluster.state.value}
     deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
     return report
 

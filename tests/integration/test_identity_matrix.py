@@ -49,10 +49,14 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
     ("/costs", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/presets", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/quotas/{owner}", "GET"): ({"owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
+    ("/projects", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
+    ("/projects/{name}", "GET"): ({"name": "grant"}, None, {"other": 404, "owner": 200, "admin": 200}),
     ("/users", "POST"): ({}, {"name": OWNER}, {"other": 403, "owner": 200, "admin": 200}),
     ("/clusters", "POST"): ({}, cluster_spec("second", owner=OWNER), {"other": 403, "owner": 202, "admin": 202}),
     ("/clusters/{name}/jobs", "POST"): ({"name": CLUSTER, "?owner": OWNER}, JOB, {"other": 404, "owner": 202, "admin": 202}),
     ("/quotas/{owner}", "PUT"): ({"owner": OWNER}, {"live_clusters": 3}, {"other": 403, "owner": 403, "admin": 200}),
+    ("/projects/{name}", "PUT"): ({"name": "grant"}, {"members": [OWNER], "budget_usd": 500},
+                                  {"other": 403, "owner": 403, "admin": 200}),
     ("/principals", "POST"): ({}, {"arn": ROLE, "owner": OWNER}, {"other": 403, "owner": 403, "admin": 201}),
     ("/principals", "GET"): ({}, None, {"other": 403, "owner": 403, "admin": 200}),
     ("/principals", "DELETE"): ({"?arn": ROLE}, None, {"other": 403, "owner": 403, "admin": 200}),
@@ -98,7 +102,9 @@ def tracer() -> Any:
 
 
 def world(api: Api) -> dict[str, str]:
-    """The owner's user, ready cluster and job; bob's user."""
+    """The owner's user, ready cluster and job; bob's user; a project of the owner's."""
+    assert api.call("PUT", "/projects/{name}", name="grant", body={"members": [OWNER], "budget_usd": 1000},
+                    who=ADMIN).status == 200
     assert api.call("POST", "/users", body={"name": OWNER}).status == 201
     assert api.call("POST", "/users", body={"name": OTHER}, who=ADMIN).status == 201
     assert api.call("POST", "/clusters", body=cluster_spec()).status == 202

@@ -114,3 +114,54 @@ def test_an_owners_monthly_budget_holds_across_five_clusters_and_their_relaunche
         assert committed_this_month(wiring.deps(), OWNER) == pytest.approx(80)
     finally:
         wiring.use_clock(None)
+
+
+def test_a_project_budget_holds_across_five_clusters_of_its_members(api: Api) -> None:
+    """A $100 grant shared by alice and bob: five $20 clusters between them fit; a sixth, a
+    raised budget or a relaunch after one ended at 99.9 % is refused with what is left; a
+    non-member cannot launch in it; the project's usage says what is committed; fixed dates
+    close it outside them. Clusters outside the project do not count against it."""
+    from lsstctl import wiring
+    from lsstctl.domain.models import ClusterState, cluster_id
+    from lsstctl.services.clusters import transition
+
+    made = api.call("PUT", "/projects/{name}", name="grant", body={"members": [OWNER, OTHER], "budget_usd": 100},
+                    who=ADMIN)
+    assert made.status == 200 and made.body["usage"]["left_usd"] == 100
+    for i in range(3):
+        assert launch(api, f"a{i}", budget_usd=20, project="grant")[0] == 202
+    for i in range(2):
+        reply = api.call("POST", "/clusters", body=cluster_spec(f"b{i}", budget_usd=20, project="grant"), who=OTHER)
+        assert reply.status == 202, reply.body
+    assert launch(api, "own", budget_usd=20)[0] == 202  # alice's own money, not the grant's
+    status, body = launch(api, "sixth", budget_usd=5, project="grant")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (403, "quota_exceeded", "budget_usd")
+    assert body["error"]["details"]["limit"] == "project_budget_usd" and "$0.00 is left" in body["error"]["message"]
+    raised = api.call("PATCH", "/clusters/{name}", name="a1", body={"budget_usd": 25})
+    assert raised.status == 403 and raised.body["error"]["details"]["limit"] == "project_budget_usd"
+    # a0 ends at 99.9 % of its budget: a relaunch in the grant has $0.02 left
+    deps = wiring.deps()
+    a0 = deps.store.get_cluster(cluster_id(OWNER, "a0"))
+    deps.store.put_ledger(a0.id, a0.generation, OWNER, {"cluster_id": a0.id, "generation": a0.generation, "owner": OWNER,
+                                                       "project": "grant", "spend_usd": 19.98, "burn_usd_per_hour": 0.0,
+                                                       "measured_at": deps.clock().isoformat()})
+    for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
+        transition(deps, a0.id, state, "test")
+    status, body = launch(api, "a0", budget_usd=20, project="grant")
+    assert status == 403 and body["error"]["details"]["left"] == pytest.approx(0.02)
+    view = api.call("GET", "/projects/{name}", name="grant").body
+    assert view["usage"]["committed_usd"] == pytest.approx(99.98) and view["project"]["members"] == sorted([OTHER, OWNER])
+    assert [p["name"] for p in api.call("GET", "/projects", who=OTHER).body["projects"]] == ["grant"]
+    # Not a member: refused, naming the field; nobody else sees it
+    api.call("PUT", "/projects/{name}", name="other-grant", body={"members": [OTHER], "budget_usd": 100}, who=ADMIN)
+    status, body = launch(api, "outside", budget_usd=5, project="other-grant")
+    assert (status, body["error"]["field"]) == (400, "project")
+    assert api.call("GET", "/projects/{name}", name="other-grant").status == 404
+    # Fixed dates: the grant is closed outside them
+    api.call("PUT", "/projects/{name}", name="old-grant",
+             body={"members": [OWNER], "budget_usd": 100, "starts": "2020-01-01", "ends": "2020-06-01"}, who=ADMIN)
+    status, body = launch(api, "late", budget_usd=5, project="old-grant")
+    assert (status, body["error"]["field"]) == (400, "project") and "not now" in body["error"]["message"]
+    bad = api.call("PUT", "/projects/{name}", name="grant", body={"members": [OWNER], "budget_usd": 1, "starts": "2026-01-01"},
+                   who=ADMIN)
+    assert bad.status == 400
