@@ -432,7 +432,7 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
     return passed
 
 
-def figure(o: Outcome, minutes: int = 45, every: int = 3) -> None:
+def figure(o: Outcome, minutes: int = 24, every: int = 1) -> None:
     """Spend and reachable nodes against time over a traced run's last `minutes` of READY."""
     s = o.scenario
     print(f"\n{s.name}, governor {'on' if o.governor else 'off'}: the last {minutes} minutes before its teardown "
@@ -488,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--governor", choices=["both", "on", "off"], default="both",
                         help="run with the scale governor, without it, or both (default) for comparison")
     parser.add_argument("--jobs", type=int, default=3, help="simulations at once (each its own emulator)")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="print the report of an earlier run (its .emulator/bench-cost.json) instead of running")
     parser.add_argument("--group", choices=sorted(GROUPS), help=argparse.SUPPRESS)
     parser.add_argument("--governor-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -495,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     from lsstctl.emulator.stopping import stop_on_signals
 
     stop_on_signals()  # SIGTERM and SIGHUP clean up like Ctrl-C
+    if args.report:
+        return 0 if report([_outcome_from(d) for d in json.loads(args.report.read_text())], math.nan) else 1
     if args.group:
         run_group(args.group, not args.governor_off, args.only, args.out, verbose=not args.quiet)
         return 0
