@@ -135,11 +135,24 @@ class ClusterChange(_Strict):
     budget_usd: float | None = Field(None, gt=0, le=100_000)
     max_lifetime_hours: float | None = Field(None, gt=0, le=30 * 24)
     idle_minutes: int | None = Field(None, ge=5, le=7 * 24 * 60)
+    # Per queue: the most nodes it may reach from now on, up to its max_nodes at launch (its
+    # ParallelCluster MaxCount); applied on the head node by the scale governor.
+    max_nodes: dict[str, int] | None = None
+
+    @field_validator("max_nodes")
+    @classmethod
+    def _node_counts(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        for queue, count in (value or {}).items():
+            if not 0 <= count <= 1000:
+                raise ValueError(f"max_nodes of {queue} must be between 0 and 1000")
+        if value is not None and not value:
+            raise ValueError("name at least one queue")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> "ClusterChange":
         if not self.model_fields_set:
-            raise ValueError("name at least one of budget_usd, max_lifetime_hours, idle_minutes")
+            raise ValueError("name at least one of budget_usd, max_lifetime_hours, idle_minutes, max_nodes")
         for name in self.model_fields_set:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
@@ -209,6 +222,8 @@ class Cluster(BaseModel):
     # The graceful end of its jobs at teardown (lsstctl.services.teardown_workflow.end_jobs):
     # at, the jobs held and signalled, the grace given, and whether the head node answered.
     graceful_end: dict[str, Any] | None = None
+    # Queues' node limits set by PATCH (max_nodes), below their max_nodes at launch.
+    node_limits: dict[str, int] | None = None
 
     @model_validator(mode="after")
     def _derived_id(self) -> "Cluster":

@@ -19,14 +19,15 @@ BEFORE_JOBS = frozenset({S.REQUESTED, S.LAUNCHING, S.INSTALLING})
 
 def queue_reach(deps: Deps, cluster: Cluster, running: Mapping[str, float] | None = None) -> list[QueueReach]:
     """Each queue priced at its dearest type, on-demand (spot too: an upper bound), with
-    what its billing nodes burn now."""
+    what its billing nodes burn now, and as many nodes as it may reach (a PATCHed limit)."""
     region = cluster.spec.region or deps.settings.region
     running = dict(running or {})
     names = {q.name for q in cluster.spec.queues}
+    limits = cluster.node_limits or {}
     # A compute node without a known queue still bills: counted with the first queue.
     stray = sum(v for k, v in running.items() if k not in names)
     return [
-        QueueReach(name=q.name, min_nodes=q.min_nodes, max_nodes=q.max_nodes,
+        QueueReach(name=q.name, min_nodes=q.min_nodes, max_nodes=min(q.max_nodes, limits.get(q.name, q.max_nodes)),
                    node_hourly=max(deps.catalog.instance_hourly(region, t) for t in q.instance_types),
                    running_hourly=running.get(q.name, 0.0) + (stray if i == 0 else 0.0))
         for i, q in enumerate(cluster.spec.queues)

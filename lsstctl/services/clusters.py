@@ -212,8 +212,10 @@ def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterC
     if cluster.state not in ACTIVE:
         raise InvalidTransitionError(f"cluster '{name}' is {cluster.state.value}: only a live cluster can change",
                                      field="name")
-    wanted = {k: v for k, v in change.fields().items() if getattr(cluster.spec, k) != v}
-    if not wanted:
+    requested = change.fields()
+    limits = _node_limit_changes(deps, cluster, requested.pop("max_nodes", None))
+    wanted = {k: v for k, v in requested.items() if getattr(cluster.spec, k) != v}
+    if not wanted and not limits:
         return cluster
     spec = ClusterSpec.model_validate({**cluster.spec.model_dump(mode="json"), **wanted})
     changed = cluster.model_copy(update={"spec": spec})
@@ -226,8 +228,12 @@ def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterC
         check_budget_is_enough(deps, changed)
         quotas.check_launch(deps, changed)
     entry = {"at": iso(deps.clock()), "by": principal.name,
-             "fields": {k: [getattr(cluster.spec, k), v] for k, v in wanted.items()}}
-    updated = deps.store.update_cluster(cluster.id, {"spec": spec, "changes": [*cluster.changes, entry]},
+             "fields": {**{k: [getattr(cluster.spec, k), v] for k, v in wanted.items()},
+                        **{f"max_nodes.{q}": [before, after] for q, (before, after) in limits.items()}}}
+    updates: dict[str, Any] = {"spec": spec, "changes": [*cluster.changes, entry]}
+    if limits:
+        updates["node_limits"] = {**(cluster.node_limits or {}), **{q: after for q, (_, after) in limits.items()}}
+    updated = deps.store.update_cluster(cluster.id, updates,
                                         only_if={"generation": cluster.generation, "state": cluster.state})
     if "idle_minutes" in wanted and updated.state == ClusterState.READY:
         deps.monitor.ensure_idle_alarm(updated.id, spec.idle_minutes)
@@ -235,6 +241,31 @@ def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterC
                                             "generation": updated.generation, **entry})
     logger.info("cluster changed", extra={"cluster": updated.id, "fields": entry["fields"]})
     return updated
+
+
+def _node_limit_changes(deps: Deps, cluster: Cluster, limits: dict[str, int] | None) -> dict[str, tuple[int, int]]:
+    """A PATCHed max_nodes, checked: per queue (before, after) for those that change. A queue
+    may be lowered, or raised back up to its max_nodes at launch (ParallelCluster created that
+    many nodes), never below its static nodes; the scale governor applies it."""
+    if not limits:
+        return {}
+    if not deps.settings.governor:
+        raise ValidationError("max_nodes is applied by the scale governor, which is off in this deployment",
+                              field="max_nodes")
+    queues = {q.name: q for q in cluster.spec.queues}
+    changes = {}
+    for name, count in sorted(limits.items()):
+        queue = queues.get(name)
+        if queue is None:
+            raise ValidationError(f"{cluster.name} has no queue '{name}' (queues: {', '.join(sorted(queues))})",
+                                  field="max_nodes")
+        if not queue.min_nodes <= count <= queue.max_nodes:
+            raise ValidationError(f"max_nodes of {name} must be between its min_nodes ({queue.min_nodes}) and its "
+                                  f"max_nodes at launch ({queue.max_nodes}), not {count}", field="max_nodes")
+        before = (cluster.node_limits or {}).get(name, queue.max_nodes)
+        if before != count:
+            changes[name] = (before, count)
+    return changes
 
 
 def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, str] | None = None) -> Cluster:

@@ -66,9 +66,10 @@ def caps_of(deps: Deps, cluster: Cluster) -> Governance:
 
 
 def needs_applying(cluster: Cluster, governance: Governance) -> bool:
+    """Caps the head node does not hold yet (below MaxCount: by the budget or a PATCHed limit)."""
     current = cluster.governor
     if current is None:
-        return governance.capped
+        return governance.caps != {q.name: q.max_nodes for q in cluster.spec.queues}
     return current.get("caps") != governance.caps or not current.get("applied")
 
 

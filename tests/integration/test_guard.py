@@ -510,3 +510,34 @@ def test_a_budget_for_part_of_the_fleet_launches_capped_and_one_for_no_node_is_r
         clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
             "huge", budget_usd=5, queues=big)))
     assert exc.value.field == "budget_usd" and "at least $" in exc.value.message
+
+
+def test_a_patched_max_nodes_is_applied_on_the_head_node_and_can_be_raised_back(plane, monkeypatch):
+    from lsstctl.domain.models import ClusterChange
+
+    head = answering(monkeypatch, CapHead(wiring.deps().runner))
+    ready("limited", plane, budget_usd=100, idle_minutes=600, queues=CAP_QUEUE)
+    deps = wiring.deps()
+    alice = Principal("alice")
+    changed = clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes={"compute": 3}))
+    assert changed.node_limits == {"compute": 3} and changed.changes[-1]["fields"] == {"max_nodes.compute": [8, 3]}
+    # Repeating it changes nothing more; the guard applies it at its next pass.
+    assert clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes={"compute": 3})).changes == changed.changes
+    publish_busy("limited", plane)
+    assert tick(plane)["caps"] == {cid("limited"): {"compute": 3}}
+    record = deps.store.get_cluster(cid("limited"))
+    assert head.cap_of(record) == 3 and record.governor["applied"] and not record.governor["capped"]
+    publish_busy("limited", plane)
+    assert tick(plane).get("caps") is None  # held: nothing to apply again
+    ledger = deps.store.get_ledger(cid("limited"), 1)
+    node = deps.catalog.instance_hourly("us-east-1", "c5.2xlarge")
+    assert ledger["max_burn_usd_per_hour"] - ledger["base_burn_usd_per_hour"] == pytest.approx(3 * node)
+    # Raised back to what it launched with
+    clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes={"compute": 8}))
+    publish_busy("limited", plane)
+    assert tick(plane)["caps"] == {cid("limited"): {"compute": 8}} and head.cap_of(record) == 8
+    # Not above MaxCount at launch, not an unknown queue: 400 naming the field
+    for bad in ({"compute": 9}, {"gpu": 1}):
+        with pytest.raises(ValidationError) as refused:
+            clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes=bad))
+        assert refused.value.field == "max_nodes"
