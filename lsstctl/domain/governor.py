@@ -48,7 +48,7 @@ class Governance:
     reach_usd_per_hour: float  # compute the caps let the cluster reach
     allowed_usd_per_hour: float  # compute burn the budget could sustain through the next window
     capped: bool  # some queue is below its max_nodes
-    stalled: bool  # no compute node can run at all: no job can progress
+    stalled: bool  # the budget lets no compute node run at all: no job can progress
 
     @property
     def nodes(self) -> int:
@@ -105,7 +105,9 @@ def govern(
         reach_usd_per_hour=capped_hourly(queues, caps),
         allowed_usd_per_hour=max(0.0, allowed),
         capped=any(caps[q.name] < q.max_nodes for q in queues),
-        stalled=sum(caps.values()) == 0 and not any(q.running_hourly > 0 for q in queues),
+        # (a queue limited to no node by its owner is paused, not stalled)
+        stalled=(sum(caps.values()) == 0 and not any(q.running_hourly > 0 for q in queues)
+                 and any(q.max_nodes > 0 for q in queues)),
     )
 
 

@@ -187,10 +187,12 @@ def execute(deps: Deps, principal: Principal, command: Command, request_key: str
             first = problems[0] if problems else {"loc": ("spec",), "msg": str(error)}
             raise ValidationError(str(first["msg"]), field=".".join(str(p) for p in first["loc"])) from None
         cluster = clusters.launch_cluster(deps, principal, spec)
+        capped = (cluster.governor or {}).get("message") if (cluster.governor or {}).get("capped") else None
         return (f"🚀 Launching `{cluster.name}` ({command.options.get('size', 'small')}, budget "
                 f"{money(cluster.spec.budget_usd)}, idle stop after {cluster.spec.idle_minutes} min, ends after "
-                f"{cluster.spec.max_lifetime_hours:g} h at the latest). I'll post to your channel when it is ready; "
-                f"`/lsst status {cluster.name}` meanwhile.")
+                f"{cluster.spec.max_lifetime_hours:g} h at the latest"
+                + (f"; {capped}: raise the budget for more" if capped else "")
+                + f"). I'll post to your channel when it is ready; `/lsst status {cluster.name}` meanwhile.")
     if verb == "run":
         assert command.name and command.command
         job = jobs.submit_job(deps, principal, command.name, JobSpec(command=command.command), request_key=request_key)

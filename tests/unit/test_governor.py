@@ -62,6 +62,8 @@ def test_nodes_billing_above_the_cap_count_until_the_next_tick_not_in_the_cap():
 def test_no_node_left_is_stalled_unless_nodes_still_bill_or_static_ones_exist():
     assert _govern(49.95).stalled and _govern(49.95).caps == {"compute": 0}
     assert not _govern(49.95, queues=[QueueReach("compute", 0, 15, 3.06, running_hourly=3.06)]).stalled
+    paused = _govern(10.0, queues=[QueueReach("compute", 0, 0, 3.06)])  # its owner limited it to 0
+    assert paused.caps == {"compute": 0} and not paused.stalled
     static = _govern(49.95, queues=[QueueReach("compute", 2, 15, 3.06)])
     assert static.caps == {"compute": 2} and not static.stalled  # never below min_nodes: the budget rule ends it
 
