@@ -44,6 +44,8 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 sys.path.insert(0, str(ROOT))
 
 TICK = 60  # seconds: the guard's interval
+OWNER_MONTHLY = {"shared": 100.0}  # owners' monthly budgets the bench sets
+PROJECTS = {"grant": (["member0", "member1"], 60.0)}  # projects: members, budget
 SCALEDOWN_IDLE_MINUTES = 10  # ParallelCluster's default ScaledownIdletime
 ANCHOR_HORIZON_HOURS = 30 * 24
 
@@ -69,6 +71,11 @@ class Scenario:
     # The owner raises the budget to this (PATCH /clusters/{name}) this many hours after ready.
     raise_budget: tuple[float, float] | None = None
     traced: bool = False  # record spend, nodes and cap each minute (the README's figure)
+    owner: str | None = None  # an owner several scenarios share (else one owner each)
+    project: str | None = None  # a project (grant) it draws on
+
+    def owner_at(self, index: int) -> str:
+        return self.owner or f"owner{index:02d}"
 
     @property
     def final_budget(self) -> float:
@@ -126,6 +133,11 @@ SCENARIOS = [
     Scenario("dearest-b20-78/h", 20, "c5n.18xlarge", 20),
     # the owner raises the budget mid-run (PATCH): the cap rises again
     Scenario("raised-b50-to-150-46/h", 50, "c5.18xlarge", 15, bursty=True, raise_budget=(0.5, 150)),
+    # one owner's five clusters under a $100 monthly budget (a sixth launch is refused)
+    *[Scenario(f"owner-{i}-of-5-b20", 20, "c5.4xlarge", 7, bursty=True, owner="shared") for i in range(1, 6)],
+    # a $60 grant shared by two owners' three clusters (a fourth launch is refused)
+    *[Scenario(f"grant-{i}-of-3-b20", 20, "c5.4xlarge", 7, owner=f"member{i % 2}", project="grant")
+      for i in range(1, 4)],
     # slow teardowns (40 minutes to delete instead of 10)
     Scenario("slow-b50-steady-4.8/h", 50, "c5.4xlarge", 7, slow_teardown=True),
     Scenario("slow-b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True, slow_teardown=True),
@@ -146,10 +158,12 @@ class Outcome:
     idle_since_hours: float | None = None  # when the queue became empty for good
     least_cap: int | None = None  # the lowest node cap the governor applied
     trace: list[list[float]] | None = None  # [hours after ready, spend, nodes, cap] each minute
+    ceiling_note: str | None = None  # what one launch more under its shared ceiling was told
 
 
 def _spec(s: Scenario, name: str) -> dict[str, Any]:
     return {
+        "project": s.project,
         "name": name,
         "head_node_type": s.head,
         "queues": [{"name": "compute", "instance_types": [s.compute], "min_nodes": 0, "max_nodes": s.max_nodes}],
@@ -176,12 +190,13 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
     import boto3
 
     from lsstctl import wiring
-    from lsstctl.domain.models import ClusterChange, ClusterSpec, ClusterState
+    from lsstctl.domain.models import ClusterChange, ClusterSpec, ClusterState, ProjectSpec, QuotaSpec
+    from lsstctl.errors import QuotaExceededError
     from lsstctl.emulator import glue
     from lsstctl.emulator.alarms import evaluate_idle_alarms
     from lsstctl.emulator.clock import VirtualClock
     from lsstctl.emulator.runtime import Emulator
-    from lsstctl.services import clusters
+    from lsstctl.services import clusters, quotas
     from lsstctl.services.identity import Principal
 
     workdir = Path(tempfile.mkdtemp(prefix="lsstctl-bench-"))
@@ -198,8 +213,13 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
         deps = wiring.deps()
         cloudwatch, lam = boto3.client("cloudwatch"), boto3.client("lambda")
         outcomes: dict[str, Outcome] = {}
+        admin = Principal("bench-admin", is_admin=True)
+        for owner, monthly in OWNER_MONTHLY.items():
+            quotas.set_quota(deps, admin, owner, QuotaSpec(monthly_budget_usd=monthly))
+        for project, (members, budget) in PROJECTS.items():
+            quotas.set_project(deps, admin, project, ProjectSpec(members=members, budget_usd=budget))
         for i, s in enumerate(scenarios):
-            launched = clusters.launch_cluster(deps, Principal(f"owner{i:02d}"),
+            launched = clusters.launch_cluster(deps, Principal(s.owner_at(i)),
                                                ClusterSpec.model_validate(_spec(s, f"sim{i:02d}")))
             name = launched.id  # what AWS and the records call it
             outcomes[name] = Outcome(s, governor=governor)
@@ -208,6 +228,16 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
                 outputs = workdir / "nodes" / name / "shared"
                 outputs.mkdir(parents=True, exist_ok=True)
                 (outputs / "outputs").write_text("not a directory")
+        # One launch more for each shared ceiling: refused, with what is left.
+        refusals: dict[str, str] = {}
+        shared = {(s.project or s.owner): (s.owner, s.project) for s in scenarios if s.owner}
+        for owner, project in (shared[key] for key in sorted(shared)):
+            extra = Scenario("one-more", 20, "c5.4xlarge", 7, owner=owner, project=project)
+            try:
+                clusters.launch_cluster(deps, Principal(owner), ClusterSpec.model_validate(_spec(extra, "one-more")))
+                refusals[f"{project or owner}"] = "ACCEPTED (the ceiling did not hold)"
+            except QuotaExceededError as error:
+                refusals[f"{project or owner}"] = error.message
         settle()
         nodes: dict[str, int] = {}
         raised: set[str] = set()
@@ -277,6 +307,8 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
             if start and out.ready_at:
                 out.teardown_started_hours = (start - out.ready_at).total_seconds() / 3600
             s = out.scenario
+            if s.owner:
+                out.ceiling_note = refusals.get(s.project or s.owner)
             if s.idle_kind:
                 out.idle_since_hours = min(s.demand_hours, s.dead_head_after_hours or s.demand_hours)
         return list(outcomes.values())
@@ -426,10 +458,25 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
           f"exceeds it; teardown within one guard interval ({TICK} s) of the idle threshold -> "
           f"{'met' if passed else 'NOT met'}")
     print(f"{len(outcomes)} runs, {real_seconds:.0f} s real time; anchors measured 30 days after launch")
+    ceilings(outcomes)
     for o in outcomes:
         if o.trace:
             figure(o)
     return passed
+
+
+def ceilings(outcomes: list[Outcome]) -> None:
+    """Each shared ceiling (an owner's monthly budget, a project's): what its clusters spent."""
+    groups: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        if o.governor and o.scenario.owner:
+            groups.setdefault(o.scenario.project or o.scenario.owner, []).append(o)
+    for key, members in sorted(groups.items()):
+        ceiling = PROJECTS[key][1] if key in PROJECTS else OWNER_MONTHLY[key]
+        kind = "project" if key in PROJECTS else "owner"
+        spent = sum(o.final_spend or 0 for o in members)
+        print(f"\n{kind} {key}: {len(members)} clusters spent ${spent:.2f} of its ${ceiling:.0f} "
+              f"({100 * spent / ceiling:.1f}%); one launch more: {members[0].ceiling_note}")
 
 
 def figure(o: Outcome, minutes: int = 24, every: int = 1) -> None:
@@ -448,7 +495,8 @@ GROUPS = {
     # Each group runs in its own process and emulator (moto's EC2 is slow to describe big
     # fleets; two cores run two groups at once). Deletion takes 10 min, or 40 when slow.
     "large": lambda s: not s.slow_teardown and s.max_nodes >= 50,
-    "small": lambda s: not s.slow_teardown and s.max_nodes < 50,
+    "small": lambda s: not s.slow_teardown and s.max_nodes < 50 and not s.owner,
+    "shared": lambda s: s.owner is not None,  # under shared ceilings: one emulator
     "slow": lambda s: s.slow_teardown,
 }
 
@@ -457,7 +505,7 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
     return {"scenario": o.scenario.name, "governor": o.governor, "reason": o.reason, "final_spend": o.final_spend,
             "outcome": o.outcome, "teardown_started_hours": o.teardown_started_hours,
             "remaining_burn": o.remaining_burn, "idle_since_hours": o.idle_since_hours, "least_cap": o.least_cap,
-            "trace": o.trace}
+            "trace": o.trace, "ceiling_note": o.ceiling_note}
 
 
 def _outcome_from(data: dict[str, Any]) -> Outcome:
