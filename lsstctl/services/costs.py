@@ -174,7 +174,7 @@ def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
 
 def guard_tick(deps: Deps) -> dict[str, Any]:
     """One pass over every cluster that may bill: meter it, then end it if its budget,
-    lifetime or idleness says so. Cost: one index query, one paginated EC2 listing."""
+    lifetime or idleness says so, else cap the nodes its remaining budget can carry. Cost: one index query, one paginated EC2 listing."""
     now = deps.clock()
     clusters = deps.store.list_billing_clusters()
     observed = deps.inventory.observe(now)
