@@ -32,17 +32,20 @@ def test_a_full_budget_is_not_capped_and_the_cap_falls_as_it_runs_down():
     assert _govern(47).capped and describe_caps(_govern(47).caps, [BIG]).startswith("capped at ")
 
 
-@pytest.mark.parametrize("spend", [0.0, 30.0, 45.0, 48.5, 49.3, 49.6])
-def test_the_next_ticks_ceiling_stays_under_the_budget_with_the_caps_chosen(spend):
+@pytest.mark.parametrize("spend, stalled", [(0.0, False), (30.0, False), (45.0, False), (48.5, False),
+                                            (49.0, False), (49.3, True), (49.6, True)])
+def test_the_next_ticks_ceiling_stays_under_the_budget_with_the_caps_chosen(spend, stalled):
     """Whatever the spend, the current caps running flat out for one interval, then the new
-    caps' whole reach through the window: still under the budget."""
+    caps' whole reach through the window: still under the budget; one node more would not be.
+    Stalled: not even one node fits."""
     now = _govern(spend - 5 if spend >= 5 else 0.0).caps  # caps from a pass before
     chosen = _govern(spend, caps_now=now)
     after_interval = spend + (HEAD + reach_hourly([BIG], now)) * 60 / 3600
-    if chosen.stalled:
-        return
-    assert _ceiling(after_interval, [BIG], chosen.caps) < 50.0
-    # and one more node would not have been
+    assert chosen.stalled is stalled
+    if stalled:
+        assert chosen.caps == {"compute": 0}
+    else:
+        assert _ceiling(after_interval, [BIG], chosen.caps) < 50.0
     if chosen.caps["compute"] < 15:
         assert _ceiling(after_interval, [BIG], {"compute": chosen.caps["compute"] + 1}) >= 50.0
 
