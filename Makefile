@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
+RUBIN_VENV ?= .venv-rubin
+RUBIN_STAMP := $(RUBIN_VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
 .PHONY: deps demo serve test package deploy destroy bench bench-cost bench-faults clean
 
-deps: $(STAMP) $(TOOLS_STAMP) $(SYSTEM_STAMP)
+deps: $(STAMP) $(TOOLS_STAMP) $(RUBIN_STAMP) $(SYSTEM_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,13 @@ $(TOOLS_STAMP): requirements-tools.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
 	touch $(TOOLS_STAMP)
+
+# Rubin's middleware from PyPI (pipetask, bps, butler): the emulator's stack, installed once
+# here; every emulated cluster's stack links to it (lsstctl/emulator/standin/lsstinstall).
+$(RUBIN_STAMP): requirements-rubin.txt
+	$(PYTHON) -m venv $(RUBIN_VENV)
+	$(RUBIN_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-rubin.txt
+	touch $(RUBIN_STAMP)
 
 # Slurm, munge and curl: the head node's tools, which the emulator runs on this machine.
 $(SYSTEM_STAMP): scripts/install-system-packages.sh
@@ -63,7 +72,7 @@ destroy: deps
 	  $(if $(TEARDOWN_CLUSTERS),--teardown-clusters) $(if $(DELETE_DATA),--delete-data)
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) .emulator build
+	rm -rf $(VENV) $(TOOLS_VENV) $(RUBIN_VENV) .emulator build
 
 # The cost simulation (issue: bounded spend): many clusters on the emulator, hours in minutes.
 bench-cost: deps

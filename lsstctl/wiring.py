@@ -75,7 +75,7 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.ssm_runner import SsmRunner
     from lsstctl.adapters.stepfunctions import StepFunctionsStarter
     from lsstctl.adapters.cloudwatch import CloudWatchMonitor
-    from lsstctl.adapters.inventory import Ec2Inventory
+    from lsstctl.adapters.inventory import Ec2Inventory, InstanceSizes
     from lsstctl.adapters.price_list import SpotPrices
     from lsstctl.adapters.sns_notifier import SnsNotifier
     from lsstctl.adapters.efs_cache import EfsStackCache
@@ -99,6 +99,7 @@ def build(settings: Settings) -> Deps:
         monitor=CloudWatchMonitor(),
         notifier=SnsNotifier(settings.notifications_topic_arn),
         spot_prices=SpotPrices().by_zone,
+        instance_sizes=InstanceSizes().of,
         idempotency=_idempotency(settings),
         stack_cache=EfsStackCache(),
         chat=SlackChat(settings.slack_signing_secret_arn),

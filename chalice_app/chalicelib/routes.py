@@ -289,16 +289,46 @@ def submit_job(name: str) -> Response:
 
 @api.route("/clusters/{name}/jobs", methods=["GET"], authorizer=iam)
 def list_jobs(name: str) -> Response:
-    return _route(
-        lambda: _json(200, {"jobs": [j.model_dump(mode="json")
-                                     for j in jobs.list_jobs(wiring.deps(), _principal(), name, _owner())]})
-    )
+    return _route(lambda: _json(200, jobs.list_jobs_with_costs(wiring.deps(), _principal(), name, _owner())))
 
 
 @api.route("/clusters/{name}/jobs/{job_id}", methods=["GET"], authorizer=iam)
 def get_job(name: str, job_id: str) -> Response:
-    return _route(lambda: _json(200, jobs.get_job(wiring.deps(), _principal(), name, job_id, _owner())
+    return _route(lambda: _json(200, jobs.view_job(wiring.deps(), _principal(), name, job_id, _owner())
                                 .model_dump(mode="json")))
+
+
+@api.route("/clusters/{name}/jobs/{job_id}/log", methods=["GET"], authorizer=iam)
+def job_log(name: str, job_id: str) -> Response:
+    def run() -> Response:
+        raw = (api.current_request.query_params or {}).get("tail", "100")
+        if not raw.isdigit():
+            raise ValidationError(f"tail must be a number of lines, not {raw!r}", field="tail")
+        return _json(200, jobs.job_log(wiring.deps(), _principal(), name, job_id, int(raw), _owner()))
+
+    return _route(run)
+
+
+@api.route("/clusters/{name}/jobs/{job_id}", methods=["DELETE"], authorizer=iam)
+def cancel_job(name: str, job_id: str) -> Response:
+    """Cancel a job (scancel; a bps workflow's pilots too). Idempotent: a job already over is
+    returned as it is (200); one being cancelled is 202, and its record ends `cancelled`."""
+    def run() -> Response:
+        principal = _principal()
+        owner = _owner()
+
+        def operation() -> dict[str, Any]:
+            job = jobs.cancel_job(wiring.deps(), principal, name, job_id, owner)
+            body = {"job": job.model_dump(mode="json")}
+            if job.state.terminal:
+                return {"status": 200, "body": body}
+            path = f"/clusters/{name}/jobs/{job.job_id}"
+            return _accepted(body, path if job.owner == principal.name else f"{path}?owner={job.owner}")
+
+        return _idempotent(principal, f"DELETE /clusters/{name}/jobs/{job_id}?owner={owner or principal.name}", {},
+                           operation)
+
+    return _route(run)
 
 
 # principals (admins) -------------------------------------------------------------------

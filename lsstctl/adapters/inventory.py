@@ -102,3 +102,24 @@ class Ec2Inventory:
                     )
                 )
         return dict(found)
+
+
+class InstanceSizes:
+    """vCPUs and memory (MiB) of EC2 instance types (DescribeInstanceTypes), remembered for the
+    process's life: they do not change. What a job may ask of a queue's nodes is judged by it."""
+
+    ec2 = LazyClient("ec2")
+
+    def __init__(self, client: Any = None):
+        self.ec2 = client
+        self._known: dict[str, tuple[int, int]] = {}
+
+    def of(self, instance_types: list[str]) -> dict[str, tuple[int, int]]:
+        missing = sorted(set(instance_types) - set(self._known))
+        if missing:
+            pages = self.ec2.get_paginator("describe_instance_types").paginate(InstanceTypes=missing)
+            for page in pages:
+                for info in page.get("InstanceTypes", []):
+                    self._known[info["InstanceType"]] = (int(info["VCpuInfo"]["DefaultVCpus"]),
+                                                         int(info["MemoryInfo"]["SizeInMiB"]))
+        return {t: self._known[t] for t in instance_types if t in self._known}

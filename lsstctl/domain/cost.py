@@ -135,3 +135,17 @@ def must_stop_for_budget(
 def thresholds_crossed(spend_usd: float, budget_usd: float, already: set[int]) -> list[int]:
     used = 100 * spend_usd / budget_usd
     return [t for t in WARN_THRESHOLDS if used >= t and t not in already]
+
+
+def job_cost_usd(*, started_at: datetime | None, ended_at: datetime | None, now: datetime, node_count: int,
+                 cpus: int | None, node_hourly_usd: float, node_vcpus: int | None) -> float:
+    """What one job cost: the node-hours Slurm gave it (from its start to its end, or now),
+    at its nodes' hourly price, times its share of those nodes (its CPUs over theirs; whole
+    nodes when either is unknown). What no job used of a cluster's spend is idle."""
+    if started_at is None:
+        return 0.0
+    hours = max(0.0, ((ended_at or now) - started_at).total_seconds()) / 3600
+    share = 1.0
+    if cpus and node_vcpus:
+        share = min(1.0, cpus / (node_count * node_vcpus))
+    return node_hourly_usd * node_count * hours * share

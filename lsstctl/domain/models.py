@@ -249,36 +249,101 @@ class JobState(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TIMEOUT = "timeout"  # ran past its walltime
+    NODE_FAIL = "node_fail"  # a node it ran on failed (or never booted)
+    OUT_OF_MEMORY = "out_of_memory"  # Slurm ended it for using more memory than it asked for
 
     @property
     def terminal(self) -> bool:
-        return self in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+        return self not in {JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING}
 
 
 class PipetaskSpec(_Strict):
-    """`pipetask run` arguments (LSST Science Pipelines, Gen3 middleware)."""
+    """`pipetask run` arguments (LSST Science Pipelines, Gen3 middleware). `-j` is the job's
+    `cores`."""
 
-    butler: str = Field(min_length=1, description="-b: Butler repository")
-    pipeline: str = Field(min_length=1, description="-p: pipeline YAML, optionally #subset")
-    inputs: list[str] = Field(min_length=1, description="-i: input collections")
-    output: str = Field(min_length=1, description="-o: output collection")
-    data_query: str | None = Field(None, description="-d: data query")
-    extra_args: list[str] = []
+    butler: str = Field(min_length=1, max_length=1024, description="-b: Butler repository")
+    pipeline: str = Field(min_length=1, max_length=1024, description="-p: pipeline YAML (a path or URI)")
+    subset: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+                               description="a labelled subset or task of the pipeline (pipeline#subset)")
+    inputs: list[str] = Field(min_length=1, max_length=50, description="-i: input collections")
+    output: str = Field(min_length=1, max_length=1024, description="-o: output collection")
+    data_query: str | None = Field(None, max_length=10_000, description="-d: data query")
+    extra_args: list[str] = Field([], max_length=50, description="more `pipetask run` arguments, each one argument")
+
+
+class BpsSpec(_Strict):
+    """A `bps submit` of a pipeline through ctrl_bps_parsl's Slurm site: the submit YAML is
+    rendered from these fields; `config` holds any other ctrl_bps settings, passed through."""
+
+    butler: str = Field(min_length=1, max_length=1024, description="butlerConfig: the Butler repository")
+    pipeline: str = Field(min_length=1, max_length=1024, description="pipelineYaml")
+    subset: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="pipeline#subset")
+    inputs: list[str] = Field(min_length=1, max_length=50, description="inCollection")
+    output: str | None = Field(None, min_length=1, max_length=1024,
+                               description="the output collection (bps default: u/<operator>/<payloadName>)")
+    data_query: str | None = Field(None, max_length=10_000, description="dataQuery")
+    payload_name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="payloadName")
+    pilot_nodes: int = Field(1, ge=1, le=1000, description="nodes of each parsl pilot (Slurm) job")
+    cores_per_node: int = Field(1, ge=1, le=1024, description="quanta run at once per pilot node")
+    pilot_walltime_minutes: int = Field(60, ge=1, le=14 * 24 * 60)
+    exclusive_pilots: bool = Field(False, description="pilots take whole nodes (parsl's default); by default they take "
+                                                      "cores_per_node CPUs and share nodes, with the submitting job too")
+    config: dict[str, Any] = Field({}, description="other ctrl_bps settings, written into the submit YAML as given")
+
+
+JOB_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Slurm's --array: indexes and ranges with an optional step, and an optional %limit.
+ARRAY_RE = r"^\d{1,6}(-\d{1,6}(:\d{1,6})?)?(,\d{1,6}(-\d{1,6}(:\d{1,6})?)?){0,31}(%\d{1,4})?$"
 
 
 class JobSpec(_Strict):
-    name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """One job, of one kind: `command` (a shell script of the user's own), `pipetask` (a
+    `pipetask run`) or `bps` (a `bps submit`). Resources as Slurm asks for them."""
+
+    name: str = Field("job", pattern=JOB_NAME_RE)
     command: str | None = Field(None, min_length=1, max_length=10_000)
     pipetask: PipetaskSpec | None = None
-    queue: str | None = None
-    cores: int = Field(1, ge=1, le=1024)
+    bps: BpsSpec | None = None
+    queue: str | None = Field(None, description="the partition (a queue of the cluster); default: Slurm's")
+    nodes: int = Field(1, ge=1, le=1000)
+    tasks: int | None = Field(None, ge=1, le=100_000, description="--ntasks; default: one per node")
+    cores: int = Field(1, ge=1, le=1024, description="--cpus-per-task (pipetask: -j)")
+    memory_mb: int | None = Field(None, ge=1, le=24 * 1024 * 1024, description="--mem per node; default: Slurm's")
     walltime_minutes: int = Field(60, ge=1, le=14 * 24 * 60)
+    array: str | None = Field(None, pattern=ARRAY_RE, description="--array, for command jobs (e.g. 0-9%2)")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "JobSpec":
-        if (self.command is None) == (self.pipetask is None):
-            raise ValueError("give exactly one of 'command' or 'pipetask'")
+        given = [k for k in ("command", "pipetask", "bps") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'command', 'pipetask' or 'bps'")
+        if self.array is not None and self.command is None:
+            raise ValueError("'array' is for command jobs")
+        if self.tasks is not None and self.tasks < self.nodes:
+            raise ValueError(f"'tasks' ({self.tasks}) must be at least 'nodes' ({self.nodes})")
         return self
+
+    @property
+    def ntasks(self) -> int:
+        return self.tasks or self.nodes
+
+    @property
+    def kind(self) -> str:
+        return "command" if self.command is not None else "pipetask" if self.pipetask is not None else "bps"
+
+
+class Quanta(BaseModel):
+    """A pipeline's quanta, from the middleware's own report (`pipetask report`)."""
+
+    expected: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    blocked: int = 0  # not run: an upstream quantum failed
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.expected - self.succeeded - self.failed - self.blocked)
 
 
 class Job(BaseModel):
@@ -294,6 +359,18 @@ class Job(BaseModel):
     reason: str | None = None
     output_dir: str | None = None
     execution: str | None = None
+    # From Slurm's record of the job: when it ran, on what (for its cost), and why it waits.
+    started_at: str | None = None
+    ended_at: str | None = None
+    node_count: int | None = None
+    cpus: int | None = None
+    slurm_nodes: str | None = None
+    partition: str | None = None
+    quanta: Quanta | None = None
+    # Computed when the job is read (not stored): what it cost so far, and its share of the
+    # cluster generation's spend (lsstctl.services.jobs.with_costs).
+    cost_usd: float | None = None
+    spend_share_percent: float | None = None
     created_at: str
     updated_at: str
     history: list[Transition] = []

@@ -14,6 +14,7 @@ STACK_SUBDIR = "lsst_stack"
 INSTALL_SKIPPED = "already installed"
 OUTPUTS_SUBDIR = "outputs"
 JOB_LOG = "slurm-%j.out"
+JOB_ARRAY_LOG = "slurm-%A_%a.out"
 
 INSTALL_TEMPLATE = r"""#!/bin/bash
 # Install the LSST Science Pipelines (lsst_distrib <tag>, binary) as Rubin documents it:
@@ -53,12 +54,14 @@ ship_log() {{
   fi
 }}
 trap ship_log EXIT
+{demo_repo}
 if [ -f loadLSST.bash ]; then
   set +u  # loadLSST reads unset variables
   # shellcheck source=/dev/null
   source loadLSST.bash
   set -u
   if [ -n "$(eups list -t "$TAG" lsst_distrib 2>/dev/null)" ]; then
+    demo_repo 2>&1 | tee -a "$LOG"
     echo "lsst_distrib $TAG {skipped} in $STACK_DIR: skipped" | tee -a "$LOG"
     exit 0
   fi
@@ -84,7 +87,46 @@ install() {{
   return 1
 }}
 install 2>&1 | tee -a "$LOG"
+demo_repo 2>&1 | tee -a "$LOG"
 echo "lsst_distrib $TAG installed in $STACK_DIR"
+"""
+
+# A small Butler repository on the cluster's shared storage to try pipelines on: pipe_base's
+# own test pipeline (three chained AddTasks) and instrument, populated with its input dataset
+# (lsst.pipe.base.tests.simpleQGraph; in every lsst_distrib and in the middleware on PyPI).
+# Made once; a stack without pipe_base's tests gets a warning, never a failed install.
+DEMO_SUBDIR = "demo"
+DEMO_INPUTS = "demo/inputs"
+DEMO_REPO_TEMPLATE = r"""demo_repo() {{
+  # shellcheck disable=SC2016  # the path is quoted by shlex: a `$` in it is text
+  local demo={demo_dir}
+  if [ -f "$demo/repo/butler.yaml" ] && [ -f "$demo/pipeline.yaml" ]; then
+    echo "demo Butler repository: $demo/repo (there already)"
+    return 0
+  fi
+  mkdir -p "$demo"
+  if (
+    cd "$demo"
+    set +u
+    # shellcheck source=/dev/null
+    source "$STACK_DIR/loadLSST.bash"
+    setup lsst_distrib
+    set -u
+    python - <<'LSSTCTL_DEMO_REPO'
+from lsst.pipe.base.tests.simpleQGraph import makeSimpleButler, makeSimplePipeline, populateButler
+
+pipeline = makeSimplePipeline(3, instrument="lsst.pipe.base.tests.simpleQGraph.SimpleInstrument")
+pipeline.write_to_uri("pipeline.yaml")
+butler = makeSimpleButler("repo", run="{inputs}", inMemory=False)
+populateButler(pipeline, butler)
+LSSTCTL_DEMO_REPO
+  ); then
+    chown -R {run_as} "$demo" || true
+    echo "demo Butler repository: $demo/repo (input collection {inputs}, pipeline $demo/pipeline.yaml)"
+  else
+    echo "no demo Butler repository: this stack could not make one (see above)" >&2
+  fi
+}}
 """
 
 
@@ -216,11 +258,21 @@ def job_output_dir(shared_dir: str, job_id: str) -> str:
     return f"{shared_dir.rstrip('/')}/{OUTPUTS_SUBDIR}/{job_id}"
 
 
+def demo_dir(shared_dir: str) -> str:
+    return f"{shared_dir.rstrip('/')}/{DEMO_SUBDIR}"
+
+
 def render_install_script(*, shared_dir: str, tag: str, installer_url: str, log_uri: str = "",
-                          timeout_seconds: int = 3 * 3600, retention_days: int = 30) -> str:
+                          timeout_seconds: int = 3 * 3600, retention_days: int = 30,
+                          demo_in: str | None = None, run_as: str = "root") -> str:
     """`shared_dir`: where stacks live (a cluster's shared storage, or the stack cache);
-    `log_uri`: where the install log is copied (s3://...; empty: kept on the head node only)."""
+    `log_uri`: where the install log is copied (s3://...; empty: kept on the head node only);
+    `demo_in`: the cluster's shared storage, where a demo Butler repository is made (owned by
+    `run_as`, who runs the jobs); None: none."""
+    demo = DEMO_REPO_TEMPLATE.format(demo_dir=shlex.quote(demo_dir(demo_in)), inputs=DEMO_INPUTS,
+                                     run_as=shlex.quote(run_as)) if demo_in else "demo_repo() { :; }\n"
     return INSTALL_TEMPLATE.format(
+        demo_repo=demo.rstrip("\n"),
         stack_dir=shlex.quote(stack_dir(shared_dir, tag)),
         tag=shlex.quote(tag),
         installer_url=shlex.quote(installer_url),
@@ -231,48 +283,193 @@ def render_install_script(*, shared_dir: str, tag: str, installer_url: str, log_
     )
 
 
-def job_command(spec: JobSpec) -> str:
-    if spec.command is not None:
-        return spec.command
+def _pipeline_uri(pipeline: str, subset: str | None) -> str:
+    return f"{pipeline}#{subset}" if subset else pipeline
+
+
+def pipetask_argv(spec: JobSpec, graph: str) -> list[str]:
+    """`pipetask run`, every value as --option=value (a value starting with "-" stays a
+    value), the quantum graph saved to `graph` for the middleware's report."""
     assert spec.pipetask is not None
     p = spec.pipetask
-    argv = ["pipetask", "run", "-b", p.butler, "-p", p.pipeline, "-o", p.output, "-j", str(spec.cores)]
-    for collection in p.inputs:
-        argv += ["-i", collection]
+    argv = ["pipetask", "run", f"--butler-config={p.butler}", f"--pipeline={_pipeline_uri(p.pipeline, p.subset)}",
+            f"--output={p.output}", f"--processes={spec.cores}", f"--save-qgraph={graph}"]
+    argv += [f"--input={collection}" for collection in p.inputs]
     if p.data_query:
-        argv += ["-d", p.data_query]
-    argv += p.extra_args
-    return shlex.join(argv)
+        argv.append(f"--data-query={p.data_query}")
+    return argv + list(p.extra_args)
 
 
-def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, stack_root: str | None = None) -> str:
-    """The batch script. The job runs with the installed stack set up, in its own
-    output directory under shared storage (which teardown archives to S3)."""
+def bps_comment(job_id: str) -> str:
+    """The Slurm comment of a job's pilots (ctrl_bps_parsl's own Slurm jobs), to find them."""
+    return f"lsstctl-{job_id}"
+
+
+# Keys of the submit YAML the product sets from a BpsSpec's fields; `config` may not set them.
+BPS_RESERVED = frozenset({"pipelineYaml", "payload", "submitPath", "wmsServiceClass", "computeSite", "site"})
+
+
+def render_bps_config(spec: JobSpec, *, job_id: str, out_dir: str) -> str:
+    """The `bps submit` YAML: ctrl_bps_parsl's Slurm site (pilot jobs in the job's
+    partition, marked with the job's comment), the pipeline and Butler from the spec, the
+    rest of `config` as given. YAML written by a YAML library: data, never code."""
+    import yaml
+
+    assert spec.bps is not None
+    b = spec.bps
+    clash = sorted(BPS_RESERVED & set(b.config))
+    if clash:
+        raise ValueError(f"bps.config may not set {clash}: they come from the bps fields")
+    payload: dict[str, object] = {"payloadName": b.payload_name, "butlerConfig": b.butler,
+                                  "inCollection": ",".join(b.inputs), "dataQuery": b.data_query or ""}
+    if b.output:
+        payload["output"] = b.output
+    options = [f"#SBATCH --comment={bps_comment(job_id)}"]
+    if spec.queue:
+        options.append(f"#SBATCH --partition={spec.queue}")
+    hours, minutes = divmod(b.pilot_walltime_minutes, 60)
+    config = {
+        "project": "lsstctl",
+        "campaign": spec.name,
+        **b.config,
+        "pipelineYaml": _pipeline_uri(b.pipeline, b.subset),
+        "payload": payload,
+        "submitPath": f"{out_dir}/submit/{{outputRun}}",
+        "wmsServiceClass": "lsst.ctrl.bps.parsl.ParslService",
+        "computeSite": "slurm",
+        "site": {"slurm": {"class": "lsst.ctrl.bps.parsl.sites.Slurm", "nodes": b.pilot_nodes,
+                           "cores_per_node": b.cores_per_node, "walltime": f"{hours:02d}:{minutes:02d}:00",
+                           "scheduler_options": "\n".join(options)}},
+    }
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+QUANTA_FILE = "quanta.json"
+# The middleware's own count of a pipeline's quanta (`pipetask report` on the run's quantum
+# graph), summed over its tasks into QUANTA_FILE: expected, succeeded, failed, blocked.
+REPORT_QUANTA = r"""report_quanta() {
+  local repo=$1 graph=$2
+  if [ -z "$graph" ] || [ ! -f "$graph" ]; then
+    echo "no quantum graph: no quanta to report" >&2
+    return 0
+  fi
+  pipetask report --force-v2 --full-output-filename "$LSST_JOB_OUTPUT_DIR/pipetask-report.json" "$repo" "$graph" \
+    >/dev/null || { echo "pipetask report failed" >&2; return 0; }
+  python - "$LSST_JOB_OUTPUT_DIR/pipetask-report.json" "$LSST_JOB_OUTPUT_DIR/QUANTA_FILE" <<'LSSTCTL_QUANTA'
+import json
+import sys
+
+tasks = json.load(open(sys.argv[1]))["tasks"].values()
+names = {"expected": "n_expected", "succeeded": "n_successful", "failed": "n_failed", "blocked": "n_blocked"}
+counts = {key: sum(int(task.get(name, 0)) for task in tasks) for key, name in names.items()}
+json.dump(counts, open(sys.argv[2], "w"))
+print("quanta:", json.dumps(counts))
+LSSTCTL_QUANTA
+}""".replace("QUANTA_FILE", QUANTA_FILE)
+QUANTA_FAILED = r"""quanta_failed() {
+  [ -f "$LSST_JOB_OUTPUT_DIR/QUANTA_FILE" ] || return 1
+  ! python -c 'import json, sys; q = json.load(open(sys.argv[1])); sys.exit(1 if q["failed"] or q["blocked"] else 0)' \
+    "$LSST_JOB_OUTPUT_DIR/QUANTA_FILE"
+}""".replace("QUANTA_FILE", QUANTA_FILE)
+
+
+# The user's values are quoted by shlex: a `$` in them is text, as meant.
+QUOTED_DOLLARS = "# shellcheck disable=SC2016"
+
+
+def _job_body(spec: JobSpec, *, job_id: str, out: str) -> list[str]:
+    if spec.command is not None:
+        return [spec.command]
+    q_out = shlex.quote(out)
+    if spec.pipetask is not None:
+        graph = f"{out}/pipetask.qg"
+        return [
+            REPORT_QUANTA,
+            "status=0",
+            QUOTED_DOLLARS,
+            f"{shlex.join(pipetask_argv(spec, graph))} || status=$?",
+            QUOTED_DOLLARS,
+            f"report_quanta {shlex.quote(spec.pipetask.butler)} {shlex.quote(graph)}",
+            'exit "$status"',
+        ]
+    assert spec.bps is not None
+    encoded = base64.b64encode(render_bps_config(spec, job_id=job_id, out_dir=out).encode()).decode()
+    return [
+        REPORT_QUANTA,
+        QUANTA_FAILED,
+        f"echo {encoded} | base64 -d > {q_out}/bps.yaml",
+        *([] if spec.bps.exclusive_pilots else [
+            "# parsl asks for whole nodes (--exclusive); this job holds a CPU of one, so on a queue of one",
+            "# node its pilots would wait forever. Pilots take the CPUs they ask for and share nodes.",
+            "export SBATCH_EXCLUSIVE=oversubscribe"]),
+        "status=0",
+        f"bps submit {q_out}/bps.yaml || status=$?",
+        f"graph=$(find {q_out}/submit -name '*.qg' 2>/dev/null | head -n 1 || true)",
+        QUOTED_DOLLARS,
+        f'report_quanta {shlex.quote(spec.bps.butler)} "$graph"',
+        "# parsl's pilots end CANCELLED whatever the quanta did: the middleware's report decides.",
+        'if [ "$status" -eq 0 ] && quanta_failed; then status=1; fi',
+        'exit "$status"',
+    ]
+
+
+def _seen_from_head_node(path: str, mount_dir: str, shared_dir: str) -> str:
+    """A path on the cluster's shared storage (`mount_dir`, as users write it) as the head
+    node sees it (`shared_dir`: the same on AWS; under the emulated node's root locally)."""
+    mount = mount_dir.rstrip("/")
+    if path == mount or path.startswith(mount + "/"):
+        return shared_dir.rstrip("/") + path[len(mount):]
+    return path
+
+
+def _mapped(spec: JobSpec, mount_dir: str | None, shared_dir: str) -> JobSpec:
+    if not mount_dir:
+        return spec
+    kind = spec.pipetask or spec.bps
+    if kind is None:
+        return spec
+    paths = {k: _seen_from_head_node(getattr(kind, k), mount_dir, shared_dir) for k in ("butler", "pipeline")}
+    return spec.model_copy(update={"pipetask" if spec.pipetask else "bps": kind.model_copy(update=paths)})
+
+
+def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, stack_root: str | None = None,
+                         mount_dir: str | None = None) -> str:
+    """The batch script. The job runs with the installed stack set up, in its own output
+    directory under shared storage (which teardown archives to S3). Every value from the
+    user is either validated to a plain form (names, numbers) or quoted by shlex. Paths on
+    the shared storage (under `mount_dir`) are given as the head node sees them."""
+    spec = _mapped(spec, mount_dir, shared_dir)
     out = job_output_dir(shared_dir, job_id)
     stack = shlex.quote(stack_dir(stack_root or shared_dir, tag))
+    log = JOB_ARRAY_LOG if spec.array else JOB_LOG
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={spec.name}",
-        "#SBATCH --ntasks=1",
+        f"#SBATCH --nodes={spec.nodes}",
+        f"#SBATCH --ntasks={spec.ntasks}",
         f"#SBATCH --cpus-per-task={spec.cores}",
         f"#SBATCH --time={spec.walltime_minutes}",
-        f"#SBATCH --output={out}/{JOB_LOG}",
+        f"#SBATCH --output={out}/{log}",
         f"#SBATCH --chdir={out}",
+        f"#SBATCH --comment={bps_comment(job_id)}",
     ]
+    if spec.memory_mb:
+        lines.append(f"#SBATCH --mem={spec.memory_mb}M")
+    if spec.array:
+        lines.append(f"#SBATCH --array={spec.array}")
     if spec.queue:
         lines.append(f"#SBATCH --partition={spec.queue}")
     lines += [
         "set -eo pipefail",
         f"export LSST_JOB_OUTPUT_DIR={shlex.quote(out)}",
+        f"export LSST_SHARED_DIR={shlex.quote(shared_dir)}",
         f"if [ -f {stack}/loadLSST.bash ]; then",
         f"  touch {stack}/.last-used 2>/dev/null || true  # the stack cache's retention",
         "  # shellcheck source=/dev/null",
         f"  source {stack}/loadLSST.bash",
         "  setup lsst_distrib",
         "fi",
-        # A pipetask's values are quoted by shlex: a `$` in them is text, as meant.
-        *(["# shellcheck disable=SC2016"] if spec.pipetask is not None else []),
-        job_command(spec),
+        *_job_body(spec, job_id=job_id, out=out),
     ]
     return "\n".join(lines) + "\n"
 
@@ -289,12 +486,13 @@ OS_DEFAULT_USER = {
 
 
 def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, run_as: str = "root",
-                          stack_root: str | None = None) -> str:
+                          stack_root: str | None = None, mount_dir: str | None = None) -> str:
     """Write the batch script next to the job's outputs and submit it as `run_as`; prints
     the Slurm id. Re-running it for the same job id returns the existing Slurm job, even
     when two deliveries run at once (a lock serialises them): one job, one Slurm job."""
     out = job_output_dir(shared_dir, job_id)
-    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir, tag=tag, stack_root=stack_root)
+    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir, tag=tag, stack_root=stack_root,
+                                  mount_dir=mount_dir)
     # base64 carries any user text intact: no heredoc delimiter or quote can end it early.
     encoded = base64.b64encode(script.encode()).decode()
     q_out = shlex.quote(out)
@@ -315,21 +513,82 @@ def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, tag: s
     )
 
 
-def render_job_status_command(slurm_job_id: str) -> str:
-    jid = shlex.quote(slurm_job_id)
-    # scontrol knows the job until MinJobAge after it ends; sacct (when accounting is
-    # configured) covers older jobs.
-    return (
-        f"scontrol show job -o {jid} 2>/dev/null | grep -o 'JobState=[A-Z_]* .*ExitCode=[0-9:]*' "
-        f"|| sacct -n -P -X -j {jid} -o State,ExitCode | head -1 | sed 's/^/SACCT=/'"
-    )
+# Slurm's record of one job (and of an array's tasks), from `squeue --json` (machine-readable
+# output: no free text parsed), reduced on the head node to the fields the control plane
+# keeps, with the quanta the job's report counted. squeue knows a job until MinJobAge after
+# it ends; then `sacct --json` (where accounting is configured) still does.
+JOB_STATUS_SCRIPT = r"""set -u
+# shellcheck disable=SC2016  # the path is quoted by shlex: a `$` in it is text
+python3 - JOB_ID QUANTA_PATH <<'LSSTCTL_JOB_STATUS'
+import json
+import subprocess
+import sys
+
+jid, quanta_file = sys.argv[1], sys.argv[2]
+FIELDS = ("job_id", "array_job_id", "array_task_id", "job_state", "state", "exit_code", "derived_exit_code",
+          "state_reason", "start_time", "end_time", "node_count", "cpus", "nodes", "partition", "time")
+source, jobs = None, []
+for argv in (["squeue", "--json"], ["sacct", "--json", "-X", "-j", jid]):
+    try:
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        data = json.loads(run.stdout) if run.returncode == 0 else {}
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        continue
+    jobs = [{k: j.get(k) for k in FIELDS if k in j} for j in data.get("jobs", [])
+            if jid in (str(j.get("job_id")), str(j.get("array_job_id")))]
+    if jobs:
+        source = argv[0]
+        break
+try:
+    with open(quanta_file) as f:
+        quanta = json.load(f)
+except (OSError, ValueError):
+    quanta = None
+print(json.dumps({"source": source, "jobs": jobs, "quanta": quanta}))
+LSSTCTL_JOB_STATUS
+"""
 
 
-def render_cancel_command(slurm_job_id: str) -> str:
-    """End one Slurm job (a no-op for a job already over)."""
+def render_job_status_command(slurm_job_id: str, out_dir: str) -> str:
     if not slurm_job_id.isdigit():
         raise ValueError(f"not a Slurm job id: {slurm_job_id!r}")
-    return f"scancel {slurm_job_id}"
+    quanta = shlex.quote(f"{out_dir.rstrip('/')}/{QUANTA_FILE}")
+    return JOB_STATUS_SCRIPT.replace("JOB_ID", slurm_job_id, 1).replace("QUANTA_PATH", quanta, 1)
+
+
+LOG_TAIL_MAX_LINES = 1000
+LOG_LINE_MAX_CHARS = 500
+
+
+def render_log_tail_command(out_dir: str, lines: int) -> str:
+    """The last `lines` lines of a job's Slurm logs (one file, or one per task of an array,
+    each under tail's own `==> file <==` header), long lines cut: SSM returns 24,000
+    characters of output at most."""
+    if not 1 <= lines <= LOG_TAIL_MAX_LINES:
+        raise ValueError(f"lines must be 1 to {LOG_TAIL_MAX_LINES}")
+    q_out = shlex.quote(out_dir)
+    return "\n".join([
+        "set -u",
+        f"cd {q_out} 2>/dev/null || {{ echo 'no output directory yet' >&2; exit 3; }}",
+        "shopt -s nullglob",
+        "logs=(slurm-*.out)",
+        '[ "${#logs[@]}" -gt 0 ] || { echo "no log yet" >&2; exit 3; }',
+        f'tail -q -n {lines} -- "${{logs[@]}}" | cut -c1-{LOG_LINE_MAX_CHARS} | tail -n {lines}',
+    ])
+
+
+def render_cancel_command(slurm_job_id: str, job_id: str) -> str:
+    """End one job (a no-op for a job already over): its Slurm job (every task of an array)
+    and any Slurm job it started for itself (a bps workflow's pilots, by their comment)."""
+    if not slurm_job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {slurm_job_id!r}")
+    comment = shlex.quote(bps_comment(job_id))
+    return "\n".join([
+        "set -u",
+        f"scancel {slurm_job_id}",
+        f"squeue -h -o '%i %k' | awk -v c={comment} '$2 == c {{ print $1 }}' | xargs -r scancel",
+        "echo cancelled",
+    ])
 
 
 def render_end_jobs_command(*, pending: list[str], running: list[str], signal: str = "TERM") -> str:
@@ -364,44 +623,121 @@ def render_archive_command(*, shared_dir: str, bucket: str, prefix: str) -> str:
     )
 
 
+# Slurm's job states (base states; flags such as COMPLETING come after) as the product's.
 SLURM_STATES = {
     "PENDING": "pending",
     "CONFIGURING": "pending",
     "REQUEUED": "pending",
+    "REQUEUE_HOLD": "pending",
+    "REQUEUE_FED": "pending",
     "RESV_DEL_HOLD": "pending",
     "SUSPENDED": "running",
     "RUNNING": "running",
     "COMPLETING": "running",
     "STAGE_OUT": "running",
+    "SIGNALING": "running",
+    "RESIZING": "running",
     "COMPLETED": "completed",
     "CANCELLED": "cancelled",
     "PREEMPTED": "cancelled",
+    "REVOKED": "cancelled",
     "FAILED": "failed",
-    "TIMEOUT": "failed",
-    "NODE_FAIL": "failed",
-    "OUT_OF_MEMORY": "failed",
-    "BOOT_FAIL": "failed",
-    "DEADLINE": "failed",
+    "SPECIAL_EXIT": "failed",
+    "TIMEOUT": "timeout",
+    "DEADLINE": "timeout",
+    "NODE_FAIL": "node_fail",
+    "BOOT_FAIL": "node_fail",
+    "OUT_OF_MEMORY": "out_of_memory",
 }
+# An array's state while its tasks differ: any still to run, else the worst ending.
+_STATE_ORDER = ["running", "pending", "node_fail", "out_of_memory", "timeout", "failed", "cancelled", "completed"]
 
 
-def parse_job_status(output: str) -> tuple[str, str | None, str]:
-    """Parse render_job_status_command's output into (state, exit_code, slurm_state)."""
-    text = output.strip()
-    if text.startswith("SACCT="):
-        fields = text[len("SACCT="):].split("|")
-        slurm_state = fields[0].split()[0] if fields and fields[0] else ""
-        exit_code = fields[1] if len(fields) > 1 else None
-    else:
-        slurm_state, exit_code = "", None
-        for token in text.split():
-            if token.startswith("JobState="):
-                slurm_state = token.split("=", 1)[1]
-            elif token.startswith("ExitCode="):
-                exit_code = token.split("=", 1)[1]
-    if slurm_state not in SLURM_STATES:
-        raise ValueError(f"unrecognised Slurm job status: {text[:200]!r}")
-    return SLURM_STATES[slurm_state], exit_code, slurm_state
+@dataclass(frozen=True)
+class SlurmJob:
+    """What Slurm says of a job (all of an array's tasks together)."""
+
+    state: str
+    slurm_state: str
+    exit_code: str | None
+    reason: str | None
+    started_at: int | None  # epoch seconds
+    ended_at: int | None
+    node_count: int | None
+    cpus: int | None
+    nodes: str | None
+    partition: str | None
+    quanta: dict[str, int] | None
+    source: str | None
+
+
+def _number(value: object) -> int | None:
+    """A Slurm JSON number: a plain int (v0.0.38, Slurm 22.05) or {"set", "number"} (later)."""
+    if isinstance(value, dict):
+        return int(value["number"]) if value.get("set", True) and "number" in value else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _state_name(job: dict[str, object]) -> str:
+    raw = job.get("job_state", job.get("state"))
+    if isinstance(raw, dict):  # sacct: {"current": [...], "reason": ...}
+        raw = raw.get("current")
+    if isinstance(raw, list):  # Slurm 23.02 on: ["COMPLETED", flags...]
+        raw = raw[0] if raw else ""
+    return str(raw or "").split()[0] if raw else ""
+
+
+def _exit_code(job: dict[str, object]) -> str | None:
+    """Slurm's form, "code:signal"."""
+    raw = job.get("exit_code")
+    if isinstance(raw, dict):  # later versions: {"status": [...], "return_code": N, "signal": {...}}
+        code = _number(raw.get("return_code"))
+        signal = raw.get("signal")
+        sig = _number(signal.get("id")) if isinstance(signal, dict) else None
+        return None if code is None else f"{code}:{sig or 0}"
+    status = _number(raw)
+    if status is None:
+        return None
+    # v0.0.38: the wait status (exit code << 8 | signal).
+    return f"{(status >> 8) & 0xFF}:{status & 0x7F}"
+
+
+def parse_job_status(output: str) -> SlurmJob | None:
+    """render_job_status_command's output; None when Slurm no longer (or not yet) knows it."""
+    text = output.strip().splitlines()[-1] if output.strip() else ""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"unrecognised job status: {output.strip()[:200]!r}") from error
+    jobs = data.get("jobs") or []
+    if not jobs:
+        return None
+    states = []
+    for job in jobs:
+        name = _state_name(job)
+        if name not in SLURM_STATES:
+            raise ValueError(f"unrecognised Slurm job state: {name!r}")
+        states.append((SLURM_STATES[name], name, job))
+    state, slurm_state, worst = min(states, key=lambda s: _STATE_ORDER.index(s[0]))
+    starts = [t for t in (_number(j.get("start_time")) for j in jobs) if t]
+    ends = [t for t in (_number(j.get("end_time")) for j in jobs) if t]
+    done = state not in {"pending", "running"}
+    quanta = data.get("quanta")
+    return SlurmJob(
+        state=state,
+        slurm_state=slurm_state,
+        exit_code=_exit_code(worst),
+        reason=str(worst.get("state_reason")) if worst.get("state_reason") not in (None, "", "None") else None,
+        started_at=min(starts) if starts and state != "pending" else None,
+        ended_at=max(ends) if ends and done else None,
+        node_count=_number(worst.get("node_count")),
+        cpus=_number(worst.get("cpus")),
+        nodes=str(worst["nodes"]) if worst.get("nodes") else None,
+        partition=str(worst["partition"]) if worst.get("partition") else None,
+        quanta={k: int(quanta.get(k, 0)) for k in ("expected", "succeeded", "failed", "blocked")}
+        if isinstance(quanta, dict) else None,
+        source=data.get("source"),
+    )
 
 
 # The scale governor's hand on the head node (lsstctl.domain.governor): per queue, keep the

@@ -27,17 +27,29 @@ CLUSTER = {
     "idle_minutes": 30,
     "max_lifetime_hours": 8,
 }
+# A real `pipetask run` (Rubin's middleware, from PyPI locally) of pipe_base's three-task test
+# pipeline on the demo Butler repository every cluster's install makes on its shared storage.
 JOB = {
-    "name": "pipelines-check",
+    "name": "add",
     "pipetask": {
-        "butler": "/shared/repo",
-        "pipeline": "pipelines_check.yaml#isr",
-        "inputs": ["HSC/raw/all", "HSC/calib"],
+        "butler": "/shared/demo/repo",
+        "pipeline": "/shared/demo/pipeline.yaml",
+        "inputs": ["demo/inputs"],
         "output": "u/alice/demo",
+        "extra_args": ["--register-dataset-types"],
     },
     "cores": 1,
     "walltime_minutes": 10,
 }
+# What the pipeline wrote, as the Butler lists it (a command job; its log read through the API).
+QUERY = {
+    "name": "outputs",
+    "command": 'butler query-datasets "$LSST_SHARED_DIR/demo/repo" "*" --collections u/alice/demo',
+    "walltime_minutes": 5,
+}
+
+
+ENDED = {"completed", "failed", "cancelled", "timeout", "node_fail", "out_of_memory"}
 
 
 class StepFailed(Exception):
@@ -113,8 +125,31 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
         return f"job {accepted['job']['job_id']}"
 
     def wait_job() -> str:
-        job = api.wait_for(job_path["path"], "state", {"completed"}, {"failed", "cancelled"})
-        return f"Slurm job {job['slurm_job_id']} {job['state']} (exit {job['exit_code']}), outputs in {job['output_dir']}"
+        job = api.wait_for(job_path["path"], "state", {"completed"}, ENDED - {"completed"})
+        q = job["quanta"] or {}
+        return (f"Slurm job {job['slurm_job_id']} {job['state']} (exit {job['exit_code']}), quanta: "
+                f"{q.get('succeeded')} of {q.get('expected')} succeeded, outputs in {job['output_dir']}")
+
+    listing: list[str] = []
+
+    def butler_outputs() -> str:
+        accepted = api.expect(202, "POST", f"/clusters/{CLUSTER['name']}/jobs", QUERY, key="demo-query")
+        api.wait_for(accepted["status_url"], "state", {"completed"}, ENDED - {"completed"})
+        log = api.expect(200, "GET", f"{accepted['status_url']}/log?tail=60")
+        listing.extend(line for line in log["lines"] if line.strip() and "WARNING" not in line
+                       and not line.startswith((" ", "[stand-in]", "py.warnings")))
+        types = sorted({line.split()[0] for line in log["lines"] if line.startswith(("add", "task"))})
+        if not types:
+            raise StepFailed(f"no dataset of the run in the Butler: {log['lines'][-5:]}")
+        return f"{len(types)} dataset types in u/alice/demo: {', '.join(types)}"
+
+    def job_cost() -> str:
+        emulator.invoke("lsstctl-guard")  # a measurement now (the guard runs every minute)
+        listed = api.expect(200, "GET", f"/clusters/{CLUSTER['name']}/jobs")
+        job = next(j for j in listed["jobs"] if j["spec"]["name"] == JOB["name"])
+        cost = listed["cost"]
+        return (f"job {JOB['name']} ${job['cost_usd']:.6f} ({job['spend_share_percent']}% of the spend); "
+                f"all jobs ${cost['jobs_usd']:.6f} + idle ${cost['idle_usd']:.6f} = ${cost['spend_usd']:.6f}")
 
     def teardown() -> str:
         api.expect(202, "DELETE", f"/clusters/{CLUSTER['name']}", key="demo-delete")
@@ -148,8 +183,12 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
     step("create-user (least privilege, key in Secrets Manager)", create_user)
     step("launch-cluster (validated by ParallelCluster)", launch)
     step("wait: cluster created, LSST stack installed", wait_ready)
-    step("run-job (sbatch through SSM, real Slurm)", submit)
+    step("run-job: a real pipetask run (sbatch through SSM)", submit)
     step("wait: job finished", wait_job)
+    step("the Butler lists what it wrote (job log via API)", butler_outputs)
+    for line in listing:
+        out(f"       {line}")
+    step("what the job cost, what was idle", job_cost)
     step("auto-delete (stop fleet, archive, delete)", teardown)
     step("results archived in S3", check_archive)
     step("nothing left billing", check_nothing_billing)

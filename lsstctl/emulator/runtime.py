@@ -24,6 +24,7 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="IAMAuthorizer is not a supported in local mode")
 
 STANDIN_INSTALLER = ROOT / "lsstctl" / "emulator" / "standin" / "lsstinstall"
+RUBIN_MIDDLEWARE = Path(os.environ.get("LSSTCTL_RUBIN_MIDDLEWARE", ROOT / ".venv-rubin"))
 PRINCIPAL_HEADER = "X-Lsst-Principal"
 
 
@@ -110,10 +111,15 @@ class Emulator:
         self._setenv({"MOTO_PORT": str(port), "AWS_ENDPOINT_URL": self.endpoint})
 
         shell_env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        if (RUBIN_MIDDLEWARE / "bin" / "pipetask").exists():
+            # Rubin's middleware from PyPI (make deps): the stand-in stack links every tag to it.
+            shell_env["LSST_STANDIN_MIDDLEWARE"] = str(RUBIN_MIDDLEWARE)
         if self.use_slurm:
             from lsstctl.emulator.slurm import LocalSlurm
 
-            self._slurm = LocalSlurm(self.workdir / "slurm")
+            # Four CPUs whatever the machine has (jobs here mostly wait): a bps workflow (its
+            # submitting job and a pilot) runs beside other jobs.
+            self._slurm = LocalSlurm(self.workdir / "slurm", cpus=max(4, os.cpu_count() or 1))
             self._slurm.start()
             shell_env.update(self._slurm.env())
         (self.workdir / "nodes").mkdir(exist_ok=True)

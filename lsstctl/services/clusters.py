@@ -10,6 +10,7 @@ from lsstctl.domain.lifecycle import ACTIVE, CLAIMABLE_FOR_TEARDOWN
 from lsstctl.domain.models import Cluster, ClusterChange, ClusterSpec, ClusterState, Transition, cluster_id, iso
 from lsstctl.domain.pcluster_config import render_cluster_config
 from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
+from lsstctl.domain.scripts import OS_DEFAULT_USER
 from lsstctl.errors import ConflictError, ControlPlaneError, InvalidTransitionError, NotFoundError, ValidationError
 from lsstctl.observability import logger, metrics, request_id
 from lsstctl.services import quotas
@@ -60,6 +61,11 @@ def node_root(deps: Deps, cluster: Cluster) -> str:
 def shared_dir(deps: Deps, cluster: Cluster) -> str:
     """The cluster's shared storage as seen by commands on its head node."""
     return f"{node_root(deps, cluster)}{cluster.spec.shared_storage.mount_dir}"
+
+
+def job_user(deps: Deps, cluster: Cluster) -> str:
+    """Who runs the cluster's jobs: the OS's login user (never root), or the deployment's."""
+    return deps.settings.job_user or OS_DEFAULT_USER[cluster.spec.os]
 
 
 def publish_state(deps: Deps, cluster: Cluster, reason: str) -> None:

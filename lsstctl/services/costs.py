@@ -22,7 +22,7 @@ from lsstctl.errors import TransientError
 from lsstctl.observability import logger, metrics
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
-from lsstctl.services import stack_cache
+from lsstctl.services import jobs, stack_cache
 from lsstctl.services.deps import Deps
 from lsstctl.services.governor import apply_caps, needs_applying, queues_of, running_by_queue, steer
 from lsstctl.services.idle import confirm_idle, recently_busy
@@ -260,7 +260,9 @@ def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None 
     if ledger is None:
         return {"cluster": name, "cluster_id": cluster.id, "owner": cluster.owner, "generation": cluster.generation, "measured_at": None,
                 "spend_usd": 0.0, "budget_usd": cluster.spec.budget_usd, "breakdown": []}
-    return ledger
+    # What its jobs used of the spend, and what was idle (head node, storage, unused nodes).
+    _priced, split = jobs.with_costs(deps, cluster, jobs.list_jobs(deps, principal, name, owner))
+    return {**ledger, "jobs_usd": split["jobs_usd"], "idle_usd": split["idle_usd"]}
 
 
 COST_SUMMARY = ("measured_at", "spend_usd", "burn_usd_per_hour", "budget_usd", "budget_used_percent", "projected_budget_at")

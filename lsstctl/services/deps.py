@@ -38,6 +38,8 @@ class Deps:
     notifier: Any = None  # SnsNotifier: owner notifications
     # (instance type, zone) -> USD/h of the types asked for (lsstctl.domain.pricing.spot_hourly)
     spot_prices: Callable[[list[str]], dict[tuple[str, str], float]] = field(default=lambda types: {})
+    # instance type -> (vCPUs, memory MiB) of the types asked for (unknown types left out)
+    instance_sizes: Callable[[list[str]], dict[str, tuple[int, int]]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
     chat: Any = None  # SlackChat: slash-command signatures, replies and channel messages

@@ -10,6 +10,7 @@ from lsstctl.observability import metrics
 from lsstctl.services.clusters import (
     archive_prefix,
     cluster_config,
+    job_user,
     node_root,
     request_teardown,
     shared_dir,
@@ -79,6 +80,7 @@ def start_install(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -
             shared_dir=stack_cache.stack_root(deps, cluster, shared_dir(deps, cluster)), tag=tag,
             installer_url=deps.settings.lsst_installer_url, log_uri=install_log_uri(deps, cluster),
             timeout_seconds=poll["install_timeout"], retention_days=deps.settings.stack_cache_retention_days,
+            demo_in=shared_dir(deps, cluster), run_as=job_user(deps, cluster),
         )
         assert cluster.head_node_instance_id, "launch completed without a head node"
         command_id = deps.runner.send(

@@ -40,7 +40,7 @@ def test_the_whole_lifecycle_through_the_api(emulator, capfd, monkeypatch, reque
     lines: list[str] = []
     assert run_demo(emulator, out=lines.append), "\n".join(lines)
     steps = [line for line in lines if line.startswith(("ok", "FAIL"))]
-    assert len(steps) == 8 and all(line.startswith("ok") for line in steps)
+    assert len(steps) == 10 and all(line.startswith("ok") for line in steps)
     assert "Slurm job" in next(line for line in steps if "job finished" in line)
 
     # Secrets stay secret: the user's access key, known here, is in no answer, no log

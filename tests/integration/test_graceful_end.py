@@ -3,6 +3,8 @@ held, running ones signalled and given a grace before compute stops, the record 
 which; a head node that does not answer costs the grace, never the teardown."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lsstctl import wiring
@@ -22,7 +24,7 @@ class Shell:
             self.scripts.append(script)
             if self.fail is not None:
                 raise self.fail
-        if comment.startswith("status "):  # what Slurm says of a job (scontrol show job)
+        if comment.startswith("status "):  # what Slurm says of a job (squeue --json)
             return f"status:{comment.split()[1]}"
         return self.runner.send(instance_id, script, comment=comment, timeout_seconds=timeout_seconds)
 
@@ -31,7 +33,8 @@ class Shell:
 
         if command_id.startswith("status:"):
             state = self.slurm[command_id.split(":")[1]]
-            return CommandResult(command_id, "Success", 0, f"JobState={state} Reason=None ExitCode=0:0", "")
+            record = {"job_id": 1, "job_state": state, "exit_code": 0, "state_reason": "None"}  # squeue --json's
+            return CommandResult(command_id, "Success", 0, json.dumps({"source": "squeue", "jobs": [record]}), "")
         return self.runner.result(command_id, instance_id)
 
     def __getattr__(self, name):

@@ -46,6 +46,8 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
     ("/clusters/{name}/jobs", "GET"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
     ("/clusters/{name}/jobs/{job_id}", "GET"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
                                                 {"other": 404, "owner": 200, "admin": 200}),
+    ("/clusters/{name}/jobs/{job_id}/log", "GET"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
+                                                    {"other": 404, "owner": 200, "admin": 200}),
     ("/costs", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/presets", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/quotas/{owner}", "GET"): ({"owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
@@ -67,6 +69,9 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
                                   {"other": 403, "owner": 200, "admin": 200}),
     ("/clusters/{name}", "PATCH"): ({"name": CLUSTER, "?owner": OWNER}, {"idle_minutes": 45},
                                    {"other": 404, "owner": 200, "admin": 200}),
+    # The job never reached Slurm here (no workflows run in this layer): cancelled at once, then already over.
+    ("/clusters/{name}/jobs/{job_id}", "DELETE"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
+                                                   {"other": 404, "owner": 200, "admin": 200}),
     ("/clusters/{name}", "DELETE"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 202, "admin": 202}),
     ("/chatops/identities", "DELETE"): ({"?team_id": "T0TEAM", "?user_id": "U0ALICE"}, None,
                                         {"other": 403, "owner": 403, "admin": 200}),

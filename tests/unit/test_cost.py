@@ -68,3 +68,21 @@ def test_warnings_cross_each_threshold_once():
     assert thresholds_crossed(55, 100, set()) == [50]
     assert thresholds_crossed(95, 100, {50}) == [80, 90]
     assert thresholds_crossed(95, 100, {50, 80, 90}) == []
+
+
+def test_a_jobs_cost_is_its_share_of_its_nodes_for_the_time_it_ran():
+    from lsstctl.domain.cost import job_cost_usd
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    hour = timedelta(hours=1)
+    # Two whole 16-vCPU nodes for half an hour at $0.68/h each.
+    assert job_cost_usd(started_at=start, ended_at=start + hour / 2, now=start + hour, node_count=2, cpus=32,
+                        node_hourly_usd=0.68, node_vcpus=16) == pytest.approx(0.68)
+    # Four CPUs of one such node for an hour, still running: a quarter of the node, up to now.
+    assert job_cost_usd(started_at=start, ended_at=None, now=start + hour, node_count=1, cpus=4,
+                        node_hourly_usd=0.68, node_vcpus=16) == pytest.approx(0.17)
+    # Never started: nothing. Unknown vCPUs: whole nodes.
+    assert job_cost_usd(started_at=None, ended_at=None, now=start, node_count=1, cpus=1, node_hourly_usd=1,
+                        node_vcpus=4) == 0
+    assert job_cost_usd(started_at=start, ended_at=start + hour, now=start + hour, node_count=1, cpus=1,
+                        node_hourly_usd=1, node_vcpus=None) == pytest.approx(1)

@@ -16,6 +16,7 @@ from lsstctl.domain.scripts import (
     NODE_CAP_SCRIPT,
     QUEUE_PROBE_SCRIPT,
     render_archive_command,
+    render_cancel_command,
     render_install_script,
     render_job_status_command,
     render_publisher_install,
@@ -35,6 +36,12 @@ def _pipetask_job() -> JobSpec:
                                                 "data_query": "exposure=903342 AND detector=10"}})
 
 
+def _bps_job() -> JobSpec:
+    return JobSpec.model_validate({"name": "drp", "queue": "compute", "bps": {
+        "butler": f"/shared/{AWKWARD}", "pipeline": f"/shared/{AWKWARD}.yaml", "inputs": [AWKWARD],
+        "output": AWKWARD, "data_query": AWKWARD, "config": {"note": AWKWARD}}})
+
+
 def _generated() -> dict[str, str]:
     # A command job runs the user's own shell text: ours is everything around it.
     command_job = JobSpec(command="pipetask --help", cores=1, walltime_minutes=5, name="x")
@@ -50,7 +57,15 @@ def _generated() -> dict[str, str]:
         "submit (as root)": render_submit_command(command_job, job_id="j-2", shared_dir="/shared", tag="w_2026_47"),
         "submit (as the login user)": render_submit_command(_pipetask_job(), job_id="j-1", shared_dir="/shared", tag="w_2026_47",
                                                             run_as="ec2-user"),
-        "job status": render_job_status_command("42"),
+        "sbatch script (bps)": render_sbatch_script(_bps_job(), job_id="j-3", shared_dir="/shared", tag="w_2026_47"),
+        "sbatch script (command array, resources)": render_sbatch_script(
+            JobSpec(command="srun hostname", nodes=2, tasks=4, memory_mb=2048, array="0-9%2", queue="q"),
+            job_id="j-4", shared_dir="/shared", tag="w_2026_47"),
+        "job status": render_job_status_command("42", f"/shared/outputs/{AWKWARD}"),
+        "cancel": render_cancel_command("42", "j-1"),
+        "install with the demo repository": render_install_script(
+            shared_dir="/lsst-cache", tag="w_2026_47", installer_url="https://ls.st/lsstinstall",
+            demo_in=f"/shared/{AWKWARD}", run_as="ec2-user"),
         "archive": render_archive_command(shared_dir="/shared", bucket="lsstctl-archive", prefix="alice/rubin-demo"),
         # As SSM runs the queue probe document: its one parameter substituted (on AWS, empty).
         "queue probe (on AWS)": QUEUE_PROBE_SCRIPT.replace("{{ nodeRoot }}", ""),
