@@ -43,6 +43,7 @@ class StepEvent(BaseModel):
     deadline: str | None = None
     command_id: str | None = None
     error: dict[str, Any] | None = None
+    lines: int = 100  # the `log` action: how many of the log's last lines
     # The API request (or trigger) that started the workflow: on every log line.
     request_id: str | None = None
 

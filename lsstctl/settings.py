@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # The engine's own function (on AWS): every other function calls the engine and
     # ParallelCluster's validators through it. Empty: in process.
     engine_function_name: str = ""
+    # The job steps' function: where the API cancels jobs and reads their logs (it has no
+    # shell on head nodes itself); empty: here (the emulator, the chatops step).
+    job_steps_function_name: str = ""
     # Local engine: seconds a new cluster reports CREATE_IN_PROGRESS before CREATE_COMPLETE.
     local_provision_seconds: float = 0
     # Local engine: seconds a deletion takes (DELETE_IN_PROGRESS until then).

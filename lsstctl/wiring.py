@@ -76,6 +76,7 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.stepfunctions import StepFunctionsStarter
     from lsstctl.adapters.cloudwatch import CloudWatchMonitor
     from lsstctl.adapters.inventory import Ec2Inventory, InstanceSizes
+    from lsstctl.adapters.job_function import JobStepsFunction
     from lsstctl.adapters.price_list import SpotPrices
     from lsstctl.adapters.sns_notifier import SnsNotifier
     from lsstctl.adapters.efs_cache import EfsStackCache
@@ -100,6 +101,7 @@ def build(settings: Settings) -> Deps:
         notifier=SnsNotifier(settings.notifications_topic_arn),
         spot_prices=SpotPrices().by_zone,
         instance_sizes=InstanceSizes().of,
+        job_steps=JobStepsFunction(settings.job_steps_function_name) if settings.job_steps_function_name else None,
         idempotency=_idempotency(settings),
         stack_cache=EfsStackCache(),
         chat=SlackChat(settings.slack_signing_secret_arn),

@@ -99,14 +99,14 @@ DEMO_SUBDIR = "demo"
 DEMO_INPUTS = "demo/inputs"
 DEMO_REPO_TEMPLATE = r"""demo_repo() {{
   # shellcheck disable=SC2016  # the path is quoted by shlex: a `$` in it is text
-  local demo={demo_dir}
+  local demo={demo_dir} template="$STACK_DIR/demo-template"
   if [ -f "$demo/repo/butler.yaml" ] && [ -f "$demo/pipeline.yaml" ]; then
     echo "demo Butler repository: $demo/repo (there already)"
     return 0
   fi
-  mkdir -p "$demo"
-  if (
-    cd "$demo"
+  # Made once per tag next to the stack (a Butler repository is relocatable), copied per cluster.
+  if [ ! -f "$template/repo/butler.yaml" ] && ! (
+    rm -rf "$template" && mkdir -p "$template" && cd "$template"
     set +u
     # shellcheck source=/dev/null
     source "$STACK_DIR/loadLSST.bash"
@@ -121,11 +121,14 @@ butler = makeSimpleButler("repo", run="{inputs}", inMemory=False)
 populateButler(pipeline, butler)
 LSSTCTL_DEMO_REPO
   ); then
-    chown -R {run_as} "$demo" || true
-    echo "demo Butler repository: $demo/repo (input collection {inputs}, pipeline $demo/pipeline.yaml)"
-  else
+    rm -rf "$template"
     echo "no demo Butler repository: this stack could not make one (see above)" >&2
+    return 0
   fi
+  mkdir -p "$demo"
+  cp -a "$template/repo" "$template/pipeline.yaml" "$demo/"
+  chown -R {run_as} "$demo" || true
+  echo "demo Butler repository: $demo/repo (input collection {inputs}, pipeline $demo/pipeline.yaml)"
 }}
 """
 
@@ -368,7 +371,8 @@ LSSTCTL_QUANTA
 }""".replace("QUANTA_FILE", QUANTA_FILE)
 QUANTA_FAILED = r"""quanta_failed() {
   [ -f "$LSST_JOB_OUTPUT_DIR/QUANTA_FILE" ] || return 1
-  ! python -c 'import json, sys; q = json.load(open(sys.argv[1])); sys.exit(1 if q["failed"] or q["blocked"] else 0)' \
+  # Failed, blocked, or never run (parsl's pilots lost): any quantum short of success.
+  ! python -c 'import json, sys; q = json.load(open(sys.argv[1])); sys.exit(1 if q["succeeded"] < q["expected"] else 0)' \
     "$LSST_JOB_OUTPUT_DIR/QUANTA_FILE"
 }""".replace("QUANTA_FILE", QUANTA_FILE)
 

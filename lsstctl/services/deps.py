@@ -41,6 +41,8 @@ class Deps:
     # instance type -> (vCPUs, memory MiB) of the types asked for (unknown types left out)
     instance_sizes: Callable[[list[str]], dict[str, tuple[int, int]]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
+    # JobStepsFunction: where the API cancels jobs and reads logs (None: here, through runner)
+    job_steps: Any = None
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
     chat: Any = None  # SlackChat: slash-command signatures, replies and channel messages
     clock: Callable[[], datetime] = field(default=_now)

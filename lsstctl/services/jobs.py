@@ -199,10 +199,10 @@ def with_costs(deps: Deps, cluster: Cluster, jobs: list[Job]) -> tuple[list[Job]
         cost = job_cost_usd(started_at=from_iso(job.started_at) if job.started_at else None, ended_at=end,
                             now=measured, node_count=job.node_count, cpus=job.cpus, node_hourly_usd=hourly,
                             node_vcpus=vcpus)
-        priced.append(job.model_copy(update={"cost_usd": round(cost, 6),
+        priced.append(job.model_copy(update={"cost_usd": round(cost, 8),
                                              "spend_share_percent": round(100 * cost / spend, 2) if spend else 0.0}))
     jobs_usd = min(spend, sum(j.cost_usd or 0.0 for j in priced))
-    return priced, {"spend_usd": spend, "jobs_usd": round(jobs_usd, 6), "idle_usd": round(spend - jobs_usd, 6)}
+    return priced, {"spend_usd": spend, "jobs_usd": round(jobs_usd, 8), "idle_usd": round(spend - jobs_usd, 8)}
 
 
 def job_archive_uri(deps: Deps, job: Job) -> str:
@@ -217,6 +217,15 @@ def job_log(deps: Deps, principal: Principal, cluster_name: str, job_id: str, li
     job = get_job(deps, principal, cluster_name, job_id, owner)
     if not 1 <= lines <= LOG_TAIL_MAX_LINES:
         raise ValidationError(f"tail must be 1 to {LOG_TAIL_MAX_LINES} lines", field="tail")
+    if deps.job_steps is not None:
+        return deps.job_steps.tail(job.cluster_id, job.job_id, lines)  # the API: through the job steps' function
+    return tail_log(deps, job.cluster_id, job.job_id, lines)
+
+
+def tail_log(deps: Deps, cid: str, job_id: str, lines: int) -> dict[str, Any]:
+    """job_log's head-node side (the job steps' function's `log` action)."""
+    job = deps.store.get_job(cid, job_id)
+    lines = max(1, min(LOG_TAIL_MAX_LINES, lines))
     answer: dict[str, Any] = {"job_id": job.job_id, "state": job.state.value, "archive_uri": job_archive_uri(deps, job),
                               "source": None, "lines": []}
     cluster = deps.store.find_cluster(job.cluster_id)
@@ -238,8 +247,8 @@ def job_log(deps: Deps, principal: Principal, cluster_name: str, job_id: str, li
 # workflow steps (statemachines/run_job.asl.json) ---------------------------------------
 def cancel_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str, owner: str | None = None) -> Job:
     """End a job: `scancel` on the head node; the job's workflow then records it cancelled
-    (Slurm's own word). A job already over is returned as it is; one still being handed to
-    Slurm has no Slurm id yet: TransientError (the chatops workflow retries it)."""
+    (Slurm's own word). A job already over is returned as it is; one not in Slurm yet is
+    cancelled here, for good."""
     job = get_job(deps, principal, cluster_name, job_id, owner)
     if job.state.terminal:
         return job
@@ -250,11 +259,26 @@ def cancel_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str,
     cluster = deps.store.get_cluster(job.cluster_id)
     if cluster.state != ClusterState.READY or not cluster.head_node_instance_id:
         raise ConflictError(f"cluster '{cluster_name}' is {cluster.state.value}")
+    if deps.job_steps is not None:
+        deps.job_steps.cancel(job.cluster_id, job.job_id)  # the API: through the job steps' function
+    else:
+        cancel_in_slurm(deps, job.cluster_id, job.job_id)
+    return deps.store.get_job(job.cluster_id, job_id)
+
+
+def cancel_in_slurm(deps: Deps, cid: str, job_id: str) -> dict[str, Any]:
+    """scancel a job of the record's (and its pilots) on its cluster's head node."""
+    job = deps.store.get_job(cid, job_id)
+    cluster = deps.store.get_cluster(cid)
+    if job.state.terminal or not job.slurm_job_id:
+        return {"state": job.state.value}
+    if not cluster.head_node_instance_id:
+        raise ConflictError(f"cluster '{cluster.name}' is {cluster.state.value}")
     result = run_short(deps, cluster.head_node_instance_id, render_cancel_command(job.slurm_job_id, job.job_id),
                        comment=f"scancel {job_id}")
     if result.status != "Success":
         raise TransientError(f"scancel failed (exit {result.exit_code}): {tail(result.stderr or result.stdout)}")
-    return deps.store.get_job(job.cluster_id, job_id)
+    return {"state": job.state.value}
 
 
 def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) -> Job:

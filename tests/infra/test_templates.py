@@ -845,7 +845,7 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
         {"STATE_TABLE", "IDEMPOTENCY_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
          "JOB_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME", "ACCOUNT_ID",
          "ADMIN_PRINCIPALS", "API_EXECUTE_ARN", "HEAD_NODE_METRICS_POLICY_ARN", "GUARD_INTERVAL_SECONDS",
-         "SLACK_SIGNING_SECRET_ARN", "CHATOPS_STATE_MACHINE_ARN"},
+         "SLACK_SIGNING_SECRET_ARN", "CHATOPS_STATE_MACHINE_ARN", "JOB_STEPS_FUNCTION_NAME"},
         [*RECORDS, ("dynamodb:Query", TABLE), ("dynamodb:Query", f"{TABLE}/index/by_owner"),
          ("dynamodb:UpdateItem", TABLE), ("dynamodb:DeleteItem", TABLE),
          ("dynamodb:GetItem", IDEMPOTENCY), ("dynamodb:PutItem", IDEMPOTENCY), ("dynamodb:UpdateItem", IDEMPOTENCY),
@@ -857,6 +857,9 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
          *[(f"secretsmanager:{a}", KEY_SECRET) for a in ("DescribeSecret", "GetSecretValue", "CreateSecret",
                                                          "PutSecretValue", "TagResource")],
          *ENGINE, *METER, ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
+         # Jobs: what a queue's instance types have (InstanceSizes); cancel and the log's tail
+         # through the job steps' function (adapters/job_function.py).
+         ("ec2:DescribeInstanceTypes", "*"), ("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-job-steps"),
          # POST /chatops/slack: the signing secret, the chatops workflow.
          ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/chatops/slack-signing-secret-AbCdEf"),
          ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-chatops")],
@@ -872,7 +875,7 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
          ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"), ("states:StartExecution", TEARDOWN),
          ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
          ("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"), ("ssm:GetCommandInvocation", "*"),
-         *ENGINE, *METER],
+         ("ec2:DescribeInstanceTypes", "*"), *ENGINE, *METER],
     ),
     # Notifications: the owner's channel, then Slack (no other AWS call).
     "lambdas.chatops.notify_handler": ({"STATE_TABLE"}, [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE),

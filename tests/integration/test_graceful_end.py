@@ -9,7 +9,9 @@ import pytest
 
 from lsstctl import wiring
 from lsstctl.domain.models import Job, JobSpec, JobState, iso
+from lsstctl.errors import NotFoundError
 from lsstctl.services import clusters, jobs, teardown_workflow as steps
+from lsstctl.services.identity import Principal
 from tests.integration.plane import cid, play_teardown, ready
 
 
@@ -94,3 +96,32 @@ def test_no_grace_without_running_jobs_or_without_an_answer(plane, monkeypatch, 
     assert ending["reached"] is False and ending["signalled"] == (["j-run"] if jobs_open else [])
     assert ("did not answer" in ending["detail"]) if jobs_open else ending["detail"] == "no pending or running job"
     assert play_teardown("quick").state.value == "deleted"  # the teardown goes on
+
+
+def test_the_api_cancels_and_reads_logs_through_the_job_steps_function_when_deployed(plane, monkeypatch):
+    # On AWS the API has no shell on head nodes: with the function configured, cancelling a job
+    # in Slurm and reading its log go through it (data only), the ownership checked first here.
+    ready("apicalls", plane)
+    deps = wiring.deps()
+
+    class Steps:
+        def __init__(self):
+            self.calls = []
+
+        def cancel(self, cid_, job_id):
+            self.calls.append(("cancel", cid_, job_id))
+
+        def tail(self, cid_, job_id, lines):
+            self.calls.append(("log", cid_, job_id, lines))
+            return {"job_id": job_id, "lines": ["x"]}
+
+    steps_function = Steps()
+    monkeypatch.setattr(deps, "job_steps", steps_function)
+    job("apicalls", "j-in-slurm", "7", JobState.RUNNING)
+    alice = Principal("alice")
+    assert jobs.cancel_job(deps, alice, "apicalls", "j-in-slurm").state == JobState.RUNNING  # ended at the next poll
+    assert jobs.job_log(deps, alice, "apicalls", "j-in-slurm", 20) == {"job_id": "j-in-slurm", "lines": ["x"]}
+    assert steps_function.calls == [("cancel", cid("apicalls"), "j-in-slurm"), ("log", cid("apicalls"), "j-in-slurm", 20)]
+    with pytest.raises(NotFoundError):  # another owner's job: refused before any call
+        jobs.cancel_job(deps, Principal("bob"), "apicalls", "j-in-slurm", owner="alice")
+    assert len(steps_function.calls) == 2

@@ -4,7 +4,9 @@ product renders (bash, with recording stand-ins for pipetask and bps) arrives at
 middleware as exactly one argument (or one YAML value), and nothing in it runs."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 import subprocess
 from pathlib import Path
 
@@ -114,3 +116,37 @@ def test_fields_that_reach_sbatch_directives_take_plain_forms_only(field: str, n
         base[field] = nasty
     with pytest.raises(ValidationError):
         JobSpec.model_validate(base)
+
+
+REPORTING_BPS = """#!/bin/bash
+# bps submit: leaves a quantum graph where bps would; succeeds whatever the quanta did.
+mkdir -p "$LSST_JOB_OUTPUT_DIR/submit/u/x/run/1" && touch "$LSST_JOB_OUTPUT_DIR/submit/u/x/run/1/run.qg"
+"""
+# pipetask report --force-v2 --full-output-filename FILE REPO GRAPH: the tasks' counts.
+REPORTING_PIPETASK = """#!/bin/bash
+out="${3#--full-output-filename=}"; [ "$out" = "$3" ] && out="$4"
+printf '%s' '{"tasks": {"a": {"n_expected": 2, "n_successful": SUCCEEDED, "n_failed": FAILED, "n_blocked": 0}}}' > "$out"
+"""
+
+
+@pytest.mark.parametrize("succeeded, failed, exit_code", [(2, 0, 0), (1, 1, 1), (0, 0, 1)],
+                         ids=["all succeeded", "one failed", "none ran (pilots lost)"])
+def test_a_bps_job_fails_unless_every_quantum_succeeded(tmp_path: Path, succeeded: int, failed: int,
+                                                       exit_code: int) -> None:
+    out = tmp_path / "shared" / "outputs" / "j-1"
+    out.mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bps").write_text(REPORTING_BPS)
+    (bin_dir / "pipetask").write_text(REPORTING_PIPETASK.replace("SUCCEEDED", str(succeeded))
+                                      .replace("FAILED", str(failed)))
+    for tool in ("bps", "pipetask"):
+        (bin_dir / tool).chmod(0o755)
+    spec = JobSpec.model_validate({"bps": {"butler": "/repo", "pipeline": "p.yaml", "inputs": ["in"]}})
+    script = render_sbatch_script(spec, job_id="j-1", shared_dir=str(tmp_path / "shared"), tag="w_2026_47")
+    python_dir = Path(sys.executable).parent  # `python`, as the middleware's environment has it
+    run = subprocess.run(["bash", "-c", script], cwd=out, capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{bin_dir}:{python_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)})
+    assert run.returncode == exit_code, run.stderr
+    assert json.loads((out / "quanta.json").read_text()) == {"expected": 2, "succeeded": succeeded, "failed": failed,
+                                                            "blocked": 0}
