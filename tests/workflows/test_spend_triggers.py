@@ -116,7 +116,10 @@ def test_a_busy_cluster_whose_publisher_died_is_not_idle_and_its_job_completes(e
         wiring.use_clock(None)
     record = wiring.deps().store.get_cluster(cid)
     assert record.state == ClusterState.READY and record.teardown_execution is None
-    assert record.idle_check["jobs"] >= 1 and record.idle_check["publisher"] == "restored"
+    # The alarm may be delivered twice (at least once, as EventBridge does): a second probe finds
+    # the publisher the first one restored running. Either way its cron entry, deleted above,
+    # is back: only the probe puts it there.
+    assert record.idle_check["jobs"] >= 1 and record.idle_check["publisher"] in {"restored", "running"}
     assert cron.is_file()  # the probe put the publisher back
     wait_for(lambda: cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "OK")
     assert wiring.deps().store.get_job(cid, job.job_id).state.value == "running"
