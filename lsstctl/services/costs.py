@@ -261,7 +261,7 @@ def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None 
         return {"cluster": name, "cluster_id": cluster.id, "owner": cluster.owner, "generation": cluster.generation, "measured_at": None,
                 "spend_usd": 0.0, "budget_usd": cluster.spec.budget_usd, "breakdown": []}
     # What its jobs used of the spend, and what was idle (head node, storage, unused nodes).
-    _priced, split = jobs.with_costs(deps, cluster, jobs.list_jobs(deps, principal, name, owner))
+    _priced, split = jobs.with_costs(deps, cluster, jobs.generation_jobs(deps, cluster))
     return {**ledger, "jobs_usd": split["jobs_usd"], "idle_usd": split["idle_usd"]}
 
 

@@ -153,7 +153,10 @@ def view_job(deps: Deps, principal: Principal, cluster_name: str, job_id: str, o
 
 def list_jobs(deps: Deps, principal: Principal, cluster_name: str, owner: str | None = None) -> list[Job]:
     """Jobs of the cluster's current generation (not those of an earlier one of that name)."""
-    cluster = get_cluster(deps, principal, cluster_name, owner)
+    return generation_jobs(deps, get_cluster(deps, principal, cluster_name, owner))
+
+
+def generation_jobs(deps: Deps, cluster: Cluster) -> list[Job]:
     return [j for j in deps.store.list_jobs(cluster.id) if j.generation == cluster.generation]
 
 
@@ -162,7 +165,7 @@ def list_jobs_with_costs(deps: Deps, principal: Principal, cluster_name: str,
     """GET /clusters/{name}/jobs: the jobs with their costs, and the cluster's spend split into
     what its jobs used and what was idle."""
     cluster = get_cluster(deps, principal, cluster_name, owner)
-    priced, totals = with_costs(deps, cluster, list_jobs(deps, principal, cluster_name, owner))
+    priced, totals = with_costs(deps, cluster, generation_jobs(deps, cluster))
     return {"jobs": [j.model_dump(mode="json") for j in priced], "cost": totals}
 
 
