@@ -10,11 +10,11 @@ RUBIN_VENV ?= .venv-rubin
 RUBIN_STAMP := $(RUBIN_VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve test package deploy destroy bench bench-cost bench-faults clean
+.PHONY: deps demo serve lint test package deploy destroy bench bench-cost bench-faults clean
 
 deps: $(STAMP) $(TOOLS_STAMP) $(RUBIN_STAMP) $(SYSTEM_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
@@ -43,9 +43,15 @@ demo: deps
 serve: deps
 	$(PY) -m lsstctl.emulator serve --port 8000
 
-# Unit/integration/infra tests use moto in-process; workflow and e2e tests share one
-# emulator (moto server + Slurm), so they run in their own pytest process.
-test: deps
+# Lint first (ruff, ruff format, mypy: pyproject.toml). Unit/integration/infra tests use moto
+# in-process; workflow and e2e tests share one emulator (moto server + Slurm), so they run in
+# their own pytest process.
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: deps lint
 	$(PY) -m pytest -q tests/unit tests/integration tests/infra
 	$(PY) -m pytest -q tests/workflows tests/e2e
 

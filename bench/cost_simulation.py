@@ -23,6 +23,7 @@ use today: AWS Budgets alone (its notification 8-12 hours late, then budget acti
 the instances), ParallelCluster's idle scale-down alone, and the seed tutorial's
 `pcluster stop`. Their head node and storage keep billing; they are measured after 30 days.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,7 +94,9 @@ class Scenario:
         from lsstctl.domain.pricing import load_catalog
 
         catalog = load_catalog()
-        full = catalog.instance_hourly("us-east-1", self.head) + self.max_nodes * catalog.instance_hourly("us-east-1", self.compute)
+        full = catalog.instance_hourly("us-east-1", self.head) + self.max_nodes * catalog.instance_hourly(
+            "us-east-1", self.compute
+        )
         return 2 * self.final_budget / full
 
     def nodes_at(self, hours: float) -> int:
@@ -136,8 +139,10 @@ SCENARIOS = [
     # one owner's five clusters under a $100 monthly budget (a sixth launch is refused)
     *[Scenario(f"owner-{i}-of-5-b20", 20, "c5.4xlarge", 7, bursty=True, owner="shared") for i in range(1, 6)],
     # a $60 grant shared by two owners' three clusters (a fourth launch is refused)
-    *[Scenario(f"grant-{i}-of-3-b20", 20, "c5.4xlarge", 7, owner=f"member{i % 2}", project="grant")
-      for i in range(1, 4)],
+    *[
+        Scenario(f"grant-{i}-of-3-b20", 20, "c5.4xlarge", 7, owner=f"member{i % 2}", project="grant")
+        for i in range(1, 4)
+    ],
     # slow teardowns (40 minutes to delete instead of 10)
     Scenario("slow-b50-steady-4.8/h", 50, "c5.4xlarge", 7, slow_teardown=True),
     Scenario("slow-b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True, slow_teardown=True),
@@ -185,17 +190,18 @@ def _node_cap(root: str, queue: str) -> int | None:
         return None
 
 
-def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: float, verbose: bool,
-              governor: bool = True) -> list[Outcome]:
+def run_phase(
+    scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: float, verbose: bool, governor: bool = True
+) -> list[Outcome]:
     import boto3
 
     from lsstctl import wiring
     from lsstctl.domain.models import ClusterChange, ClusterSpec, ClusterState, ProjectSpec, QuotaSpec
-    from lsstctl.errors import QuotaExceededError
     from lsstctl.emulator import glue
     from lsstctl.emulator.alarms import evaluate_idle_alarms
     from lsstctl.emulator.clock import VirtualClock
     from lsstctl.emulator.runtime import Emulator
+    from lsstctl.errors import QuotaExceededError
     from lsstctl.services import clusters, quotas
     from lsstctl.services.identity import Principal
 
@@ -219,8 +225,9 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
         for project, (members, budget) in PROJECTS.items():
             quotas.set_project(deps, admin, project, ProjectSpec(members=members, budget_usd=budget))
         for i, s in enumerate(scenarios):
-            launched = clusters.launch_cluster(deps, Principal(s.owner_at(i)),
-                                               ClusterSpec.model_validate(_spec(s, f"sim{i:02d}")))
+            launched = clusters.launch_cluster(
+                deps, Principal(s.owner_at(i)), ClusterSpec.model_validate(_spec(s, f"sim{i:02d}"))
+            )
             name = launched.id  # what AWS and the records call it
             outcomes[name] = Outcome(s, governor=governor)
             if s.failing_archive:
@@ -260,8 +267,12 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
                         deps.monitor.delete_idle_alarm(name)  # its events will never come
                 hours = (clock() - out.ready_at).total_seconds() / 3600
                 if out.scenario.raise_budget and hours >= out.scenario.raise_budget[0] and name not in raised:
-                    clusters.change_cluster(deps, Principal(record.owner), record.name,
-                                            ClusterChange(budget_usd=out.scenario.raise_budget[1]))
+                    clusters.change_cluster(
+                        deps,
+                        Principal(record.owner),
+                        record.name,
+                        ClusterChange(budget_usd=out.scenario.raise_budget[1]),
+                    )
                     raised.add(name)
                 want = out.scenario.nodes_at(hours)
                 # clustermgtd starts no node above the cap the head node was given
@@ -273,8 +284,14 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
                     nodes[name] = deps.engine.set_compute_nodes(name, "compute", out.scenario.compute, want)
                 if out.scenario.traced:
                     ledger = deps.store.get_ledger(name, record.generation) or {}
-                    out.trace = (out.trace or []) + [[round(hours, 4), round(ledger.get("spend_usd", 0.0), 4),
-                                                      nodes[name], out.scenario.max_nodes if cap is None else cap]]
+                    out.trace = (out.trace or []) + [
+                        [
+                            round(hours, 4),
+                            round(ledger.get("spend_usd", 0.0), 4),
+                            nodes[name],
+                            out.scenario.max_nodes if cap is None else cap,
+                        ]
+                    ]
                 dead = out.scenario.dead_head_after_hours is not None and hours >= out.scenario.dead_head_after_hours
                 if not dead:
                     deps.monitor.publish_queue_depth(name, out.scenario.jobs_at(hours), clock())
@@ -292,9 +309,12 @@ def run_phase(scenarios: list[Scenario], *, delete_seconds: int, horizon_hours: 
             timing["guard"] += t3 - t2
             timing["settle"] += t5 - t3
             if verbose and ticks % 60 == 0:
-                print(f"  [{os.getpid()}] {ticks // 60:3d} h simulated, {len(active)} clusters billing, "
-                      f"{time.monotonic() - started:5.0f} s real; "
-                      + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()), flush=True)
+                print(
+                    f"  [{os.getpid()}] {ticks // 60:3d} h simulated, {len(active)} clusters billing, "
+                    f"{time.monotonic() - started:5.0f} s real; "
+                    + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()),
+                    flush=True,
+                )
         for name, out in outcomes.items():
             record = deps.store.get_cluster(name)
             summary = record.teardown or {}
@@ -351,7 +371,9 @@ def settle(timeout: float = 300) -> None:
     import threading
 
     names = sorted(t.name for t in threading.enumerate())
-    raise RuntimeError(f"the emulator did not settle (running {running}, waiting {waiting}, busy {glue.busy()}): {names}")
+    raise RuntimeError(
+        f"the emulator did not settle (running {running}, waiting {waiting}, busy {glue.busy()}): {names}"
+    )
 
 
 # the anchors, on the same scenarios and prices ----------------------------------------------
@@ -368,7 +390,7 @@ def anchors(s: Scenario, catalog: Any, region: str = "us-east-1") -> dict[str, d
             h = m / 60
             instances_on = stop_instances_at_h is None or h < stop_instances_at_h
             compute_on = instances_on and (stop_compute_at_h is None or h < stop_compute_at_h)
-            burn = (catalog.ebs_gb_month(region, "gp3") * s.storage_gib / 730)
+            burn = catalog.ebs_gb_month(region, "gp3") * s.storage_gib / 730
             if instances_on:
                 burn += head - catalog.ebs_gb_month(region, "gp3") * s.storage_gib / 730
             if compute_on and h >= ready_hours:
@@ -402,39 +424,69 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
     ours, off = "lsstctl guard with the governor", "lsstctl guard, governor off"
     rows: dict[str, list[dict[str, float]]] = {ours: [], off: []}
     without = {o.scenario.name: o for o in outcomes if not o.governor}
-    print(f"\n{'scenario':<24} {'budget':>8} {'ended by':>11} {'final $':>10} {'used':>7} {'least cap':>9} "
-          f"{'idle->td':>9} {'governor off: used':>19}  notes")
+    print(
+        f"\n{'scenario':<24} {'budget':>8} {'ended by':>11} {'final $':>10} {'used':>7} {'least cap':>9} "
+        f"{'idle->td':>9} {'governor off: used':>19}  notes"
+    )
     for o in (o for o in outcomes if o.governor):
         s = o.scenario
         budget = s.final_budget
         over = (o.final_spend or 0) - budget
         latency = None
-        if s.idle_kind and o.reason == "idle" and o.teardown_started_hours is not None and o.idle_since_hours is not None:
+        if (
+            s.idle_kind
+            and o.reason == "idle"
+            and o.teardown_started_hours is not None
+            and o.idle_since_hours is not None
+        ):
             latency = (o.teardown_started_hours - o.idle_since_hours) * 60 - s.idle_minutes
         notes = []
         if o.outcome == "failed":
             notes.append(f"archive failed: storage kept, ${o.remaining_burn:.4f}/h")
         if s.raise_budget:
             notes.append(f"budget raised to ${s.raise_budget[1]:.0f} {s.raise_budget[0]:.1f} h after ready")
-        rows[ours].append({"over": over, "budget": budget, "used": (o.final_spend or 0) / budget,
-                           "over_budget": float(s.over_budget), "latency": latency if latency is not None else math.nan})
+        rows[ours].append(
+            {
+                "over": over,
+                "budget": budget,
+                "used": (o.final_spend or 0) / budget,
+                "over_budget": float(s.over_budget),
+                "latency": latency if latency is not None else math.nan,
+            }
+        )
         other = without.get(s.name)
         off_text = ""
         if other is not None:
-            rows[off].append({"over": (other.final_spend or 0) - budget, "budget": budget,
-                              "used": (other.final_spend or 0) / budget, "over_budget": float(s.over_budget),
-                              "latency": math.nan})
+            rows[off].append(
+                {
+                    "over": (other.final_spend or 0) - budget,
+                    "budget": budget,
+                    "used": (other.final_spend or 0) / budget,
+                    "over_budget": float(s.over_budget),
+                    "latency": math.nan,
+                }
+            )
             off_text = f"{100 * (other.final_spend or 0) / budget:.1f}% ({other.reason})"
-        print(f"{s.name:<24} {budget:>8.0f} {str(o.reason):>11} {o.final_spend or 0:>10.2f} "
-              f"{100 * (o.final_spend or 0) / budget:>6.1f}% {'' if o.least_cap is None else o.least_cap:>9} "
-              f"{'' if latency is None else f'{latency:+.1f} min':>9} {off_text:>19}  {'; '.join(notes)}")
+        print(
+            f"{s.name:<24} {budget:>8.0f} {str(o.reason):>11} {o.final_spend or 0:>10.2f} "
+            f"{100 * (o.final_spend or 0) / budget:>6.1f}% {'' if o.least_cap is None else o.least_cap:>9} "
+            f"{'' if latency is None else f'{latency:+.1f} min':>9} {off_text:>19}  {'; '.join(notes)}"
+        )
         for policy, result in anchors(s, catalog).items():
-            rows.setdefault(policy, []).append({"over": result["spend"] - budget, "budget": budget,
-                                                "used": 1.0, "over_budget": float(s.over_budget),
-                                                "latency": math.inf if s.idle_kind else math.nan})
+            rows.setdefault(policy, []).append(
+                {
+                    "over": result["spend"] - budget,
+                    "budget": budget,
+                    "used": 1.0,
+                    "over_budget": float(s.over_budget),
+                    "latency": math.inf if s.idle_kind else math.nan,
+                }
+            )
 
-    print(f"\n{'policy':<40} {'worst overspend':>16} {'(% of budget)':>14} {'least budget used':>18} "
-          f"{'median':>7} {'idle->teardown':>15}")
+    print(
+        f"\n{'policy':<40} {'worst overspend':>16} {'(% of budget)':>14} {'least budget used':>18} "
+        f"{'median':>7} {'idle->teardown':>15}"
+    )
     passed = True
     for policy, results in rows.items():
         if not results:
@@ -450,13 +502,20 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
         else:
             idle_text = "never deletes"
         if policy == ours:
-            passed = (passed and (not bound or least >= USED_TARGET)
-                      and (not latencies or max(abs(x) for x in latencies) <= TICK / 60))
-        print(f"{policy:<40} {max(0.0, worst['over']):>15.2f}$ {100 * max(0.0, worst['over']) / worst['budget']:>13.1f}% "
-              f"{100 * least:>17.1f}% {100 * median_used:>6.1f}% {idle_text:>15}")
-    print(f"\ntarget: zero overspend; with the governor >= {100 * USED_TARGET:.0f}% of the budget used wherever demand "
-          f"exceeds it; teardown within one guard interval ({TICK} s) of the idle threshold -> "
-          f"{'met' if passed else 'NOT met'}")
+            passed = (
+                passed
+                and (not bound or least >= USED_TARGET)
+                and (not latencies or max(abs(x) for x in latencies) <= TICK / 60)
+            )
+        print(
+            f"{policy:<40} {max(0.0, worst['over']):>15.2f}$ {100 * max(0.0, worst['over']) / worst['budget']:>13.1f}% "
+            f"{100 * least:>17.1f}% {100 * median_used:>6.1f}% {idle_text:>15}"
+        )
+    print(
+        f"\ntarget: zero overspend; with the governor >= {100 * USED_TARGET:.0f}% of the budget used wherever demand "
+        f"exceeds it; teardown within one guard interval ({TICK} s) of the idle threshold -> "
+        f"{'met' if passed else 'NOT met'}"
+    )
     print(f"{len(outcomes)} runs, {real_seconds:.0f} s real time; anchors measured 30 days after launch")
     ceilings(outcomes)
     for o in outcomes:
@@ -475,19 +534,25 @@ def ceilings(outcomes: list[Outcome]) -> None:
         ceiling = PROJECTS[key][1] if key in PROJECTS else OWNER_MONTHLY[key]
         kind = "project" if key in PROJECTS else "owner"
         spent = sum(o.final_spend or 0 for o in members)
-        print(f"\n{kind} {key}: {len(members)} clusters spent ${spent:.2f} of its ${ceiling:.0f} "
-              f"({100 * spent / ceiling:.1f}%); one launch more: {members[0].ceiling_note}")
+        print(
+            f"\n{kind} {key}: {len(members)} clusters spent ${spent:.2f} of its ${ceiling:.0f} "
+            f"({100 * spent / ceiling:.1f}%); one launch more: {members[0].ceiling_note}"
+        )
 
 
 def figure(o: Outcome, minutes: int = 24, every: int = 1) -> None:
     """Spend and reachable nodes against time over a traced run's last `minutes` of READY."""
     s = o.scenario
-    print(f"\n{s.name}, governor {'on' if o.governor else 'off'}: the last {minutes} minutes before its teardown "
-          f"(# running nodes, | the cap above them)")
+    print(
+        f"\n{s.name}, governor {'on' if o.governor else 'off'}: the last {minutes} minutes before its teardown "
+        f"(# running nodes, | the cap above them)"
+    )
     print(f"{'h after ready':>13} {'spend':>7} {'used':>6} {'cap':>4} {'nodes':>5}")
     for hours, spend, running, cap in o.trace[-minutes::every]:
         bar = ("#" * int(running)).ljust(int(cap), " ") + "|"
-        print(f"{hours:>13.2f} {spend:>7.2f} {100 * spend / s.final_budget:>5.1f}% {int(cap):>4} {int(running):>5}  {bar}")
+        print(
+            f"{hours:>13.2f} {spend:>7.2f} {100 * spend / s.final_budget:>5.1f}% {int(cap):>4} {int(running):>5}  {bar}"
+        )
     print(f"{'end':>13} {o.final_spend or 0:>7.2f} {100 * (o.final_spend or 0) / s.final_budget:>5.1f}%  ({o.reason})")
 
 
@@ -502,10 +567,19 @@ GROUPS = {
 
 
 def _outcome_json(o: Outcome) -> dict[str, Any]:
-    return {"scenario": o.scenario.name, "governor": o.governor, "reason": o.reason, "final_spend": o.final_spend,
-            "outcome": o.outcome, "teardown_started_hours": o.teardown_started_hours,
-            "remaining_burn": o.remaining_burn, "idle_since_hours": o.idle_since_hours, "least_cap": o.least_cap,
-            "trace": o.trace, "ceiling_note": o.ceiling_note}
+    return {
+        "scenario": o.scenario.name,
+        "governor": o.governor,
+        "reason": o.reason,
+        "final_spend": o.final_spend,
+        "outcome": o.outcome,
+        "teardown_started_hours": o.teardown_started_hours,
+        "remaining_burn": o.remaining_burn,
+        "idle_since_hours": o.idle_since_hours,
+        "least_cap": o.least_cap,
+        "trace": o.trace,
+        "ceiling_note": o.ceiling_note,
+    }
 
 
 def _outcome_from(data: dict[str, Any]) -> Outcome:
@@ -517,15 +591,17 @@ def _outcome_from(data: dict[str, Any]) -> Outcome:
 def _chosen(group: str, governor: bool, only: str | None) -> list[Scenario]:
     """A group's scenarios; without the governor only those whose demand exceeds the budget
     (the comparison), the others end by idleness or lifetime either way."""
-    return [s for s in SCENARIOS
-            if GROUPS[group](s) and (not only or only in s.name) and (governor or s.over_budget)]
+    return [s for s in SCENARIOS if GROUPS[group](s) and (not only or only in s.name) and (governor or s.over_budget)]
 
 
 def run_group(group: str, governor: bool, only: str | None, out: Path, verbose: bool) -> None:
     chosen = _chosen(group, governor, only)
     delete_seconds = 2400 if group == "slow" else 600
-    outcomes = run_phase(chosen, delete_seconds=delete_seconds, horizon_hours=50, verbose=verbose,
-                         governor=governor) if chosen else []
+    outcomes = (
+        run_phase(chosen, delete_seconds=delete_seconds, horizon_hours=50, verbose=verbose, governor=governor)
+        if chosen
+        else []
+    )
     out.write_text(json.dumps([_outcome_json(o) for o in outcomes]))
 
 
@@ -533,11 +609,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run scenarios whose name contains this")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--governor", choices=["both", "on", "off"], default="both",
-                        help="run with the scale governor, without it, or both (default) for comparison")
+    parser.add_argument(
+        "--governor",
+        choices=["both", "on", "off"],
+        default="both",
+        help="run with the scale governor, without it, or both (default) for comparison",
+    )
     parser.add_argument("--jobs", type=int, default=3, help="simulations at once (each its own emulator)")
-    parser.add_argument("--report", type=Path, metavar="JSON",
-                        help="print the report of an earlier run (its .emulator/bench-cost.json) instead of running")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="print the report of an earlier run (its .emulator/bench-cost.json) instead of running",
+    )
     parser.add_argument("--group", choices=sorted(GROUPS), help=argparse.SUPPRESS)
     parser.add_argument("--governor-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)

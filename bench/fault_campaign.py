@@ -17,13 +17,14 @@ Printed: lifecycles completed; requests refused correctly (503) and wrongly (a 4
 valid request); 5xx other than 503; duplicate and lost job records (and Slurm jobs);
 stuck idempotency records; and orphaned billable resources with their cost per hour.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
-import logging
 import shutil
 import statistics
 import sys
@@ -121,8 +122,12 @@ def lifecycle(index: int, base: str, tally: Tally) -> dict[str, Any]:
     if status not in (200, 201):
         return fail("user", (status, body))
     phase("user")
-    spec = {"name": name, "queues": [{"name": "compute", "instance_types": ["c5.large"], "min_nodes": 1,
-                                      "max_nodes": 2}], "stack_tag": "w_2026_47", "budget_usd": 25}
+    spec = {
+        "name": name,
+        "queues": [{"name": "compute", "instance_types": ["c5.large"], "min_nodes": 1, "max_nodes": 2}],
+        "stack_tag": "w_2026_47",
+        "budget_usd": 25,
+    }
     status, body = client.call("POST", "/clusters", spec, key=f"launch-{index}")
     if status != 202:
         return fail("launch", (status, body))
@@ -132,14 +137,16 @@ def lifecycle(index: int, base: str, tally: Tally) -> dict[str, Any]:
     if state != "ready":
         fail("ready", (state, (cluster or {}).get("failure")))
     else:
-        status, body = client.call("POST", f"/clusters/{name}/jobs", {"command": "echo done > done.txt"},
-                                   key=f"job-{index}")
+        status, body = client.call(
+            "POST", f"/clusters/{name}/jobs", {"command": "echo done > done.txt"}, key=f"job-{index}"
+        )
         outcome["job_id"] = body.get("job", {}).get("job_id") if status == 202 else None
         if status != 202:
             fail("job", (status, body))
         else:
-            job_state, job = client.wait(f"/clusters/{name}/jobs/{outcome['job_id']}", "state", {"completed"},
-                                         {"failed", "cancelled"})
+            job_state, job = client.wait(
+                f"/clusters/{name}/jobs/{outcome['job_id']}", "state", {"completed"}, {"failed", "cancelled"}
+            )
             phase("job finished")
             if job_state != "completed":
                 fail("job finished", (job_state, (job or {}).get("history", [])[-1:]))
@@ -166,7 +173,8 @@ def settle(emulator: Any, timeout: float = 600) -> bool:
     while time.monotonic() < deadline:
         running = sum(
             len(sfn.list_executions(stateMachineArn=m["stateMachineArn"], statusFilter="RUNNING")["executions"])
-            for m in sfn.list_state_machines()["stateMachines"])
+            for m in sfn.list_state_machines()["stateMachines"]
+        )
         if running == 0 and glue.busy() == 0:
             return True
         time.sleep(1)
@@ -193,15 +201,20 @@ def audit(emulator: Any, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
                 cluster = tags.get("parallelcluster:cluster-name", "?")
                 if instance["State"]["Name"] != "stopped":
                     hourly += catalog.instance_hourly(region, instance["InstanceType"])
-                left.append(f"instance {instance['InstanceId']} of {cluster} "
-                            f"({records[cluster].state.value if cluster in records else 'no record'})")
+                left.append(
+                    f"instance {instance['InstanceId']} of {cluster} "
+                    f"({records[cluster].state.value if cluster in records else 'no record'})"
+                )
     for volume in ec2.describe_volumes()["Volumes"]:
         tags = {t["Key"]: t["Value"] for t in volume.get("Tags", [])}
         if "parallelcluster:cluster-name" in tags:
             hourly += gb_month_to_hourly(catalog.ebs_gb_month(region, volume["VolumeType"]), volume["Size"])
             left.append(f"volume {volume['VolumeId']} of {tags['parallelcluster:cluster-name']}")
-    stacks = [s["StackName"] for s in boto3.client("cloudformation").describe_stacks()["Stacks"]
-              if s["StackStatus"] != "DELETE_COMPLETE"]
+    stacks = [
+        s["StackName"]
+        for s in boto3.client("cloudformation").describe_stacks()["Stacks"]
+        if s["StackStatus"] != "DELETE_COMPLETE"
+    ]
     left += [f"stack {s}" for s in stacks]
     alarms = deps.monitor.list_idle_alarms()
     left += [f"alarm {a}" for a in alarms]
@@ -209,7 +222,7 @@ def audit(emulator: Any, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     not_deleted = sorted(n for n, c in records.items() if c.state.value != "deleted")
 
     duplicates, lost = [], []
-    jobcomp = (Path(emulator.workdir) / "slurm" / "jobcomp.log")
+    jobcomp = Path(emulator.workdir) / "slurm" / "jobcomp.log"
     slurm_log = jobcomp.read_text() if jobcomp.exists() else ""
     for outcome in outcomes:
         jobs = deps.store.list_jobs(cluster_id(f"u{outcome['index']:03d}", outcome["cluster"]))
@@ -223,11 +236,21 @@ def audit(emulator: Any, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
                 duplicates.append(f"{outcome['cluster']}: {len(slurm_jobs)} Slurm jobs for one record")
     idem = boto3.client("dynamodb").scan(TableName=deps.settings.idempotency_table).get("Items", [])
     now_ms = time.time() * 1000
-    stuck = [i["id"]["S"] for i in idem if i["status"]["S"] == "INPROGRESS"
-             and float(i.get("in_progress_expiration", {}).get("N", now_ms + 1)) > now_ms]
+    stuck = [
+        i["id"]["S"]
+        for i in idem
+        if i["status"]["S"] == "INPROGRESS" and float(i.get("in_progress_expiration", {}).get("N", now_ms + 1)) > now_ms
+    ]
     expired_in_progress = sum(1 for i in idem if i["status"]["S"] == "INPROGRESS") - len(stuck)
-    return {"left": left, "orphan_usd_per_hour": hourly, "not_deleted": not_deleted, "duplicates": duplicates,
-            "lost": lost, "stuck_idempotency": stuck, "expired_in_progress": expired_in_progress}
+    return {
+        "left": left,
+        "orphan_usd_per_hour": hourly,
+        "not_deleted": not_deleted,
+        "duplicates": duplicates,
+        "lost": lost,
+        "stuck_idempotency": stuck,
+        "expired_in_progress": expired_in_progress,
+    }
 
 
 def campaign(mode: str, rate: float, lifecycles: int, concurrency: int, seed: int) -> dict[str, Any]:
@@ -276,9 +299,19 @@ def campaign(mode: str, rate: float, lifecycles: int, concurrency: int, seed: in
         injected = faults.summary()
         result = audit(emulator, outcomes)
         result.update(reconciler_pass_at=pass_at)
-        result.update(settled=settled, injected=injected, outcomes=outcomes, statuses=dict(tally.statuses),
-                      wrong=tally.wrong, seconds=time.monotonic() - started, mode=mode, rate=rate,
-                      lifecycles=lifecycles, concurrency=concurrency, seed=seed)
+        result.update(
+            settled=settled,
+            injected=injected,
+            outcomes=outcomes,
+            statuses=dict(tally.statuses),
+            wrong=tally.wrong,
+            seconds=time.monotonic() - started,
+            mode=mode,
+            rate=rate,
+            lifecycles=lifecycles,
+            concurrency=concurrency,
+            seed=seed,
+        )
         return result
     finally:
         # A stop signal lands here too: lifecycles not started are dropped, running ones
@@ -304,7 +337,11 @@ def report(result: dict[str, Any]) -> str:
     medians = {p: statistics.median([o["phases"][p] for o in outcomes if p in o["phases"]] or [0]) for p in phases}
     lines = [
         f"mode {result['mode']}: {result['rate']:.0%} of the control plane's AWS "
-        + ("calls fail beyond the SDK's retries" if result["mode"] == "outlast" else "requests fail before the SDK's retries")
+        + (
+            "calls fail beyond the SDK's retries"
+            if result["mode"] == "outlast"
+            else "requests fail before the SDK's retries"
+        )
         + f"; {result['lifecycles']} lifecycles, {result['concurrency']} at a time, seed {result['seed']}",
         f"  faults injected                {result['injected']['injected']} of {result['injected']['calls']} "
         f"calls ({', '.join(f'{k} {v}' for k, v in result['injected']['by_service'].items())})",
@@ -323,12 +360,18 @@ def report(result: dict[str, Any]) -> str:
         f"  settled after the campaign     {'yes' if result['settled'] else 'NO'}; {result['seconds']:.0f} s in all",
         "  a lifecycle's median timeline  " + ", ".join(f"{p} {medians[p]:.0f} s" for p in phases),
     ]
-    for title, items in (("refused wrongly / 5xx", result["wrong"]), ("left in AWS", result["left"]),
-                         ("duplicates", result["duplicates"]), ("lost", result["lost"]),
-                         ("not deleted", result["not_deleted"]),
-                         ("stuck idempotency", result["stuck_idempotency"]),
-                         ("ended early", [f"{o['cluster']} at {o.get('failed_at')}: {o.get('detail')}"
-                                          for o in outcomes if not o["completed"]])):
+    for title, items in (
+        ("refused wrongly / 5xx", result["wrong"]),
+        ("left in AWS", result["left"]),
+        ("duplicates", result["duplicates"]),
+        ("lost", result["lost"]),
+        ("not deleted", result["not_deleted"]),
+        ("stuck idempotency", result["stuck_idempotency"]),
+        (
+            "ended early",
+            [f"{o['cluster']} at {o.get('failed_at')}: {o.get('detail')}" for o in outcomes if not o["completed"]],
+        ),
+    ):
         for item in items[:10]:
             lines.append(f"    {title}: {item}")
     return "\n".join(lines)
@@ -356,9 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     ok = all(
-        not r["left"] and not r["duplicates"] and not r["lost"] and not r["stuck_idempotency"]
+        not r["left"]
+        and not r["duplicates"]
+        and not r["lost"]
+        and not r["stuck_idempotency"]
         and not [w for w in r["wrong"] if " -> 4" in w or "internal_error" in w]
-        for r in results)
+        for r in results
+    )
     return 0 if ok else 1
 
 

@@ -1,4 +1,5 @@
 """The HTTP API: the app and its blueprint registrations only (routes in chalicelib/)."""
+
 from chalice import Chalice
 
 from chalicelib.routes import api

@@ -1,4 +1,5 @@
 """SNS: an AWS Budgets notification -> teardown of the clusters it concerns."""
+
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser import parse
@@ -11,7 +12,7 @@ from lsstctl.services.triggers import on_budget_notification
 
 def _on_notification(event: dict[str, Any]) -> dict[str, Any]:
     records = parse(event=event, model=SnsModel).Records
-    return {"notifications": [on_budget_notification(wiring.deps(), r.Sns.Message) for r in records]}
+    return {"notifications": [on_budget_notification(wiring.deps(), str(r.Sns.Message)) for r in records]}
 
 
 lambda_handler = trigger_handler(_on_notification)

@@ -1,6 +1,7 @@
 """Lambdas of ChatOps: the chatops workflow's Tasks (statemachines/chatops.asl.json: do a
 Slack command, or say it failed) and the notifications rule (lifecycle events to the
 owner's channel)."""
+
 from lsstctl import wiring
 from lsstctl.handlers import ChatStepEvent, step_handler, trigger_handler
 from lsstctl.services import chatops

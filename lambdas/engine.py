@@ -1,5 +1,6 @@
 """The cluster engine's own Lambda, on ParallelCluster's layer: every other function reaches
 ParallelCluster through it (lsstctl/adapters/engine_function.py), and stays small."""
+
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext

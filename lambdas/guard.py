@@ -1,5 +1,6 @@
 """Scheduled every minute (EventBridge): meter every cluster, end those over budget,
 past their lifetime, or idle."""
+
 from typing import Any
 
 from lsstctl import wiring

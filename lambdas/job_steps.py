@@ -1,8 +1,9 @@
 """Lambda for the run-job workflow's Tasks (statemachines/run_job.asl.json), and the head-node
 side of two API routes (cancel, a job's log: adapters/job_function.py), which the API's role
 reaches only through this function."""
-from lsstctl.services import jobs
+
 from lsstctl.handlers import step_handler
+from lsstctl.services import jobs
 
 lambda_handler = step_handler(
     {

@@ -1,6 +1,7 @@
 """Lambda for the launch workflow's Tasks (statemachines/launch.asl.json)."""
-from lsstctl.services import launch_workflow as steps
+
 from lsstctl.handlers import step_handler
+from lsstctl.services import launch_workflow as steps
 
 lambda_handler = step_handler(
     {

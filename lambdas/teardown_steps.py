@@ -1,6 +1,7 @@
 """Lambda for the teardown workflow's Tasks (statemachines/teardown.asl.json)."""
-from lsstctl.services import teardown_workflow as steps
+
 from lsstctl.handlers import step_handler
+from lsstctl.services import teardown_workflow as steps
 
 lambda_handler = step_handler(
     {

@@ -5,6 +5,7 @@ Failures of AWS itself are classified once, at the AWS boundary
 (`lsstctl.adapters.aws.classify`): transient ones become `AwsUnavailableError` (503 with
 Retry-After; retried by the workflows), permanent ones `AwsError` (502, the AWS code kept).
 A generic 500 (`internal_error`) is left for real bugs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -113,8 +114,14 @@ class AwsUnavailableError(TransientError):
 
     code = "aws_unavailable"
 
-    def __init__(self, message: str, *, aws_code: str | None = None, operation: str | None = None,
-                 retry_after_seconds: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        aws_code: str | None = None,
+        operation: str | None = None,
+        retry_after_seconds: int | None = None,
+    ):
         super().__init__(message, details={k: v for k, v in (("aws_code", aws_code), ("operation", operation)) if v})
         self.aws_code = aws_code
         self.operation = operation
@@ -169,9 +176,22 @@ class TeardownFailedError(ControlPlaneError):
 # Step Functions: a step failing with one of these ends at once (its Catch leads to cleanup);
 # anything else — transient, or unknown such as a Lambda killed mid-step — is retried with
 # backoff (statemachines/*.asl.json, checked by tests/infra).
-PERMANENT_STEP_ERRORS = tuple(sorted({
-    ValidationError.__name__, ClusterConfigError.__name__, NotFoundError.__name__, ConflictError.__name__,
-    InvalidTransitionError.__name__, LaunchFailedError.__name__, InstallFailedError.__name__,
-    PollTimeoutError.__name__, JobSubmitError.__name__, ArchiveFailedError.__name__,
-    TeardownFailedError.__name__, AwsError.__name__, ChatDeliveryError.__name__,
-}))
+PERMANENT_STEP_ERRORS = tuple(
+    sorted(
+        {
+            ValidationError.__name__,
+            ClusterConfigError.__name__,
+            NotFoundError.__name__,
+            ConflictError.__name__,
+            InvalidTransitionError.__name__,
+            LaunchFailedError.__name__,
+            InstallFailedError.__name__,
+            PollTimeoutError.__name__,
+            JobSubmitError.__name__,
+            ArchiveFailedError.__name__,
+            TeardownFailedError.__name__,
+            AwsError.__name__,
+            ChatDeliveryError.__name__,
+        }
+    )
+)

@@ -12,10 +12,12 @@ transiently is first re-run in place, a few times within seconds (`step_attempts
 fails into the workflow's own Retry: a step that makes fifteen AWS calls would otherwise fail
 most of its attempts on a bad day and could spend them all.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -88,8 +90,9 @@ def _retried_in_place(error: BaseException) -> bool:
     return True
 
 
-def step_handler(actions: dict[str, Action], model: type[BaseModel] = StepEvent, *,
-                 retries: RetryProfile = "default") -> Handler:
+def step_handler(
+    actions: dict[str, Action], model: type[BaseModel] = StepEvent, *, retries: RetryProfile = "default"
+) -> Handler:
     """`retries="cleanup"`: the clean-up path's own clients, with no retry quota to run dry
     (lsstctl.adapters.aws.CLEANUP_RETRY)."""
 
@@ -99,16 +102,24 @@ def step_handler(actions: dict[str, Action], model: type[BaseModel] = StepEvent,
     @classified
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         step: Any = parse(event=event, model=model)
-        bind(cluster=getattr(step, "cluster", None), action=step.action, job_id=getattr(step, "job_id", None),
-             request_id=getattr(step, "request_id", None))
+        bind(
+            cluster=getattr(step, "cluster", None),
+            action=step.action,
+            job_id=getattr(step, "job_id", None),
+            request_id=getattr(step, "request_id", None),
+        )
         action = actions.get(step.action)
         if action is None:
             raise ValidationError(f"unknown action {step.action!r}; expected one of {sorted(actions)}")
         with retry_profile(retries):
             deps = wiring.deps()
-            return retrying(lambda: action(deps, step), attempts=deps.settings.step_attempts,
-                            base_seconds=deps.settings.step_backoff_seconds, sleep=deps.sleep,
-                            retry_on=_retried_in_place)
+            return retrying(
+                lambda: action(deps, step),
+                attempts=deps.settings.step_attempts,
+                base_seconds=deps.settings.step_backoff_seconds,
+                sleep=deps.sleep,
+                retry_on=_retried_in_place,
+            )
 
     return lambda_handler
 

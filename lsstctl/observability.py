@@ -7,11 +7,13 @@ on Lambda each invocation has its process, but the emulator runs many invocation
 requests at once on threads of one process, and no line may carry another's keys.
 Secrets are never passed to the logger.
 """
+
 from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 

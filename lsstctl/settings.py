@@ -2,6 +2,7 @@
 
 The core never reads os.environ: handlers call `get_settings()` and pass values down.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -16,7 +17,9 @@ from lsstctl.domain.principals import parse_admins
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LSSTCTL_", extra="ignore", frozen=True)
 
-    region: str = Field("us-east-1", validation_alias=AliasChoices("LSSTCTL_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
+    region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("LSSTCTL_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    )
     state_table: str = "lsstctl-state"
     idempotency_table: str = "lsstctl-idempotency"
     archive_bucket: str = "lsstctl-archive"

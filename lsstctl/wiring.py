@@ -1,16 +1,17 @@
 """Builds the adapters once per container, lazily (Chalice imports app.py while packaging,
 so nothing here may call AWS at import time). Tests call `reset()` after changing settings."""
+
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from functools import cache, lru_cache
+from typing import Any
 
 from lsstctl.adapters.aws import RetryProfile, current_retry_profile
 from lsstctl.services.deps import Deps
 from lsstctl.settings import Settings, get_settings
-
 
 _clock: Callable[[], datetime] | None = None
 
@@ -37,8 +38,9 @@ def _engine_and_validator(settings: Settings) -> tuple[Any, Any]:
         return remote, remote
     from lsstctl.adapters.pcluster_validation import PclusterConfigValidator
 
-    validator = PclusterConfigValidator(mode=settings.config_validation, region=settings.region,
-                                        suppress=_suppressed(settings))
+    validator = PclusterConfigValidator(
+        mode=settings.config_validation, region=settings.region, suppress=_suppressed(settings)
+    )
     return _engine(settings), validator
 
 
@@ -68,22 +70,22 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.aws import configure_library_retries
 
     configure_library_retries()
+    from lsstctl.adapters.cloudwatch import CloudWatchMonitor
     from lsstctl.adapters.dynamodb_state import DynamoStateStore
-    from lsstctl.domain.models import utcnow
+    from lsstctl.adapters.efs_cache import EfsStackCache
     from lsstctl.adapters.eventbridge import EventBridgePublisher
     from lsstctl.adapters.iam_users import IamUserProvisioner
-    from lsstctl.adapters.ssm_runner import SsmRunner
-    from lsstctl.adapters.stepfunctions import StepFunctionsStarter
-    from lsstctl.adapters.cloudwatch import CloudWatchMonitor
     from lsstctl.adapters.inventory import Ec2Inventory, InstanceSizes
     from lsstctl.adapters.job_function import JobStepsFunction
     from lsstctl.adapters.price_list import SpotPrices
-    from lsstctl.adapters.sns_notifier import SnsNotifier
-    from lsstctl.adapters.efs_cache import EfsStackCache
     from lsstctl.adapters.slack import SlackChat
+    from lsstctl.adapters.sns_notifier import SnsNotifier
+    from lsstctl.adapters.ssm_runner import SsmRunner
+    from lsstctl.adapters.stepfunctions import StepFunctionsStarter
+    from lsstctl.domain.models import utcnow
     from lsstctl.domain.pricing import load_catalog
 
-    extra = {"clock": _clock} if _clock else {}
+    extra: dict[str, Any] = {"clock": _clock} if _clock else {}
     engine, validator = _engine_and_validator(settings)
     return Deps(
         **extra,
@@ -114,7 +116,7 @@ def deps() -> Deps:
     return _deps_for(current_retry_profile())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _deps_for(profile: RetryProfile) -> Deps:
     return build(get_settings())
 

@@ -21,6 +21,7 @@ destroy: refuses while clusters are live unless --teardown-clusters (then tears 
 through the control plane's own teardown workflow and waits); deletes the stack, which keeps
 the state table, the archive and its access logs (Retain); --delete-data removes those too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,10 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError, WaiterError
@@ -95,14 +97,39 @@ def ensure_bucket(s3: Any, bucket: str, region: str) -> None:
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**kwargs)
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "DenyInsecureTransport",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ],
+            }
+        ),
+    )
 
 
 def upload(s3: Any, bucket: str, key: str, data: bytes) -> str:
@@ -128,25 +155,35 @@ def upload_artifacts(s3: Any, bucket: str, prefix: str, package_dir: Path) -> di
     digest = _sha(b"".join(p.name.encode() + p.read_bytes() for p in definitions))
     for path in definitions:
         upload(s3, bucket, f"{prefix}/statemachines-{digest}/{path.name}", path.read_bytes())
-    return {"CodeKey": keys["lsstctl-code.zip"], "ApiCodeKey": keys["lsstctl-api.zip"],
-            "DependenciesLayerKey": keys["lsstctl-deps-layer.zip"], "DefinitionsPrefix": f"{prefix}/statemachines-{digest}/",
-            "_template": keys["control-plane.json"]}
+    return {
+        "CodeKey": keys["lsstctl-code.zip"],
+        "ApiCodeKey": keys["lsstctl-api.zip"],
+        "DependenciesLayerKey": keys["lsstctl-deps-layer.zip"],
+        "DefinitionsPrefix": f"{prefix}/statemachines-{digest}/",
+        "_template": keys["control-plane.json"],
+    }
 
 
-def publish_pcluster_layer(s3: Any, lam: Any, bucket: str, prefix: str, region: str, package_dir: Path,
-                           say: Callable[[str], None]) -> str:
+def publish_pcluster_layer(
+    s3: Any, lam: Any, bucket: str, prefix: str, region: str, package_dir: Path, say: Callable[[str], None]
+) -> str:
     """ParallelCluster's layer, published once per content: AWS's copy, else the local build."""
     key = f"{prefix}/aws-parallelcluster-{PCLUSTER_VERSION}/lambda-layer.zip"
     source = f"s3://{region}-aws-parallelcluster/{PCLUSTER_LAYER_KEY}"
     try:
-        s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": f"{region}-aws-parallelcluster", "Key": PCLUSTER_LAYER_KEY})
+        s3.copy_object(
+            Bucket=bucket, Key=key, CopySource={"Bucket": f"{region}-aws-parallelcluster", "Key": PCLUSTER_LAYER_KEY}
+        )
         origin = source
     except ClientError as error:
         local = package_dir / "aws-parallelcluster-layer.zip"
         if not local.exists():
-            raise DeployError(f"cannot copy {source} ({error.response['Error']['Code']}) and "
-                              f"{local} is missing: run `make package`") from error
-        say(f"AWS's layer zip unavailable ({error.response['Error']['Code']}): using {local.name} built by make package")
+            raise DeployError(
+                f"cannot copy {source} ({error.response['Error']['Code']}) and {local} is missing: run `make package`"
+            ) from error
+        say(
+            f"AWS's layer zip unavailable ({error.response['Error']['Code']}): using {local.name} built by make package"
+        )
         data = local.read_bytes()
         key = upload(s3, bucket, f"{prefix}/{_sha(data)}/aws-parallelcluster-layer.zip", data)
         origin = f"local build {_sha(data)}"
@@ -158,9 +195,13 @@ def publish_pcluster_layer(s3: Any, lam: Any, bucket: str, prefix: str, region: 
             if version.get("Description") == description:
                 return str(version["LayerVersionArn"])
     say(f"publishing ParallelCluster's layer from {origin}")
-    published = lam.publish_layer_version(LayerName=layer_name, Description=description,
-                                          Content={"S3Bucket": bucket, "S3Key": key},
-                                          CompatibleRuntimes=["python3.12"], CompatibleArchitectures=["x86_64"])
+    published = lam.publish_layer_version(
+        LayerName=layer_name,
+        Description=description,
+        Content={"S3Bucket": bucket, "S3Key": key},
+        CompatibleRuntimes=["python3.12"],
+        CompatibleArchitectures=["x86_64"],
+    )
     return str(published["LayerVersionArn"])
 
 
@@ -181,14 +222,23 @@ def outputs(cfn: Any, stack: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}
 
 
-def stack_parameters(opts: Options, prefix: str, bucket: str, keys: dict[str, str], layer: str,
-                     previous: set[str]) -> list[dict[str, Any]]:
+def stack_parameters(
+    opts: Options, prefix: str, bucket: str, keys: dict[str, str], layer: str, previous: set[str]
+) -> list[dict[str, Any]]:
     """Given values, else the deployed stack's (an upgrade keeps what was chosen), else defaults."""
-    given: dict[str, str] = {"Prefix": prefix, "CodeBucket": bucket, "ParallelClusterLayerArn": layer,
-                             **{k: v for k, v in keys.items() if not k.startswith("_")}}
-    for name, value in (("ClusterSubnetId", opts.subnet), ("ClusterKeyName", opts.key_name),
-                        ("AdminPrincipals", opts.admins), ("AlertEmail", opts.alert_email),
-                        ("NodeJsLayerArn", opts.nodejs_layer)):
+    given: dict[str, str] = {
+        "Prefix": prefix,
+        "CodeBucket": bucket,
+        "ParallelClusterLayerArn": layer,
+        **{k: v for k, v in keys.items() if not k.startswith("_")},
+    }
+    for name, value in (
+        ("ClusterSubnetId", opts.subnet),
+        ("ClusterKeyName", opts.key_name),
+        ("AdminPrincipals", opts.admins),
+        ("AlertEmail", opts.alert_email),
+        ("NodeJsLayerArn", opts.nodejs_layer),
+    ):
         if value:
             given[name] = value
     if opts.budget_usd is not None:
@@ -207,8 +257,10 @@ def risky_changes(changes: list[dict[str, Any]]) -> list[str]:
         if rc.get("ResourceType") not in STATEFUL_TYPES:
             continue
         if rc.get("Action") == "Remove" or rc.get("Replacement") in {"True", "Conditional"}:
-            risky.append(f"{rc.get('Action')} {rc.get('LogicalResourceId')} ({rc.get('ResourceType')}, "
-                         f"replacement: {rc.get('Replacement', '-')})")
+            risky.append(
+                f"{rc.get('Action')} {rc.get('LogicalResourceId')} ({rc.get('ResourceType')}, "
+                f"replacement: {rc.get('Replacement', '-')})"
+            )
     return risky
 
 
@@ -233,14 +285,21 @@ def deploy(session: Any, opts: Options) -> dict[str, str]:
     keys = upload_artifacts(s3, bucket, prefix, opts.package_dir)
     layer = publish_pcluster_layer(s3, lam, bucket, prefix, region, opts.package_dir, opts.say)
     creating = status in (None, "REVIEW_IN_PROGRESS")
-    previous = set() if creating else {p["ParameterKey"] for p in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Parameters", [])}
+    previous = (
+        set()
+        if creating
+        else {p["ParameterKey"] for p in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Parameters", [])}
+    )
     template = json.loads((opts.package_dir / "control-plane.json").read_text())
     previous &= set(template["Parameters"])
     name = f"deploy-{int(time.time())}"
     cfn.create_change_set(
-        StackName=stack, ChangeSetName=name, ChangeSetType="CREATE" if creating else "UPDATE",
+        StackName=stack,
+        ChangeSetName=name,
+        ChangeSetType="CREATE" if creating else "UPDATE",
         TemplateURL=f"https://{bucket}.s3.{region}.amazonaws.com/{keys['_template']}",
-        Parameters=stack_parameters(opts, prefix, bucket, keys, layer, previous), Capabilities=CAPABILITIES,
+        Parameters=stack_parameters(opts, prefix, bucket, keys, layer, previous),
+        Capabilities=CAPABILITIES,
         Tags=[{"Key": "lsstctl:stack", "Value": stack}],
     )
     try:
@@ -257,8 +316,10 @@ def deploy(session: Any, opts: Options) -> dict[str, str]:
     opts.say(f"{'Creating' if creating else 'Updating'} stack {stack} in {account}/{region}: {len(changes)} changes")
     for change in changes:
         rc = change["ResourceChange"]
-        opts.say(f"  {rc['Action']:<8} {rc['LogicalResourceId']:<34} {rc['ResourceType']:<36} "
-                 f"replacement: {rc.get('Replacement', '-')}")
+        opts.say(
+            f"  {rc['Action']:<8} {rc['LogicalResourceId']:<34} {rc['ResourceType']:<36} "
+            f"replacement: {rc.get('Replacement', '-')}"
+        )
     risky = risky_changes(changes)
     if risky:
         cfn.delete_change_set(StackName=stack, ChangeSetName=name)
@@ -271,13 +332,17 @@ def deploy(session: Any, opts: Options) -> dict[str, str]:
     try:
         _wait(cfn.get_waiter(waiter), opts, StackName=stack)
     except WaiterError as error:
-        raise DeployError(f"stack {stack} did not complete ({stack_status(cfn, stack)}): see its events "
-                          f"(aws cloudformation describe-stack-events --stack-name {stack})") from error
+        raise DeployError(
+            f"stack {stack} did not complete ({stack_status(cfn, stack)}): see its events "
+            f"(aws cloudformation describe-stack-events --stack-name {stack})"
+        ) from error
     result = outputs(cfn, stack)
     url = result.get("ApiUrl", "")
-    opts.say(f"\nAPI: {url}\nA first call, signed with your credentials (curl >= 7.75):\n"
-             f"  curl --aws-sigv4 \"aws:amz:{region}:execute-api\" --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
-             f"-H \"x-amz-security-token: $AWS_SESSION_TOKEN\" {url}presets")
+    opts.say(
+        f"\nAPI: {url}\nA first call, signed with your credentials (curl >= 7.75):\n"
+        f'  curl --aws-sigv4 "aws:amz:{region}:execute-api" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" '
+        f'-H "x-amz-security-token: $AWS_SESSION_TOKEN" {url}presets'
+    )
     return result
 
 
@@ -290,11 +355,17 @@ def control_plane(session: Any, out: dict[str, str]) -> Any:
     from lsstctl.settings import Settings
 
     settings = Settings(
-        region=session.region_name, state_table=out["StateTableName"], idempotency_table=out["IdempotencyTableName"],
-        archive_bucket=out["ArchiveBucketName"], event_bus=out["EventBusName"],
-        launch_state_machine_arn=out["LaunchStateMachineArn"], teardown_state_machine_arn=out["TeardownStateMachineArn"],
-        job_state_machine_arn=out["JobStateMachineArn"], engine="parallelcluster",
-        engine_function_name=out.get("EngineFunctionName", ""), account_id=out.get("AccountId", ""),
+        region=session.region_name,
+        state_table=out["StateTableName"],
+        idempotency_table=out["IdempotencyTableName"],
+        archive_bucket=out["ArchiveBucketName"],
+        event_bus=out["EventBusName"],
+        launch_state_machine_arn=out["LaunchStateMachineArn"],
+        teardown_state_machine_arn=out["TeardownStateMachineArn"],
+        job_state_machine_arn=out["JobStateMachineArn"],
+        engine="parallelcluster",
+        engine_function_name=out.get("EngineFunctionName", ""),
+        account_id=out.get("AccountId", ""),
     )
     return wiring.build(settings)
 
@@ -309,8 +380,10 @@ def destroy(session: Any, opts: Options) -> None:
     deps = control_plane(session, out) if "StateTableName" in out else None
     live = deps.store.list_billing_clusters() if deps else []
     if live and not opts.teardown_clusters:
-        raise DeployError(f"refused: {len(live)} clusters may still bill ({', '.join(c.id for c in live[:10])}); "
-                          "tear them down first (DELETE /clusters/<name>) or pass --teardown-clusters")
+        raise DeployError(
+            f"refused: {len(live)} clusters may still bill ({', '.join(c.id for c in live[:10])}); "
+            "tear them down first (DELETE /clusters/<name>) or pass --teardown-clusters"
+        )
     if not opts.yes and not opts.confirm(f"Delete stack {stack}{' and its data' if opts.delete_data else ''}? [y/N] "):
         raise DeployError("not deleted")
     if live:
@@ -323,8 +396,9 @@ def destroy(session: Any, opts: Options) -> None:
         while (left := deps.store.list_billing_clusters()) and time.monotonic() < deadline:
             time.sleep(opts.poll_seconds)
         if left:
-            raise DeployError(f"{len(left)} clusters still tearing down after {opts.timeout_seconds:.0f} s: "
-                              "run destroy again later")
+            raise DeployError(
+                f"{len(left)} clusters still tearing down after {opts.timeout_seconds:.0f} s: run destroy again later"
+            )
     cfn.delete_stack(StackName=stack)
     try:
         _wait(cfn.get_waiter("stack_delete_complete"), opts, StackName=stack)
@@ -350,8 +424,11 @@ def delete_data(session: Any, prefix: str, out: dict[str, str]) -> None:
                 if error.response["Error"]["Code"] != "ResourceNotFoundException":
                     raise
     account = session.client("sts").get_caller_identity()["Account"]
-    for name in (out.get("ArchiveBucketName"), out.get("AccessLogsBucketName"),
-                 f"{prefix}-artifacts-{account}-{session.region_name}"):
+    for name in (
+        out.get("ArchiveBucketName"),
+        out.get("AccessLogsBucketName"),
+        f"{prefix}-artifacts-{account}-{session.region_name}",
+    ):
         if not name:
             continue
         bucket = s3.Bucket(name)
@@ -371,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("deploy", "destroy"):
         p = sub.add_parser(command)
-        p.add_argument("--stage", default="", help="a second deployment beside the default one (names lsstctl-<stage>-*)")
+        p.add_argument(
+            "--stage", default="", help="a second deployment beside the default one (names lsstctl-<stage>-*)"
+        )
         p.add_argument("--yes", action="store_true", help="do not ask before executing")
     d = sub.choices["deploy"]
     d.add_argument("--budget", type=float, dest="budget_usd", help="the account's monthly AWS Budgets limit, USD")

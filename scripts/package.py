@@ -20,6 +20,7 @@ inputs give the same bytes (their SHA-256 are printed and written to `build/pack
 SHA256SUMS`). Each artifact's size is printed against Lambda's limits: 50 MB zipped for a
 direct upload, 250 MB unzipped for a function and all its layers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,23 @@ OUT = ROOT / "build" / "package"
 ZIPPED_LIMIT = 50 * 10**6
 UNZIPPED_LIMIT = 250 * 10**6
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
-EXCLUDED_DIRS = {"__pycache__", "emulator", ".pytest_cache"}
+# Not in any Lambda: the local emulator (a test double) and the `lsstctl` command (a client).
+EXCLUDED_DIRS = {"__pycache__", "emulator", "cli", ".pytest_cache"}
 TEMPLATE = ROOT / "infra" / "control-plane.yaml"
 API_FUNCTION_ARN = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${Prefix}-api"
 # Chalice's name for the function in what it generates; ours is ApiFunction (by name, above).
 CHALICE_FUNCTION_ARN = "${APIHandler.Arn}"
-RUNTIME = ["--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-           "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:"]
+RUNTIME = [
+    "--platform",
+    "manylinux2014_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--only-binary=:all:",
+]
 
 
 def code_files() -> list[tuple[Path, str]]:
@@ -84,9 +95,11 @@ def tree_files(root: Path, prefix: str) -> list[tuple[Path, str]]:
     """An installed tree as a layer's files. Console scripts (bin/) are left out: Lambda never
     runs them, and their shebang names the building machine's Python (a different zip per
     checkout)."""
-    return [(p, f"{prefix}/{p.relative_to(root).as_posix()}") for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-            and p.relative_to(root).parts[0] != "bin"]
+    return [
+        (p, f"{prefix}/{p.relative_to(root).as_posix()}")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.relative_to(root).parts[0] != "bin"
+    ]
 
 
 def chalice_package(work: Path) -> tuple[list[tuple[Path, str]], dict[str, object]]:
@@ -97,15 +110,27 @@ def chalice_package(work: Path) -> tuple[list[tuple[Path, str]], dict[str, objec
     layer carries them, built for python3.12; chalice would build for this machine's Python).
     """
     app = work / "chalice_app"
-    shutil.copytree(ROOT / "chalice_app", app, symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vendor", "deployed"))
-    shutil.copytree(ROOT / "lsstctl", app / "vendor" / "lsstctl",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *EXCLUDED_DIRS))
+    shutil.copytree(
+        ROOT / "chalice_app",
+        app,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vendor", "deployed"),
+    )
+    shutil.copytree(
+        ROOT / "lsstctl",
+        app / "vendor" / "lsstctl",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *EXCLUDED_DIRS),
+    )
     (app / "requirements.txt").write_text("# Dependencies come from the lsstctl-deps-layer.\n")
     out = work / "chalice-out"
     chalice = Path(sys.executable).with_name("chalice")
-    done = subprocess.run([str(chalice), "package", "--stage", "prod", str(out)], cwd=app, capture_output=True,
-                          text=True, env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")})
+    done = subprocess.run(
+        [str(chalice), "package", "--stage", "prod", str(out)],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")},
+    )
     if done.returncode != 0:
         raise SystemExit(f"chalice package failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     generated = json.loads((out / "sam.json").read_text())
@@ -133,7 +158,7 @@ def packaged_template(body: dict[str, object]) -> dict[str, object]:
     resources["RestApi"]["Properties"]["Body"] = json.loads(text)
     deployment = f"ApiDeployment{hashlib.sha256(text.encode()).hexdigest()[:10]}"
     resources[deployment] = resources.pop("ApiDeployment")
-    resources[deployment]["Properties"]["Description"] = f"API body {deployment[len('ApiDeployment'):]}"
+    resources[deployment]["Properties"]["Description"] = f"API body {deployment[len('ApiDeployment') :]}"
     resources["ApiStage"]["Properties"]["DeploymentId"] = {"Ref": deployment}
     return json.loads(json.dumps(template))
 
@@ -162,8 +187,19 @@ def pinned(requirements: Path, name: str) -> str:
 
 def install_for_lambda(requirements: list[str], target: Path) -> None:
     """pip installs for Lambda's runtime, not this machine's: wheels only, python3.12, x86_64."""
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-               "--target", str(target), *RUNTIME, *requirements]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        *RUNTIME,
+        *requirements,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"pip could not build the layer from the package index:\n{done.stderr[-2000:]}")
@@ -179,9 +215,11 @@ def report(artifacts: list[Path]) -> list[str]:
     lines = [f"{'artifact':<34} {'zipped MB':>10} {'of 50':>6} {'unzipped MB':>12} {'of 250':>7}  sha256"]
     for path in artifacts:
         zipped, unzipped = path.stat().st_size, unzipped_size(path)
-        lines.append(f"{path.name:<34} {zipped / 1e6:>10.2f} {100 * zipped / ZIPPED_LIMIT:>5.0f}% "
-                     f"{unzipped / 1e6:>12.2f} {100 * unzipped / UNZIPPED_LIMIT:>6.0f}%  "
-                     f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}")
+        lines.append(
+            f"{path.name:<34} {zipped / 1e6:>10.2f} {100 * zipped / ZIPPED_LIMIT:>5.0f}% "
+            f"{unzipped / 1e6:>12.2f} {100 * unzipped / UNZIPPED_LIMIT:>6.0f}%  "
+            f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+        )
     return lines
 
 
@@ -199,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="lsstctl-package-"))
     try:
         deps = work / "deps"
-        requirements = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
-                        if line.strip() and not line.startswith("#")]
+        requirements = [
+            line.strip()
+            for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
         install_for_lambda(requirements, deps)
         artifacts.append(args.out / "lsstctl-deps-layer.zip")
         deterministic_zip(artifacts[-1], tree_files(deps, "python"))
@@ -214,19 +255,28 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = report(artifacts)
     sizes = {p.name: unzipped_size(p) for p in artifacts}
-    functions = {"every function (code + deps layer)": ["lsstctl-code.zip", "lsstctl-deps-layer.zip"],
-                 "the API function (its code + deps layer)": ["lsstctl-api.zip", "lsstctl-deps-layer.zip"]}
+    functions = {
+        "every function (code + deps layer)": ["lsstctl-code.zip", "lsstctl-deps-layer.zip"],
+        "the API function (its code + deps layer)": ["lsstctl-api.zip", "lsstctl-deps-layer.zip"],
+    }
     if "aws-parallelcluster-layer.zip" in sizes:
-        functions["the engine function (+ ParallelCluster's layer)"] = [*functions["every function (code + deps layer)"],
-                                                                        "aws-parallelcluster-layer.zip"]
+        functions["the engine function (+ ParallelCluster's layer)"] = [
+            *functions["every function (code + deps layer)"],
+            "aws-parallelcluster-layer.zip",
+        ]
     for label, parts in functions.items():
         total = sum(sizes[p] for p in parts)
-        lines.append(f"{label}: {total / 1e6:.1f} MB unzipped of Lambda's 250 MB "
-                     f"({'fits' if total <= UNZIPPED_LIMIT else 'DOES NOT FIT'})")
-    (args.out / "SHA256SUMS").write_text("".join(
-        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in [*artifacts, template]))
-    lines.append(f"{template.name}: {len(json.loads(template.read_text())['Resources'])} resources, "
-                 f"{template.stat().st_size / 1e3:.0f} kB (CloudFormation's limit through S3: 1,000 kB)")
+        lines.append(
+            f"{label}: {total / 1e6:.1f} MB unzipped of Lambda's 250 MB "
+            f"({'fits' if total <= UNZIPPED_LIMIT else 'DOES NOT FIT'})"
+        )
+    (args.out / "SHA256SUMS").write_text(
+        "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in [*artifacts, template])
+    )
+    lines.append(
+        f"{template.name}: {len(json.loads(template.read_text())['Resources'])} resources, "
+        f"{template.stat().st_size / 1e3:.0f} kB (CloudFormation's limit through S3: 1,000 kB)"
+    )
     print("\n".join(lines))
     over = [p.name for p in artifacts if p.stat().st_size > ZIPPED_LIMIT and p.name != "aws-parallelcluster-layer.zip"]
     if over:

@@ -1,13 +1,15 @@
 """Shared fixtures. Layers: unit (no AWS), integration (moto in-process), workflows and
 e2e (one emulator per session: moto's server, the real ASL, real handlers, real Slurm)."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -1,6 +1,7 @@
 """A stand-in for Slack's side of response URLs and incoming webhooks: a local HTTP server
 that records every message the control plane posts (and can answer 500 or 404 a few times,
 as Slack does on a bad day)."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ class SlackInbox:
         inbox = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = inbox.failures.pop(0) if inbox.failures else 200
                 if status == 200:

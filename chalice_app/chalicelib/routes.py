@@ -6,10 +6,13 @@ failures as `lsstctl.adapters.aws.classify` says (transient: 503 `aws_unavailabl
 Retry-After; permanent: 502 `aws_error`), and anything else — a real bug — to a 500
 without internals, whose stack trace and request id go to the log.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import math
+from collections.abc import Callable
+from typing import Any
 
 from chalice import Blueprint, IAMAuthorizer, Response
 from pydantic import BaseModel
@@ -20,12 +23,18 @@ from lsstctl.adapters.aws import classify
 from lsstctl.domain.chatops import ChannelSpec, ChatIdentitySpec
 from lsstctl.domain.models import ClusterChange, ClusterSpec, JobSpec, ProjectSpec, QuotaSpec, UserSpec
 from lsstctl.domain.principals import RegistrationSpec
-from lsstctl.errors import RateLimitedError, RequestInProgressError, TransientError, UnauthenticatedError, ValidationError
+from lsstctl.errors import (
+    RateLimitedError,
+    RequestInProgressError,
+    TransientError,
+    UnauthenticatedError,
+    ValidationError,
+)
 from lsstctl.observability import bind, bind_more, logger, metrics, tracer
-from lsstctl.services import chatops, clusters, costs, jobs, quotas, ratelimit, users
+from lsstctl.services import chatops, clusters, costs, jobs, quotas, quotes, ratelimit, users
 from lsstctl.services import identity as identity_module
-from lsstctl.services.identity import Principal
 from lsstctl.services.idempotency import once
+from lsstctl.services.identity import Principal
 
 api = Blueprint(__name__)
 iam = IAMAuthorizer()
@@ -35,8 +44,9 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(body={"error": body}, status_code=status,
-                    headers={"Content-Type": "application/json", **(headers or {})})
+    return Response(
+        body={"error": body}, status_code=status, headers={"Content-Type": "application/json", **(headers or {})}
+    )
 
 
 def _principal() -> Principal:
@@ -77,9 +87,7 @@ def _model(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ModelError as error:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in error.errors()
-        ]
+        details = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in error.errors()]
         first = details[0]
         raise ValidationError(f"{first['field']}: {first['message']}", field=first["field"], details=details) from error
 
@@ -92,7 +100,9 @@ def handle(fn: Callable[[], Response]) -> Response:
         if error is None:
             request_id = (api.current_request.context or {}).get("requestId") if api.current_request else None
             logger.exception("unexpected error", extra={"request_id": request_id})
-            message = "internal error; see the control plane's logs" + (f" (request {request_id})" if request_id else "")
+            message = "internal error; see the control plane's logs" + (
+                f" (request {request_id})" if request_id else ""
+            )
             return _error(500, {"code": "internal_error", "message": message})
         headers = {}
         if isinstance(error, (TransientError, RequestInProgressError, RateLimitedError)):
@@ -124,6 +134,24 @@ def _idempotent(principal: Principal, scope: str, body: Any, operation: Callable
         lambda_context=api.lambda_context,
     )
     return _json(result["status"], result["body"], result.get("headers"))
+
+
+def _number(params: dict[str, str], name: str, kind: type[int] | type[float], required: bool = False) -> Any:
+    """A numeric query parameter; a 400 naming it when it is missing (and required) or not a number."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise ValidationError(f"{name} is required", field=name)
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValidationError(
+            f"{name} must be {'a whole number' if kind is int else 'a number'}, not {raw!r}", field=name
+        ) from None
+    if not math.isfinite(value):  # nan, inf
+        raise ValidationError(f"{name} must be a finite number", field=name)
+    return value
 
 
 def _owner() -> str | None:
@@ -182,7 +210,11 @@ def create_user() -> Response:
 
 @api.route("/users", methods=["GET"], authorizer=iam)
 def list_users() -> Response:
-    return _route(lambda: _json(200, {"users": [u.model_dump(mode="json") for u in users.list_users(wiring.deps(), _principal())]}))
+    return _route(
+        lambda: _json(
+            200, {"users": [u.model_dump(mode="json") for u in users.list_users(wiring.deps(), _principal())]}
+        )
+    )
 
 
 @api.route("/users/{name}", methods=["GET"], authorizer=iam)
@@ -222,6 +254,32 @@ def get_cluster(name: str) -> Response:
 @api.route("/clusters/{name}/cost", methods=["GET"], authorizer=iam)
 def get_cluster_cost(name: str) -> Response:
     return _route(lambda: _json(200, costs.cluster_cost(wiring.deps(), _principal(), name, _owner())))
+
+
+@api.route("/clusters/{name}/cost/history", methods=["GET"], authorizer=iam)
+def get_cluster_cost_history(name: str) -> Response:
+    return _route(lambda: _json(200, costs.cost_history(wiring.deps(), _principal(), name, _owner())))
+
+
+@api.route("/quote", methods=["GET"], authorizer=iam)
+def get_quote() -> Response:
+    def run() -> Response:
+        params = api.current_request.query_params or {}
+        if not params.get("preset"):
+            raise ValidationError("name a preset (GET /presets lists them): ?preset=small&hours=8", field="preset")
+        return _json(
+            200,
+            quotes.quote(
+                wiring.deps(),
+                _principal(),
+                preset=params["preset"],
+                hours=_number(params, "hours", float, required=True),
+                nodes=_number(params, "nodes", int),
+                budget_usd=_number(params, "budget_usd", float),
+            ),
+        )
+
+    return _route(run)
 
 
 @api.route("/presets", methods=["GET"], authorizer=iam)
@@ -279,8 +337,10 @@ def submit_job(name: str) -> Response:
             key = api.current_request.headers.get(IDEMPOTENCY_HEADER)
             job = jobs.submit_job(wiring.deps(), principal, name, spec, request_key=key, owner=owner)
             path = f"/clusters/{name}/jobs/{job.job_id}"
-            return _accepted({"job": job.model_dump(mode="json")},
-                             path if job.owner == principal.name else f"{path}?owner={job.owner}")
+            return _accepted(
+                {"job": job.model_dump(mode="json")},
+                path if job.owner == principal.name else f"{path}?owner={job.owner}",
+            )
 
         return _idempotent(principal, f"POST /clusters/{name}/jobs?owner={owner or principal.name}", body, operation)
 
@@ -294,17 +354,17 @@ def list_jobs(name: str) -> Response:
 
 @api.route("/clusters/{name}/jobs/{job_id}", methods=["GET"], authorizer=iam)
 def get_job(name: str, job_id: str) -> Response:
-    return _route(lambda: _json(200, jobs.view_job(wiring.deps(), _principal(), name, job_id, _owner())
-                                .model_dump(mode="json")))
+    return _route(
+        lambda: _json(200, jobs.view_job(wiring.deps(), _principal(), name, job_id, _owner()).model_dump(mode="json"))
+    )
 
 
 @api.route("/clusters/{name}/jobs/{job_id}/log", methods=["GET"], authorizer=iam)
 def job_log(name: str, job_id: str) -> Response:
     def run() -> Response:
-        raw = (api.current_request.query_params or {}).get("tail", "100")
-        if not raw.isdigit():
-            raise ValidationError(f"tail must be a number of lines, not {raw!r}", field="tail")
-        return _json(200, jobs.job_log(wiring.deps(), _principal(), name, job_id, int(raw), _owner()))
+        lines = _number(api.current_request.query_params or {}, "tail", int)
+        lines = 100 if lines is None else lines
+        return _json(200, jobs.job_log(wiring.deps(), _principal(), name, job_id, lines, _owner()))
 
     return _route(run)
 
@@ -313,6 +373,7 @@ def job_log(name: str, job_id: str) -> Response:
 def cancel_job(name: str, job_id: str) -> Response:
     """Cancel a job (scancel; a bps workflow's pilots too). Idempotent: a job already over is
     returned as it is (200); one being cancelled is 202, and its record ends `cancelled`."""
+
     def run() -> Response:
         principal = _principal()
         owner = _owner()
@@ -325,8 +386,9 @@ def cancel_job(name: str, job_id: str) -> Response:
             path = f"/clusters/{name}/jobs/{job.job_id}"
             return _accepted(body, path if job.owner == principal.name else f"{path}?owner={job.owner}")
 
-        return _idempotent(principal, f"DELETE /clusters/{name}/jobs/{job_id}?owner={owner or principal.name}", {},
-                           operation)
+        return _idempotent(
+            principal, f"DELETE /clusters/{name}/jobs/{job_id}?owner={owner or principal.name}", {}, operation
+        )
 
     return _route(run)
 
@@ -350,8 +412,16 @@ def register_principal() -> Response:
 
 @api.route("/principals", methods=["GET"], authorizer=iam)
 def list_principals() -> Response:
-    return _route(lambda: _json(200, {"principals": [
-        r.model_dump(mode="json") for r in identity_module.list_registrations(wiring.deps(), _principal())]}))
+    return _route(
+        lambda: _json(
+            200,
+            {
+                "principals": [
+                    r.model_dump(mode="json") for r in identity_module.list_registrations(wiring.deps(), _principal())
+                ]
+            },
+        )
+    )
 
 
 @api.route("/principals", methods=["DELETE"], authorizer=iam)
@@ -414,6 +484,7 @@ def slack_command() -> Response:
     """Slack's slash command: no SigV4 (Slack cannot sign for AWS) but Slack's own signature
     over the raw body, checked first; anything unsigned gets 401 and causes nothing. The
     answer is always a message Slack shows: usage lines, refusals and failures included."""
+
     def run() -> Response:
         request = api.current_request
         raw = request.raw_body.decode() if isinstance(request.raw_body, bytes) else (request.raw_body or "")
@@ -434,8 +505,12 @@ def link_chat_identity() -> Response:
 
 @api.route("/chatops/identities", methods=["GET"], authorizer=iam)
 def list_chat_identities() -> Response:
-    return _route(lambda: _json(200, {"identities": [
-        i.model_dump(mode="json") for i in chatops.list_identities(wiring.deps(), _principal())]}))
+    return _route(
+        lambda: _json(
+            200,
+            {"identities": [i.model_dump(mode="json") for i in chatops.list_identities(wiring.deps(), _principal())]},
+        )
+    )
 
 
 @api.route("/chatops/identities", methods=["DELETE"], authorizer=iam)
@@ -445,7 +520,9 @@ def unlink_chat_identity() -> Response:
         params = api.current_request.query_params or {}
         for field in ("team_id", "user_id"):
             if not params.get(field):
-                raise ValidationError(f"give {field}: DELETE /chatops/identities?team_id=T...&user_id=U...", field=field)
+                raise ValidationError(
+                    f"give {field}: DELETE /chatops/identities?team_id=T...&user_id=U...", field=field
+                )
         chatops.unlink_identity(wiring.deps(), principal, params["team_id"], params["user_id"])
         return _json(200, {"team_id": params["team_id"], "user_id": params["user_id"], "linked": False})
 

@@ -23,16 +23,18 @@ connection error, ParallelCluster's wrapped errors, Powertools' persistence erro
 after a create) or `AwsError` (permanent, with the AWS code kept). The API and the Lambda
 handlers call it at their boundary; nothing else needs to know AWS's error codes.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from lsstctl.errors import AwsError, AwsUnavailableError, ControlPlaneError, TransientError
 
@@ -144,25 +146,53 @@ class LazyClient:
 # classification -------------------------------------------------------------------------
 # botocore's own list of throttling and transient codes (retries/standard.py), plus the
 # 5xx codes services use in their bodies.
-THROTTLING_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException",
-    "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "LimitExceededException", "RequestThrottled", "SlowDown", "EC2ThrottledException",
-    "ThrottlingError", "ProvisionedThroughputExceeded",
-})
-UNAVAILABLE_CODES = frozenset({
-    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
-    "ServiceUnavailable", "ServiceUnavailableException", "ServiceException", "Unavailable",
-    "InternalError", "InternalFailure", "InternalServerError", "InternalServiceError",
-    "InternalServiceErrorException", "InternalServerException", "TransactionConflict",
-    "TransactionConflictException",
-})
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "EC2ThrottledException",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+    }
+)
+UNAVAILABLE_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "ServiceException",
+        "Unavailable",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "InternalServerException",
+        "TransactionConflict",
+        "TransactionConflictException",
+    }
+)
 # A resource the control plane itself just created may be invisible for a few seconds
 # (EC2 and SSM are eventually consistent): the next attempt finds it.
-EVENTUALLY_CONSISTENT_CODES = frozenset({
-    "InvalidInstanceID.NotFound", "InvalidVolume.NotFound", "InvocationDoesNotExist",
-})
+EVENTUALLY_CONSISTENT_CODES = frozenset(
+    {
+        "InvalidInstanceID.NotFound",
+        "InvalidVolume.NotFound",
+        "InvocationDoesNotExist",
+    }
+)
 TRANSIENT_CODES = THROTTLING_CODES | UNAVAILABLE_CODES | EVENTUALLY_CONSISTENT_CODES
 
 
@@ -188,15 +218,16 @@ def _client_error_code(error: BaseException) -> tuple[str, int] | None:
             if reasons & TRANSIENT_CODES:
                 return next(iter(reasons & TRANSIENT_CODES)), status
         return code, status
-    code = getattr(error, "error_code", None)  # ParallelCluster's AWSClientError
-    if isinstance(code, str) and code:
-        return code, 0
+    wrapped = getattr(error, "error_code", None)  # ParallelCluster's AWSClientError
+    if isinstance(wrapped, str) and wrapped:
+        return wrapped, 0
     return None
 
 
 def _is_connection_error(error: BaseException) -> bool:
     try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
     except ImportError:  # pragma: no cover - botocore is always there
         return False
     return isinstance(error, (BotoConnectionError, HTTPClientError))
@@ -215,8 +246,11 @@ def aws_failure(error: BaseException) -> tuple[str, int, str] | None:
 
 def transient_code(code: str, status: int = 0) -> bool:
     """Whether an AWS answer (its error code and HTTP status) is worth retrying."""
-    return code in TRANSIENT_CODES or status >= 500 or code.endswith(
-        ("ConnectionError", "TimeoutError", "ConnectionClosedError"))
+    return (
+        code in TRANSIENT_CODES
+        or status >= 500
+        or code.endswith(("ConnectionError", "TimeoutError", "ConnectionClosedError"))
+    )
 
 
 def is_transient(error: BaseException) -> bool:
@@ -238,11 +272,13 @@ def classify(error: BaseException) -> ControlPlaneError | None:
     if transient_code(code, status):
         return AwsUnavailableError(
             f"AWS is unavailable or throttling ({code}{where}); retry after a pause",
-            aws_code=code, operation=operation or None,
+            aws_code=code,
+            operation=operation or None,
             retry_after_seconds=2 if code in THROTTLING_CODES else 1,
         )
-    return AwsError(f"AWS refused a call the control plane made ({code}{where})", aws_code=code,
-                    operation=operation or None)
+    return AwsError(
+        f"AWS refused a call the control plane made ({code}{where})", aws_code=code, operation=operation or None
+    )
 
 
 def aws_unavailable(error: BaseException) -> bool:
@@ -250,9 +286,14 @@ def aws_unavailable(error: BaseException) -> bool:
     return isinstance(classify(error), AwsUnavailableError)
 
 
-def retrying(call: Callable[[], T], *, attempts: int = 6, base_seconds: float = 0.05,
-             sleep: Callable[[float], None] = time.sleep,
-             retry_on: Callable[[BaseException], bool] = is_transient) -> T:
+def retrying(
+    call: Callable[[], T],
+    *,
+    attempts: int = 6,
+    base_seconds: float = 0.05,
+    sleep: Callable[[float], None] = time.sleep,
+    retry_on: Callable[[BaseException], bool] = is_transient,
+) -> T:
     """Repeat a call that must not be lost to a transient failure (releasing an
     idempotency record, deleting an access key nobody can retrieve, a workflow step: see
     `lsstctl.handlers.step_handler`), with full-jitter exponential backoff."""
@@ -262,5 +303,5 @@ def retrying(call: Callable[[], T], *, attempts: int = 6, base_seconds: float = 
         except Exception as error:
             if attempt == attempts - 1 or not retry_on(error):
                 raise
-            sleep(random.uniform(0, base_seconds * 2 ** attempt))
+            sleep(random.uniform(0, base_seconds * 2**attempt))
     raise AssertionError("unreachable")

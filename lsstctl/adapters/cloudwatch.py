@@ -1,6 +1,7 @@
 """Idle detection on CloudWatch: the head node publishes its Slurm queue depth; a
 per-cluster alarm fires after the cluster's idle minutes with no jobs (missing data — a
 dead head node — counts as idle). The alarm's state change reaches EventBridge by itself."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,8 +10,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from lsstctl.adapters.aws import LazyClient
+from lsstctl.domain.scripts import QUEUE_DEPTH_METRIC as METRIC
+from lsstctl.domain.scripts import queue_depth_namespace
 
-from lsstctl.domain.scripts import QUEUE_DEPTH_METRIC as METRIC, queue_depth_namespace
 ALARM_PREFIX = "lsstctl-idle-"
 
 
@@ -60,7 +62,7 @@ class CloudWatchMonitor:
     def list_idle_alarms(self) -> list[str]:
         """The clusters that have an idle alarm (one paginated call)."""
         pages = self.cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=ALARM_PREFIX)
-        return [a["AlarmName"][len(ALARM_PREFIX):] for page in pages for a in page.get("MetricAlarms", [])]
+        return [a["AlarmName"][len(ALARM_PREFIX) :] for page in pages for a in page.get("MetricAlarms", [])]
 
     def max_queue_depth(self, cluster: str, start: datetime, end: datetime) -> float | None:
         """Highest queue depth published in [start, end]; None when nothing was published."""
@@ -80,6 +82,13 @@ class CloudWatchMonitor:
         """What the head node's publisher sends (used by the emulator and the simulation)."""
         self.cloudwatch.put_metric_data(
             Namespace=queue_depth_namespace(cluster),
-            MetricData=[{"MetricName": METRIC, "Dimensions": [{"Name": "Cluster", "Value": cluster}],
-                         "Timestamp": at, "Value": float(depth), "Unit": "Count"}],
+            MetricData=[
+                {
+                    "MetricName": METRIC,
+                    "Dimensions": [{"Name": "Cluster", "Value": cluster}],
+                    "Timestamp": at,
+                    "Value": float(depth),
+                    "Unit": "Count",
+                }
+            ],
         )

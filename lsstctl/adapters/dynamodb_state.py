@@ -6,13 +6,15 @@ PRINCIPAL#<principal key>/PRINCIPAL (the identity registry). A cluster's key is 
 Each cluster write is conditional on the version it read, so of two racing transitions
 exactly one wins; the loser re-reads and fails unless the new state still allows it.
 """
+
 from __future__ import annotations
 
 import json
 import uuid
-from decimal import Decimal
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from decimal import Decimal
+from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
@@ -20,7 +22,19 @@ from botocore.exceptions import ClientError
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.chatops import ChatIdentity
 from lsstctl.domain.lifecycle import REUSABLE, can_transition
-from lsstctl.domain.models import Cluster, ClusterState, Job, JobState, Project, Quota, Transition, User, from_iso, iso, utcnow
+from lsstctl.domain.models import (
+    Cluster,
+    ClusterState,
+    Job,
+    JobState,
+    Project,
+    Quota,
+    Transition,
+    User,
+    from_iso,
+    iso,
+    utcnow,
+)
 from lsstctl.domain.principals import Registration
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError, TransientError
 
@@ -52,12 +66,18 @@ def table_definition(name: str) -> dict[str, Any]:
             },
             {
                 "IndexName": BY_KIND,
-                "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+                "KeySchema": [
+                    {"AttributeName": "kind", "KeyType": "HASH"},
+                    {"AttributeName": "pk", "KeyType": "RANGE"},
+                ],
                 "Projection": {"ProjectionType": "ALL"},
             },
             {
                 "IndexName": BY_BILLING,
-                "KeySchema": [{"AttributeName": "billing", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+                "KeySchema": [
+                    {"AttributeName": "billing", "KeyType": "HASH"},
+                    {"AttributeName": "pk", "KeyType": "RANGE"},
+                ],
                 "Projection": {"ProjectionType": "ALL"},
             },
         ],
@@ -119,7 +139,9 @@ class DynamoStateStore:
         return item
 
     def _read_cluster(self, cluster_id: str) -> tuple[Cluster, int] | None:
-        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": "CLUSTER"}, ConsistentRead=True).get("Item")
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": "CLUSTER"}, ConsistentRead=True).get(
+            "Item"
+        )
         if not item:
             return None
         return Cluster.model_validate(_from_ddb(item["doc"])), int(item["version"])
@@ -178,14 +200,21 @@ class DynamoStateStore:
     # A ledger is read and written whole, every minute, and a big cluster's breakdown has a
     # line per node: it is kept as one JSON string, not a nested map of attributes.
     def get_ledger(self, cluster_id: str, generation: int) -> dict[str, Any] | None:
-        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"COST#{generation}"},
-                                   ConsistentRead=True).get("Item")
+        item = self.table.get_item(
+            Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"COST#{generation}"}, ConsistentRead=True
+        ).get("Item")
         return json.loads(item["ledger"]) if item else None
 
     def put_ledger(self, cluster_id: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:
         self.table.put_item(
-            Item={"pk": f"CLUSTER#{cluster_id}", "sk": f"COST#{generation}", "kind": "COST", "owner": owner,
-                  "owner_key": f"COST#{cluster_id}#{generation}", "ledger": json.dumps(ledger)}
+            Item={
+                "pk": f"CLUSTER#{cluster_id}",
+                "sk": f"COST#{generation}",
+                "kind": "COST",
+                "owner": owner,
+                "owner_key": f"COST#{cluster_id}#{generation}",
+                "ledger": json.dumps(ledger),
+            }
         )
 
     def list_ledgers(self, owner: str | None) -> list[dict[str, Any]]:
@@ -210,13 +239,25 @@ class DynamoStateStore:
     def record_reconciliation(self, at: str, findings: list[dict[str, Any]], keep_days: int = 14) -> None:
         """What one reconciler pass found and did (kept for `keep_days`; DynamoDB's TTL)."""
         expires = int(from_iso(at).timestamp()) + keep_days * 86400
-        self.table.put_item(Item={"pk": "RECONCILER", "sk": f"RUN#{at}#{uuid.uuid4().hex[:8]}", "kind": "RECONCILE",
-                                  "at": at, "findings": json.dumps(findings), "expires_at": expires})
+        self.table.put_item(
+            Item={
+                "pk": "RECONCILER",
+                "sk": f"RUN#{at}#{uuid.uuid4().hex[:8]}",
+                "kind": "RECONCILE",
+                "at": at,
+                "findings": json.dumps(findings),
+                "expires_at": expires,
+            }
+        )
 
     def reconciliations(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest passes, newest first: {"at", "findings"}."""
-        page = self.table.query(KeyConditionExpression=Key("pk").eq("RECONCILER") & Key("sk").begins_with("RUN#"),
-                                ScanIndexForward=False, Limit=limit, ConsistentRead=True)
+        page = self.table.query(
+            KeyConditionExpression=Key("pk").eq("RECONCILER") & Key("sk").begins_with("RUN#"),
+            ScanIndexForward=False,
+            Limit=limit,
+            ConsistentRead=True,
+        )
         return [{"at": i["at"], "findings": json.loads(i["findings"])} for i in page.get("Items", [])]
 
     # teardown timing ------------------------------------------------------------------
@@ -229,8 +270,12 @@ class DynamoStateStore:
             condition = Attr("version").eq(version) if item else Attr("pk").not_exists()
             try:
                 self.table.put_item(
-                    Item={"pk": "STATS", "sk": "TEARDOWN", "version": version + 1,
-                          "samples": json.loads(json.dumps(samples), parse_float=Decimal)},
+                    Item={
+                        "pk": "STATS",
+                        "sk": "TEARDOWN",
+                        "version": version + 1,
+                        "samples": json.loads(json.dumps(samples), parse_float=Decimal),
+                    },
                     ConditionExpression=condition,
                 )
                 return
@@ -286,11 +331,13 @@ class DynamoStateStore:
             if not found:
                 raise NotFoundError(f"cluster '{cluster_id}' not found")
             current, version = found
-            if or_if is not None and current.state == to and all(
-                getattr(current, k) == v for k, v in or_if.items()
-            ):
+            if or_if is not None and current.state == to and all(getattr(current, k) == v for k, v in or_if.items()):
                 return current
-            if current.state not in allowed_from or not can_transition(current.state, to) or not _holds(current, only_if):
+            if (
+                current.state not in allowed_from
+                or not can_transition(current.state, to)
+                or not _holds(current, only_if)
+            ):
                 raise InvalidTransitionError(
                     f"cluster '{cluster_id}' is {current.state.value}; cannot move to {to.value}",
                     details={"state": current.state.value},
@@ -308,7 +355,9 @@ class DynamoStateStore:
                 return changed
         raise TransientError(f"cluster '{cluster_id}' is changing too fast; try again")
 
-    def update_cluster(self, cluster_id: str, updates: dict[str, Any], only_if: dict[str, Any] | None = None) -> Cluster:
+    def update_cluster(
+        self, cluster_id: str, updates: dict[str, Any], only_if: dict[str, Any] | None = None
+    ) -> Cluster:
         """Write fields of the record (`only_if`: fields that must still hold these values)."""
         for _ in range(MAX_RACE_RETRIES):
             found = self._read_cluster(cluster_id)
@@ -336,7 +385,9 @@ class DynamoStateStore:
         return job
 
     def get_job(self, cluster_id: str, job_id: str) -> Job:
-        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"JOB#{job_id}"}, ConsistentRead=True).get("Item")
+        item = self.table.get_item(Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"JOB#{job_id}"}, ConsistentRead=True).get(
+            "Item"
+        )
         if not item:
             raise NotFoundError(f"job '{job_id}' not found")
         return Job.model_validate(_from_ddb(item["doc"]))
@@ -405,9 +456,16 @@ class DynamoStateStore:
 
     def put_registration(self, registration: Registration) -> None:
         owner = registration.owner or "*"
-        self.table.put_item(Item={"pk": f"PRINCIPAL#{registration.key}", "sk": "PRINCIPAL", "kind": "PRINCIPAL",
-                                  "owner": owner, "owner_key": f"PRINCIPAL#{registration.key}",
-                                  "doc": _to_ddb(registration)})
+        self.table.put_item(
+            Item={
+                "pk": f"PRINCIPAL#{registration.key}",
+                "sk": "PRINCIPAL",
+                "kind": "PRINCIPAL",
+                "owner": owner,
+                "owner_key": f"PRINCIPAL#{registration.key}",
+                "doc": _to_ddb(registration),
+            }
+        )
 
     def list_registrations(self) -> list[Registration]:
         return [Registration.model_validate(_from_ddb(i["doc"])) for i in self._query_index(None, "PRINCIPAL")]
@@ -417,12 +475,22 @@ class DynamoStateStore:
 
     # ChatOps: Slack users, owners' channels, the audit log ------------------------------
     def get_chat_identity(self, team_id: str, user_id: str) -> ChatIdentity | None:
-        item = self.table.get_item(Key={"pk": f"CHAT#{team_id}#{user_id}", "sk": "CHAT"}, ConsistentRead=True).get("Item")
+        item = self.table.get_item(Key={"pk": f"CHAT#{team_id}#{user_id}", "sk": "CHAT"}, ConsistentRead=True).get(
+            "Item"
+        )
         return ChatIdentity.model_validate(_from_ddb(item["doc"])) if item else None
 
     def put_chat_identity(self, identity: ChatIdentity) -> None:
-        self.table.put_item(Item={"pk": f"CHAT#{identity.key}", "sk": "CHAT", "kind": "CHAT", "owner": identity.owner,
-                                  "owner_key": f"CHAT#{identity.key}", "doc": _to_ddb(identity)})
+        self.table.put_item(
+            Item={
+                "pk": f"CHAT#{identity.key}",
+                "sk": "CHAT",
+                "kind": "CHAT",
+                "owner": identity.owner,
+                "owner_key": f"CHAT#{identity.key}",
+                "doc": _to_ddb(identity),
+            }
+        )
 
     def list_chat_identities(self, owner: str | None) -> list[ChatIdentity]:
         return [ChatIdentity.model_validate(_from_ddb(i["doc"])) for i in self._query_index(owner, "CHAT")]
@@ -436,15 +504,31 @@ class DynamoStateStore:
         return str(item["webhook_url"]) if item else None
 
     def put_chat_channel(self, owner: str, webhook_url: str, by: str, at: str) -> None:
-        self.table.put_item(Item={"pk": f"CHANNEL#{owner}", "sk": "CHANNEL", "kind": "CHANNEL", "owner": owner,
-                                  "owner_key": f"CHANNEL#{owner}", "webhook_url": webhook_url, "set_by": by, "set_at": at})
+        self.table.put_item(
+            Item={
+                "pk": f"CHANNEL#{owner}",
+                "sk": "CHANNEL",
+                "kind": "CHANNEL",
+                "owner": owner,
+                "owner_key": f"CHANNEL#{owner}",
+                "webhook_url": webhook_url,
+                "set_by": by,
+                "set_at": at,
+            }
+        )
 
     def claim_once(self, key: str, ttl_seconds: int) -> bool:
         """True for the first claim of `key` (a delivery to do once); False after."""
         try:
-            self.table.put_item(Item={"pk": key, "sk": "ONCE", "kind": "ONCE",
-                                      "expires_at": int(self._clock().timestamp()) + ttl_seconds},
-                                ConditionExpression="attribute_not_exists(pk)")
+            self.table.put_item(
+                Item={
+                    "pk": key,
+                    "sk": "ONCE",
+                    "kind": "ONCE",
+                    "expires_at": int(self._clock().timestamp()) + ttl_seconds,
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
             return True
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -457,9 +541,15 @@ class DynamoStateStore:
     def record_audit(self, entry: dict[str, Any]) -> None:
         """One line of the audit log (who, what, when, outcome), by day; kept a year (TTL)."""
         at = str(entry["at"])
-        self.table.put_item(Item={"pk": f"AUDIT#{at[:10]}", "sk": f"{at}#{uuid.uuid4().hex[:8]}", "kind": "AUDIT",
-                                  "expires_at": int(self._clock().timestamp()) + 366 * 86400,
-                                  "doc": json.loads(json.dumps(entry), parse_float=Decimal)})
+        self.table.put_item(
+            Item={
+                "pk": f"AUDIT#{at[:10]}",
+                "sk": f"{at}#{uuid.uuid4().hex[:8]}",
+                "kind": "AUDIT",
+                "expires_at": int(self._clock().timestamp()) + 366 * 86400,
+                "doc": json.loads(json.dumps(entry), parse_float=Decimal),
+            }
+        )
 
     def list_audit(self, day: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -478,8 +568,9 @@ class DynamoStateStore:
         return Project.model_validate(_from_ddb(item["doc"])) if item else None
 
     def put_project(self, project: Project) -> None:
-        self.table.put_item(Item={"pk": f"PROJECT#{project.name}", "sk": "PROJECT", "kind": "PROJECT",
-                                  "doc": _to_ddb(project)})
+        self.table.put_item(
+            Item={"pk": f"PROJECT#{project.name}", "sk": "PROJECT", "kind": "PROJECT", "doc": _to_ddb(project)}
+        )
 
     def list_projects(self) -> list[Project]:
         return [Project.model_validate(_from_ddb(i["doc"])) for i in self._query_index(None, "PROJECT")]
@@ -489,8 +580,16 @@ class DynamoStateStore:
         return Quota.model_validate(_from_ddb(item["doc"])) if item else None
 
     def put_quota(self, quota: Quota) -> None:
-        self.table.put_item(Item={"pk": f"QUOTA#{quota.owner}", "sk": "QUOTA", "kind": "QUOTA", "owner": quota.owner,
-                                  "owner_key": f"QUOTA#{quota.owner}", "doc": _to_ddb(quota)})
+        self.table.put_item(
+            Item={
+                "pk": f"QUOTA#{quota.owner}",
+                "sk": "QUOTA",
+                "kind": "QUOTA",
+                "owner": quota.owner,
+                "owner_key": f"QUOTA#{quota.owner}",
+                "doc": _to_ddb(quota),
+            }
+        )
 
     # stack cache ----------------------------------------------------------------------
     def record_stack_cache_use(self, tag: str, *, file_system_id: str, at: str, install_seconds: float | None) -> None:
@@ -500,10 +599,16 @@ class DynamoStateStore:
         self.table.update_item(
             Key={"pk": "STACKCACHE", "sk": f"TAG#{tag}"},
             UpdateExpression="ADD installs :i, hits :h, install_seconds_total :s "
-                             "SET kind = :kind, tag = :tag, file_system_id = :fs, last_used_at = :at",
-            ExpressionAttributeValues={":i": 1 if installed else 0, ":h": 0 if installed else 1,
-                                       ":s": Decimal(str(round(install_seconds or 0.0, 1))), ":kind": "STACKCACHE",
-                                       ":tag": tag, ":fs": file_system_id, ":at": at},
+            "SET kind = :kind, tag = :tag, file_system_id = :fs, last_used_at = :at",
+            ExpressionAttributeValues={
+                ":i": 1 if installed else 0,
+                ":h": 0 if installed else 1,
+                ":s": Decimal(str(round(install_seconds or 0.0, 1))),
+                ":kind": "STACKCACHE",
+                ":tag": tag,
+                ":fs": file_system_id,
+                ":at": at,
+            },
         )
 
     def list_stack_cache_tags(self) -> list[dict[str, Any]]:
@@ -512,9 +617,17 @@ class DynamoStateStore:
         kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq("STACKCACHE"), "ConsistentRead": True}
         while True:
             page = self.table.query(**kwargs)
-            items += [{"tag": i["tag"], "file_system_id": i["file_system_id"], "last_used_at": i["last_used_at"],
-                       "installs": int(i.get("installs", 0)), "hits": int(i.get("hits", 0)),
-                       "install_seconds_total": float(i.get("install_seconds_total", 0))} for i in page["Items"]]
+            items += [
+                {
+                    "tag": i["tag"],
+                    "file_system_id": i["file_system_id"],
+                    "last_used_at": i["last_used_at"],
+                    "installs": int(i.get("installs", 0)),
+                    "hits": int(i.get("hits", 0)),
+                    "install_seconds_total": float(i.get("install_seconds_total", 0)),
+                }
+                for i in page["Items"]
+            ]
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

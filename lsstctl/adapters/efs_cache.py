@@ -7,6 +7,7 @@ availability zone, behind a security group that admits NFS (2049) from the subne
 AWS makes both available after a few seconds to a minute and a half: until then `ensure`
 raises TransientError and the launch step is retried.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,11 @@ class CacheVolume:
 
 
 def _volume(fs: dict[str, Any]) -> CacheVolume:
-    return CacheVolume(file_system_id=fs["FileSystemId"], size_bytes=int(fs.get("SizeInBytes", {}).get("Value", 0)),
-                       created_at=fs.get("CreationTime"))
+    return CacheVolume(
+        file_system_id=fs["FileSystemId"],
+        size_bytes=int(fs.get("SizeInBytes", {}).get("Value", 0)),
+        created_at=fs.get("CreationTime"),
+    )
 
 
 class EfsStackCache:
@@ -101,9 +105,14 @@ class EfsStackCache:
     def _create(self) -> dict[str, Any]:
         try:
             return self.efs.create_file_system(
-                CreationToken=CREATION_TOKEN, Encrypted=True, PerformanceMode="generalPurpose",
-                Tags=[{"Key": CACHE_TAG, "Value": "true"}, {"Key": "Name", "Value": "lsstctl stack cache"},
-                      {"Key": "lsstctl:project", "Value": "lsst-science-pipelines"}],
+                CreationToken=CREATION_TOKEN,
+                Encrypted=True,
+                PerformanceMode="generalPurpose",
+                Tags=[
+                    {"Key": CACHE_TAG, "Value": "true"},
+                    {"Key": "Name", "Value": "lsstctl stack cache"},
+                    {"Key": "lsstctl:project", "Value": "lsst-science-pipelines"},
+                ],
             )
         except ClientError as error:
             if error.response["Error"]["Code"] != "FileSystemAlreadyExists":
@@ -112,7 +121,10 @@ class EfsStackCache:
 
     def _mount_target(self, file_system_id: str, subnet: dict[str, Any]) -> dict[str, Any] | None:
         for target in self.efs.describe_mount_targets(FileSystemId=file_system_id)["MountTargets"]:
-            if target["SubnetId"] == subnet["SubnetId"] or target.get("AvailabilityZoneName") == subnet["AvailabilityZone"]:
+            if (
+                target["SubnetId"] == subnet["SubnetId"]
+                or target.get("AvailabilityZoneName") == subnet["AvailabilityZone"]
+            ):
                 return target
         return None
 
@@ -132,14 +144,17 @@ class EfsStackCache:
             raise TransientError(f"stack cache mount target is {state}; retrying")
 
     def _security_group(self, vpc_id: str) -> str:
-        found = self.ec2.describe_security_groups(Filters=[
-            {"Name": "group-name", "Values": [SECURITY_GROUP]}, {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"]
+        found = self.ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]}, {"Name": "vpc-id", "Values": [vpc_id]}]
+        )["SecurityGroups"]
         if found:
             return found[0]["GroupId"]
         cidr = self.ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
         try:
             group = self.ec2.create_security_group(
-                GroupName=SECURITY_GROUP, VpcId=vpc_id, Description="lsstctl stack cache: NFS from the cluster VPC",
+                GroupName=SECURITY_GROUP,
+                VpcId=vpc_id,
+                Description="lsstctl stack cache: NFS from the cluster VPC",
                 TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": CACHE_TAG, "Value": "true"}]}],
             )["GroupId"]
         except ClientError as error:
@@ -147,6 +162,8 @@ class EfsStackCache:
                 raise
             # A concurrent launch made it first; its ingress rule may not be there yet.
             raise TransientError("the stack cache's security group is being created; retrying") from error
-        self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "IpRanges": [{"CidrIp": cidr}]}])
+        self.ec2.authorize_security_group_ingress(
+            GroupId=group,
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "IpRanges": [{"CidrIp": cidr}]}],
+        )
         return group

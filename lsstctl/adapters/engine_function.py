@@ -8,6 +8,7 @@ or {"error": {"type", "message", "details", ...}} out, so that the control plane
 (ClusterConfigError with every validator message, AwsUnavailableError, AwsError) cross the
 function boundary whole instead of as Lambda's untyped FunctionError.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,27 @@ from lsstctl.adapters.aws import LazyClient, classify
 from lsstctl.errors import ControlPlaneError
 from lsstctl.ports import EngineCluster
 
-ENGINE_OPERATIONS = frozenset({
-    "create_cluster", "describe_cluster", "list_clusters", "stop_compute_fleet", "stop_head_node",
-    "start_head_node", "delete_cluster", "validate",
-})
+ENGINE_OPERATIONS = frozenset(
+    {
+        "create_cluster",
+        "describe_cluster",
+        "list_clusters",
+        "stop_compute_fleet",
+        "stop_head_node",
+        "start_head_node",
+        "delete_cluster",
+        "validate",
+    }
+)
 
 
 def _error_envelope(error: ControlPlaneError) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": type(error).__name__, "message": error.message, "field": error.field,
-                            "details": error.details}
+    body: dict[str, Any] = {
+        "type": type(error).__name__,
+        "message": error.message,
+        "field": error.field,
+        "details": error.details,
+    }
     for extra in ("aws_code", "operation", "retry_after_seconds"):
         if hasattr(error, extra):
             body[extra] = getattr(error, extra)
@@ -40,8 +53,11 @@ def _error_from(body: dict[str, Any]) -> ControlPlaneError:
     if not (isinstance(kind, type) and issubclass(kind, ControlPlaneError)):
         return ControlPlaneError(f"cluster engine: {message}")
     if issubclass(kind, (error_types.AwsUnavailableError, error_types.AwsError)):
-        extra = {"retry_after_seconds": body.get("retry_after_seconds")} if issubclass(
-            kind, error_types.AwsUnavailableError) else {}
+        extra = (
+            {"retry_after_seconds": body.get("retry_after_seconds")}
+            if issubclass(kind, error_types.AwsUnavailableError)
+            else {}
+        )
         return kind(message, aws_code=body.get("aws_code"), operation=body.get("operation"), **extra)
     return kind(message, field=body.get("field"), details=body.get("details"))
 
@@ -50,8 +66,12 @@ def serve(engine: Any, validator: Any, request: dict[str, Any]) -> dict[str, Any
     """The engine function's side: run one operation, answer in the envelope."""
     operation = request.get("operation")
     if operation not in ENGINE_OPERATIONS:
-        return _error_envelope(error_types.ValidationError(
-            f"unknown engine operation {operation!r}; expected one of {sorted(ENGINE_OPERATIONS)}", field="operation"))
+        return _error_envelope(
+            error_types.ValidationError(
+                f"unknown engine operation {operation!r}; expected one of {sorted(ENGINE_OPERATIONS)}",
+                field="operation",
+            )
+        )
     try:
         if operation == "list_clusters":
             return {"result": [asdict(c) for c in engine.list_clusters()]}
@@ -77,13 +97,17 @@ class FunctionClusterEngine:
         self.lambda_ = client
 
     def _invoke(self, operation: str, **fields: Any) -> Any:
-        response = self.lambda_.invoke(FunctionName=self._function, InvocationType="RequestResponse",
-                                       Payload=json.dumps({"operation": operation, **fields}).encode())
+        response = self.lambda_.invoke(
+            FunctionName=self._function,
+            InvocationType="RequestResponse",
+            Payload=json.dumps({"operation": operation, **fields}).encode(),
+        )
         payload = json.loads(response["Payload"].read() or b"null")
         if response.get("FunctionError"):
             # Killed, timed out or a bug: retried like any transient failure, then teardown.
             raise error_types.AwsUnavailableError(
-                f"cluster engine function failed in {operation}: {str(payload)[:300]}", operation=operation)
+                f"cluster engine function failed in {operation}: {str(payload)[:300]}", operation=operation
+            )
         if "error" in payload:
             raise _error_from(payload["error"])
         return payload["result"]

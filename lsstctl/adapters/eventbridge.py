@@ -1,4 +1,5 @@
 """EventPublisher on EventBridge: every lifecycle transition becomes an event."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ class EventBridgePublisher:
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
         response = self.client.put_events(
-            Entries=[{"Source": SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": self._bus}]
+            Entries=[
+                {"Source": SOURCE, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": self._bus}
+            ]
         )
         if response.get("FailedEntryCount"):
             raise RuntimeError(f"EventBridge rejected {detail_type}: {response['Entries']}")

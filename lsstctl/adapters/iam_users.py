@@ -3,6 +3,7 @@
 Create-or-converge: every step looks for what exists first, so a repeated or half-failed
 request ends with exactly one user, one policy and one working key stored in one secret.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ long as the record lives. Both writes are therefore repeated on transient failur
 than any API request may run (API Gateway gives up after 29 s) — so that even a process
 killed mid-request cannot strand a key.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,7 +27,7 @@ class IdempotencyStore(DynamoDBPersistenceLayer):
         retrying(lambda: super(IdempotencyStore, self)._delete_record(data_record))
 
     @staticmethod
-    def request_context(lambda_context: Any) -> "RequestDeadline":
+    def request_context(lambda_context: Any) -> RequestDeadline:
         return RequestDeadline(lambda_context)
 
 

@@ -1,11 +1,12 @@
 """What runs, for every cluster at once: one paginated, tag-filtered call per resource kind
 (never one call per cluster), grouped by ParallelCluster's cluster-name tag."""
+
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from lsstctl.adapters.aws import LazyClient
@@ -51,7 +52,7 @@ def _ended(instance: dict[str, Any], now: datetime) -> datetime | None:
     match = _TERMINATED_AT.search(instance.get("StateTransitionReason", ""))
     if not match:
         return now
-    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
 class Ec2Inventory:
@@ -120,6 +121,8 @@ class InstanceSizes:
             pages = self.ec2.get_paginator("describe_instance_types").paginate(InstanceTypes=missing)
             for page in pages:
                 for info in page.get("InstanceTypes", []):
-                    self._known[info["InstanceType"]] = (int(info["VCpuInfo"]["DefaultVCpus"]),
-                                                         int(info["MemoryInfo"]["SizeInMiB"]))
+                    self._known[info["InstanceType"]] = (
+                        int(info["VCpuInfo"]["DefaultVCpus"]),
+                        int(info["MemoryInfo"]["SizeInMiB"]),
+                    )
         return {t: self._known[t] for t in instance_types if t in self._known}

@@ -3,6 +3,7 @@ reading its log's tail need a shell on the cluster's head node (SSM), which the 
 not have. The API invokes the function with one of its two narrow actions (the function renders
 the command itself from the job's record: no script crosses the boundary), and errors come back
 as the control plane's own types (the handler's classified errors, by name)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ class JobStepsFunction:
 
     def _invoke(self, event: dict[str, Any]) -> Any:
         # (AWS's own failures of the call are classified where every error is: the route.)
-        response = self.client.invoke(FunctionName=self.function_name, InvocationType="RequestResponse",
-                                      Payload=json.dumps(event).encode())
+        response = self.client.invoke(
+            FunctionName=self.function_name, InvocationType="RequestResponse", Payload=json.dumps(event).encode()
+        )
         body = json.loads(response["Payload"].read() or b"null")
         if response.get("FunctionError"):
             raise _error_from(body if isinstance(body, dict) else {})
@@ -39,8 +41,11 @@ class JobStepsFunction:
 def _error_from(body: dict[str, Any]) -> ControlPlaneError:
     kind = getattr(error_types, str(body.get("errorType")), None)
     message = str(body.get("errorMessage") or "the job steps' function failed")
-    if isinstance(kind, type) and issubclass(kind, ControlPlaneError) and not issubclass(
-            kind, (error_types.AwsUnavailableError, error_types.AwsError)):
+    if (
+        isinstance(kind, type)
+        and issubclass(kind, ControlPlaneError)
+        and not issubclass(kind, (error_types.AwsUnavailableError, error_types.AwsError))
+    ):
         return kind(message)
     # An AWS failure over there, or a crash: worth a retry by the caller.
     return error_types.TransientError(f"job steps: {message}")

@@ -9,11 +9,13 @@ cluster reports CREATE_IN_PROGRESS until `provision_seconds` after its head node
 then CREATE_COMPLETE; deletion takes `delete_seconds` (the cost simulation uses both, on
 its own clock).
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -71,7 +73,7 @@ class LocalClusterEngine:
     ):
         self._provision_seconds = provision_seconds
         self._delete_seconds = delete_seconds
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.ec2 = ec2
         self.cloudformation = cloudformation
         self.dynamodb = dynamodb
@@ -131,13 +133,17 @@ class LocalClusterEngine:
         return self.describe_cluster(name)
 
     def stop_head_node(self, name: str) -> EngineCluster:
-        heads = [i["InstanceId"] for i in self._instances(name, node_type="HeadNode") if i["State"]["Name"] != "stopped"]
+        heads = [
+            i["InstanceId"] for i in self._instances(name, node_type="HeadNode") if i["State"]["Name"] != "stopped"
+        ]
         if heads:
             self.ec2.stop_instances(InstanceIds=heads)
         return self.describe_cluster(name)
 
     def start_head_node(self, name: str) -> EngineCluster:
-        heads = [i["InstanceId"] for i in self._instances(name, node_type="HeadNode") if i["State"]["Name"] == "stopped"]
+        heads = [
+            i["InstanceId"] for i in self._instances(name, node_type="HeadNode") if i["State"]["Name"] == "stopped"
+        ]
         if heads:
             self.ec2.start_instances(InstanceIds=heads)
         return self.describe_cluster(name)
@@ -155,11 +161,27 @@ class LocalClusterEngine:
             tags = {t["Key"]: t["Value"] for t in head.get("Tags", []) if not t["Key"].startswith("parallelcluster:")}
             tags.pop("Name", None)
             self.ec2.run_instances(
-                ImageId=head["ImageId"], InstanceType=instance_type, MinCount=count - len(running),
-                MaxCount=count - len(running), SubnetId=head["SubnetId"],
-                TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in {
-                    **tags, NAME_TAG: name, NODE_TYPE_TAG: "Compute", QUEUE_TAG: queue,
-                    RESOURCE_TAG: "cr1", "Name": "Compute"}.items()]}],
+                ImageId=head["ImageId"],
+                InstanceType=instance_type,
+                MinCount=count - len(running),
+                MaxCount=count - len(running),
+                SubnetId=head["SubnetId"],
+                TagSpecifications=[
+                    {
+                        "ResourceType": "instance",
+                        "Tags": [
+                            {"Key": k, "Value": v}
+                            for k, v in {
+                                **tags,
+                                NAME_TAG: name,
+                                NODE_TYPE_TAG: "Compute",
+                                QUEUE_TAG: queue,
+                                RESOURCE_TAG: "cr1",
+                                "Name": "Compute",
+                            }.items()
+                        ],
+                    }
+                ],
             )
             return count
         return len(running)
@@ -174,9 +196,9 @@ class LocalClusterEngine:
 
     def _deletion_due(self, name: str) -> datetime | None:
         try:
-            item = self.dynamodb.get_item(
-                TableName=fleet_table_name(name), Key={"Id": {"S": "LOCAL_DELETION"}}
-            ).get("Item")
+            item = self.dynamodb.get_item(TableName=fleet_table_name(name), Key={"Id": {"S": "LOCAL_DELETION"}}).get(
+                "Item"
+            )
         except ClientError as error:
             if _missing(error):
                 return None
@@ -242,18 +264,20 @@ class LocalClusterEngine:
             TableName=fleet_table_name(name),
             Item={
                 "Id": {"S": "COMPUTE_FLEET"},
-                "Data": {"M": {
-                    "status": {"S": status},
-                    "lastStatusUpdatedTime": {"S": self._clock().strftime("%Y-%m-%d %H:%M:%S.%f+00:00")},
-                }},
+                "Data": {
+                    "M": {
+                        "status": {"S": status},
+                        "lastStatusUpdatedTime": {"S": self._clock().strftime("%Y-%m-%d %H:%M:%S.%f+00:00")},
+                    }
+                },
             },
         )
 
     def _fleet_status(self, name: str) -> str | None:
         try:
-            item = self.dynamodb.get_item(
-                TableName=fleet_table_name(name), Key={"Id": {"S": "COMPUTE_FLEET"}}
-            ).get("Item")
+            item = self.dynamodb.get_item(TableName=fleet_table_name(name), Key={"Id": {"S": "COMPUTE_FLEET"}}).get(
+                "Item"
+            )
         except ClientError as error:
             if _missing(error):
                 return None
@@ -286,8 +310,16 @@ class LocalClusterEngine:
             raise RuntimeError(f"no ParallelCluster {PCLUSTER_VERSION} AMI for {os_name} in this region")
         return sorted(images, key=lambda i: i.get("CreationDate", ""))[-1]["ImageId"]
 
-    def _run(self, *, config: dict[str, Any], instance_type: str, subnet: str, count: int, tags: dict[str, str],
-             spot: bool = False) -> None:
+    def _run(
+        self,
+        *,
+        config: dict[str, Any],
+        instance_type: str,
+        subnet: str,
+        count: int,
+        tags: dict[str, str],
+        spot: bool = False,
+    ) -> None:
         self.ec2.run_instances(
             ImageId=self._image_id(config),
             InstanceType=instance_type,
@@ -329,13 +361,17 @@ class LocalClusterEngine:
                 AvailabilityZone=subnet["AvailabilityZone"],
                 Size=settings["Size"],
                 VolumeType=settings.get("VolumeType", "gp3"),
-                TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in volume_tags.items()]}],
+                TagSpecifications=[
+                    {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in volume_tags.items()]}
+                ],
             )
 
     def _ensure_min_compute(self, name: str, config: dict[str, Any], tags: dict[str, str]) -> None:
         for queue in config["Scheduling"]["SlurmQueues"]:
             for resource in queue["ComputeResources"]:
-                missing = resource.get("MinCount", 0) - len(self._instances(name, node_type="Compute", queue=queue["Name"]))
+                missing = resource.get("MinCount", 0) - len(
+                    self._instances(name, node_type="Compute", queue=queue["Name"])
+                )
                 if missing <= 0:
                     continue
                 itype = resource.get("InstanceType") or resource["Instances"][0]["InstanceType"]

@@ -20,11 +20,13 @@ runs in its own Lambda on ParallelCluster's layer (infra/control-plane.yaml); lo
 runs against the emulator for everything moto can follow (tests/integration/
 test_engine_contract.py says what that is).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from contextlib import suppress
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from lsstctl.adapters.aws import LazyClient, classify
 from lsstctl.adapters.pcluster_validation import ensure_event_loop, field_of, findings_error
@@ -57,15 +59,20 @@ def _call(operation: str, function: Callable[..., Any], **kwargs: Any) -> Any:
         behind = classify(error)  # an AWS failure ParallelCluster wrapped (AccessDenied, throttling...)
         if isinstance(behind, AwsUnavailableError) or status == 429 or (status >= 500 and behind is None):
             raise AwsUnavailableError(
-                f"ParallelCluster {operation}: {message}", aws_code=getattr(behind, "aws_code", None) or str(status),
-                operation=operation, retry_after_seconds=2 if status == 429 else None,
+                f"ParallelCluster {operation}: {message}",
+                aws_code=getattr(behind, "aws_code", None) or str(status),
+                operation=operation,
+                retry_after_seconds=2 if status == 429 else None,
             ) from error
         if status == 400 and field_of(error.content, "configuration_validation_errors"):
             raise findings_error(error.content) from error
         if status == 409:
             raise ConflictError(f"ParallelCluster {operation}: {message}") from error
-        raise AwsError(f"ParallelCluster {operation}: {message}", aws_code=getattr(behind, "aws_code", None)
-                       or str(status or "error"), operation=operation) from error
+        raise AwsError(
+            f"ParallelCluster {operation}: {message}",
+            aws_code=getattr(behind, "aws_code", None) or str(status or "error"),
+            operation=operation,
+        ) from error
     except ControlPlaneError:
         raise
     except Exception as error:  # an AWS failure on a path ParallelCluster did not wrap
@@ -99,9 +106,17 @@ class ParallelClusterEngine:
         if existing.status != "NOT_FOUND":
             return existing  # a retried step: the cluster it asked for is there
         with suppress(ConflictError):  # created by a concurrent attempt between our describe and create
-            _call("create_cluster", self._lib().create_cluster, cluster_name=name, cluster_configuration=config,
-                  region=self._region, suppress_validators=self._suppress or None,
-                  validation_failure_level="ERROR", rollback_on_failure=False, wait=False)
+            _call(
+                "create_cluster",
+                self._lib().create_cluster,
+                cluster_name=name,
+                cluster_configuration=config,
+                region=self._region,
+                suppress_validators=self._suppress or None,
+                validation_failure_level="ERROR",
+                rollback_on_failure=False,
+                wait=False,
+            )
         return self.describe_cluster(name)
 
     def describe_cluster(self, name: str) -> EngineCluster:
@@ -115,7 +130,8 @@ class ParallelClusterEngine:
         if status in {"CREATE_FAILED", "DELETE_FAILED", "UPDATE_FAILED"}:
             failures = described.get("failures") or []
             reason = "; ".join(f"{f.get('failureCode')}: {f.get('failureReason')}" for f in failures) or (
-                f"CloudFormation stack {described.get('cloudFormationStackStatus')}")
+                f"CloudFormation stack {described.get('cloudFormationStackStatus')}"
+            )
         head = described.get("headNode") or {}
         return EngineCluster(
             name=name,
@@ -131,7 +147,10 @@ class ParallelClusterEngine:
         token = None
         while True:
             page = _call("list_clusters", self._lib().list_clusters, region=self._region, next_token=token)
-            found += [EngineCluster(name=c["clusterName"], status=str(c.get("clusterStatus"))) for c in page.get("clusters", [])]
+            found += [
+                EngineCluster(name=c["clusterName"], status=str(c.get("clusterStatus")))
+                for c in page.get("clusters", [])
+            ]
             token = page.get("nextToken")
             if not token:
                 return found
@@ -144,15 +163,22 @@ class ParallelClusterEngine:
         if described.status not in FLEET_STATES:
             return described
         try:
-            _call("update_compute_fleet", self._lib().update_compute_fleet, cluster_name=name,
-                  status="STOP_REQUESTED", region=self._region)
+            _call(
+                "update_compute_fleet",
+                self._lib().update_compute_fleet,
+                cluster_name=name,
+                status="STOP_REQUESTED",
+                region=self._region,
+            )
         except _NotFound:
             return EngineCluster(name=name, status="NOT_FOUND")
         return self.describe_cluster(name)
 
     def stop_head_node(self, name: str) -> EngineCluster:
         """ParallelCluster has no call for it: the head node is an EC2 instance it tagged."""
-        heads = [i["instanceId"] for i in self._instances(name, "HeadNode") if i.get("state") not in {"stopped", "stopping"}]
+        heads = [
+            i["instanceId"] for i in self._instances(name, "HeadNode") if i.get("state") not in {"stopped", "stopping"}
+        ]
         if heads:
             self.ec2.stop_instances(InstanceIds=heads)
         return self.describe_cluster(name)
@@ -171,8 +197,11 @@ class ParallelClusterEngine:
         if described.status == "NOT_FOUND":
             self._remove_leftovers(name)
             return described
-        return EngineCluster(name=name, status="DELETE_IN_PROGRESS") if described.status.startswith(
-            "CREATE") else described
+        return (
+            EngineCluster(name=name, status="DELETE_IN_PROGRESS")
+            if described.status.startswith("CREATE")
+            else described
+        )
 
     # helpers ------------------------------------------------------------------------
     def _instances(self, name: str, node_type: str) -> list[dict[str, Any]]:
@@ -181,8 +210,14 @@ class ParallelClusterEngine:
         token = None
         while True:
             try:
-                page = _call("describe_cluster_instances", self._lib().describe_cluster_instances,
-                             cluster_name=name, region=self._region, node_type=node_type, next_token=token)
+                page = _call(
+                    "describe_cluster_instances",
+                    self._lib().describe_cluster_instances,
+                    cluster_name=name,
+                    region=self._region,
+                    node_type=node_type,
+                    next_token=token,
+                )
             except _NotFound:
                 return found
             found += page.get("instances", [])
@@ -193,16 +228,26 @@ class ParallelClusterEngine:
     def _remove_leftovers(self, name: str) -> None:
         """The stack is gone; nothing tagged with its name may keep billing."""
         with suppress(_NotFound):  # force=True: ParallelCluster terminates them without a stack
-            _call("delete_cluster_instances", self._lib().delete_cluster_instances, cluster_name=name,
-                  region=self._region, force=True)
+            _call(
+                "delete_cluster_instances",
+                self._lib().delete_cluster_instances,
+                cluster_name=name,
+                region=self._region,
+                force=True,
+            )
         tagged = [{"Name": f"tag:{NAME_TAG}", "Values": [name]}]
-        left = [i["InstanceId"]
-                for page in self.ec2.get_paginator("describe_instances").paginate(
-                    Filters=tagged + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}])
-                for r in page["Reservations"] for i in r["Instances"]]
+        left = [
+            i["InstanceId"]
+            for page in self.ec2.get_paginator("describe_instances").paginate(
+                Filters=tagged + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+            )
+            for r in page["Reservations"]
+            for i in r["Instances"]
+        ]
         if left:
             self.ec2.terminate_instances(InstanceIds=left)
         for page in self.ec2.get_paginator("describe_volumes").paginate(
-                Filters=tagged + [{"Name": "status", "Values": ["available"]}]):
+            Filters=tagged + [{"Name": "status", "Values": ["available"]}]
+        ):
             for volume in page["Volumes"]:
                 self.ec2.delete_volume(VolumeId=volume["VolumeId"])

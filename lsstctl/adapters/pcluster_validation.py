@@ -8,6 +8,7 @@ events on the default session, which their clients are built from): if AWS faile
 transiently, the verdict is not about the config. The dry run is repeated a few times,
 then the request answers 503 (AwsUnavailableError), never 400.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,8 @@ import json
 import os
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from lsstctl.adapters.aws import aws_failure, classify, is_transient, transient_code
 from lsstctl.errors import AwsError, AwsUnavailableError, ClusterConfigError, ControlPlaneError
@@ -79,8 +81,9 @@ class _AwsFailureWatch:
             if self._session_id == id(session):
                 return
             session.events.register("after-call", self._after_call, unique_id="lsstctl-validation-watch")
-            session.events.register("after-call-error", self._after_call_error,
-                                    unique_id="lsstctl-validation-watch-error")
+            session.events.register(
+                "after-call-error", self._after_call_error, unique_id="lsstctl-validation-watch-error"
+            )
             self._session_id = id(session)
 
     def _record(self, what: str) -> None:
@@ -127,8 +130,15 @@ def reset_pcluster_caches(force: bool = True) -> None:
 
 
 class PclusterConfigValidator:
-    def __init__(self, *, mode: str = "full", region: str, suppress: Iterable[str] = (),
-                 attempts: int = DRY_RUN_ATTEMPTS, sleep: Any = time.sleep):
+    def __init__(
+        self,
+        *,
+        mode: str = "full",
+        region: str,
+        suppress: Iterable[str] = (),
+        attempts: int = DRY_RUN_ATTEMPTS,
+        sleep: Any = time.sleep,
+    ):
         self._mode = mode
         self._region = region
         self._suppress = list(suppress)
@@ -194,7 +204,7 @@ class PclusterConfigValidator:
                 failures = list(seen)
                 _watch.stop()
             if attempt < self._attempts - 1:
-                self._sleep(0.2 * 2 ** attempt)
+                self._sleep(0.2 * 2**attempt)
         raise AwsUnavailableError(
             "ParallelCluster could not validate the config: AWS was unavailable or throttling "
             f"({', '.join(sorted(set(failures))[:5]) or 'transient error'}); retry after a pause",
@@ -228,8 +238,11 @@ class PclusterConfigValidator:
                     raise mapped from error
                 failure = aws_failure(error)
                 if failure:
-                    raise AwsError(f"ParallelCluster could not validate the config: {message}",
-                                   aws_code=failure[0], operation="validate") from error
+                    raise AwsError(
+                        f"ParallelCluster could not validate the config: {message}",
+                        aws_code=failure[0],
+                        operation="validate",
+                    ) from error
                 raise ControlPlaneError(f"ParallelCluster could not validate the config: {message}") from error
             raise findings_error(content) from error
         raise ClusterConfigError("ParallelCluster dry run returned without a verdict")

@@ -10,15 +10,17 @@ is us-east-1, whatever region the control plane runs in. Refresh the catalog wit
 which prints what changed and what AWS did not price, and writes nothing (exit 1) when
 anything is missing: a missing price must stay an error, never become $0.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import re
 import sys
-from datetime import date, datetime, timezone
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.pricing import (
@@ -48,8 +50,9 @@ class MissingPricesError(UnknownPriceError):
 
     code = "missing_prices"
 
-    def __init__(self, message: str, *, field: str | None = None, details: Any = None,
-                 catalog: PriceCatalog | None = None):
+    def __init__(
+        self, message: str, *, field: str | None = None, details: Any = None, catalog: PriceCatalog | None = None
+    ):
         super().__init__(message, field=field, details=details)
         self.catalog = catalog
 
@@ -166,25 +169,48 @@ class PriceListRefresher:
         return catalog
 
     def _instance_hourly(self, region: str, instance_type: str) -> float | None:
-        return self._max(self.products("AmazonEC2", _filters(
-            regionCode=region,
-            locationType="AWS Region",
-            instanceType=instance_type,
-            operatingSystem="Linux",
-            tenancy="Shared",
-            preInstalledSw="NA",
-            capacitystatus="Used",
-        )), "Hrs")
+        return self._max(
+            self.products(
+                "AmazonEC2",
+                _filters(
+                    regionCode=region,
+                    locationType="AWS Region",
+                    instanceType=instance_type,
+                    operatingSystem="Linux",
+                    tenancy="Shared",
+                    preInstalledSw="NA",
+                    capacitystatus="Used",
+                ),
+            ),
+            "Hrs",
+        )
 
     def _ebs_gb_month(self, region: str, volume_type: str) -> float | None:
-        return self._max(self.products("AmazonEC2", _filters(
-            regionCode=region, locationType="AWS Region", productFamily="Storage", volumeApiName=volume_type,
-        )), "GB-Mo")
+        return self._max(
+            self.products(
+                "AmazonEC2",
+                _filters(
+                    regionCode=region,
+                    locationType="AWS Region",
+                    productFamily="Storage",
+                    volumeApiName=volume_type,
+                ),
+            ),
+            "GB-Mo",
+        )
 
     def _efs_gb_month(self, region: str) -> float | None:
-        return self._max(self.products("AmazonEFS", _filters(
-            regionCode=region, productFamily="Storage", storageClass="General Purpose",
-        )), "GB-Mo")
+        return self._max(
+            self.products(
+                "AmazonEFS",
+                _filters(
+                    regionCode=region,
+                    productFamily="Storage",
+                    storageClass="General Purpose",
+                ),
+            ),
+            "GB-Mo",
+        )
 
     def _lustre(self, region: str) -> dict[str, float]:
         prices: dict[str, float] = {}
@@ -235,7 +261,7 @@ class SpotPrices:
         pages = client.get_paginator("describe_spot_price_history").paginate(
             InstanceTypes=sorted(set(instance_types)),
             ProductDescriptions=[SPOT_PRODUCT],
-            StartTime=datetime.now(timezone.utc),  # from now: the price in effect in each zone
+            StartTime=datetime.now(UTC),  # from now: the price in effect in each zone
         )
         for page in pages:
             for row in page.get("SpotPriceHistory", []):
@@ -284,10 +310,14 @@ def main(argv: Sequence[str] | None = None, *, refresher: PriceListRefresher | N
         description="Refresh the price catalog from the AWS Price List API (needs AWS credentials).",
     )
     parser.add_argument("--regions", nargs="+", help="default: the regions already in the catalog")
-    parser.add_argument("--instance-types", nargs="+",
-                        help="default: per region, the types already in the catalog (all of them for a new region)")
-    parser.add_argument("--catalog", type=Path,
-                        help="the current catalog (default: --output if it exists, else the shipped one)")
+    parser.add_argument(
+        "--instance-types",
+        nargs="+",
+        help="default: per region, the types already in the catalog (all of them for a new region)",
+    )
+    parser.add_argument(
+        "--catalog", type=Path, help="the current catalog (default: --output if it exists, else the shipped one)"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_CATALOG_PATH)
     args = parser.parse_args(argv)
 
@@ -317,9 +347,7 @@ def main(argv: Sequence[str] | None = None, *, refresher: PriceListRefresher | N
     kept = sorted(set(current.regions) - set(fetched))
     if kept:
         source += f" Regions not refreshed ({', '.join(kept)}) keep the prices of {current.as_of}."
-    refreshed = PriceCatalog(
-        as_of=date.today().isoformat(), source=source, regions={**current.regions, **fetched}
-    )
+    refreshed = PriceCatalog(as_of=date.today().isoformat(), source=source, regions={**current.regions, **fetched})
     changes = _changes(current, refreshed)
     print(f"Changes against {current_path} (as of {current.as_of}):")
     print("\n".join(changes) if changes else "  none")

@@ -1,12 +1,14 @@
 """Slack, through slack_sdk: the slash command's request signature (v0, the signing secret
 read from Secrets Manager and kept 5 minutes per container) and messages to response URLs and
 incoming webhooks (retried on connection errors, 429 and 5xx by slack_sdk's own handlers)."""
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, Callable
+from typing import Any
 
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -33,8 +35,9 @@ class _Clock(Clock):
 class SlackChat:
     secrets = LazyClient("secretsmanager")
 
-    def __init__(self, signing_secret_id: str, *, secrets: Any = None, now: Callable[[], float] = time.time,
-                 retries: int = 2):
+    def __init__(
+        self, signing_secret_id: str, *, secrets: Any = None, now: Callable[[], float] = time.time, retries: int = 2
+    ):
         self._secret_id = signing_secret_id
         self.secrets = secrets
         self._now = now
@@ -70,11 +73,15 @@ class SlackChat:
         """One message to a response URL or an incoming webhook. Slack's 429 and 5xx and lost
         connections are retried here, then are TransientError (the caller's retry); any other
         refusal is ChatDeliveryError (permanent: a revoked webhook, an expired response URL)."""
-        client = WebhookClient(url, timeout=10, retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=self._retries),
-            RateLimitErrorRetryHandler(max_retry_count=self._retries),
-            ServerErrorRetryHandler(max_retry_count=self._retries),
-        ])
+        client = WebhookClient(
+            url,
+            timeout=10,
+            retry_handlers=[
+                ConnectionErrorRetryHandler(max_retry_count=self._retries),
+                RateLimitErrorRetryHandler(max_retry_count=self._retries),
+                ServerErrorRetryHandler(max_retry_count=self._retries),
+            ],
+        )
         try:
             response = client.send_dict(message)
         except OSError as error:

@@ -1,4 +1,5 @@
 """Owner notifications (spend warnings, teardowns that need attention) on SNS."""
+
 from __future__ import annotations
 
 import json

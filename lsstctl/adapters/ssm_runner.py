@@ -1,4 +1,5 @@
 """RemoteRunner on SSM Run Command: AWS-RunShellScript, or a document of the control plane's own."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,9 @@ class SsmRunner:
         )
         return response["Command"]["CommandId"]
 
-    def run_document(self, instance_id: str, document: str, parameters: dict[str, str], *, comment: str,
-                     timeout_seconds: int = 120) -> str:
+    def run_document(
+        self, instance_id: str, document: str, parameters: dict[str, str], *, comment: str, timeout_seconds: int = 120
+    ) -> str:
         """Run one of the control plane's own Command documents (a fixed script: a role may
         be allowed that document and not AWS-RunShellScript)."""
         response = self.client.send_command(

@@ -1,5 +1,6 @@
 """WorkflowStarter on Step Functions. Execution names are deterministic, so a repeated
 trigger finds the execution it already started instead of starting a second one."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ class StepFunctionsStarter:
 
     def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
         try:
-            arn = self.client.start_execution(
-                stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
-            )["executionArn"]
+            arn = self.client.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload))[
+                "executionArn"
+            ]
             # This line joins the request (its id is bound) to the execution's own lines.
             logger.info("workflow started", extra={"execution": arn})
             return arn

@@ -5,6 +5,7 @@ A command line is split like a shell would (quotes group words); `run` keeps eve
 ` -- ` verbatim. Anything that does not parse is a `UsageError` whose text is one short usage
 line for that subcommand (or the command list), never a trace.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,13 @@ USAGE: dict[str, str] = {
 }
 # Commands answered at once (reads); the others start work and report to the response URL.
 READS = frozenset({"help", "status", "jobs", "cost", "quote"})
-UP_OPTIONS = {"size": "preset", "budget": "budget_usd", "idle": "idle_minutes", "lifetime": "max_lifetime_hours",
-              "stack": "stack_tag"}
+UP_OPTIONS = {
+    "size": "preset",
+    "budget": "budget_usd",
+    "idle": "idle_minutes",
+    "lifetime": "max_lifetime_hours",
+    "stack": "stack_tag",
+}
 _NAME = re.compile(CLUSTER_NAME_RE)
 _JOB = re.compile(r"^j-[0-9a-z-]{1,64}$")
 MAX_TEXT = 4000
@@ -159,14 +165,25 @@ def _quote(verb: str, args: list[str], _: str | None) -> Command:
     return Command(verb, size=args[0].lower(), hours=float(args[1]))
 
 
-_PARSERS = {"help": _help, "up": _up, "status": _maybe_named, "run": _run, "jobs": _named, "cancel": _cancel,
-            "cost": _maybe_named, "quote": _quote, "down": _named}
+_PARSERS = {
+    "help": _help,
+    "up": _up,
+    "status": _maybe_named,
+    "run": _run,
+    "jobs": _named,
+    "cancel": _cancel,
+    "cost": _maybe_named,
+    "quote": _quote,
+    "down": _named,
+}
 
 
 def help_text() -> str:
-    return "\n".join([f"*{COMMAND}* runs LSST Science Pipelines clusters in this team's AWS account:"]
-                     + [f"• `{COMMAND} {line}`" for line in USAGE.values()]
-                     + ["Sizes: `/lsst quote <size> <hours>` lists them; spend stops at the budget."])
+    return "\n".join(
+        [f"*{COMMAND}* runs LSST Science Pipelines clusters in this team's AWS account:"]
+        + [f"• `{COMMAND} {line}`" for line in USAGE.values()]
+        + ["Sizes: `/lsst quote <size> <hours>` lists them; spend stops at the budget."]
+    )
 
 
 def money(value: float | None) -> str:

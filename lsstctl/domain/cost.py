@@ -4,6 +4,7 @@ the guard must start teardown so that the budget is never crossed.
 Billing model (AWS's, for Linux): EC2 per second with a 60-second minimum from launch to
 termination; EBS, EFS and FSx per GB-month, prorated per second (see pricing.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -137,8 +138,16 @@ def thresholds_crossed(spend_usd: float, budget_usd: float, already: set[int]) -
     return [t for t in WARN_THRESHOLDS if used >= t and t not in already]
 
 
-def job_cost_usd(*, started_at: datetime | None, ended_at: datetime | None, now: datetime, node_count: int,
-                 cpus: int | None, node_hourly_usd: float, node_vcpus: int | None) -> float:
+def job_cost_usd(
+    *,
+    started_at: datetime | None,
+    ended_at: datetime | None,
+    now: datetime,
+    node_count: int,
+    cpus: int | None,
+    node_hourly_usd: float,
+    node_vcpus: int | None,
+) -> float:
     """What one job cost: the node-hours Slurm gave it (from its start to its end, or now),
     at its nodes' hourly price, times its share of those nodes (its CPUs over theirs; whole
     nodes when either is unknown). What no job used of a cluster's spend is idle."""
@@ -149,3 +158,50 @@ def job_cost_usd(*, started_at: datetime | None, ended_at: datetime | None, now:
     if cpus and node_vcpus:
         share = min(1.0, cpus / (node_count * node_vcpus))
     return node_hourly_usd * node_count * hours * share
+
+
+# The guard's measurements kept as a time series in the ledger (GET .../cost/history): at most
+# HISTORY_POINTS points; when full, the spacing doubles (a month at the guard's minute keeps
+# one point every 2-4 hours), and the latest measurement is always the last point.
+HISTORY_POINTS = 360
+
+
+def with_sample(
+    history: dict[str, Any] | None,
+    at: datetime,
+    spend_usd: float,
+    burn_usd_per_hour: float,
+    *,
+    max_points: int = HISTORY_POINTS,
+    first_step_seconds: int = 60,
+) -> dict[str, Any]:
+    """The history with one more measurement: {"step_seconds", "points": [[at, spend, burn]]}.
+    All points but the last are at least `step_seconds` apart; a repeated measurement (the
+    same `at`, a tick delivered twice) replaces the last point instead of adding one."""
+    step = int((history or {}).get("step_seconds") or first_step_seconds)
+    points: list[list[Any]] = [list(p) for p in (history or {}).get("points", [])]
+    sample = [at.isoformat(), round(spend_usd, 6), round(burn_usd_per_hour, 6)]
+    if points and datetime.fromisoformat(points[-1][0]) >= at:
+        points[-1] = sample if points[-1][0] == sample[0] else points[-1]
+        return {"step_seconds": step, "points": points}
+    # The last point stays only if it is a step after the one before it (else it was only
+    # "the latest" and the new sample takes that role).
+    if len(points) >= 2 and _seconds(points[-2], points[-1]) < step:
+        points.pop()
+    points.append(sample)
+    while len(points) > max_points:
+        step *= 2
+        points = _thinned(points, step)
+    return {"step_seconds": step, "points": points}
+
+
+def _seconds(a: list[Any], b: list[Any]) -> float:
+    return (datetime.fromisoformat(b[0]) - datetime.fromisoformat(a[0])).total_seconds()
+
+
+def _thinned(points: list[list[Any]], step: int) -> list[list[Any]]:
+    kept = [points[0]]
+    for point in points[1:-1]:
+        if _seconds(kept[-1], point) >= step:
+            kept.append(point)
+    return [*kept, points[-1]] if len(points) > 1 else kept

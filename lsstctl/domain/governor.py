@@ -18,10 +18,11 @@ tick are at most max(cap, nodes billing now), because the cap keeps the billing 
 first and drains the rest; static nodes (min_nodes) are never drained. The caps are chosen
 for the fleet once drained; the guard's budget rule, every pass, still counts what bills.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from lsstctl.domain.cost import TeardownTiming
 
@@ -106,8 +107,11 @@ def govern(
         allowed_usd_per_hour=max(0.0, allowed),
         capped=any(caps[q.name] < q.max_nodes for q in queues),
         # (a queue limited to no node by its owner is paused, not stalled)
-        stalled=(sum(caps.values()) == 0 and not any(q.running_hourly > 0 for q in queues)
-                 and any(q.max_nodes > 0 for q in queues)),
+        stalled=(
+            sum(caps.values()) == 0
+            and not any(q.running_hourly > 0 for q in queues)
+            and any(q.max_nodes > 0 for q in queues)
+        ),
     )
 
 

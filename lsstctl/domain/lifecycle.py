@@ -1,8 +1,10 @@
 """Cluster lifecycle rules: which transitions exist, which states still bill, and how a
 cluster's end stopped its jobs."""
+
 from __future__ import annotations
 
-from lsstctl.domain.models import Cluster, ClusterState as S
+from lsstctl.domain.models import Cluster
+from lsstctl.domain.models import ClusterState as S
 
 ALLOWED: dict[S, frozenset[S]] = {
     # requested -> deleted: a launch withdrawn before anything was created (its workflow

@@ -4,11 +4,12 @@ Pure pydantic, no AWS imports. Field-level checks here are the ones that belong 
 product (names, budgets, tags); ParallelCluster's own schema and validators judge the
 rendered cluster config (see adapters/pcluster_validation.py).
 """
+
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -32,11 +33,11 @@ def cluster_id(owner: str, name: str) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def from_iso(text: str) -> datetime:
@@ -73,7 +74,7 @@ class SharedStorageSpec(_Strict):
     size_gib: int = Field(100, ge=1, le=65536)
 
     @model_validator(mode="after")
-    def _fsx_capacity(self) -> "SharedStorageSpec":
+    def _fsx_capacity(self) -> SharedStorageSpec:
         if self.type == "fsx_lustre" and self.size_gib % 1200:
             raise ValueError("fsx_lustre size_gib must be a multiple of 1200")
         if self.mount_dir.rstrip("/") in {"", "/home", "/opt", "/usr", "/etc", "/var", "/tmp"}:
@@ -95,8 +96,11 @@ class ClusterSpec(_Strict):
     shared_storage: SharedStorageSpec = SharedStorageSpec()
     stack_tag: str = Field("v30_0_7", description="an EUPS tag of lsst_distrib")
     budget_usd: float = Field(gt=0, le=100_000)
-    project: str | None = Field(None, pattern=PROJECT_NAME_RE,
-                                description="a project (grant) whose budget this cluster also draws on; the owner must be a member")
+    project: str | None = Field(
+        None,
+        pattern=PROJECT_NAME_RE,
+        description="a project (grant) whose budget this cluster also draws on; the owner must be a member",
+    )
     idle_minutes: int = Field(60, ge=5, le=7 * 24 * 60)
     max_lifetime_hours: float = Field(24, gt=0, le=30 * 24)
 
@@ -106,7 +110,8 @@ class ClusterSpec(_Strict):
         if not re.match(STACK_TAG_RE, value):
             raise ValueError(
                 f"'{value}' is not an lsst_distrib tag: use a release (v30_0_7, v29_1_0_rc1), a weekly "
-                "(w_2026_47), a daily (d_2026_11_02) or w_latest")
+                "(w_2026_47), a daily (d_2026_11_02) or w_latest"
+            )
         return value
 
     @model_validator(mode="before")
@@ -150,7 +155,7 @@ class ClusterChange(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _something(self) -> "ClusterChange":
+    def _something(self) -> ClusterChange:
         if not self.model_fields_set:
             raise ValueError("name at least one of budget_usd, max_lifetime_hours, idle_minutes, max_nodes")
         for name in self.model_fields_set:
@@ -226,14 +231,14 @@ class Cluster(BaseModel):
     node_limits: dict[str, int] | None = None
 
     @model_validator(mode="after")
-    def _derived_id(self) -> "Cluster":
+    def _derived_id(self) -> Cluster:
         expected = cluster_id(self.owner, self.name)
         if self.id and self.id != expected:
             raise ValueError(f"cluster id {self.id!r} is not the id of {self.owner}/{self.name}")
         self.id = expected
         return self
 
-    def entered(self, state: "ClusterState") -> datetime | None:
+    def entered(self, state: ClusterState) -> datetime | None:
         """When this generation first entered `state` (None: never)."""
         times = [t.at for t in self.history if t.state == state.value]
         return from_iso(times[0]) if times else None
@@ -264,8 +269,11 @@ class PipetaskSpec(_Strict):
 
     butler: str = Field(min_length=1, max_length=1024, description="-b: Butler repository")
     pipeline: str = Field(min_length=1, max_length=1024, description="-p: pipeline YAML (a path or URI)")
-    subset: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
-                               description="a labelled subset or task of the pipeline (pipeline#subset)")
+    subset: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="a labelled subset or task of the pipeline (pipeline#subset)",
+    )
     inputs: list[str] = Field(min_length=1, max_length=50, description="-i: input collections")
     output: str = Field(min_length=1, max_length=1024, description="-o: output collection")
     data_query: str | None = Field(None, max_length=10_000, description="-d: data query")
@@ -280,15 +288,22 @@ class BpsSpec(_Strict):
     pipeline: str = Field(min_length=1, max_length=1024, description="pipelineYaml")
     subset: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="pipeline#subset")
     inputs: list[str] = Field(min_length=1, max_length=50, description="inCollection")
-    output: str | None = Field(None, min_length=1, max_length=1024,
-                               description="the output collection (bps default: u/<operator>/<payloadName>)")
+    output: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="the output collection (bps default: u/<operator>/<payloadName>)",
+    )
     data_query: str | None = Field(None, max_length=10_000, description="dataQuery")
     payload_name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="payloadName")
     pilot_nodes: int = Field(1, ge=1, le=1000, description="nodes of each parsl pilot (Slurm) job")
     cores_per_node: int = Field(1, ge=1, le=1024, description="quanta run at once per pilot node")
     pilot_walltime_minutes: int = Field(60, ge=1, le=14 * 24 * 60)
-    exclusive_pilots: bool = Field(False, description="pilots take whole nodes (parsl's default); by default they take "
-                                                      "cores_per_node CPUs and share nodes, with the submitting job too")
+    exclusive_pilots: bool = Field(
+        False,
+        description="pilots take whole nodes (parsl's default); by default they take "
+        "cores_per_node CPUs and share nodes, with the submitting job too",
+    )
     config: dict[str, Any] = Field({}, description="other ctrl_bps settings, written into the submit YAML as given")
 
 
@@ -314,7 +329,7 @@ class JobSpec(_Strict):
     array: str | None = Field(None, pattern=ARRAY_RE, description="--array, for command jobs (e.g. 0-9%2)")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "JobSpec":
+    def _one_kind(self) -> JobSpec:
         given = [k for k in ("command", "pipetask", "bps") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'command', 'pipetask' or 'bps'")
@@ -376,7 +391,7 @@ class Job(BaseModel):
     history: list[Transition] = []
 
     @model_validator(mode="after")
-    def _derived_cluster_id(self) -> "Job":
+    def _derived_cluster_id(self) -> Job:
         self.cluster_id = cluster_id(self.owner, self.cluster)
         return self
 
@@ -422,7 +437,7 @@ class ProjectSpec(_Strict):
         return sorted(set(value))
 
     @model_validator(mode="after")
-    def _period(self) -> "ProjectSpec":
+    def _period(self) -> ProjectSpec:
         if (self.starts is None) != (self.ends is None):
             raise ValueError("give both starts and ends (fixed dates), or neither (each calendar month)")
         if self.starts is not None and self.ends is not None and self.ends <= self.starts:

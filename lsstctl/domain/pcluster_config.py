@@ -1,4 +1,5 @@
 """Render a ParallelCluster v3 cluster configuration from a ClusterSpec (pure)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -51,8 +52,16 @@ def _shared_storage(spec: ClusterSpec) -> dict[str, Any]:
 
 
 def render_cluster_config(
-    spec: ClusterSpec, *, owner: str, subnet_id: str, key_name: str, archive_bucket: str, archive_prefix: str,
-    metrics_policy_arn: str, cluster_id: str, stack_cache_file_system_id: str | None = None,
+    spec: ClusterSpec,
+    *,
+    owner: str,
+    subnet_id: str,
+    key_name: str,
+    archive_bucket: str,
+    archive_prefix: str,
+    metrics_policy_arn: str,
+    cluster_id: str,
+    stack_cache_file_system_id: str | None = None,
 ) -> dict[str, Any]:
     """The ParallelCluster v3 config as a dict (what pcluster.lib accepts).
 
@@ -104,11 +113,20 @@ def render_cluster_config(
             "SlurmSettings": {"ScaledownIdletime": 10},
             "SlurmQueues": queues,
         },
-        "SharedStorage": [_shared_storage(spec)] + ([{
-            # The account's stack cache: an existing file system, never deleted with the cluster.
-            "MountDir": STACK_CACHE_MOUNT, "Name": "stackcache", "StorageType": "Efs",
-            "EfsSettings": {"FileSystemId": stack_cache_file_system_id},
-        }] if stack_cache_file_system_id else []),
+        "SharedStorage": [_shared_storage(spec)]
+        + (
+            [
+                {
+                    # The account's stack cache: an existing file system, never deleted with the cluster.
+                    "MountDir": STACK_CACHE_MOUNT,
+                    "Name": "stackcache",
+                    "StorageType": "Efs",
+                    "EfsSettings": {"FileSystemId": stack_cache_file_system_id},
+                }
+            ]
+            if stack_cache_file_system_id
+            else []
+        ),
         "Tags": tags,
     }
 

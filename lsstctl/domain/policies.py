@@ -4,6 +4,7 @@ A user may call the control plane's API, open SSM sessions only on instances tag
 theirs, and read only their own archived results. Nothing else: no EC2 launches, no IAM,
 no access to other users' clusters or data.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -70,12 +71,17 @@ def head_node_metrics_policy() -> dict[str, Any]:
     one head node cannot take another cluster's name."""
     return {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "QueueDepthOfOwnClusterOnly",
-            "Effect": "Allow",
-            "Action": "cloudwatch:PutMetricData",
-            "Resource": "*",
-            "Condition": {"StringEquals": {
-                "cloudwatch:namespace": f"{QUEUE_DEPTH_NAMESPACE_PREFIX}/${{aws:PrincipalTag/{CLUSTER_TAG}}}"}},
-        }],
+        "Statement": [
+            {
+                "Sid": "QueueDepthOfOwnClusterOnly",
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "cloudwatch:namespace": f"{QUEUE_DEPTH_NAMESPACE_PREFIX}/${{aws:PrincipalTag/{CLUSTER_TAG}}}"
+                    }
+                },
+            }
+        ],
     }

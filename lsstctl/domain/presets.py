@@ -15,6 +15,7 @@ A spec names a preset and overrides any top-level field: `{"preset": "medium", "
 "rc2", "budget_usd": 200, "queues": [...]}` keeps the preset's head node and storage and
 uses its own queues.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,26 +45,43 @@ class Preset:
 
 
 def _queue(name: str, instance_type: str, max_nodes: int, capacity: str) -> dict[str, Any]:
-    return {"name": name, "instance_types": [instance_type], "min_nodes": 0, "max_nodes": max_nodes,
-            "capacity_type": capacity}
+    return {
+        "name": name,
+        "instance_types": [instance_type],
+        "min_nodes": 0,
+        "max_nodes": max_nodes,
+        "capacity_type": capacity,
+    }
 
 
 def _sizes() -> dict[str, Preset]:
     efs = {"type": "efs", "mount_dir": "/shared", "size_gib": EFS_ESTIMATE_GIB}
     base = {
-        "small": ("t3.medium", [("compute", "m6i.xlarge", 4)],
-                  "try a pipeline: up to 16 vCPUs at 4 GiB each (pipelines_check, a few detectors)"),
-        "medium": ("m6i.large", [("compute", "m6i.2xlarge", 8), ("highmem", "r6i.xlarge", 2)],
-                   "a tract or a night: up to 64 vCPUs at 4 GiB, and 2 nodes for 30 GB steps"),
-        "large": ("m6i.xlarge", [("compute", "m6i.4xlarge", 32), ("highmem", "r6i.2xlarge", 8)],
-                  "a survey subset: up to 512 vCPUs at 4 GiB, and 8 nodes for 30 GB steps (two each)"),
+        "small": (
+            "t3.medium",
+            [("compute", "m6i.xlarge", 4)],
+            "try a pipeline: up to 16 vCPUs at 4 GiB each (pipelines_check, a few detectors)",
+        ),
+        "medium": (
+            "m6i.large",
+            [("compute", "m6i.2xlarge", 8), ("highmem", "r6i.xlarge", 2)],
+            "a tract or a night: up to 64 vCPUs at 4 GiB, and 2 nodes for 30 GB steps",
+        ),
+        "large": (
+            "m6i.xlarge",
+            [("compute", "m6i.4xlarge", 32), ("highmem", "r6i.2xlarge", 8)],
+            "a survey subset: up to 512 vCPUs at 4 GiB, and 8 nodes for 30 GB steps (two each)",
+        ),
     }
     presets: dict[str, Preset] = {}
     for name, (head, queues, about) in base.items():
         for capacity, suffix, note in (("ondemand", "", ""), ("spot", "-spot", "; compute on spot")):
             presets[name + suffix] = Preset(
-                name=name + suffix, description=about + note, head_node_type=head,
-                queues=tuple(_queue(q, t, n, capacity) for q, t, n in queues), shared_storage=efs,
+                name=name + suffix,
+                description=about + note,
+                head_node_type=head,
+                queues=tuple(_queue(q, t, n, capacity) for q, t, n in queues),
+                shared_storage=efs,
             )
     return presets
 
@@ -79,12 +97,19 @@ def preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
-def hourly_prices(catalog: PriceCatalog, region: str, head_node_type: str, queues: list[dict[str, Any]],
-                  shared_storage: dict[str, Any]) -> dict[str, float]:
+def hourly_prices(
+    catalog: PriceCatalog,
+    region: str,
+    head_node_type: str,
+    queues: list[dict[str, Any]],
+    shared_storage: dict[str, Any],
+) -> dict[str, float]:
     """USD per hour at rest (head node and storage, no compute node) and at full size
     (every queue at max_nodes). Spot is priced as on-demand: what it can cost at most."""
-    storage_hourly = gb_month_to_hourly(catalog.shared_storage_gb_month(region, shared_storage.get("type", "ebs")),
-                                        float(shared_storage.get("size_gib", 100)))
+    storage_hourly = gb_month_to_hourly(
+        catalog.shared_storage_gb_month(region, shared_storage.get("type", "ebs")),
+        float(shared_storage.get("size_gib", 100)),
+    )
     at_rest = catalog.instance_hourly(region, head_node_type) + storage_hourly
     compute = catalog.full_size_compute_hourly(region, [(q["max_nodes"], q["instance_types"]) for q in queues])
     return {"at_rest_usd_per_hour": round(at_rest, 4), "full_size_usd_per_hour": round(at_rest + compute, 4)}

@@ -6,16 +6,18 @@ account by `python -m lsstctl.adapters.price_list`. Tests price against the same
 A price the catalog lacks is an error, never $0: a budget guard that reads $0 for an
 unknown instance type would let that cluster spend without limit.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from lsstctl.errors import ControlPlaneError
 
@@ -174,9 +176,7 @@ class PriceCatalog:
         type; spot priced as on-demand: an upper bound."""
         return sum(max_nodes * max(self.instance_hourly(region, t) for t in types) for max_nodes, types in queues)
 
-    def _lookup(
-        self, region: str, what: str, item: str, table: Callable[[RegionPrices], Mapping[str, float]]
-    ) -> float:
+    def _lookup(self, region: str, what: str, item: str, table: Callable[[RegionPrices], Mapping[str, float]]) -> float:
         prices = self.regions.get(region)
         price = table(prices).get(item) if prices is not None else None
         if price is None:

@@ -14,6 +14,7 @@ names are unique in an account whatever their path, so the key is the ARN withou
 (`arn:aws:iam::<account>:user/<name>`, `arn:aws:iam::<account>:role/<name>`); every
 session of a role has the role's key.
 """
+
 from __future__ import annotations
 
 import re
@@ -109,7 +110,7 @@ class Registration(BaseModel):
     registered_at: str
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Registration":
+    def _consistent(self) -> Registration:
         if self.trust_session_name and self.kind != "role":
             raise ValueError("only a role's session name can be trusted")
         if not self.trust_session_name and not self.owner:
@@ -127,7 +128,8 @@ class RegistrationSpec(BaseModel):
     arn: str = Field(description="the role's ARN, arn:aws:iam::<account>:role[/path]/<name>")
     owner: str | None = Field(None, description="the owner every session of the role acts as")
     trust_session_name: bool = Field(
-        False, description="the session name is the person (only for federation an admin vouches for)")
+        False, description="the session name is the person (only for federation an admin vouches for)"
+    )
 
     @field_validator("arn")
     @classmethod
@@ -145,7 +147,7 @@ class RegistrationSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_way(self) -> "RegistrationSpec":
+    def _one_way(self) -> RegistrationSpec:
         if self.trust_session_name == bool(self.owner):
             raise ValueError("give either owner or trust_session_name: true")
         return self

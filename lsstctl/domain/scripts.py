@@ -1,5 +1,6 @@
 """Shell scripts sent to the head node (SSM Run Command). Pure rendering; every value
 that reaches a shell is quoted with shlex."""
+
 from __future__ import annotations
 
 import base64
@@ -143,6 +144,7 @@ QUEUE_DEPTH_METRIC = "QueueDepth"
 def queue_depth_namespace(cluster: str) -> str:
     return f"{QUEUE_DEPTH_NAMESPACE_PREFIX}/{cluster}"
 
+
 PUBLISHER_TEMPLATE = r"""# Queue-depth publisher: every minute, pending + running Slurm jobs go to CloudWatch, where
 # the cluster's idle alarm watches them (no data at all counts as idle: a dead head node).
 mkdir -p {bin_dir} {cron_dir}
@@ -164,8 +166,11 @@ def render_publisher_install(*, cluster: str, region: str, node_root: str = "") 
     root = node_root.rstrip("/")
     # On AWS every job of the head node's Slurm is the cluster's. The emulator's one Slurm
     # serves every emulated head node: count only the jobs working under this node's root.
-    depth_command = (f"squeue -h -t PENDING,RUNNING -o %Z | grep -c {shlex.quote('^' + root + '/')} || true" if root
-                     else "squeue -h -t PENDING,RUNNING -o %i | wc -l")
+    depth_command = (
+        f"squeue -h -t PENDING,RUNNING -o %Z | grep -c {shlex.quote('^' + root + '/')} || true"
+        if root
+        else "squeue -h -t PENDING,RUNNING -o %i | wc -l"
+    )
     return PUBLISHER_TEMPLATE.format(
         depth_command=depth_command,
         bin_dir=shlex.quote(f"{root}/opt/lsstctl/bin"),
@@ -216,12 +221,21 @@ def _command_document(description: str, step: str, script: str, **parameters: di
         "schemaVersion": "2.2",
         "description": description,
         "parameters": {
-            "nodeRoot": {"type": "String", "default": "", "allowedPattern": "^(/[A-Za-z0-9._/-]*)?$",
-                         "description": "Prefix of system paths (the local emulator's head nodes); empty on AWS."},
+            "nodeRoot": {
+                "type": "String",
+                "default": "",
+                "allowedPattern": "^(/[A-Za-z0-9._/-]*)?$",
+                "description": "Prefix of system paths (the local emulator's head nodes); empty on AWS.",
+            },
             **parameters,
         },
-        "mainSteps": [{"action": "aws:runShellScript", "name": step,
-                       "inputs": {"runCommand": script.splitlines(), "timeoutSeconds": "60"}}],
+        "mainSteps": [
+            {
+                "action": "aws:runShellScript",
+                "name": step,
+                "inputs": {"runCommand": script.splitlines(), "timeoutSeconds": "60"},
+            }
+        ],
     }
 
 
@@ -229,7 +243,9 @@ def queue_probe_document() -> dict[str, object]:
     """The SSM Command document that runs QUEUE_PROBE_SCRIPT."""
     return _command_document(
         "lsstctl: count pending and running Slurm jobs on a head node; keep its queue-depth publisher running.",
-        "probe", QUEUE_PROBE_SCRIPT)
+        "probe",
+        QUEUE_PROBE_SCRIPT,
+    )
 
 
 @dataclass(frozen=True)
@@ -265,15 +281,28 @@ def demo_dir(shared_dir: str) -> str:
     return f"{shared_dir.rstrip('/')}/{DEMO_SUBDIR}"
 
 
-def render_install_script(*, shared_dir: str, tag: str, installer_url: str, log_uri: str = "",
-                          timeout_seconds: int = 3 * 3600, retention_days: int = 30,
-                          demo_in: str | None = None, run_as: str = "root") -> str:
+def render_install_script(
+    *,
+    shared_dir: str,
+    tag: str,
+    installer_url: str,
+    log_uri: str = "",
+    timeout_seconds: int = 3 * 3600,
+    retention_days: int = 30,
+    demo_in: str | None = None,
+    run_as: str = "root",
+) -> str:
     """`shared_dir`: where stacks live (a cluster's shared storage, or the stack cache);
     `log_uri`: where the install log is copied (s3://...; empty: kept on the head node only);
     `demo_in`: the cluster's shared storage, where a demo Butler repository is made (owned by
     `run_as`, who runs the jobs); None: none."""
-    demo = DEMO_REPO_TEMPLATE.format(demo_dir=shlex.quote(demo_dir(demo_in)), inputs=DEMO_INPUTS,
-                                     run_as=shlex.quote(run_as)) if demo_in else "demo_repo() { :; }\n"
+    demo = (
+        DEMO_REPO_TEMPLATE.format(
+            demo_dir=shlex.quote(demo_dir(demo_in)), inputs=DEMO_INPUTS, run_as=shlex.quote(run_as)
+        )
+        if demo_in
+        else "demo_repo() { :; }\n"
+    )
     return INSTALL_TEMPLATE.format(
         demo_repo=demo.rstrip("\n"),
         stack_dir=shlex.quote(stack_dir(shared_dir, tag)),
@@ -295,8 +324,15 @@ def pipetask_argv(spec: JobSpec, graph: str) -> list[str]:
     value), the quantum graph saved to `graph` for the middleware's report."""
     assert spec.pipetask is not None
     p = spec.pipetask
-    argv = ["pipetask", "run", f"--butler-config={p.butler}", f"--pipeline={_pipeline_uri(p.pipeline, p.subset)}",
-            f"--output={p.output}", f"--processes={spec.cores}", f"--save-qgraph={graph}"]
+    argv = [
+        "pipetask",
+        "run",
+        f"--butler-config={p.butler}",
+        f"--pipeline={_pipeline_uri(p.pipeline, p.subset)}",
+        f"--output={p.output}",
+        f"--processes={spec.cores}",
+        f"--save-qgraph={graph}",
+    ]
     argv += [f"--input={collection}" for collection in p.inputs]
     if p.data_query:
         argv.append(f"--data-query={p.data_query}")
@@ -323,8 +359,12 @@ def render_bps_config(spec: JobSpec, *, job_id: str, out_dir: str) -> str:
     clash = sorted(BPS_RESERVED & set(b.config))
     if clash:
         raise ValueError(f"bps.config may not set {clash}: they come from the bps fields")
-    payload: dict[str, object] = {"payloadName": b.payload_name, "butlerConfig": b.butler,
-                                  "inCollection": ",".join(b.inputs), "dataQuery": b.data_query or ""}
+    payload: dict[str, object] = {
+        "payloadName": b.payload_name,
+        "butlerConfig": b.butler,
+        "inCollection": ",".join(b.inputs),
+        "dataQuery": b.data_query or "",
+    }
     if b.output:
         payload["output"] = b.output
     options = [f"#SBATCH --comment={bps_comment(job_id)}"]
@@ -340,9 +380,15 @@ def render_bps_config(spec: JobSpec, *, job_id: str, out_dir: str) -> str:
         "submitPath": f"{out_dir}/submit/{{outputRun}}",
         "wmsServiceClass": "lsst.ctrl.bps.parsl.ParslService",
         "computeSite": "slurm",
-        "site": {"slurm": {"class": "lsst.ctrl.bps.parsl.sites.Slurm", "nodes": b.pilot_nodes,
-                           "cores_per_node": b.cores_per_node, "walltime": f"{hours:02d}:{minutes:02d}:00",
-                           "scheduler_options": "\n".join(options)}},
+        "site": {
+            "slurm": {
+                "class": "lsst.ctrl.bps.parsl.sites.Slurm",
+                "nodes": b.pilot_nodes,
+                "cores_per_node": b.cores_per_node,
+                "walltime": f"{hours:02d}:{minutes:02d}:00",
+                "scheduler_options": "\n".join(options),
+            }
+        },
     }
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
@@ -402,10 +448,15 @@ def _job_body(spec: JobSpec, *, job_id: str, out: str) -> list[str]:
         REPORT_QUANTA,
         QUANTA_FAILED,
         f"echo {encoded} | base64 -d > {q_out}/bps.yaml",
-        *([] if spec.bps.exclusive_pilots else [
-            "# parsl asks for whole nodes (--exclusive); this job holds a CPU of one, so on a queue of one",
-            "# node its pilots would wait forever. Pilots take the CPUs they ask for and share nodes.",
-            "export SBATCH_EXCLUSIVE=oversubscribe"]),
+        *(
+            []
+            if spec.bps.exclusive_pilots
+            else [
+                "# parsl asks for whole nodes (--exclusive); this job holds a CPU of one, so on a queue of one",
+                "# node its pilots would wait forever. Pilots take the CPUs they ask for and share nodes.",
+                "export SBATCH_EXCLUSIVE=oversubscribe",
+            ]
+        ),
         "status=0",
         f"bps submit {q_out}/bps.yaml || status=$?",
         f"graph=$(find {q_out}/submit -name '*.qg' 2>/dev/null | head -n 1 || true)",
@@ -422,7 +473,7 @@ def _seen_from_head_node(path: str, mount_dir: str, shared_dir: str) -> str:
     node sees it (`shared_dir`: the same on AWS; under the emulated node's root locally)."""
     mount = mount_dir.rstrip("/")
     if path == mount or path.startswith(mount + "/"):
-        return shared_dir.rstrip("/") + path[len(mount):]
+        return shared_dir.rstrip("/") + path[len(mount) :]
     return path
 
 
@@ -436,8 +487,15 @@ def _mapped(spec: JobSpec, mount_dir: str | None, shared_dir: str) -> JobSpec:
     return spec.model_copy(update={"pipetask" if spec.pipetask else "bps": kind.model_copy(update=paths)})
 
 
-def render_sbatch_script(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, stack_root: str | None = None,
-                         mount_dir: str | None = None) -> str:
+def render_sbatch_script(
+    spec: JobSpec,
+    *,
+    job_id: str,
+    shared_dir: str,
+    tag: str,
+    stack_root: str | None = None,
+    mount_dir: str | None = None,
+) -> str:
     """The batch script. The job runs with the installed stack set up, in its own output
     directory under shared storage (which teardown archives to S3). Every value from the
     user is either validated to a plain form (names, numbers) or quoted by shlex. Paths on
@@ -489,14 +547,23 @@ OS_DEFAULT_USER = {
 }
 
 
-def render_submit_command(spec: JobSpec, *, job_id: str, shared_dir: str, tag: str, run_as: str = "root",
-                          stack_root: str | None = None, mount_dir: str | None = None) -> str:
+def render_submit_command(
+    spec: JobSpec,
+    *,
+    job_id: str,
+    shared_dir: str,
+    tag: str,
+    run_as: str = "root",
+    stack_root: str | None = None,
+    mount_dir: str | None = None,
+) -> str:
     """Write the batch script next to the job's outputs and submit it as `run_as`; prints
     the Slurm id. Re-running it for the same job id returns the existing Slurm job, even
     when two deliveries run at once (a lock serialises them): one job, one Slurm job."""
     out = job_output_dir(shared_dir, job_id)
-    script = render_sbatch_script(spec, job_id=job_id, shared_dir=shared_dir, tag=tag, stack_root=stack_root,
-                                  mount_dir=mount_dir)
+    script = render_sbatch_script(
+        spec, job_id=job_id, shared_dir=shared_dir, tag=tag, stack_root=stack_root, mount_dir=mount_dir
+    )
     # base64 carries any user text intact: no heredoc delimiter or quote can end it early.
     encoded = base64.b64encode(script.encode()).decode()
     q_out = shlex.quote(out)
@@ -571,14 +638,16 @@ def render_log_tail_command(out_dir: str, lines: int) -> str:
     if not 1 <= lines <= LOG_TAIL_MAX_LINES:
         raise ValueError(f"lines must be 1 to {LOG_TAIL_MAX_LINES}")
     q_out = shlex.quote(out_dir)
-    return "\n".join([
-        "set -u",
-        f"cd {q_out} 2>/dev/null || {{ echo 'no output directory yet' >&2; exit 3; }}",
-        "shopt -s nullglob",
-        "logs=(slurm-*.out)",
-        '[ "${#logs[@]}" -gt 0 ] || { echo "no log yet" >&2; exit 3; }',
-        f'tail -q -n {lines} -- "${{logs[@]}}" | cut -c1-{LOG_LINE_MAX_CHARS} | tail -n {lines}',
-    ])
+    return "\n".join(
+        [
+            "set -u",
+            f"cd {q_out} 2>/dev/null || {{ echo 'no output directory yet' >&2; exit 3; }}",
+            "shopt -s nullglob",
+            "logs=(slurm-*.out)",
+            '[ "${#logs[@]}" -gt 0 ] || { echo "no log yet" >&2; exit 3; }',
+            f'tail -q -n {lines} -- "${{logs[@]}}" | cut -c1-{LOG_LINE_MAX_CHARS} | tail -n {lines}',
+        ]
+    )
 
 
 def render_cancel_command(slurm_job_id: str, job_id: str) -> str:
@@ -587,12 +656,14 @@ def render_cancel_command(slurm_job_id: str, job_id: str) -> str:
     if not slurm_job_id.isdigit():
         raise ValueError(f"not a Slurm job id: {slurm_job_id!r}")
     comment = shlex.quote(bps_comment(job_id))
-    return "\n".join([
-        "set -u",
-        f"scancel {slurm_job_id}",
-        f"squeue -h -o '%i %k' | awk -v c={comment} '$2 == c {{ print $1 }}' | xargs -r scancel",
-        "echo cancelled",
-    ])
+    return "\n".join(
+        [
+            "set -u",
+            f"scancel {slurm_job_id}",
+            f"squeue -h -o '%i %k' | awk -v c={comment} '$2 == c {{ print $1 }}' | xargs -r scancel",
+            "echo cancelled",
+        ]
+    )
 
 
 def render_end_jobs_command(*, pending: list[str], running: list[str], signal: str = "TERM") -> str:
@@ -739,7 +810,8 @@ def parse_job_status(output: str) -> SlurmJob | None:
         nodes=str(worst["nodes"]) if worst.get("nodes") else None,
         partition=str(worst["partition"]) if worst.get("partition") else None,
         quanta={k: int(quanta.get(k, 0)) for k in ("expected", "succeeded", "failed", "blocked")}
-        if isinstance(quanta, dict) else None,
+        if isinstance(quanta, dict)
+        else None,
         source=data.get("source"),
     )
 
@@ -796,7 +868,7 @@ EOF
   fi
 done
 printf '{"applied": true, "drained": %%d, "resumed": %%d}\n' "$drained" "$resumed"
-""" % {"reason": NODE_CAP_REASON, "dir": NODE_CAP_DIR}
+""" % {"reason": NODE_CAP_REASON, "dir": NODE_CAP_DIR}  # noqa: UP031 (a shell script full of braces)
 NODE_CAPS_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}=[0-9]{1,4}( [a-z0-9][a-z0-9-]{0,63}=[0-9]{1,4}){0,9}$"
 
 
@@ -804,9 +876,14 @@ def node_cap_document() -> dict[str, object]:
     """The SSM Command document that runs NODE_CAP_SCRIPT."""
     return _command_document(
         "lsstctl: cap the compute nodes each Slurm queue may reach (drain the nodes above the cap, resume them when it rises).",
-        "cap", NODE_CAP_SCRIPT,
-        caps={"type": "String", "allowedPattern": NODE_CAPS_PATTERN,
-              "description": "queue=nodes pairs, space separated (e.g. 'compute=3 gpu=0')."})
+        "cap",
+        NODE_CAP_SCRIPT,
+        caps={
+            "type": "String",
+            "allowedPattern": NODE_CAPS_PATTERN,
+            "description": "queue=nodes pairs, space separated (e.g. 'compute=3 gpu=0').",
+        },
+    )
 
 
 def render_caps(caps: dict[str, int]) -> str:

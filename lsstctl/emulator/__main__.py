@@ -5,6 +5,7 @@ stopped and started again, the same users, clusters, jobs and ledgers are there.
 SIGINT and SIGHUP all stop it the same way (everything it started, stopped); one serve at
 a time may use a work directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,15 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from lsstctl.emulator.bootstrap import ROOT
 from lsstctl.emulator.runtime import PRINCIPAL_HEADER, Emulator
 from lsstctl.emulator.stopping import Stop, stop_on_signals
+
 
 class AlreadyRunning(Exception):
     pass
@@ -65,8 +68,14 @@ def serve(args: argparse.Namespace) -> int:
                     if child != lock_path:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
             stop_on_signals()
-            emulator = Emulator(workdir, api_port=args.port, poll_seconds=args.poll_seconds, provision_seconds=2,
-                                persist=True, faults=_faults())
+            emulator = Emulator(
+                workdir,
+                api_port=args.port,
+                poll_seconds=args.poll_seconds,
+                provision_seconds=2,
+                persist=True,
+                faults=_faults(),
+            )
             try:
                 emulator.start()
                 lock_path.write_text(json.dumps({"pid": os.getpid(), "api": emulator.api_url}))
@@ -87,14 +96,16 @@ def serve(args: argparse.Namespace) -> int:
 
 def _announce(emulator: Emulator) -> None:
     print(f"lsstctl control plane on {emulator.api_url}  (AWS emulator on {emulator.endpoint})")
-    print("State " + ("restored from" if emulator.restored else "kept in") + f" {emulator.workdir}"
-          " (--fresh starts empty).")
+    print(
+        "State " + ("restored from" if emulator.restored else "kept in") + f" {emulator.workdir}"
+        " (--fresh starts empty)."
+    )
     if emulator.faults is not None:
         print(f"Fault injection on: {emulator.faults.summary()}")
-    print(f"Local identity: send '{PRINCIPAL_HEADER}: <name>' (admin: 'admin'). "
-          "Ctrl-C or SIGTERM stops everything.")
-    print("Every minute: head-node publishers, idle alarms and the spend guard run, as on AWS; "
-          "every five the reconciler.")
+    print(f"Local identity: send '{PRINCIPAL_HEADER}: <name>' (admin: 'admin'). Ctrl-C or SIGTERM stops everything.")
+    print(
+        "Every minute: head-node publishers, idle alarms and the spend guard run, as on AWS; every five the reconciler."
+    )
     print(f"  curl -s -H '{PRINCIPAL_HEADER}: alice' {emulator.api_url}/clusters", flush=True)
 
 

@@ -2,6 +2,7 @@
 control plane's idle alarms the way CloudWatch would (the last EvaluationPeriods periods,
 missing data per TreatMissingData) and sets their state, which the glue turns into the
 "CloudWatch Alarm State Change" event."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -27,8 +28,12 @@ def evaluate_idle_alarms(cloudwatch: Any, now: datetime) -> dict[str, str]:
         for alarm in page["MetricAlarms"]:
             period, periods = alarm["Period"], alarm["EvaluationPeriods"]
             points = cloudwatch.get_metric_statistics(
-                Namespace=alarm["Namespace"], MetricName=alarm["MetricName"], Dimensions=alarm["Dimensions"],
-                StartTime=now - timedelta(seconds=period * periods), EndTime=now, Period=period,
+                Namespace=alarm["Namespace"],
+                MetricName=alarm["MetricName"],
+                Dimensions=alarm["Dimensions"],
+                StartTime=now - timedelta(seconds=period * periods),
+                EndTime=now,
+                Period=period,
                 Statistics=[alarm["Statistic"]],
             )["Datapoints"]
             by_period = {int(p["Timestamp"].timestamp()) // period: p[alarm["Statistic"]] for p in points}
@@ -40,7 +45,10 @@ def evaluate_idle_alarms(cloudwatch: Any, now: datetime) -> dict[str, str]:
             ]
             state = "ALARM" if sum(breaching) >= alarm.get("DatapointsToAlarm", periods) else "OK"
             if state != alarm["StateValue"]:
-                cloudwatch.set_alarm_state(AlarmName=alarm["AlarmName"], StateValue=state,
-                                           StateReason=f"emulator evaluation at {now.isoformat()}")
+                cloudwatch.set_alarm_state(
+                    AlarmName=alarm["AlarmName"],
+                    StateValue=state,
+                    StateReason=f"emulator evaluation at {now.isoformat()}",
+                )
                 changed[alarm["AlarmName"]] = state
     return changed

@@ -1,6 +1,7 @@
 """Create the control plane's resources in the emulator: the same tables, bucket, bus,
 functions and state machines (from statemachines/*.asl.json) that infra/ creates on AWS,
 plus the network and ParallelCluster AMI a real account already has."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,7 @@ import json
 import re
 import secrets
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,12 @@ IDLE_ALARM_PATTERN = {
     "detail-type": ["CloudWatch Alarm State Change"],
     "detail": {"alarmName": [{"prefix": "lsstctl-idle-"}], "state": {"value": ["ALARM"]}},
 }
-STATE_MACHINES = {"launch": "lsstctl-launch", "teardown": "lsstctl-teardown", "run_job": "lsstctl-run-job",
-                  "chatops": "lsstctl-chatops"}
+STATE_MACHINES = {
+    "launch": "lsstctl-launch",
+    "teardown": "lsstctl-teardown",
+    "run_job": "lsstctl-run-job",
+    "chatops": "lsstctl-chatops",
+}
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 
@@ -75,7 +80,9 @@ class RetryingSession:
     def resource(self, service: str) -> Any:
         from botocore.config import Config
 
-        return self._session.resource(service, config=Config(retries={"mode": "standard", "max_attempts": self.ATTEMPTS}))
+        return self._session.resource(
+            service, config=Config(retries={"mode": "standard", "max_attempts": self.ATTEMPTS})
+        )
 
 
 def render_definition(path: Path, values: dict[str, str]) -> str:
@@ -105,8 +112,14 @@ def ensure_pcluster_ami(region: str) -> str:
     for ami in backend.amis.values():
         if ami.name == name:
             return ami.id
-    ami = Ami(backend, ami_id="ami-0a1b2c3d4e5f60718", name=name, owner_alias="amazon", architecture="x86_64",
-              creation_date=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    ami = Ami(
+        backend,
+        ami_id="ami-0a1b2c3d4e5f60718",
+        name=name,
+        owner_alias="amazon",
+        architecture="x86_64",
+        creation_date=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     backend.amis[ami.id] = ami
     return ami.id
 
@@ -119,8 +132,12 @@ def create_cluster_network(session: Any, region: str, *, key_name: str = "lsstct
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20")["Subnet"]["SubnetId"]
     ec2.create_key_pair(KeyName=key_name, KeyType="rsa")
-    return {"subnet": subnet, "key": key_name, "ami": ensure_pcluster_ami(region),
-            "metrics_policy": create_head_node_metrics_policy(session)}
+    return {
+        "subnet": subnet,
+        "key": key_name,
+        "ami": ensure_pcluster_ami(region),
+        "metrics_policy": create_head_node_metrics_policy(session),
+    }
 
 
 def create_head_node_metrics_policy(session: Any) -> str:
@@ -129,8 +146,9 @@ def create_head_node_metrics_policy(session: Any) -> str:
 
     iam = session.client("iam")
     try:
-        return iam.create_policy(PolicyName=HEAD_NODE_METRICS_POLICY,
-                                 PolicyDocument=json.dumps(head_node_metrics_policy()))["Policy"]["Arn"]
+        return iam.create_policy(
+            PolicyName=HEAD_NODE_METRICS_POLICY, PolicyDocument=json.dumps(head_node_metrics_policy())
+        )["Policy"]["Arn"]
     except iam.exceptions.EntityAlreadyExistsException:
         return f"arn:aws:iam::{ACCOUNT}:policy/{HEAD_NODE_METRICS_POLICY}"
 
@@ -164,15 +182,30 @@ def register_local_people(session: Any, state_table: str = "lsstctl-state") -> d
     from lsstctl.domain.models import iso, utcnow
     from lsstctl.domain.principals import Registration, parse_arn
 
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
-    arn = session.client("iam").create_role(RoleName=LOCAL_PEOPLE_ROLE,
-                                            AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    DynamoStateStore(state_table, resource=session.resource("dynamodb")).put_registration(Registration(
-        key=parse_arn(arn).key, arn=arn, kind="role", trust_session_name=True,
-        registered_by="emulator bootstrap", registered_at=iso(utcnow())))
-    return {"LSSTCTL_ACCOUNT_ID": ACCOUNT, "LSSTCTL_ADMIN_PRINCIPALS": LOCAL_ADMIN,
-            "LSSTCTL_LOCAL_PEOPLE_ROLE": LOCAL_PEOPLE_ROLE}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    arn = session.client("iam").create_role(RoleName=LOCAL_PEOPLE_ROLE, AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]
+    DynamoStateStore(state_table, resource=session.resource("dynamodb")).put_registration(
+        Registration(
+            key=parse_arn(arn).key,
+            arn=arn,
+            kind="role",
+            trust_session_name=True,
+            registered_by="emulator bootstrap",
+            registered_at=iso(utcnow()),
+        )
+    )
+    return {
+        "LSSTCTL_ACCOUNT_ID": ACCOUNT,
+        "LSSTCTL_ADMIN_PRINCIPALS": LOCAL_ADMIN,
+        "LSSTCTL_LOCAL_PEOPLE_ROLE": LOCAL_PEOPLE_ROLE,
+    }
 
 
 def bootstrap(session: Any, region: str) -> dict[str, str]:
@@ -187,14 +220,23 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     events.create_event_bus(Name="lsstctl-events")
     queue_url = sqs.create_queue(QueueName=AUDIT_QUEUE)["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="lsstctl-all-events", EventBusName="lsstctl-events", EventPattern=json.dumps({"source": ["lsstctl"]}))
-    events.put_targets(Rule="lsstctl-all-events", EventBusName="lsstctl-events", Targets=[{"Id": "audit", "Arn": queue_arn}])
+    events.put_rule(
+        Name="lsstctl-all-events", EventBusName="lsstctl-events", EventPattern=json.dumps({"source": ["lsstctl"]})
+    )
+    events.put_targets(
+        Rule="lsstctl-all-events", EventBusName="lsstctl-events", Targets=[{"Id": "audit", "Arn": queue_arn}]
+    )
 
     iam = session.client("iam")
     trust = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
-                       "Action": "sts:AssumeRole"}],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                "Action": "sts:AssumeRole",
+            }
+        ],
     }
     role = iam.create_role(RoleName="lsstctl-local", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
@@ -202,18 +244,33 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     arns: dict[str, str] = {}
     for placeholder, (name, handler) in FUNCTIONS.items():
         arns[placeholder] = lam.create_function(
-            FunctionName=name, Runtime="python3.12", Role=role, Handler=handler,
-            Code={"ZipFile": _zip_stub()}, Timeout=900, MemorySize=512,
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role,
+            Handler=handler,
+            Code={"ZipFile": _zip_stub()},
+            Timeout=900,
+            MemorySize=512,
         )["FunctionArn"]
 
     lam.create_function(
-        FunctionName=ENGINE_FUNCTION[0], Runtime="python3.12", Role=role, Handler=ENGINE_FUNCTION[1],
-        Code={"ZipFile": _zip_stub()}, Timeout=900, MemorySize=2048,
+        FunctionName=ENGINE_FUNCTION[0],
+        Runtime="python3.12",
+        Role=role,
+        Handler=ENGINE_FUNCTION[1],
+        Code={"ZipFile": _zip_stub()},
+        Timeout=900,
+        MemorySize=2048,
     )
     triggers = {
         key: lam.create_function(
-            FunctionName=name, Runtime="python3.12", Role=role, Handler=handler,
-            Code={"ZipFile": _zip_stub()}, Timeout=300, MemorySize=512,
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role,
+            Handler=handler,
+            Code={"ZipFile": _zip_stub()},
+            Timeout=300,
+            MemorySize=512,
         )["FunctionArn"]
         for key, (name, handler) in TRIGGER_FUNCTIONS.items()
     }
@@ -225,11 +282,14 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     events.put_rule(Name="lsstctl-reconciler", ScheduleExpression="rate(5 minutes)")
     events.put_targets(Rule="lsstctl-reconciler", Targets=[{"Id": "reconciler", "Arn": triggers["reconciler"]}])
     events.put_rule(Name="lsstctl-notify", EventBusName="lsstctl-events", EventPattern=json.dumps(NOTIFY_PATTERN))
-    events.put_targets(Rule="lsstctl-notify", EventBusName="lsstctl-events", Targets=[{"Id": "notify", "Arn": triggers["notify"]}])
+    events.put_targets(
+        Rule="lsstctl-notify", EventBusName="lsstctl-events", Targets=[{"Id": "notify", "Arn": triggers["notify"]}]
+    )
     # The Slack app's signing secret (on AWS the operator puts Slack's there); locally a
     # fresh one, which tests read to sign their requests as Slack would.
     signing = session.client("secretsmanager").create_secret(
-        Name=SLACK_SIGNING_SECRET, SecretString=json.dumps({"signing_secret": secrets.token_hex(16)}))["ARN"]
+        Name=SLACK_SIGNING_SECRET, SecretString=json.dumps({"signing_secret": secrets.token_hex(16)})
+    )["ARN"]
 
     sns = session.client("sns")
     notifications = sns.create_topic(Name="lsstctl-notifications")["TopicArn"]
@@ -241,12 +301,15 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
 
     # The one command the guard and the idle alarm may run on head nodes (as the template's).
     probe = session.client("ssm").create_document(
-        Name=QUEUE_PROBE_DOCUMENT, DocumentType="Command", DocumentFormat="JSON",
-        Content=json.dumps(queue_probe_document()))["DocumentDescription"]["Name"]
+        Name=QUEUE_PROBE_DOCUMENT,
+        DocumentType="Command",
+        DocumentFormat="JSON",
+        Content=json.dumps(queue_probe_document()),
+    )["DocumentDescription"]["Name"]
     # ... and the one the guard and the launch's last step run to cap a queue's nodes.
     node_cap = session.client("ssm").create_document(
-        Name=NODE_CAP_DOCUMENT, DocumentType="Command", DocumentFormat="JSON",
-        Content=json.dumps(node_cap_document()))["DocumentDescription"]["Name"]
+        Name=NODE_CAP_DOCUMENT, DocumentType="Command", DocumentFormat="JSON", Content=json.dumps(node_cap_document())
+    )["DocumentDescription"]["Name"]
 
     sfn = session.client("stepfunctions")
     machines = {

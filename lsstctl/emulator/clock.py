@@ -1,14 +1,15 @@
 """A clock the emulator and the cost simulation control: hours pass in milliseconds."""
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 
 class VirtualClock:
     def __init__(self, start: datetime | None = None):
-        self._now = start or datetime.now(timezone.utc).replace(microsecond=0)
+        self._now = start or datetime.now(UTC).replace(microsecond=0)
         self._lock = threading.Condition()
         self.waiting = 0  # threads blocked in wait_until (Step Functions Wait states)
 

@@ -3,14 +3,16 @@
 user -> cluster (launch, stack install) -> a real Slurm job -> teardown with archive,
 then checks that the results are in S3 and that no instance of the cluster still runs.
 """
+
 from __future__ import annotations
 
 import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 
@@ -86,7 +88,9 @@ class Api:
             if payload[field] in wanted:
                 return payload
             if payload[field] in stop or time.monotonic() > deadline:
-                raise StepFailed(f"{path}: {field}={payload[field]} ({payload.get('failure') or payload.get('reason')})")
+                raise StepFailed(
+                    f"{path}: {field}={payload[field]} ({payload.get('failure') or payload.get('reason')})"
+                )
             time.sleep(0.25)
 
 
@@ -127,8 +131,10 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
     def wait_job() -> str:
         job = api.wait_for(job_path["path"], "state", {"completed"}, ENDED - {"completed"})
         q = job["quanta"] or {}
-        return (f"Slurm job {job['slurm_job_id']} {job['state']} (exit {job['exit_code']}), quanta: "
-                f"{q.get('succeeded')} of {q.get('expected')} succeeded, outputs in {job['output_dir']}")
+        return (
+            f"Slurm job {job['slurm_job_id']} {job['state']} (exit {job['exit_code']}), quanta: "
+            f"{q.get('succeeded')} of {q.get('expected')} succeeded, outputs in {job['output_dir']}"
+        )
 
     listing: list[str] = []
 
@@ -149,19 +155,25 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
         listed = api.expect(200, "GET", f"/clusters/{CLUSTER['name']}/jobs")
         job = next(j for j in listed["jobs"] if j["spec"]["name"] == JOB["name"])
         cost = listed["cost"]
-        return (f"job {JOB['name']} ${job['cost_usd']:.6f} ({job['spend_share_percent']}% of the spend); "
-                f"all jobs ${cost['jobs_usd']:.6f} + idle ${cost['idle_usd']:.6f} = ${cost['spend_usd']:.6f}")
+        return (
+            f"job {JOB['name']} ${job['cost_usd']:.6f} ({job['spend_share_percent']}% of the spend); "
+            f"all jobs ${cost['jobs_usd']:.6f} + idle ${cost['idle_usd']:.6f} = ${cost['spend_usd']:.6f}"
+        )
 
     def teardown() -> str:
         api.expect(202, "DELETE", f"/clusters/{CLUSTER['name']}", key="demo-delete")
         cluster = api.wait_for(f"/clusters/{CLUSTER['name']}", "state", {"deleted"}, {"failed"})
         spent = cluster["teardown"]["final_spend_usd"]
-        return (f"reason {cluster['teardown_reason']}, final spend ${spent:.4f} of ${CLUSTER['budget_usd']}, "
-                f"archived to {cluster['archive_uri']}")
+        return (
+            f"reason {cluster['teardown_reason']}, final spend ${spent:.4f} of ${CLUSTER['budget_usd']}, "
+            f"archived to {cluster['archive_uri']}"
+        )
 
     def check_archive() -> str:
         bucket, _, prefix = api.expect(200, "GET", f"/clusters/{CLUSTER['name']}")["archive_uri"][5:].partition("/")
-        keys = [o["Key"] for o in session.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+        keys = [
+            o["Key"] for o in session.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        ]
         if not any(k.endswith(".out") for k in keys):
             raise StepFailed(f"no job log among archived objects {keys}")
         return f"{len(keys)} objects, e.g. {sorted(keys)[-1]}"
@@ -194,5 +206,7 @@ def run_demo(emulator: Emulator, out: Callable[[str], None] = print) -> bool:
     step("results archived in S3", check_archive)
     step("nothing left billing", check_nothing_billing)
     passed = all(results)
-    out(f"{'demo passed' if passed else 'demo FAILED'}: {sum(results)}/{len(results)} steps in {time.monotonic() - started:.1f}s")
+    out(
+        f"{'demo passed' if passed else 'demo FAILED'}: {sum(results)}/{len(results)} steps in {time.monotonic() - started:.1f}s"
+    )
     return passed

@@ -20,6 +20,7 @@ kept in `log`, so that a failing test or campaign can be replayed.
 Configure `make serve` with LSSTCTL_FAULTS, e.g. ``mode=outlast,rate=0.1,seed=7`` or
 ``mode=sdk,rate=0.3,services=dynamodb:ec2``.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,10 @@ import logging
 import random
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +63,25 @@ class Fault:
 
 
 # What each service says when it throttles or fails (code, HTTP status).
-_THROTTLE = {"ec2": "RequestLimitExceeded", "dynamodb": "ProvisionedThroughputExceededException",
-             "iam": "Throttling", "sns": "Throttling", "cloudformation": "Throttling", "sts": "Throttling",
-             "s3": "SlowDown", "lambda": "TooManyRequestsException"}
+_THROTTLE = {
+    "ec2": "RequestLimitExceeded",
+    "dynamodb": "ProvisionedThroughputExceededException",
+    "iam": "Throttling",
+    "sns": "Throttling",
+    "cloudformation": "Throttling",
+    "sts": "Throttling",
+    "s3": "SlowDown",
+    "lambda": "TooManyRequestsException",
+}
 _FAILURES = (("throttle", 400), ("ServiceUnavailable", 503), ("InternalError", 500))
 
 
 def _choose(service: str, rng: random.Random) -> tuple[str, int]:
     kind, status = rng.choice(_FAILURES if _PROTOCOLS.get(service) != "cbor" else _FAILURES[1:])
     if kind == "throttle":
-        return _THROTTLE.get(service, "ThrottlingException"), (503 if service == "s3" else 429 if service == "lambda" else 400)
+        return _THROTTLE.get(service, "ThrottlingException"), (
+            503 if service == "s3" else 429 if service == "lambda" else 400
+        )
     if service == "dynamodb" and kind == "InternalError":
         return "InternalServerError", status
     return kind, status
@@ -84,21 +95,30 @@ def _wire_body(protocol: str, code: str) -> tuple[bytes, dict[str, str]]:
     if protocol == "rest-json":
         return json.dumps({"message": message}).encode(), {"x-amzn-ErrorType": code, "Content-Type": "application/json"}
     if protocol == "query":
-        body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
-                "<RequestId>lsstctl-fault</RequestId></ErrorResponse>")
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+            "<RequestId>lsstctl-fault</RequestId></ErrorResponse>"
+        )
         return body.encode(), {"Content-Type": "text/xml"}
     if protocol == "ec2":
-        body = (f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
-                "<RequestID>lsstctl-fault</RequestID></Response>")
+        body = (
+            f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+            "<RequestID>lsstctl-fault</RequestID></Response>"
+        )
         return body.encode(), {"Content-Type": "text/xml"}
     if protocol == "rest-xml":
-        return f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode(), {"Content-Type": "application/xml"}
+        return f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode(), {
+            "Content-Type": "application/xml"
+        }
     return b"", {}  # other protocols (CBOR): the status alone says 5xx
 
 
 def status_is_throttle(code: str) -> bool:
-    return "Throttl" in code or "Limit" in code or code in {"SlowDown", "TooManyRequestsException",
-                                                            "ProvisionedThroughputExceededException"}
+    return (
+        "Throttl" in code
+        or "Limit" in code
+        or code in {"SlowDown", "TooManyRequestsException", "ProvisionedThroughputExceededException"}
+    )
 
 
 class _Raw:
@@ -151,18 +171,21 @@ class FaultInjector:
 
     # configuration --------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec: str) -> "FaultInjector":
+    def from_spec(cls, spec: str) -> FaultInjector:
         """`mode=outlast,rate=0.1,seed=7,services=dynamodb:ec2` (what LSSTCTL_FAULTS holds)."""
         values = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
         unknown = set(values) - {"mode", "rate", "seed", "services"}
         if unknown:
             raise ValueError(f"unknown fault settings {sorted(unknown)}; use mode, rate, seed, services")
         services = values.get("services")
-        return cls(rate=float(values.get("rate", 0.1)), mode=values.get("mode", "outlast"),
-                   seed=int(values.get("seed", 0)),
-                   services=frozenset(services.split(":")) if services else None)
+        return cls(
+            rate=float(values.get("rate", 0.1)),
+            mode=values.get("mode", "outlast"),
+            seed=int(values.get("seed", 0)),
+            services=frozenset(services.split(":")) if services else None,
+        )
 
-    def install(self) -> "FaultInjector":
+    def install(self) -> FaultInjector:
         """Hook into the default session. A client copies the session's hooks when it is
         built, so the control plane's cached clients are dropped (`wiring.deps`): the
         next ones carry the hooks. Take `wiring.deps()` after this, not before."""
@@ -176,8 +199,13 @@ class FaultInjector:
         self.enabled = True
         if "lsstctl.wiring" in sys.modules:
             sys.modules["lsstctl.wiring"].drop_clients()
-        log.info("fault injection on: mode=%s rate=%s seed=%s services=%s", self.mode, self.rate, self.seed,
-                 sorted(self.services) if self.services else "all")
+        log.info(
+            "fault injection on: mode=%s rate=%s seed=%s services=%s",
+            self.mode,
+            self.rate,
+            self.seed,
+            sorted(self.services) if self.services else "all",
+        )
         return self
 
     def uninstall(self) -> None:
@@ -187,7 +215,7 @@ class FaultInjector:
             self._session.events.unregister("before-send", unique_id="lsstctl-faults-send")
             self._session = None
 
-    def __enter__(self) -> "FaultInjector":
+    def __enter__(self) -> FaultInjector:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:
@@ -228,8 +256,10 @@ class FaultInjector:
 
         code, status = decided
         message = "Rate exceeded" if status_is_throttle(code) else "Service is unavailable"
-        parsed = {"Error": {"Code": code, "Message": message},
-                  "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": f"lsstctl-fault-{self.calls}"}}
+        parsed = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": f"lsstctl-fault-{self.calls}"},
+        }
         return AWSResponse("https://fault.lsstctl.invalid/", status, {}, _Raw(b"")), parsed
 
     def _before_send(self, request: Any = None, event_name: str = "", **_: Any) -> Any:
@@ -249,19 +279,44 @@ class FaultInjector:
         by_service: dict[str, int] = {}
         for fault in self.log:
             by_service[fault.service] = by_service.get(fault.service, 0) + 1
-        return {"mode": self.mode, "rate": self.rate, "seed": self.seed, "calls": self.calls,
-                "injected": len(self.log), "by_service": dict(sorted(by_service.items()))}
+        return {
+            "mode": self.mode,
+            "rate": self.rate,
+            "seed": self.seed,
+            "calls": self.calls,
+            "injected": len(self.log),
+            "by_service": dict(sorted(by_service.items())),
+        }
 
 
 # botocore's protocol of each service the control plane calls, by the service id that
 # event names carry (`service_model.service_id.hyphenize()`).
-_PROTOCOLS = {"dynamodb": "json", "ec2": "ec2", "iam": "query", "sns": "query", "sqs": "json",
-              "sfn": "json", "eventbridge": "json", "ssm": "json", "secrets-manager": "json",
-              "cloudwatch": "cbor", "cloudformation": "query", "lambda": "rest-json", "s3": "rest-xml",
-              "cloudwatch-logs": "json", "sts": "query", "budgets": "json", "pricing": "json"}
+_PROTOCOLS = {
+    "dynamodb": "json",
+    "ec2": "ec2",
+    "iam": "query",
+    "sns": "query",
+    "sqs": "json",
+    "sfn": "json",
+    "eventbridge": "json",
+    "ssm": "json",
+    "secrets-manager": "json",
+    "cloudwatch": "cbor",
+    "cloudformation": "query",
+    "lambda": "rest-json",
+    "s3": "rest-xml",
+    "cloudwatch-logs": "json",
+    "sts": "query",
+    "budgets": "json",
+    "pricing": "json",
+}
 # boto3 client names whose service id differs.
-SERVICE_IDS = {"stepfunctions": "sfn", "events": "eventbridge", "secretsmanager": "secrets-manager",
-               "logs": "cloudwatch-logs"}
+SERVICE_IDS = {
+    "stepfunctions": "sfn",
+    "events": "eventbridge",
+    "secretsmanager": "secrets-manager",
+    "logs": "cloudwatch-logs",
+}
 
 
 def service_ids(names: Any) -> frozenset[str] | None:
@@ -348,6 +403,7 @@ def fault_rounds(positions: list[Position]) -> list[tuple[Position, ...]]:
 
 def recording(into: list[Call]) -> Callable[[Call], bool]:
     """A plan that fails nothing and keeps every call (to learn a run's positions)."""
+
     def plan(call: Call) -> bool:
         into.append(call)
         return False

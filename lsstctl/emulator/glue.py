@@ -20,22 +20,24 @@
 
 All patches are idempotent (install() may be called more than once) and reversible.
 """
+
 from __future__ import annotations
 
 import importlib
 import json
-import re
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
 import traceback
 import uuid
-from datetime import timedelta
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,10 @@ def _as_aws_sends(event: Any) -> Any:
     for record in (event or {}).get("Records", []) if isinstance(event, dict) else []:
         sns = record.get("Sns") or {}
         region = str(sns.get("TopicArn", "::::")).split(":")[3] or "us-east-1"
-        for key, path in (("SigningCertUrl", "SimpleNotificationService-local.pem"),
-                          ("UnsubscribeUrl", "?Action=Unsubscribe")):
+        for key, path in (
+            ("SigningCertUrl", "SimpleNotificationService-local.pem"),
+            ("UnsubscribeUrl", "?Action=Unsubscribe"),
+        ):
             if sns.get(key) == "EXAMPLE":
                 sns[key] = f"https://sns.{region}.amazonaws.com/{path}"
     return event
@@ -110,8 +114,13 @@ class HeadNodeShell:
             if self._stopped:
                 return 143, "", "the emulator is stopping"
             proc = subprocess.Popen(
-                ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                cwd=self.workdir, env={**os.environ, **self.env}, start_new_session=True,
+                ["bash", "-c", script],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=self.workdir,
+                env={**os.environ, **self.env},
+                start_new_session=True,
             )
             self._running.add(proc)
         try:
@@ -163,8 +172,11 @@ def current_invocation() -> dict[str, Any] | None:
 def invocation(function: str, event: Any, request_id: str) -> Iterator[None]:
     """Mark this thread as running one Lambda invocation (fault plans key on it)."""
     outer = current_invocation()
-    _invocation.value = {"function": function, "request_id": request_id,
-                         "action": event.get("action") if isinstance(event, dict) else None}
+    _invocation.value = {
+        "function": function,
+        "request_id": request_id,
+        "action": event.get("action") if isinstance(event, dict) else None,
+    }
     try:
         yield
     finally:
@@ -174,6 +186,8 @@ def invocation(function: str, event: Any, request_id: str) -> Iterator[None]:
 def current_shell() -> HeadNodeShell:
     """Where head-node commands run (the emulator's cron uses it too)."""
     return _state["shell"]
+
+
 _DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
 
 
@@ -250,8 +264,9 @@ def install_bucket_policy_scope() -> None:
             return PermissionResult.NEUTRAL
         document = json.loads(self.policy.decode())
         statements = document.get("Statement", [])
-        statements = [s for s in (statements if isinstance(statements, list) else [statements])
-                      if _applies_to_callers(s)]
+        statements = [
+            s for s in (statements if isinstance(statements, list) else [statements]) if _applies_to_callers(s)
+        ]
         if not statements:
             return PermissionResult.NEUTRAL
         return IAMPolicy(json.dumps({**document, "Statement": statements})).is_action_permitted(action, resource)
@@ -350,13 +365,29 @@ def install_alarm_events() -> None:
             "alarmName": self.name,
             "state": {"value": state_value, "reason": reason, "timestamp": self.state_updated_timestamp.isoformat()},
             "previousState": {"value": previous},
-            "configuration": {"metrics": [{"metricStat": {"metric": {
-                "namespace": self.namespace, "name": self.metric_name,
-                "dimensions": {d.name: d.value for d in (self.dimensions or [])}}}}]},
+            "configuration": {
+                "metrics": [
+                    {
+                        "metricStat": {
+                            "metric": {
+                                "namespace": self.namespace,
+                                "name": self.metric_name,
+                                "dimensions": {d.name: d.value for d in (self.dimensions or [])},
+                            }
+                        }
+                    }
+                ]
+            },
         }
         events_backends[self.alarm_arn.split(":")[4]][self.region_name].put_events(
-            [{"Source": "aws.cloudwatch", "DetailType": "CloudWatch Alarm State Change",
-              "Detail": json.dumps(detail), "Resources": [self.alarm_arn]}]
+            [
+                {
+                    "Source": "aws.cloudwatch",
+                    "DetailType": "CloudWatch Alarm State Change",
+                    "Detail": json.dumps(detail),
+                    "Resources": [self.alarm_arn],
+                }
+            ]
         )
 
     Alarm.update_state = update_state
@@ -458,10 +489,13 @@ def install(shell: HeadNodeShell) -> None:
     install_alarm_events()
     install_fast_dispatch()
     install_bucket_policy_scope()
-    _state.setdefault("config", {
-        "execute_state_machine": default_user_config["stepfunctions"].get("execute_state_machine"),
-        "load_aws_managed_policies": default_user_config["iam"].get("load_aws_managed_policies"),
-    })
+    _state.setdefault(
+        "config",
+        {
+            "execute_state_machine": default_user_config["stepfunctions"].get("execute_state_machine"),
+            "load_aws_managed_policies": default_user_config["iam"].get("load_aws_managed_policies"),
+        },
+    )
     default_user_config["stepfunctions"]["execute_state_machine"] = True
     # The head node policy names AWS-managed policies (AmazonSSMManagedInstanceCore).
     default_user_config["iam"]["load_aws_managed_policies"] = True
@@ -512,9 +546,8 @@ def install(shell: HeadNodeShell) -> None:
 def uninstall() -> None:
     from moto.awslambda.models import LambdaFunction
     from moto.core.config import default_user_config
-    from moto.ssm.models import SimpleSystemManagerBackend
-
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.ssm.models import SimpleSystemManagerBackend
 
     # moto's process-wide settings back as they were (loading AWS's managed policies into
     # every later account costs seconds).
@@ -586,13 +619,17 @@ def _document_script(backend: Any, name: str, given: dict[str, list[str]]) -> st
         if declared.get("allowedPattern") and not re.fullmatch(declared["allowedPattern"], value):
             raise SSMException("InvalidParameters", f"{key} does not match its allowedPattern")
         values[key] = value
-    lines = [line for step in content.get("mainSteps", []) if step.get("action") == "aws:runShellScript"
-             for line in step["inputs"]["runCommand"]]
+    lines = [
+        line
+        for step in content.get("mainSteps", [])
+        if step.get("action") == "aws:runShellScript"
+        for line in step["inputs"]["runCommand"]
+    ]
     if not lines:
         return None
     script = "\n".join(lines)
     for key, value in values.items():
-        script = re.sub(r"\{\{\s*" + re.escape(key) + r"\s*\}\}", lambda _: value, script)
+        script = re.sub(r"\{\{\s*" + re.escape(key) + r"\s*\}\}", lambda _: value, script)  # noqa: B023 (used at once)
     return script
 
 
@@ -639,22 +676,28 @@ def install_cloudformation_gaps() -> None:
       the old outputs, and a Swagger `Body` of a REST API is ignored (below).
     """
     import moto.cloudformation.parsing as parsing
+    from moto.apigateway.models import RestAPI
     from moto.awslambda.models import LayerVersion
+    from moto.cloudformation.models import ChangeSet
     from moto.events.models import EventBus
     from moto.stepfunctions.models import StateMachine
-
-    from moto.apigateway.models import RestAPI
-    from moto.cloudformation.models import ChangeSet
 
     if "cloudformation" in _state:
         return
     # What uninstall() puts back: (owner, attribute, original or None when moto had none).
     _state["cloudformation"] = [
-        (owner, name, owner.__dict__.get(name)) for owner, name in (
-            (EventBus, "physical_resource_id"), (LayerVersion, "physical_resource_id"), (parsing, "clean_json"),
-            (parsing, "parse_and_update_resource"), (StateMachine, "create_from_cloudformation_json"),
-            (StateMachine, "update_from_cloudformation_json"), (ChangeSet, "apply"),
-            (RestAPI, "create_from_cloudformation_json"))]
+        (owner, name, owner.__dict__.get(name))
+        for owner, name in (
+            (EventBus, "physical_resource_id"),
+            (LayerVersion, "physical_resource_id"),
+            (parsing, "clean_json"),
+            (parsing, "parse_and_update_resource"),
+            (StateMachine, "create_from_cloudformation_json"),
+            (StateMachine, "update_from_cloudformation_json"),
+            (ChangeSet, "apply"),
+            (RestAPI, "create_from_cloudformation_json"),
+        )
+    ]
     EventBus.physical_resource_id = property(lambda self: self.name)  # type: ignore[attr-defined]
     LayerVersion.physical_resource_id = property(lambda self: self.arn)  # type: ignore[attr-defined]
 
@@ -687,14 +730,29 @@ def install_cloudformation_gaps() -> None:
     create = StateMachine.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
     update = StateMachine.update_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
-    def create_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str,
-                                        region_name: str, **kwargs: Any) -> Any:
-        return create(cls, resource_name, with_definition(cloudformation_json, account_id), account_id, region_name, **kwargs)
+    def create_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        return create(
+            cls, resource_name, with_definition(cloudformation_json, account_id), account_id, region_name, **kwargs
+        )
 
-    def update_from_cloudformation_json(cls: Any, original_resource: Any, new_resource_name: str, cloudformation_json: Any,
-                                        account_id: str, region_name: str) -> Any:
-        return update(cls, original_resource, new_resource_name, with_definition(cloudformation_json, account_id),
-                      account_id, region_name)
+    def update_from_cloudformation_json(
+        cls: Any,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        return update(
+            cls,
+            original_resource,
+            new_resource_name,
+            with_definition(cloudformation_json, account_id),
+            account_id,
+            region_name,
+        )
 
     StateMachine.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[assignment]
     StateMachine.update_from_cloudformation_json = classmethod(update_from_cloudformation_json)  # type: ignore[assignment]
@@ -703,9 +761,12 @@ def install_cloudformation_gaps() -> None:
     # update, so everything referring to it breaks: it is kept as it was instead.
     update_resource = parsing.parse_and_update_resource
 
-    def parse_and_update_resource(logical_id: str, resource_json: Any, resources_map: Any, account_id: str,
-                                  region_name: str) -> Any:
-        updated = update_resource(logical_id, resource_json, resources_map, account_id=account_id, region_name=region_name)
+    def parse_and_update_resource(
+        logical_id: str, resource_json: Any, resources_map: Any, account_id: str, region_name: str
+    ) -> Any:
+        updated = update_resource(
+            logical_id, resource_json, resources_map, account_id=account_id, region_name=region_name
+        )
         return updated if updated is not None else resources_map[logical_id]
 
     parsing.parse_and_update_resource = parse_and_update_resource
@@ -732,8 +793,9 @@ def install_cloudformation_gaps() -> None:
 
     create_api = RestAPI.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
-    def create_api_from_cloudformation_json(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str,
-                                            region_name: str, **kwargs: Any) -> Any:
+    def create_api_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
         api = create_api(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
         body = cloudformation_json.get("Properties", {}).get("Body")
         if body:
@@ -759,5 +821,11 @@ def import_swagger(backend: Any, api: Any, body: dict[str, Any]) -> None:
             backend.put_method(api.id, parent.id, verb.upper(), auth)
             integration = doc.get("x-amazon-apigateway-integration")
             if integration:
-                backend.put_integration(api.id, parent.id, verb.upper(), integration_type=integration["type"].upper(),
-                                        uri=integration["uri"], integration_method=integration["httpMethod"])
+                backend.put_integration(
+                    api.id,
+                    parent.id,
+                    verb.upper(),
+                    integration_type=integration["type"].upper(),
+                    uri=integration["uri"],
+                    integration_method=integration["httpMethod"],
+                )

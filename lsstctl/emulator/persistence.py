@@ -13,6 +13,7 @@ Snapshots are written atomically (a temporary file renamed over the last one), a
 clean stop and every minute in `serve`, so that even a killed emulator loses at most a
 minute.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,9 +25,10 @@ import threading
 import time
 import weakref
 from collections import defaultdict
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +81,18 @@ class _Pickler(pickle.Pickler):
             return (weakref.WeakValueDictionary, (), None, None, iter(list(obj.items())))
         if isinstance(obj, defaultdict) and type(obj) is not defaultdict:
             # A subclass whose __init__ takes other arguments (moto's ssm ParameterDict).
-            return (_rebuild_defaultdict_subclass,
-                    (type(obj), _factory_spec(obj.default_factory), dict(vars(obj)), list(obj.items())))
+            return (
+                _rebuild_defaultdict_subclass,
+                (type(obj), _factory_spec(obj.default_factory), dict(vars(obj)), list(obj.items())),
+            )
         if isinstance(obj, defaultdict) and getattr(obj.default_factory, "__name__", "") == "<lambda>":
             return (_rebuild_defaultdict, (_factory_spec(obj.default_factory), list(obj.items())))
         return NotImplemented
 
 
-def _rebuild_defaultdict_subclass(kind: type, spec: Any, attributes: dict[str, Any],
-                                  items: list[tuple[Any, Any]]) -> Any:
+def _rebuild_defaultdict_subclass(
+    kind: type, spec: Any, attributes: dict[str, Any], items: list[tuple[Any, Any]]
+) -> Any:
     built = kind.__new__(kind)
     defaultdict.__init__(built, _factory(spec))
     vars(built).update(attributes)
@@ -163,7 +168,7 @@ def restore(path: Path) -> dict[str, Any] | None:
 def settle_interrupted_work() -> dict[str, int]:
     """What was running when the emulator stopped did not finish: say so, as AWS would."""
     settled = {"executions": 0, "commands": 0}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for kind, _, _, backend in _backends():
         if kind.startswith("moto.stepfunctions."):
             for machine in getattr(backend, "state_machines", []):
@@ -178,7 +183,11 @@ def settle_interrupted_work() -> dict[str, int]:
                 if command.status in {"Pending", "InProgress"}:
                     command.status = command.status_details = "Failed"
                     for invocation in command.invocations:
-                        invocation.update(Status="Failed", StatusDetails="Failed", ResponseCode=1,
-                                          StandardErrorContent="the emulator stopped while the command ran")
+                        invocation.update(
+                            Status="Failed",
+                            StatusDetails="Failed",
+                            ResponseCode=1,
+                            StandardErrorContent="the emulator stopped while the command ran",
+                        )
                     settled["commands"] += 1
     return settled

@@ -1,6 +1,7 @@
 """The local AWS emulator: moto's server on 127.0.0.1 with the glue that makes it behave
 like AWS for us, the control plane's resources created in it, a real single-node Slurm
 playing the head node's scheduler, and the HTTP API served by Chalice's local server."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -8,14 +9,14 @@ import logging
 import os
 import sys
 import threading
-from datetime import datetime, timezone
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED
 from lsstctl.emulator import glue
 from lsstctl.emulator.bootstrap import ROOT, RetryingSession, bootstrap
-from lsstctl.adapters.pcluster_validation import EMULATOR_SUPPRESSED
 
 log = logging.getLogger(__name__)
 # moto's server logs every request; chalice warns that IAM auth is not enforced locally
@@ -75,14 +76,14 @@ class Emulator:
     def snapshot_path(self) -> Path:
         return self.workdir / "aws-state.pickle"
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         try:
             return self._start()
         except BaseException:
             self.stop()
             raise
 
-    def _start(self) -> "Emulator":
+    def _start(self) -> Emulator:
         from moto.server import ThreadedMotoServer
 
         from lsstctl.emulator import persistence
@@ -130,7 +131,9 @@ class Emulator:
 
         if saved is not None:
             # Queue URLs carry the endpoint, which changes from one start to the next.
-            self.settings_env = {k: v.replace(saved["endpoint"], self.endpoint) for k, v in saved["settings_env"].items()}
+            self.settings_env = {
+                k: v.replace(saved["endpoint"], self.endpoint) for k, v in saved["settings_env"].items()
+            }
             self.restored = True
         else:
             # moto's state is the process's, not the server's: a second emulator in one
@@ -202,7 +205,9 @@ class Emulator:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             sys.modules["lsstctl_api_app"] = module
-        config = Config.create(chalice_app=module.app, app_name="lsstctl-api", lambda_timeout=900, lambda_memory_size=512)
+        config = Config.create(
+            chalice_app=module.app, app_name="lsstctl-api", lambda_timeout=900, lambda_memory_size=512
+        )
         # What chalice.local.create_local_server does, with a handler that logs quietly.
         if not isinstance(module.app, CustomLocalChalice):
             CustomLocalChalice.__bases__ = (LocalChalice, module.app.__class__)
@@ -236,7 +241,7 @@ class Emulator:
                 fields = line.split(None, 6)
                 if len(fields) == 7 and not line.startswith("#"):
                     glue.current_shell().run(fields[6], timeout=50)
-        evaluate_idle_alarms(boto3.client("cloudwatch"), datetime.now(timezone.utc))
+        evaluate_idle_alarms(boto3.client("cloudwatch"), datetime.now(UTC))
         self.invoke("lsstctl-guard")
         self._ticks += 1
         if self._ticks % 5 == 0:  # the reconciler's schedule: every five minutes
@@ -301,7 +306,7 @@ class Emulator:
                     except Exception as error:  # already finished between list and stop
                         log.debug("stop_execution: %s", error)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

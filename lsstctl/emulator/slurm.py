@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -177,9 +177,7 @@ class LocalSlurm:
             self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(self.conf_path)])
             # slurmd retries registration only every ~1 s, so start it once ctld listens.
             self._wait_ctld_listening(deadline=t0 + timeout)
-            self._spawn(
-                "slurmd", [_which("slurmd"), "-D", "-N", NODE_NAME, "-f", str(self.conf_path)]
-            )
+            self._spawn("slurmd", [_which("slurmd"), "-D", "-N", NODE_NAME, "-f", str(self.conf_path)])
             self._record_pids()
             self._wait_idle(deadline=t0 + timeout)
         except BaseException:
@@ -379,10 +377,7 @@ class LocalSlurm:
     def _check_alive(self) -> None:
         for name, proc in self._procs.items():
             if proc.poll() is not None:
-                raise SlurmStartError(
-                    f"{name} exited with status {proc.returncode} during start\n"
-                    + self._log_tails()
-                )
+                raise SlurmStartError(f"{name} exited with status {proc.returncode} during start\n" + self._log_tails())
 
     def _wait_ctld_listening(self, deadline: float) -> None:
         """Probe the controller port (cheaper than sinfo, which retries once a second)."""
@@ -394,9 +389,7 @@ class LocalSlurm:
                     return
             except OSError:
                 time.sleep(0.05)
-        raise SlurmStartError(
-            f"slurmctld not listening on port {self.ctld_port} after timeout\n" + self._log_tails()
-        )
+        raise SlurmStartError(f"slurmctld not listening on port {self.ctld_port} after timeout\n" + self._log_tails())
 
     def _wait_idle(self, deadline: float) -> None:
         """Poll sinfo until the node is idle; resume it if it came up down/drained."""
@@ -415,8 +408,7 @@ class LocalSlurm:
                 last_resume = time.monotonic()
             time.sleep(0.2)
         raise SlurmStartError(
-            f"node {NODE_NAME} not idle after timeout (last state {state or 'unknown'!r})\n"
-            + self._log_tails()
+            f"node {NODE_NAME} not idle after timeout (last state {state or 'unknown'!r})\n" + self._log_tails()
         )
 
     def _cancel_all_jobs(self) -> None:

@@ -1,6 +1,7 @@
 """One way to stop whatever runs the emulator (serve, the benches): SIGTERM, SIGINT and
 SIGHUP all raise Stop in the main thread, so its `finally` stops the API, the scheduler,
 the executions, Slurm and munge — never a process killed with its daemons left running."""
+
 from __future__ import annotations
 
 import signal

@@ -1,13 +1,16 @@
 """What a cluster may cost at most: the fleet it can reach (its queues, capped by the scale
 governor), how long teardown takes, and the launch-time check that its budget can cover
 starting and stopping it at all (launched capped when it covers only part of its fleet)."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from lsstctl.domain.cost import SpendReport, TeardownTiming, spend_ceiling
 from lsstctl.domain.governor import Governance, QueueReach, describe_caps, full_caps, govern, reach_hourly
-from lsstctl.domain.models import Cluster, ClusterState as S, iso
+from lsstctl.domain.models import Cluster, iso
+from lsstctl.domain.models import ClusterState as S
 from lsstctl.domain.pricing import UnknownPriceError
 from lsstctl.errors import ValidationError
 from lsstctl.services.deps import Deps
@@ -27,9 +30,13 @@ def queue_reach(deps: Deps, cluster: Cluster, running: Mapping[str, float] | Non
     # A compute node without a known queue still bills: counted with the first queue.
     stray = sum(v for k, v in running.items() if k not in names)
     return [
-        QueueReach(name=q.name, min_nodes=q.min_nodes, max_nodes=min(q.max_nodes, limits.get(q.name, q.max_nodes)),
-                   node_hourly=max(deps.catalog.instance_hourly(region, t) for t in q.instance_types),
-                   running_hourly=running.get(q.name, 0.0) + (stray if i == 0 else 0.0))
+        QueueReach(
+            name=q.name,
+            min_nodes=q.min_nodes,
+            max_nodes=min(q.max_nodes, limits.get(q.name, q.max_nodes)),
+            node_hourly=max(deps.catalog.instance_hourly(region, t) for t in q.instance_types),
+            running_hourly=running.get(q.name, 0.0) + (stray if i == 0 else 0.0),
+        )
         for i, q in enumerate(cluster.spec.queues)
     ]
 
@@ -66,13 +73,25 @@ def teardown_timing(deps: Deps) -> TeardownTiming:
     return TeardownTiming(max(x[0] for x in samples) + grace, max(x[1] for x in samples) + grace)
 
 
-def governor_record(governance: Governance, queues: list[QueueReach], *, at: str, by: str,
-                    applied: bool, applied_caps: Mapping[str, int] | None) -> dict[str, Any]:
+def governor_record(
+    governance: Governance,
+    queues: list[QueueReach],
+    *,
+    at: str,
+    by: str,
+    applied: bool,
+    applied_caps: Mapping[str, int] | None,
+) -> dict[str, Any]:
     """What the cluster record keeps of the governor (Cluster.governor)."""
-    return {"caps": dict(governance.caps), "capped": governance.capped, "applied": applied,
-            "applied_caps": dict(applied_caps) if applied_caps is not None else None,
-            "message": describe_caps(governance.caps, queues) if governance.capped else "not capped",
-            "at": at, "by": by}
+    return {
+        "caps": dict(governance.caps),
+        "capped": governance.capped,
+        "applied": applied,
+        "applied_caps": dict(applied_caps) if applied_caps is not None else None,
+        "message": describe_caps(governance.caps, queues) if governance.capped else "not capped",
+        "at": at,
+        "by": by,
+    }
 
 
 def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | None:
@@ -93,8 +112,13 @@ def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | Non
     # Without the governor every queue may reach MaxCount; with it, only static nodes run
     # before the first cap is applied.
     first = {q.name: q.min_nodes for q in queues} if governed else full_caps(queues)
-    base = SpendReport(measured_at=deps.clock(), spend_usd=0.0, burn_usd_per_hour=head, base_burn_usd_per_hour=head,
-                       max_burn_usd_per_hour=head + reach_hourly(queues, first))
+    base = SpendReport(
+        measured_at=deps.clock(),
+        spend_usd=0.0,
+        burn_usd_per_hour=head,
+        base_burn_usd_per_hour=head,
+        max_burn_usd_per_hour=head + reach_hourly(queues, first),
+    )
     timing = teardown_timing(deps)
     interval = deps.settings.guard_interval_seconds
     floor = spend_ceiling(base, guard_interval_seconds=interval, timing=timing)
@@ -107,8 +131,15 @@ def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | Non
         )
     if not governed:
         return None
-    governance = govern(budget_usd=cluster.spec.budget_usd, spend_usd=0.0, base_usd_per_hour=head, queues=queues,
-                        caps_now=first, guard_interval_seconds=interval, timing=timing)
+    governance = govern(
+        budget_usd=cluster.spec.budget_usd,
+        spend_usd=0.0,
+        base_usd_per_hour=head,
+        queues=queues,
+        caps_now=first,
+        guard_interval_seconds=interval,
+        timing=timing,
+    )
     if governance.stalled:
         raise ValidationError(
             f"budget_usd {cluster.spec.budget_usd:.2f} cannot keep even one compute node running through the "

@@ -8,6 +8,7 @@ URL. Slack retries a command it got no answer to: the workflow's execution is na
 command's trigger, so a repeat starts nothing. Notifications (`notify`) are driven by the
 lifecycle events on the bus, not by polling, and go to the owner's channel webhook.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,8 @@ from lsstctl.errors import ControlPlaneError, NotFoundError, TransientError, Una
 from lsstctl.observability import logger
 from lsstctl.services import clusters, costs, jobs, ratelimit
 from lsstctl.services.deps import Deps
-from lsstctl.services.identity import Principal, ensure_admin, ensure_may_act_for
 from lsstctl.services.idempotency import once
+from lsstctl.services.identity import Principal, ensure_admin, ensure_may_act_for
 
 FIELDS = ("team_id", "user_id", "user_name", "channel_id", "text", "response_url", "trigger_id", "command")
 
@@ -71,8 +72,10 @@ def _answer(deps: Deps, request: dict[str, str], raw_body: str) -> dict[str, Any
     identity = deps.store.get_chat_identity(request["team_id"], request["user_id"])
     if identity is None:
         audit(deps, request, owner=None, outcome="refused: unmapped Slack user")
-        return ephemeral(f"Sorry, your Slack user ({request['user_id']}) is not linked to a control-plane owner yet. "
-                         "Ask an admin to link it (PUT /chatops/identities).")
+        return ephemeral(
+            f"Sorry, your Slack user ({request['user_id']}) is not linked to a control-plane owner yet. "
+            "Ask an admin to link it (PUT /chatops/identities)."
+        )
     principal = principal_of(identity)
     try:
         command = parse(text)
@@ -90,8 +93,11 @@ def _answer(deps: Deps, request: dict[str, str], raw_body: str) -> dict[str, Any
     if not request["response_url"].startswith(deps.settings.chat_url_prefix):
         raise ValidationError("response_url is not Slack's", field="response_url")
     ratelimit.admit(deps, principal)
-    deps.workflows.start(deps.settings.chatops_state_machine_arn, execution_name(request, raw_body),
-                         {"request": request, "owner": identity.owner, "admin": identity.admin})
+    deps.workflows.start(
+        deps.settings.chatops_state_machine_arn,
+        execution_name(request, raw_body),
+        {"request": request, "owner": identity.owner, "admin": identity.admin},
+    )
     audit(deps, request, owner=identity.owner, outcome="accepted")
     return ephemeral(f"On it: `/lsst {text}` (I'll answer here).")
 
@@ -108,11 +114,17 @@ def principal_of(identity: ChatIdentity) -> Principal:
 
 def audit(deps: Deps, request: dict[str, str], *, owner: str | None, outcome: str) -> None:
     """Who (Slack ids and the owner they act as), what, when, and how it ended."""
-    deps.store.record_audit({
-        "at": iso(deps.clock()), "channel": "slack", "team_id": request.get("team_id", ""),
-        "user_id": request.get("user_id", ""), "owner": owner, "command": request.get("text", "")[:500],
-        "outcome": outcome,
-    })
+    deps.store.record_audit(
+        {
+            "at": iso(deps.clock()),
+            "channel": "slack",
+            "team_id": request.get("team_id", ""),
+            "user_id": request.get("user_id", ""),
+            "owner": owner,
+            "command": request.get("text", "")[:500],
+            "outcome": outcome,
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -143,9 +155,13 @@ def run_command(deps: Deps, request: dict[str, str], owner: str, admin: bool, ex
 def command_failed(deps: Deps, request: dict[str, str], owner: str, error: dict[str, Any] | None) -> dict[str, Any]:
     """The workflow's Catch: retries ran out. Say so; never leave the person waiting."""
     logger.warning("chat command failed", extra={"error": (error or {}).get("Error")})
-    deps.chat.post(request["response_url"], ephemeral(
-        f"Sorry, `/lsst {request['text']}` could not be completed (AWS kept failing). Nothing was changed twice; "
-        "try again in a few minutes."))
+    deps.chat.post(
+        request["response_url"],
+        ephemeral(
+            f"Sorry, `/lsst {request['text']}` could not be completed (AWS kept failing). Nothing was changed twice; "
+            "try again in a few minutes."
+        ),
+    )
     audit(deps, request, owner=owner, outcome="failed: retries exhausted")
     return {"outcome": "failed"}
 
@@ -169,9 +185,13 @@ def execute(deps: Deps, principal: Principal, command: Command, request_key: str
         listed = jobs.list_jobs(deps, principal, command.name)
         if not listed:
             return f"`{command.name}` has no jobs yet: `/lsst {USAGE['run']}`"
-        return "\n".join([f"Jobs on `{command.name}`:"] + [
-            f"• `{j.job_id}` {j.spec.name}: *{j.state.value}*" + (f" (exit {j.exit_code})" if j.exit_code else "")
-            for j in sorted(listed, key=lambda j: j.created_at)[-20:]])
+        return "\n".join(
+            [f"Jobs on `{command.name}`:"]
+            + [
+                f"• `{j.job_id}` {j.spec.name}: *{j.state.value}*" + (f" (exit {j.exit_code})" if j.exit_code else "")
+                for j in sorted(listed, key=lambda j: j.created_at)[-20:]
+            ]
+        )
     if verb == "cost":
         return cost(deps, principal, command.name)
     if verb == "quote":
@@ -183,16 +203,18 @@ def execute(deps: Deps, principal: Principal, command: Command, request_key: str
         try:
             spec = ClusterSpec.model_validate(body)
         except ValueError as error:
-            problems = getattr(error, "errors", lambda: [])()
+            problems: list[Any] = getattr(error, "errors", lambda: [])()
             first = problems[0] if problems else {"loc": ("spec",), "msg": str(error)}
             raise ValidationError(str(first["msg"]), field=".".join(str(p) for p in first["loc"])) from None
         cluster = clusters.launch_cluster(deps, principal, spec)
         capped = (cluster.governor or {}).get("message") if (cluster.governor or {}).get("capped") else None
-        return (f"🚀 Launching `{cluster.name}` ({command.options.get('size', 'small')}, budget "
-                f"{money(cluster.spec.budget_usd)}, idle stop after {cluster.spec.idle_minutes} min, ends after "
-                f"{cluster.spec.max_lifetime_hours:g} h at the latest"
-                + (f"; {capped}: raise the budget for more" if capped else "")
-                + f"). I'll post to your channel when it is ready; `/lsst status {cluster.name}` meanwhile.")
+        return (
+            f"🚀 Launching `{cluster.name}` ({command.options.get('size', 'small')}, budget "
+            f"{money(cluster.spec.budget_usd)}, idle stop after {cluster.spec.idle_minutes} min, ends after "
+            f"{cluster.spec.max_lifetime_hours:g} h at the latest"
+            + (f"; {capped}: raise the budget for more" if capped else "")
+            + f"). I'll post to your channel when it is ready; `/lsst status {cluster.name}` meanwhile."
+        )
     if verb == "run":
         assert command.name and command.command
         job = jobs.submit_job(deps, principal, command.name, JobSpec(command=command.command), request_key=request_key)
@@ -204,8 +226,10 @@ def execute(deps: Deps, principal: Principal, command: Command, request_key: str
     if verb == "down":
         assert command.name
         cluster = clusters.delete_cluster(deps, principal, command.name)
-        return (f"⏹ Tearing down `{cluster.name}`: compute stops, outputs are archived, then it is deleted. "
-                "I'll post the final cost to your channel.")
+        return (
+            f"⏹ Tearing down `{cluster.name}`: compute stops, outputs are archived, then it is deleted. "
+            "I'll post the final cost to your channel."
+        )
     raise ValidationError(f"unknown command {verb}", field="text")
 
 
@@ -235,22 +259,33 @@ def status(deps: Deps, principal: Principal, name: str | None) -> str:
         if governor.get("capped"):
             runway = governor.get("runway_hours")
             capped = f" · {governor['message']}" + (f", {runway:.1f} h of runway" if runway is not None else "")
-        return (f"`{view['name']}`: *{view['state']}* · spend {money(spend['spend_usd'])} of "
-                f"{money(spend['budget_usd'])}" + capped + (f" · head node {view['head_node_instance_id']}"
-                                                            if view.get("head_node_instance_id") else ""))
+        return (
+            f"`{view['name']}`: *{view['state']}* · spend {money(spend['spend_usd'])} of "
+            f"{money(spend['budget_usd'])}"
+            + capped
+            + (f" · head node {view['head_node_instance_id']}" if view.get("head_node_instance_id") else "")
+        )
     listed = [c for c in clusters.list_clusters(deps, principal) if c.state != ClusterState.DELETED]
     if not listed:
         return f"No live clusters. `/lsst {USAGE['up']}`"
-    return "\n".join(["Your clusters:"] + [f"• `{c.name}`{'' if c.owner == principal.name else ' (' + c.owner + ')'}: "
-                                           f"*{c.state.value}*, budget {money(c.spec.budget_usd)}" for c in listed])
+    return "\n".join(
+        ["Your clusters:"]
+        + [
+            f"• `{c.name}`{'' if c.owner == principal.name else ' (' + c.owner + ')'}: "
+            f"*{c.state.value}*, budget {money(c.spec.budget_usd)}"
+            for c in listed
+        ]
+    )
 
 
 def cost(deps: Deps, principal: Principal, name: str | None) -> str:
     if name:
         ledger = costs.cluster_cost(deps, principal, name)
-        return (f"`{name}` has spent {money(ledger.get('spend_usd'))} of {money(ledger.get('budget_usd'))}"
-                + (f", burning {money(ledger.get('burn_usd_per_hour'))}/h" if ledger.get("burn_usd_per_hour") else "")
-                + (f" (measured {ledger['measured_at']})" if ledger.get("measured_at") else " (not measured yet)"))
+        return (
+            f"`{name}` has spent {money(ledger.get('spend_usd'))} of {money(ledger.get('budget_usd'))}"
+            + (f", burning {money(ledger.get('burn_usd_per_hour'))}/h" if ledger.get("burn_usd_per_hour") else "")
+            + (f" (measured {ledger['measured_at']})" if ledger.get("measured_at") else " (not measured yet)")
+        )
     summary = costs.costs_by_owner(deps, principal)
     lines = [f"• {o['owner']}: {money(o['spend_usd'])} over {o['clusters']} clusters" for o in summary["owners"]]
     return "\n".join([f"Spend so far: {money(summary['total_spend_usd'])}"] + lines)
@@ -259,9 +294,11 @@ def cost(deps: Deps, principal: Principal, name: str | None) -> str:
 def quote(deps: Deps, principal: Principal, command: Command) -> str:
     chosen = preset_prices(deps, principal, command.size or "")
     hours = command.hours or 0
-    return (f"`{chosen['name']}` for {hours:g} h: {money(chosen['at_rest_usd_per_hour'] * hours)} idle, up to "
-            f"{money(chosen['full_size_usd_per_hour'] * hours)} at full size ({chosen['description']}; "
-            f"{deps.settings.region} list prices of {chosen['prices_as_of']}). Set `budget=` at least that.")
+    return (
+        f"`{chosen['name']}` for {hours:g} h: {money(chosen['at_rest_usd_per_hour'] * hours)} idle, up to "
+        f"{money(chosen['full_size_usd_per_hour'] * hours)} at full size ({chosen['description']}; "
+        f"{deps.settings.region} list prices of {chosen['prices_as_of']}). Set `budget=` at least that."
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -269,8 +306,9 @@ def quote(deps: Deps, principal: Principal, command: Command) -> str:
 # --------------------------------------------------------------------------------------
 def link_identity(deps: Deps, principal: Principal, spec: ChatIdentitySpec) -> ChatIdentity:
     ensure_admin(principal)
-    identity = ChatIdentity(**spec.model_dump(), registered_by=principal.arn or principal.name,
-                            registered_at=iso(deps.clock()))
+    identity = ChatIdentity(
+        **spec.model_dump(), registered_by=principal.arn or principal.name, registered_at=iso(deps.clock())
+    )
     deps.store.put_chat_identity(identity)
     return identity
 
@@ -327,8 +365,10 @@ def notification_text(kind: str, d: dict[str, Any]) -> str | None:
     if kind == "Cluster State Changed":
         state = d.get("state")
         if state == "ready":
-            return (f"✅ {name} is ready. Run work with `/lsst run {d.get('cluster')} -- <command>`; "
-                    "it deletes itself when idle, and before its budget is spent.")
+            return (
+                f"✅ {name} is ready. Run work with `/lsst run {d.get('cluster')} -- <command>`; "
+                "it deletes itself when idle, and before its budget is spent."
+            )
         if state == "failed":
             return f"⚠ {name} could not be torn down completely: {d.get('reason', 'see /lsst status')}. It retries; check `/lsst status`."
         return None
@@ -337,25 +377,40 @@ def notification_text(kind: str, d: dict[str, Any]) -> str | None:
         if state in ("completed", "failed", "cancelled"):
             icon = {"completed": "✅", "failed": "✗", "cancelled": "■"}[state]
             where = f" Outputs: {d['output_dir']}." if d.get("output_dir") else ""
-            return f"{icon} Job `{d.get('job_id')}` on {name} {state}" + (
-                f" (exit {d['exit_code']})." if d.get("exit_code") else ".") + where
+            return (
+                f"{icon} Job `{d.get('job_id')}` on {name} {state}"
+                + (f" (exit {d['exit_code']})." if d.get("exit_code") else ".")
+                + where
+            )
         return None
     if kind == "Spend Warning":
-        return (f"💸 {name} has spent {d.get('threshold_percent')}% of its budget: {money(d.get('spend_usd'))} of "
-                f"{money(d.get('budget_usd'))}, burning {money(d.get('burn_usd_per_hour'))}/h. It is deleted before "
-                f"the budget is reached; `/lsst down {d.get('cluster')}` to stop now.")
+        return (
+            f"💸 {name} has spent {d.get('threshold_percent')}% of its budget: {money(d.get('spend_usd'))} of "
+            f"{money(d.get('budget_usd'))}, burning {money(d.get('burn_usd_per_hour'))}/h. It is deleted before "
+            f"the budget is reached; `/lsst down {d.get('cluster')}` to stop now."
+        )
     if kind == "Teardown Completed":
         reason = str(d.get("reason") or "?")
         archived = f" Results: {d['archive_uri']}" if d.get("archive_uri") else ""
         if d.get("outcome", "deleted") != "deleted":
-            return (f"⚠ {name}: teardown stopped ({REASONS.get(reason, reason)}) with its data kept; it still costs "
-                    f"{money(d.get('remaining_burn_usd_per_hour'))}/h. `/lsst down {d.get('cluster')}` retries it.")
-        return (f"🧹 {name} was deleted ({REASONS.get(reason, reason)}); final cost {money(d.get('final_spend_usd'))}"
-                f" of {money(d.get('budget_usd'))}." + archived)
+            return (
+                f"⚠ {name}: teardown stopped ({REASONS.get(reason, reason)}) with its data kept; it still costs "
+                f"{money(d.get('remaining_burn_usd_per_hour'))}/h. `/lsst down {d.get('cluster')}` retries it."
+            )
+        return (
+            f"🧹 {name} was deleted ({REASONS.get(reason, reason)}); final cost {money(d.get('final_spend_usd'))}"
+            f" of {money(d.get('budget_usd'))}." + archived
+        )
     return None
 
 
-REASONS = {"user": "you asked", "idle": "it was idle", "lifetime": "it reached its lifetime limit",
-           "budget": "its budget would have been exceeded", "aws_budget": "the account's AWS budget was reached",
-           "launch_failed": "its launch failed", "launch_stalled": "its launch stalled",
-           "destroy": "the control plane is being removed"}
+REASONS = {
+    "user": "you asked",
+    "idle": "it was idle",
+    "lifetime": "it reached its lifetime limit",
+    "budget": "its budget would have been exceeded",
+    "aws_budget": "the account's AWS budget was reached",
+    "launch_failed": "its launch failed",
+    "launch_stalled": "its launch stalled",
+    "destroy": "the control plane is being removed",
+}

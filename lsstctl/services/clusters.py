@@ -1,4 +1,5 @@
 """launch-cluster, cluster queries, and teardown requests (from any trigger)."""
+
 from __future__ import annotations
 
 from contextlib import suppress
@@ -49,7 +50,8 @@ def cluster_config(deps: Deps, cluster: Cluster) -> dict[str, Any]:
         archive_prefix=f"{cluster.owner}/{cluster.name}",
         cluster_id=cluster.id,
         stack_cache_file_system_id=cluster.stack_cache_id,
-        metrics_policy_arn=s.head_node_metrics_policy_arn or f"arn:aws:iam::{s.account_id}:policy/{HEAD_NODE_METRICS_POLICY}",
+        metrics_policy_arn=s.head_node_metrics_policy_arn
+        or f"arn:aws:iam::{s.account_id}:policy/{HEAD_NODE_METRICS_POLICY}",
     )
 
 
@@ -147,8 +149,12 @@ def launch_cluster(deps: Deps, principal: Principal, spec: ClusterSpec) -> Clust
 
 
 def launch_input(deps: Deps, cluster: Cluster) -> dict[str, Any]:
-    return {"cluster": cluster.id, "generation": cluster.generation, "poll": poll_settings(deps),
-            "request_id": request_id()}
+    return {
+        "cluster": cluster.id,
+        "generation": cluster.generation,
+        "poll": poll_settings(deps),
+        "request_id": request_id(),
+    }
 
 
 def ensure_name_is_free(deps: Deps, cluster: Cluster) -> None:
@@ -168,8 +174,13 @@ def withdraw_launch(deps: Deps, cid: str) -> None:
     try:
         # One write: either the record is withdrawn, or it stays `requested` and a retry of
         # the request converges on it (never half-way, in a state that refuses the retry).
-        transition(deps, cid, ClusterState.DELETED, "launch workflow could not start",
-                   allowed_from=frozenset({ClusterState.REQUESTED}))
+        transition(
+            deps,
+            cid,
+            ClusterState.DELETED,
+            "launch workflow could not start",
+            allowed_from=frozenset({ClusterState.REQUESTED}),
+        )
     except Exception:
         logger.warning("could not withdraw a launch that did not start; the reconciler will", extra={"cluster": cid})
 
@@ -183,8 +194,9 @@ def get_cluster(deps: Deps, principal: Principal, name: str, owner: str | None =
         return deps.store.get_cluster(cluster_id(owner, name))
     except NotFoundError:
         # The same answer as ensure_visible's: a missing cluster and another owner's look alike.
-        raise NotFoundError(f"cluster '{name}' not found"
-                            + (f" for owner {owner}" if owner != principal.name else "")) from None
+        raise NotFoundError(
+            f"cluster '{name}' not found" + (f" for owner {owner}" if owner != principal.name else "")
+        ) from None
 
 
 def cluster_path(cluster: Cluster, principal: Principal) -> str:
@@ -207,8 +219,9 @@ def delete_cluster(deps: Deps, principal: Principal, name: str, owner: str | Non
     return request_teardown(deps, get_cluster(deps, principal, name, owner).id, reason="user")
 
 
-def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterChange,
-                   owner: str | None = None) -> Cluster:
+def change_cluster(
+    deps: Deps, principal: Principal, name: str, change: ClusterChange, owner: str | None = None
+) -> Cluster:
     """PATCH /clusters/{name}: raise or lower the budget, extend or shorten the lifetime,
     change the idle threshold of a cluster that lives. Checked as a launch is (the budget must
     cover starting and tearing down the cluster, the owner's quota must hold it) and against
@@ -216,8 +229,9 @@ def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterC
     idle alarm follows a new threshold now. Repeating a PATCH changes nothing more."""
     cluster = get_cluster(deps, principal, name, owner)
     if cluster.state not in ACTIVE:
-        raise InvalidTransitionError(f"cluster '{name}' is {cluster.state.value}: only a live cluster can change",
-                                     field="name")
+        raise InvalidTransitionError(
+            f"cluster '{name}' is {cluster.state.value}: only a live cluster can change", field="name"
+        )
     requested = change.fields()
     limits = _node_limit_changes(deps, cluster, requested.pop("max_nodes", None))
     wanted = {k: v for k, v in requested.items() if getattr(cluster.spec, k) != v}
@@ -229,22 +243,39 @@ def change_cluster(deps: Deps, principal: Principal, name: str, change: ClusterC
         ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
         spent = float(ledger.get("spend_usd") or 0.0)
         if spec.budget_usd <= spent:
-            raise ValidationError(f"budget_usd {spec.budget_usd:.2f} is not above what {name} has spent "
-                                  f"(${spent:.2f}); to end it, DELETE it", field="budget_usd")
+            raise ValidationError(
+                f"budget_usd {spec.budget_usd:.2f} is not above what {name} has spent "
+                f"(${spent:.2f}); to end it, DELETE it",
+                field="budget_usd",
+            )
         check_budget_is_enough(deps, changed)
         quotas.check_launch(deps, changed)
-    entry = {"at": iso(deps.clock()), "by": principal.name,
-             "fields": {**{k: [getattr(cluster.spec, k), v] for k, v in wanted.items()},
-                        **{f"max_nodes.{q}": [before, after] for q, (before, after) in limits.items()}}}
+    entry = {
+        "at": iso(deps.clock()),
+        "by": principal.name,
+        "fields": {
+            **{k: [getattr(cluster.spec, k), v] for k, v in wanted.items()},
+            **{f"max_nodes.{q}": [before, after] for q, (before, after) in limits.items()},
+        },
+    }
     updates: dict[str, Any] = {"spec": spec, "changes": [*cluster.changes, entry]}
     if limits:
         updates["node_limits"] = {**(cluster.node_limits or {}), **{q: after for q, (_, after) in limits.items()}}
-    updated = deps.store.update_cluster(cluster.id, updates,
-                                        only_if={"generation": cluster.generation, "state": cluster.state})
+    updated = deps.store.update_cluster(
+        cluster.id, updates, only_if={"generation": cluster.generation, "state": cluster.state}
+    )
     if "idle_minutes" in wanted and updated.state == ClusterState.READY:
         deps.monitor.ensure_idle_alarm(updated.id, spec.idle_minutes)
-    deps.events.publish("Cluster Changed", {"cluster": updated.name, "cluster_id": updated.id, "owner": updated.owner,
-                                            "generation": updated.generation, **entry})
+    deps.events.publish(
+        "Cluster Changed",
+        {
+            "cluster": updated.name,
+            "cluster_id": updated.id,
+            "owner": updated.owner,
+            "generation": updated.generation,
+            **entry,
+        },
+    )
     logger.info("cluster changed", extra={"cluster": updated.id, "fields": entry["fields"]})
     return updated
 
@@ -256,18 +287,23 @@ def _node_limit_changes(deps: Deps, cluster: Cluster, limits: dict[str, int] | N
     if not limits:
         return {}
     if not deps.settings.governor:
-        raise ValidationError("max_nodes is applied by the scale governor, which is off in this deployment",
-                              field="max_nodes")
+        raise ValidationError(
+            "max_nodes is applied by the scale governor, which is off in this deployment", field="max_nodes"
+        )
     queues = {q.name: q for q in cluster.spec.queues}
     changes = {}
     for name, count in sorted(limits.items()):
         queue = queues.get(name)
         if queue is None:
-            raise ValidationError(f"{cluster.name} has no queue '{name}' (queues: {', '.join(sorted(queues))})",
-                                  field="max_nodes")
+            raise ValidationError(
+                f"{cluster.name} has no queue '{name}' (queues: {', '.join(sorted(queues))})", field="max_nodes"
+            )
         if not queue.min_nodes <= count <= queue.max_nodes:
-            raise ValidationError(f"max_nodes of {name} must be between its min_nodes ({queue.min_nodes}) and its "
-                                  f"max_nodes at launch ({queue.max_nodes}), not {count}", field="max_nodes")
+            raise ValidationError(
+                f"max_nodes of {name} must be between its min_nodes ({queue.min_nodes}) and its "
+                f"max_nodes at launch ({queue.max_nodes}), not {count}",
+                field="max_nodes",
+            )
         before = (cluster.node_limits or {}).get(name, queue.max_nodes)
         if before != count:
             changes[name] = (before, count)
@@ -286,8 +322,11 @@ def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, st
     sm = deps.settings.teardown_state_machine_arn
     if cluster.state != ClusterState.TEARING_DOWN:
         exec_name = teardown_execution_name(cluster)
-        updates: dict[str, Any] = {"teardown_execution": deps.workflows.execution_arn(sm, exec_name),
-                                   "teardown_reason": reason, "teardown_started_at": None}
+        updates: dict[str, Any] = {
+            "teardown_execution": deps.workflows.execution_arn(sm, exec_name),
+            "teardown_reason": reason,
+            "teardown_started_at": None,
+        }
         if failure:
             updates["failure"] = failure
         try:
@@ -316,7 +355,10 @@ def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, st
         # GET shows that the claimed workflow runs. Should this write fail, the reconciler
         # finds a claim "not started", starts it (a no-op: it runs) and writes it then.
         with suppress(ControlPlaneError, BotoCoreError, ClientError):
-            cluster = deps.store.update_cluster(cid, {"teardown_started_at": iso(deps.clock())},
-                                                only_if={"teardown_execution": cluster.teardown_execution})
+            cluster = deps.store.update_cluster(
+                cid,
+                {"teardown_started_at": iso(deps.clock())},
+                only_if={"teardown_execution": cluster.teardown_execution},
+            )
     metrics.add_metric(name="TeardownsRequested", unit="Count", value=1)
     return cluster

@@ -1,5 +1,6 @@
 """Spend: metering every cluster from what actually runs, the ledger, and the guard that
 keeps spend under each cluster's budget (and ends clusters past their lifetime or idle)."""
+
 from __future__ import annotations
 
 import time
@@ -14,24 +15,28 @@ from lsstctl.domain.cost import (
     measure,
     must_stop_for_budget,
     thresholds_crossed,
+    with_sample,
 )
 from lsstctl.domain.lifecycle import ACTIVE
+from lsstctl.domain.models import Cluster, from_iso
+from lsstctl.domain.models import ClusterState as S
 from lsstctl.domain.pricing import SpotBook, gb_month_to_hourly, spot_hourly
-from lsstctl.domain.models import Cluster, ClusterState as S, from_iso
 from lsstctl.errors import TransientError
 from lsstctl.observability import logger, metrics
+from lsstctl.services import jobs, stack_cache
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
-from lsstctl.services import jobs, stack_cache
 from lsstctl.services.deps import Deps
 from lsstctl.services.governor import apply_caps, needs_applying, queues_of, running_by_queue, steer
-from lsstctl.services.idle import confirm_idle, recently_busy
 from lsstctl.services.identity import Principal
+from lsstctl.services.idle import confirm_idle, recently_busy
 
 SPEND_WARNING = "Spend Warning"
 
 
-def _instance_hourly(deps: Deps, region: str, o: Any, spot: SpotBook, before: dict[str, Any] | None) -> tuple[float, str]:
+def _instance_hourly(
+    deps: Deps, region: str, o: Any, spot: SpotBook, before: dict[str, Any] | None
+) -> tuple[float, str]:
     """One price per node, the same in every ledger and in the final record: on-demand, or
     for a spot node its zone's spot price (bounded: `spot_hourly`); when EC2 has no plausible
     price for it now, the price it has been charged so far, else on-demand."""
@@ -46,8 +51,9 @@ def _instance_hourly(deps: Deps, region: str, o: Any, spot: SpotBook, before: di
     return on_demand, "on-demand"
 
 
-def _priced_ec2(deps: Deps, region: str, observed: list[Any], spot: SpotBook,
-                previous: dict[str, Any] | None = None) -> list[Resource]:
+def _priced_ec2(
+    deps: Deps, region: str, observed: list[Any], spot: SpotBook, previous: dict[str, Any] | None = None
+) -> list[Resource]:
     before = {r["id"]: r for r in (previous or {}).get("breakdown", [])}
     resources = []
     for o in observed:
@@ -56,8 +62,17 @@ def _priced_ec2(deps: Deps, region: str, observed: list[Any], spot: SpotBook,
         else:
             hourly, pricing = gb_month_to_hourly(deps.catalog.ebs_gb_month(region, o.type), o.size_gib or 0), "gb-month"
         resources.append(
-            Resource(id=o.id, kind=o.kind, role=o.role, type=o.type, hourly_usd=hourly, started_at=o.started_at,
-                     ended_at=o.ended_at, size_gib=o.size_gib, pricing=pricing)
+            Resource(
+                id=o.id,
+                kind=o.kind,
+                role=o.role,
+                type=o.type,
+                hourly_usd=hourly,
+                started_at=o.started_at,
+                ended_at=o.ended_at,
+                size_gib=o.size_gib,
+                pricing=pricing,
+            )
         )
     return resources
 
@@ -67,8 +82,9 @@ def spot_book(deps: Deps, observed: list[Any]) -> SpotBook:
     return deps.spot_prices(sorted({o.type for o in observed if o.kind == "instance" and o.spot}))
 
 
-def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: SpotBook,
-            previous: dict[str, Any]) -> list[Resource]:
+def _priced(
+    deps: Deps, cluster: Cluster, observed: list[Any], spot: SpotBook, previous: dict[str, Any]
+) -> list[Resource]:
     region = cluster.spec.region or deps.settings.region
     resources = _priced_ec2(deps, region, observed, spot, previous)
     storage = cluster.spec.shared_storage
@@ -78,16 +94,28 @@ def _priced(deps: Deps, cluster: Cluster, observed: list[Any], spot: SpotBook,
         if started is not None:
             price = deps.catalog.shared_storage_gb_month(region, storage.type)
             resources.append(
-                Resource(id=f"{storage.type}:{cluster.name}", kind="filesystem", role="storage", type=storage.type,
-                         hourly_usd=gb_month_to_hourly(price, storage.size_gib), started_at=started,
-                         ended_at=cluster.entered(S.DELETED), size_gib=storage.size_gib, pricing="gb-month")
+                Resource(
+                    id=f"{storage.type}:{cluster.name}",
+                    kind="filesystem",
+                    role="storage",
+                    type=storage.type,
+                    hourly_usd=gb_month_to_hourly(price, storage.size_gib),
+                    started_at=started,
+                    ended_at=cluster.entered(S.DELETED),
+                    size_gib=storage.size_gib,
+                    pricing="gb-month",
+                )
             )
     return resources
 
 
 def _resource_from(data: dict[str, Any]) -> Resource:
     return Resource(
-        id=data["id"], kind=data["kind"], role=data["role"], type=data["type"], hourly_usd=data["hourly_usd"],
+        id=data["id"],
+        kind=data["kind"],
+        role=data["role"],
+        type=data["type"],
+        hourly_usd=data["hourly_usd"],
         started_at=datetime.fromisoformat(data["started_at"]),
         ended_at=datetime.fromisoformat(data["ended_at"]) if data.get("ended_at") else None,
         pricing=data.get("pricing", "on-demand"),
@@ -102,8 +130,9 @@ def _with_gone(previous: dict[str, Any], seen: dict[str, Resource], now: datetim
     return list(seen.values())
 
 
-def meter_unexplained(deps: Deps, name: str, observed: list[Any], now: datetime,
-                      spot: SpotBook | None = None) -> SpendReport:
+def meter_unexplained(
+    deps: Deps, name: str, observed: list[Any], now: datetime, spot: SpotBook | None = None
+) -> SpendReport:
     """Resources under a name no live record holds still bill: they are measured into that
     name's last generation's ledger (or, with no record at all, an `orphan` ledger of
     generation 0) until the reconciler has removed them."""
@@ -114,12 +143,21 @@ def meter_unexplained(deps: Deps, name: str, observed: list[Any], now: datetime,
     previous = deps.store.get_ledger(name, 0) or {}
     priced = {r.id: r for r in _priced_ec2(deps, deps.settings.region, observed, spot or {}, previous)}
     report = measure(_with_gone(previous, priced, now), now, potential_compute_usd_per_hour=0.0)
-    ledger = {**report.to_dict(), "cluster": name, "cluster_id": name, "owner": owner, "generation": 0, "state": "orphan"}
+    ledger = {
+        **report.to_dict(),
+        "cluster": name,
+        "cluster_id": name,
+        "owner": owner,
+        "generation": 0,
+        "state": "orphan",
+    }
     deps.store.put_ledger(name, 0, owner, ledger)
     return report
 
 
-def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: SpotBook | None = None) -> SpendReport:
+def meter(
+    deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: SpotBook | None = None
+) -> SpendReport:
     """Measure one cluster and write its ledger. Resources seen before but gone now (a
     deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
     without a recorded end is charged until now, never less than it may have cost."""
@@ -129,9 +167,17 @@ def meter(deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot
     # What it can reach before the next tick: its queues' node caps, or what bills if more.
     potential = potential_compute_hourly(deps, cluster, running_by_queue(report, queues_of(observed)))
     report = replace(report, max_burn_usd_per_hour=report.base_burn_usd_per_hour + potential)
-    ledger = {**report.to_dict(cluster.spec.budget_usd), "cluster": cluster.name, "cluster_id": cluster.id,
-              "owner": cluster.owner, "project": cluster.spec.project, "generation": cluster.generation,
-              "state": cluster.state.value}
+    ledger = {
+        **report.to_dict(cluster.spec.budget_usd),
+        "cluster": cluster.name,
+        "cluster_id": cluster.id,
+        "owner": cluster.owner,
+        "project": cluster.spec.project,
+        "generation": cluster.generation,
+        "state": cluster.state.value,
+        # The series GET .../cost/history answers (and `lsstctl cost NAME --plot` draws).
+        "history": with_sample(previous.get("history"), now, report.spend_usd, report.burn_usd_per_hour),
+    }
     deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
     return report
 
@@ -150,8 +196,9 @@ def decide(deps: Deps, cluster: Cluster, report: SpendReport, now: datetime, tim
     created = from_iso(cluster.created_at)
     if now >= created + timedelta(hours=cluster.spec.max_lifetime_hours):
         return "lifetime"
-    if must_stop_for_budget(report, cluster.spec.budget_usd, guard_interval_seconds=deps.settings.guard_interval_seconds,
-                            timing=timing):
+    if must_stop_for_budget(
+        report, cluster.spec.budget_usd, guard_interval_seconds=deps.settings.guard_interval_seconds, timing=timing
+    ):
         return "budget"
     if _idle(deps, cluster, now):
         return "idle"
@@ -162,10 +209,16 @@ def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
     crossed = []
     for threshold in thresholds_crossed(report.spend_usd, cluster.spec.budget_usd, set()):
         if deps.store.claim_warning(cluster.id, cluster.generation, threshold):
-            detail = {"cluster": cluster.name, "cluster_id": cluster.id, "owner": cluster.owner,
-                      "generation": cluster.generation,
-                      "threshold_percent": threshold, "spend_usd": round(report.spend_usd, 4),
-                      "budget_usd": cluster.spec.budget_usd, "burn_usd_per_hour": round(report.burn_usd_per_hour, 4)}
+            detail = {
+                "cluster": cluster.name,
+                "cluster_id": cluster.id,
+                "owner": cluster.owner,
+                "generation": cluster.generation,
+                "threshold_percent": threshold,
+                "spend_usd": round(report.spend_usd, 4),
+                "budget_usd": cluster.spec.budget_usd,
+                "burn_usd_per_hour": round(report.burn_usd_per_hour, 4),
+            }
             deps.notifier.notify(cluster.owner, f"{cluster.name}: {threshold}% of its budget spent", detail)
             deps.events.publish(SPEND_WARNING, detail)
             crossed.append(threshold)
@@ -224,8 +277,15 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
     return summary
 
 
-def _govern(deps: Deps, cluster: Cluster, report: SpendReport, observed: list[Any], timing: TeardownTiming,
-            may_ask: bool, summary: dict[str, Any]) -> str | None:
+def _govern(
+    deps: Deps,
+    cluster: Cluster,
+    report: SpendReport,
+    observed: list[Any],
+    timing: TeardownTiming,
+    may_ask: bool,
+    summary: dict[str, Any],
+) -> str | None:
     """Cap the fleet the budget left can carry (lsstctl.services.governor); "budget" when it
     cannot carry a single compute node, so no job can progress."""
     governance = steer(deps, cluster, report, running_by_queue(report, queues_of(observed)), timing)
@@ -258,38 +318,93 @@ def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None 
     cluster = get_cluster(deps, principal, name, owner)
     ledger = deps.store.get_ledger(cluster.id, cluster.generation)
     if ledger is None:
-        return {"cluster": name, "cluster_id": cluster.id, "owner": cluster.owner, "generation": cluster.generation, "measured_at": None,
-                "spend_usd": 0.0, "budget_usd": cluster.spec.budget_usd, "breakdown": []}
+        return {
+            "cluster": name,
+            "cluster_id": cluster.id,
+            "owner": cluster.owner,
+            "generation": cluster.generation,
+            "measured_at": None,
+            "spend_usd": 0.0,
+            "budget_usd": cluster.spec.budget_usd,
+            "breakdown": [],
+        }
     # What its jobs used of the spend, and what was idle (head node, storage, unused nodes).
     _priced, split = jobs.with_costs(deps, cluster, jobs.generation_jobs(deps, cluster))
-    return {**ledger, "jobs_usd": split["jobs_usd"], "idle_usd": split["idle_usd"]}
+    measured = {k: v for k, v in ledger.items() if k != "history"}  # GET .../cost/history has it
+    return {**measured, "jobs_usd": split["jobs_usd"], "idle_usd": split["idle_usd"]}
 
 
-COST_SUMMARY = ("measured_at", "spend_usd", "burn_usd_per_hour", "budget_usd", "budget_used_percent", "projected_budget_at")
+def cost_history(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> dict[str, Any]:
+    """The guard's measurements of the cluster's current generation, oldest first: spend so far
+    and burn rate at each, against its budget (points thin out as it ages: `step_seconds`)."""
+    cluster = get_cluster(deps, principal, name, owner)
+    ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+    history = ledger.get("history") or {}
+    return {
+        "cluster": cluster.name,
+        "cluster_id": cluster.id,
+        "owner": cluster.owner,
+        "generation": cluster.generation,
+        "state": cluster.state.value,
+        "budget_usd": cluster.spec.budget_usd,
+        "step_seconds": history.get("step_seconds"),
+        "points": [
+            {"at": at, "spend_usd": spend, "burn_usd_per_hour": burn} for at, spend, burn in history.get("points", [])
+        ],
+    }
+
+
+COST_SUMMARY = (
+    "measured_at",
+    "spend_usd",
+    "burn_usd_per_hour",
+    "budget_usd",
+    "budget_used_percent",
+    "projected_budget_at",
+)
 
 
 def cluster_view(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> dict[str, Any]:
     """The cluster record with its spend so far (as of the guard's last measurement)."""
     cluster = get_cluster(deps, principal, name, owner)
     ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
-    summary = {key: ledger.get(key) for key in COST_SUMMARY}
+    summary: dict[str, Any] = {key: ledger.get(key) for key in COST_SUMMARY}
     summary["budget_usd"] = cluster.spec.budget_usd
-    summary["spend_usd"] = summary["spend_usd"] or 0.0
+    summary["spend_usd"] = float(summary["spend_usd"] or 0.0)
     view = {**cluster.public(), "cost": summary}
     if cluster.governor:
         # "capped at 3 of 15 nodes by the budget", and the runway at the last measured burn.
         burn = ledger.get("burn_usd_per_hour") or 0.0
         left = max(0.0, cluster.spec.budget_usd - summary["spend_usd"])
-        view["governor"] = {**cluster.governor, "budget_left_usd": round(left, 4),
-                            "runway_hours": round(left / burn, 2) if burn > 0 else None}
+        view["governor"] = {
+            **cluster.governor,
+            "budget_left_usd": round(left, 4),
+            "runway_hours": round(left / burn, 2) if burn > 0 else None,
+        }
     return view
+
+
+CLUSTER_COST_ROW = (
+    "cluster",
+    "owner",
+    "generation",
+    "state",
+    "spend_usd",
+    "burn_usd_per_hour",
+    "budget_usd",
+    "budget_used_percent",
+    "measured_at",
+)
 
 
 def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:
     totals: dict[str, dict[str, Any]] = {}
+    rows = []
     for ledger in deps.store.list_ledgers(None if principal.is_admin else principal.name):
-        entry = totals.setdefault(ledger["owner"], {"owner": ledger["owner"], "spend_usd": 0.0,
-                                                    "burn_usd_per_hour": 0.0, "clusters": 0})
+        rows.append({key: ledger.get(key) for key in CLUSTER_COST_ROW})
+        entry = totals.setdefault(
+            ledger["owner"], {"owner": ledger["owner"], "spend_usd": 0.0, "burn_usd_per_hour": 0.0, "clusters": 0}
+        )
         entry["spend_usd"] += ledger["spend_usd"]
         entry["burn_usd_per_hour"] += ledger["burn_usd_per_hour"]
         entry["clusters"] += 1
@@ -297,9 +412,14 @@ def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:
     for entry in owners:
         entry["spend_usd"] = round(entry["spend_usd"], 4)
         entry["burn_usd_per_hour"] = round(entry["burn_usd_per_hour"], 4)
-    return {"owners": owners, "total_spend_usd": round(sum(e["spend_usd"] for e in owners), 4),
-            # Shared by every owner's clusters, so not in any owner's spend: shown to everyone.
-            "stack_cache": stack_cache.report(deps)}
+    return {
+        # Every cluster generation the guard measured (the caller's; an admin's: everyone's).
+        "clusters": sorted(rows, key=lambda r: (r["owner"], r["cluster"] or "", r["generation"] or 0)),
+        "owners": owners,
+        "total_spend_usd": round(sum(e["spend_usd"] for e in owners), 4),
+        # Shared by every owner's clusters, so not in any owner's spend: shown to everyone.
+        "stack_cache": stack_cache.report(deps),
+    }
 
 
 def list_presets(deps: Deps, principal: Principal) -> dict[str, Any]:

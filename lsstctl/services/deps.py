@@ -1,16 +1,19 @@
 """The dependencies every service function receives: ports, settings and a clock."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from lsstctl.ports import (
     ClusterEngine,
     ConfigValidator,
     EventPublisher,
     IdentityProvisioner,
+    JobSteps,
     RemoteRunner,
     StateStore,
     WorkflowStarter,
@@ -19,7 +22,7 @@ from lsstctl.settings import Settings
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -42,7 +45,7 @@ class Deps:
     instance_sizes: Callable[[list[str]], dict[str, tuple[int, int]]] = field(default=lambda types: {})
     idempotency: Any = None  # Powertools persistence layer, or None to disable
     # JobStepsFunction: where the API cancels jobs and reads logs (None: here, through runner)
-    job_steps: Any = None
+    job_steps: JobSteps | None = None
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
     chat: Any = None  # SlackChat: slash-command signatures, replies and channel messages
     clock: Callable[[], datetime] = field(default=_now)

@@ -12,9 +12,11 @@ it is ready, so no job can start a node above them. The owner is told when the c
 becomes capped and when the cap lifts, with the runway left (a launch that starts capped is
 told in its response).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from lsstctl.domain.cost import SpendReport, TeardownTiming
 from lsstctl.domain.governor import Governance, govern, reach_hourly
@@ -45,14 +47,20 @@ def running_by_queue(report: SpendReport, queue_of: Mapping[str, str]) -> dict[s
     return running
 
 
-def steer(deps: Deps, cluster: Cluster, report: SpendReport, running: Mapping[str, float],
-          timing: TeardownTiming) -> Governance:
+def steer(
+    deps: Deps, cluster: Cluster, report: SpendReport, running: Mapping[str, float], timing: TeardownTiming
+) -> Governance:
     """The caps the remaining budget carries now (nothing applied here)."""
     queues = queue_reach(deps, cluster, running)
-    return govern(budget_usd=cluster.spec.budget_usd, spend_usd=report.spend_usd,
-                  base_usd_per_hour=report.base_burn_usd_per_hour, queues=queues,
-                  caps_now=effective_caps(deps, cluster), guard_interval_seconds=deps.settings.guard_interval_seconds,
-                  timing=timing)
+    return govern(
+        budget_usd=cluster.spec.budget_usd,
+        spend_usd=report.spend_usd,
+        base_usd_per_hour=report.base_burn_usd_per_hour,
+        queues=queues,
+        caps_now=effective_caps(deps, cluster),
+        guard_interval_seconds=deps.settings.guard_interval_seconds,
+        timing=timing,
+    )
 
 
 def caps_of(deps: Deps, cluster: Cluster) -> Governance:
@@ -61,8 +69,13 @@ def caps_of(deps: Deps, cluster: Cluster) -> Governance:
     held = (cluster.governor or {}).get("caps") or {}
     caps = {q.name: min(int(held.get(q.name, q.max_nodes)), q.max_nodes) for q in queues}
     reach = reach_hourly(queues, caps)
-    return Governance(caps=caps, reach_usd_per_hour=reach, allowed_usd_per_hour=reach,
-                      capped=any(caps[q.name] < q.max_nodes for q in queues), stalled=False)
+    return Governance(
+        caps=caps,
+        reach_usd_per_hour=reach,
+        allowed_usd_per_hour=reach,
+        capped=any(caps[q.name] < q.max_nodes for q in queues),
+        stalled=False,
+    )
 
 
 def needs_applying(cluster: Cluster, governance: Governance) -> bool:
@@ -73,8 +86,15 @@ def needs_applying(cluster: Cluster, governance: Governance) -> bool:
     return current.get("caps") != governance.caps or not current.get("applied")
 
 
-def apply_caps(deps: Deps, cluster: Cluster, governance: Governance, *, by: str,
-               report: SpendReport | None = None, notify: bool = True) -> Cluster:
+def apply_caps(
+    deps: Deps,
+    cluster: Cluster,
+    governance: Governance,
+    *,
+    by: str,
+    report: SpendReport | None = None,
+    notify: bool = True,
+) -> Cluster:
     """Record the caps, have the head node apply them, record that it did; TransientError
     when it did not (the next pass or the step's retry tries again)."""
     queues = queue_reach(deps, cluster)
@@ -86,26 +106,47 @@ def apply_caps(deps: Deps, cluster: Cluster, governance: Governance, *, by: str,
     if not instance:
         raise TransientError(f"{cluster.id} has no head node to apply its node caps on")
     comment = f"lsstctl: cap {cluster.id} at {render_caps(governance.caps)}"
-    command = deps.runner.run_document(instance, deps.settings.node_cap_document,
-                                       {"nodeRoot": node_root(deps, cluster), "caps": render_caps(governance.caps)},
-                                       comment=comment, timeout_seconds=60)
+    command = deps.runner.run_document(
+        instance,
+        deps.settings.node_cap_document,
+        {"nodeRoot": node_root(deps, cluster), "caps": render_caps(governance.caps)},
+        comment=comment,
+        timeout_seconds=60,
+    )
     result = wait_short(deps, command, instance, comment=comment)
     if result.status != "Success" or not node_cap_applied(result.stdout):
-        raise TransientError(f"the head node did not apply the node caps ({result.status}): "
-                             f"{tail(result.stderr or result.stdout, 200)}")
-    cluster = deps.store.update_cluster(cluster.id, {"governor": {**pending, "applied": True, "applied_caps": governance.caps}})
+        raise TransientError(
+            f"the head node did not apply the node caps ({result.status}): {tail(result.stderr or result.stdout, 200)}"
+        )
+    cluster = deps.store.update_cluster(
+        cluster.id, {"governor": {**pending, "applied": True, "applied_caps": governance.caps}}
+    )
     metrics.add_metric(name="GovernorCapsApplied", unit="Count", value=1)
     _tell(deps, cluster, before, governance, report, notify=notify)
     return cluster
 
 
-def _tell(deps: Deps, cluster: Cluster, before: dict[str, Any], governance: Governance, report: SpendReport | None,
-          *, notify: bool) -> None:
+def _tell(
+    deps: Deps,
+    cluster: Cluster,
+    before: dict[str, Any],
+    governance: Governance,
+    report: SpendReport | None,
+    *,
+    notify: bool,
+) -> None:
     """An event for every change of caps; the owner hears when the cluster becomes capped
     (the caps it launched with included) and when the cap lifts, not at each lower step."""
-    detail = {"cluster": cluster.name, "cluster_id": cluster.id, "owner": cluster.owner, "generation": cluster.generation,
-              "caps": governance.caps, "capped": governance.capped, "message": (cluster.governor or {}).get("message"),
-              **runway(cluster, report)}
+    detail = {
+        "cluster": cluster.name,
+        "cluster_id": cluster.id,
+        "owner": cluster.owner,
+        "generation": cluster.generation,
+        "caps": governance.caps,
+        "capped": governance.capped,
+        "message": (cluster.governor or {}).get("message"),
+        **runway(cluster, report),
+    }
     deps.events.publish(CLUSTER_CAPPED, detail)
     was_capped = bool(before.get("capped")) and bool(before.get("applied"))
     if notify and governance.capped != was_capped:

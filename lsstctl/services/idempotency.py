@@ -5,9 +5,11 @@ response back, without a second effect. The same key with a different body is re
 A request that failed leaves nothing behind (Powertools deletes its record), so the
 client's retry with the same key runs it again.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -49,12 +51,13 @@ def once(
     if context is not None:
         config.register_lambda_context(context)
 
-    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)
+    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)  # type: ignore[untyped-decorator]
     def run(request: dict[str, Any]) -> Response:
         return operation()
 
     try:
-        return run(request={"key": f"{scope}#{key}", "body": body})
+        answer: dict[str, Any] = run(request={"key": f"{scope}#{key}", "body": body})
+        return answer
     except IdempotencyValidationError as error:
         raise IdempotencyKeyReuseError(
             "this Idempotency-Key was used with a different request body", field="Idempotency-Key"

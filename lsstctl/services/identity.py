@@ -13,6 +13,7 @@ Locally (LSSTCTL_TRUST_PRINCIPAL_HEADER) the identity header may carry an ARN, o
 name standing for a session of the local people role, which the emulator registers with
 trusted session names: the same table, the same rules.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,8 +62,9 @@ def resolve(deps: Deps, identity: str | None) -> Principal:
     if not s.account_id:
         raise ForbiddenError("the control plane does not know its account (LSSTCTL_ACCOUNT_ID); nobody is admitted")
     if caller.account != s.account_id:
-        raise ForbiddenError(f"callers from account {caller.account} are not admitted (this control plane "
-                             f"serves account {s.account_id})")
+        raise ForbiddenError(
+            f"callers from account {caller.account} are not admitted (this control plane serves account {s.account_id})"
+        )
     if caller.kind == "root":
         raise ForbiddenError("the account root may not use the control plane; sign in as an IAM user or role")
     admin = is_admin(caller, parse_admins(s.admin_principals))
@@ -71,7 +73,8 @@ def resolve(deps: Deps, identity: str | None) -> Principal:
         if not admin:
             raise ForbiddenError(
                 f"{identity} is not registered with the control plane: IAM users are made by create-user, "
-                "roles are registered by an admin (POST /principals)")
+                "roles are registered by an admin (POST /principals)"
+            )
         return Principal(name=_owner_name(caller.session or caller.name, identity), is_admin=True, arn=identity)
     if registration.trust_session_name:
         if caller.session is None:
@@ -94,9 +97,14 @@ def _owner_name(name: str, identity: str) -> str:
 def register_user(deps: Deps, owner: str, user_arn: str, by: str) -> Registration:
     caller = parse_arn(user_arn)
     existing = deps.store.get_registration(caller.key)
-    registration = Registration(key=caller.key, arn=user_arn, kind="user", owner=owner,
-                                registered_by=existing.registered_by if existing else by,
-                                registered_at=existing.registered_at if existing else iso(deps.clock()))
+    registration = Registration(
+        key=caller.key,
+        arn=user_arn,
+        kind="user",
+        owner=owner,
+        registered_by=existing.registered_by if existing else by,
+        registered_at=existing.registered_at if existing else iso(deps.clock()),
+    )
     if existing != registration:
         deps.store.put_registration(registration)
     return registration
@@ -108,14 +116,23 @@ def register_role(deps: Deps, principal: Principal, spec: RegistrationSpec) -> t
     ensure_admin(principal)
     caller = parse_arn(spec.arn)
     if caller.account != deps.settings.account_id:
-        raise ValidationError(f"the role is in account {caller.account}; this control plane serves "
-                              f"account {deps.settings.account_id}", field="arn")
+        raise ValidationError(
+            f"the role is in account {caller.account}; this control plane serves account {deps.settings.account_id}",
+            field="arn",
+        )
     existing = deps.store.get_registration(caller.key)
-    registration = Registration(key=caller.key, arn=spec.arn, kind="role", owner=spec.owner,
-                                trust_session_name=spec.trust_session_name, registered_by=principal.arn,
-                                registered_at=iso(deps.clock()))
-    if existing is not None and existing.model_dump(exclude={"registered_by", "registered_at"}) == \
-            registration.model_dump(exclude={"registered_by", "registered_at"}):
+    registration = Registration(
+        key=caller.key,
+        arn=spec.arn,
+        kind="role",
+        owner=spec.owner,
+        trust_session_name=spec.trust_session_name,
+        registered_by=principal.arn,
+        registered_at=iso(deps.clock()),
+    )
+    if existing is not None and existing.model_dump(
+        exclude={"registered_by", "registered_at"}
+    ) == registration.model_dump(exclude={"registered_by", "registered_at"}):
         return existing, False
     deps.store.put_registration(registration)
     return registration, existing is None
@@ -155,5 +172,16 @@ def ensure_may_act_for(principal: Principal, owner: str, field: str = "owner") -
         raise ForbiddenError(f"{principal.name} may not act for {owner}", field=field)
 
 
-__all__ = ["CallerArn", "Principal", "resolve", "local_caller", "register_user", "register_role",
-           "list_registrations", "remove_registration", "ensure_admin", "ensure_visible", "ensure_may_act_for"]
+__all__ = [
+    "CallerArn",
+    "Principal",
+    "resolve",
+    "local_caller",
+    "register_user",
+    "register_role",
+    "list_registrations",
+    "remove_registration",
+    "ensure_admin",
+    "ensure_visible",
+    "ensure_may_act_for",
+]

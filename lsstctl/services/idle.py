@@ -16,6 +16,7 @@ asks Slurm itself, on the head node, through the one SSM document it may run the
 
 The lifetime and the budget end a busy cluster all the same: they never ask.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -54,8 +55,13 @@ def ask_slurm(deps: Deps, cluster: Cluster) -> IdleCheck:
         return IdleCheck("silent", detail="no head node recorded")
     comment = f"lsstctl: is {cluster.id} idle?"
     try:
-        command = deps.runner.run_document(instance, deps.settings.queue_probe_document,
-                                           {"nodeRoot": node_root(deps, cluster)}, comment=comment, timeout_seconds=60)
+        command = deps.runner.run_document(
+            instance,
+            deps.settings.queue_probe_document,
+            {"nodeRoot": node_root(deps, cluster)},
+            comment=comment,
+            timeout_seconds=60,
+        )
         result = wait_short(deps, command, instance, comment=comment)
     except Exception as error:
         mapped = classify(error)
@@ -68,10 +74,16 @@ def ask_slurm(deps: Deps, cluster: Cluster) -> IdleCheck:
         return IdleCheck("silent", detail=f"SSM could not reach the head node: {mapped}")
     probe = parse_queue_probe(result.stdout) if result.status == "Success" else QueueProbe(slurm=False)
     if not probe.slurm:
-        return IdleCheck("silent", detail=f"Slurm did not answer ({result.status}): {tail(result.stderr or result.stdout, 200)}")
+        return IdleCheck(
+            "silent", detail=f"Slurm did not answer ({result.status}): {tail(result.stderr or result.stdout, 200)}"
+        )
     if probe.jobs > 0:
-        return IdleCheck("busy", jobs=probe.jobs, publisher=probe.publisher,
-                         detail=f"Slurm has {probe.jobs} pending or running job(s)")
+        return IdleCheck(
+            "busy",
+            jobs=probe.jobs,
+            publisher=probe.publisher,
+            detail=f"Slurm has {probe.jobs} pending or running job(s)",
+        )
     return IdleCheck("idle", jobs=0, publisher=probe.publisher, detail="Slurm has no pending or running job")
 
 
@@ -85,14 +97,23 @@ def confirm_idle(deps: Deps, cluster: Cluster, *, source: Literal["alarm", "guar
         return check  # nothing learned: nothing written
     deps.store.update_cluster(cluster.id, {"idle_check": record})
     if check.verdict == "busy":
-        repaired = {"restored": "its queue-depth publisher was restarted",
-                    "running": "its queue-depth publisher is running again",
-                    "failing": "its queue-depth publisher fails: look at the head node",
-                    "missing": "its queue-depth publisher is missing: look at the head node"}.get(check.publisher, "")
+        repaired = {
+            "restored": "its queue-depth publisher was restarted",
+            "running": "its queue-depth publisher is running again",
+            "failing": "its queue-depth publisher fails: look at the head node",
+            "missing": "its queue-depth publisher is missing: look at the head node",
+        }.get(check.publisher, "")
         deps.notifier.notify(
-            cluster.owner, f"{cluster.name}: idle alarm overruled, Slurm has {check.jobs} job(s)",
-            {"cluster": cluster.name, "cluster_id": cluster.id, "action": "none", "jobs": check.jobs,
-             "publisher": check.publisher, "note": f"No queue-depth data, yet Slurm has work; {repaired}."},
+            cluster.owner,
+            f"{cluster.name}: idle alarm overruled, Slurm has {check.jobs} job(s)",
+            {
+                "cluster": cluster.name,
+                "cluster_id": cluster.id,
+                "action": "none",
+                "jobs": check.jobs,
+                "publisher": check.publisher,
+                "note": f"No queue-depth data, yet Slurm has work; {repaired}.",
+            },
         )
     return check
 

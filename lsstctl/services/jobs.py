@@ -1,10 +1,11 @@
 """run-job: Slurm jobs submitted through SSM on the head node, and tracked to the end."""
+
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lsstctl.domain.cost import job_cost_usd
@@ -22,8 +23,8 @@ from lsstctl.domain.scripts import (
 )
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
 from lsstctl.observability import metrics, request_id
-from lsstctl.services.clusters import get_cluster, job_user, poll_settings, shared_dir
 from lsstctl.services import stack_cache
+from lsstctl.services.clusters import get_cluster, job_user, poll_settings, shared_dir
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
 from lsstctl.services.remote import check_deadline, deadline_after, error_message, run_short, tail
@@ -57,8 +58,14 @@ def new_job_id(deps: Deps, request_key: str | None = None) -> str:
     return f"j-{deps.clock().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def submit_job(deps: Deps, principal: Principal, cluster_name: str, spec: JobSpec,
-               request_key: str | None = None, owner: str | None = None) -> Job:
+def submit_job(
+    deps: Deps,
+    principal: Principal,
+    cluster_name: str,
+    spec: JobSpec,
+    request_key: str | None = None,
+    owner: str | None = None,
+) -> Job:
     """Record the job, then start its workflow. Repeated with the same `request_key`
     (after any failure), it converges on one record and one execution."""
     cluster = get_cluster(deps, principal, cluster_name, owner)
@@ -101,8 +108,9 @@ def check_fits(deps: Deps, cluster: Cluster, spec: JobSpec) -> None:
         raise ValidationError(f"queue '{spec.queue}' is not one of {list(queues)}", field="queue")
     queue = queues[spec.queue] if spec.queue else cluster.spec.queues[0]  # ParallelCluster's default partition
     if spec.nodes > queue.max_nodes:
-        raise ValidationError(f"nodes {spec.nodes} is more than queue '{queue.name}' has ({queue.max_nodes})",
-                              field="nodes")
+        raise ValidationError(
+            f"nodes {spec.nodes} is more than queue '{queue.name}' has ({queue.max_nodes})", field="nodes"
+        )
     sizes = deps.instance_sizes(queue.instance_types)
     if sizes:
         vcpus = max(v for v, _ in sizes.values())
@@ -111,15 +119,23 @@ def check_fits(deps: Deps, cluster: Cluster, spec: JobSpec) -> None:
         if per_node > vcpus:
             raise ValidationError(
                 f"{per_node} CPUs per node (tasks {spec.ntasks} over nodes {spec.nodes}, cores {spec.cores} each) is more "
-                f"than queue '{queue.name}' has per node ({vcpus}, {', '.join(queue.instance_types)})", field="cores")
+                f"than queue '{queue.name}' has per node ({vcpus}, {', '.join(queue.instance_types)})",
+                field="cores",
+            )
         if spec.memory_mb is not None and spec.memory_mb > memory:
-            raise ValidationError(f"memory_mb {spec.memory_mb} is more than a node of queue '{queue.name}' has "
-                                  f"({memory} MiB, {', '.join(queue.instance_types)})", field="memory_mb")
+            raise ValidationError(
+                f"memory_mb {spec.memory_mb} is more than a node of queue '{queue.name}' has "
+                f"({memory} MiB, {', '.join(queue.instance_types)})",
+                field="memory_mb",
+            )
     ends = from_iso(cluster.created_at) + timedelta(hours=cluster.spec.max_lifetime_hours)
     left = (ends - deps.clock()).total_seconds() / 60
     if "walltime_minutes" in spec.model_fields_set and spec.walltime_minutes > left:  # (the default is no promise)
-        raise ValidationError(f"walltime_minutes {spec.walltime_minutes} runs past the cluster's lifetime "
-                              f"({max(0, int(left))} minutes left, ends {iso(ends)})", field="walltime_minutes")
+        raise ValidationError(
+            f"walltime_minutes {spec.walltime_minutes} runs past the cluster's lifetime "
+            f"({max(0, int(left))} minutes left, ends {iso(ends)})",
+            field="walltime_minutes",
+        )
 
 
 def job_execution_name(job: Job) -> str:
@@ -160,8 +176,9 @@ def generation_jobs(deps: Deps, cluster: Cluster) -> list[Job]:
     return [j for j in deps.store.list_jobs(cluster.id) if j.generation == cluster.generation]
 
 
-def list_jobs_with_costs(deps: Deps, principal: Principal, cluster_name: str,
-                         owner: str | None = None) -> dict[str, Any]:
+def list_jobs_with_costs(
+    deps: Deps, principal: Principal, cluster_name: str, owner: str | None = None
+) -> dict[str, Any]:
     """GET /clusters/{name}/jobs: the jobs with their costs, and the cluster's spend split into
     what its jobs used and what was idle."""
     cluster = get_cluster(deps, principal, cluster_name, owner)
@@ -169,15 +186,23 @@ def list_jobs_with_costs(deps: Deps, principal: Principal, cluster_name: str,
     return {"jobs": [j.model_dump(mode="json") for j in priced], "cost": totals}
 
 
-def _node_hourly(deps: Deps, cluster: Cluster, queue_name: str | None, ledger: dict[str, Any]) -> tuple[float, int | None]:
+def _node_hourly(
+    deps: Deps, cluster: Cluster, queue_name: str | None, ledger: dict[str, Any]
+) -> tuple[float, int | None]:
     """The price of one node of a queue as the ledger charges its compute nodes (spot or on
     demand), else the catalog's on-demand price; and its vCPUs."""
     queues = {q.name: q for q in cluster.spec.queues}
     queue = queues.get(queue_name or "") or cluster.spec.queues[0]
-    charged = [r["hourly_usd"] for r in ledger.get("breakdown", [])
-               if r.get("role") == "compute" and r.get("type") in queue.instance_types]
-    hourly = (sum(charged) / len(charged) if charged else
-              deps.catalog.instance_hourly(cluster.spec.region or deps.settings.region, queue.instance_types[0]))
+    charged = [
+        r["hourly_usd"]
+        for r in ledger.get("breakdown", [])
+        if r.get("role") == "compute" and r.get("type") in queue.instance_types
+    ]
+    hourly = (
+        sum(charged) / len(charged)
+        if charged
+        else deps.catalog.instance_hourly(cluster.spec.region or deps.settings.region, queue.instance_types[0])
+    )
     vcpus = deps.instance_sizes(queue.instance_types).get(queue.instance_types[0], (None, None))[0]
     return hourly, vcpus
 
@@ -199,11 +224,23 @@ def with_costs(deps: Deps, cluster: Cluster, jobs: list[Job]) -> tuple[list[Job]
         hourly, vcpus = _node_hourly(deps, cluster, job.partition or job.spec.queue, ledger)
         # Up to the ledger's measurement: the job's cost is a part of what was measured.
         end = min(from_iso(job.ended_at), measured) if job.ended_at else measured
-        cost = job_cost_usd(started_at=from_iso(job.started_at) if job.started_at else None, ended_at=end,
-                            now=measured, node_count=job.node_count, cpus=job.cpus, node_hourly_usd=hourly,
-                            node_vcpus=vcpus)
-        priced.append(job.model_copy(update={"cost_usd": round(cost, 8),
-                                             "spend_share_percent": round(100 * cost / spend, 2) if spend else 0.0}))
+        cost = job_cost_usd(
+            started_at=from_iso(job.started_at) if job.started_at else None,
+            ended_at=end,
+            now=measured,
+            node_count=job.node_count,
+            cpus=job.cpus,
+            node_hourly_usd=hourly,
+            node_vcpus=vcpus,
+        )
+        priced.append(
+            job.model_copy(
+                update={
+                    "cost_usd": round(cost, 8),
+                    "spend_share_percent": round(100 * cost / spend, 2) if spend else 0.0,
+                }
+            )
+        )
     jobs_usd = min(spend, sum(j.cost_usd or 0.0 for j in priced))
     return priced, {"spend_usd": spend, "jobs_usd": round(jobs_usd, 8), "idle_usd": round(spend - jobs_usd, 8)}
 
@@ -213,8 +250,9 @@ def job_archive_uri(deps: Deps, job: Job) -> str:
     return f"s3://{deps.settings.archive_bucket}/{job.owner}/{job.cluster}/g{job.generation}/{job.job_id}/"
 
 
-def job_log(deps: Deps, principal: Principal, cluster_name: str, job_id: str, lines: int = 100,
-            owner: str | None = None) -> dict[str, Any]:
+def job_log(
+    deps: Deps, principal: Principal, cluster_name: str, job_id: str, lines: int = 100, owner: str | None = None
+) -> dict[str, Any]:
     """The last `lines` lines of a job's Slurm log, from the head node while its cluster has
     one (the job running or over); the archive's location of the whole log and outputs."""
     job = get_job(deps, principal, cluster_name, job_id, owner)
@@ -229,18 +267,33 @@ def tail_log(deps: Deps, cid: str, job_id: str, lines: int) -> dict[str, Any]:
     """job_log's head-node side (the job steps' function's `log` action)."""
     job = deps.store.get_job(cid, job_id)
     lines = max(1, min(LOG_TAIL_MAX_LINES, lines))
-    answer: dict[str, Any] = {"job_id": job.job_id, "state": job.state.value, "archive_uri": job_archive_uri(deps, job),
-                              "source": None, "lines": []}
+    answer: dict[str, Any] = {
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "archive_uri": job_archive_uri(deps, job),
+        "source": None,
+        "lines": [],
+    }
     cluster = deps.store.find_cluster(job.cluster_id)
-    on_head_node = (cluster is not None and cluster.generation == job.generation and cluster.head_node_instance_id
-                    and cluster.state in {ClusterState.READY, ClusterState.TEARING_DOWN} and job.slurm_job_id)
+    on_head_node = (
+        cluster is not None
+        and cluster.generation == job.generation
+        and cluster.head_node_instance_id
+        and cluster.state in {ClusterState.READY, ClusterState.TEARING_DOWN}
+        and job.slurm_job_id
+    )
     if not on_head_node:
-        answer["detail"] = ("the job never reached Slurm" if not job.slurm_job_id else
-                            "its cluster is gone: the whole log is in the archive")
+        answer["detail"] = (
+            "the job never reached Slurm"
+            if not job.slurm_job_id
+            else "its cluster is gone: the whole log is in the archive"
+        )
         return answer
     assert cluster is not None and cluster.head_node_instance_id
     out = job_output_dir(shared_dir(deps, cluster), job.job_id)
-    result = run_short(deps, cluster.head_node_instance_id, render_log_tail_command(out, lines), comment=f"log {job_id}")
+    result = run_short(
+        deps, cluster.head_node_instance_id, render_log_tail_command(out, lines), comment=f"log {job_id}"
+    )
     if result.status != "Success":
         answer["detail"] = tail(result.stderr or result.stdout) or f"no log (exit {result.exit_code})"
         return answer
@@ -277,16 +330,21 @@ def cancel_in_slurm(deps: Deps, cid: str, job_id: str) -> dict[str, Any]:
         return {"state": job.state.value}
     if not cluster.head_node_instance_id:
         raise ConflictError(f"cluster '{cluster.name}' is {cluster.state.value}")
-    result = run_short(deps, cluster.head_node_instance_id, render_cancel_command(job.slurm_job_id, job.job_id),
-                       comment=f"scancel {job_id}")
+    result = run_short(
+        deps,
+        cluster.head_node_instance_id,
+        render_cancel_command(job.slurm_job_id, job.job_id),
+        comment=f"scancel {job_id}",
+    )
     if result.status != "Success":
         raise TransientError(f"scancel failed (exit {result.exit_code}): {tail(result.stderr or result.stdout)}")
     return {"state": job.state.value}
 
 
 def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) -> Job:
-    changed = deps.store.update_job(job.cluster_id, job.job_id, state=state, reason=reason,
-                                    updates={"reason": reason, **updates})
+    changed = deps.store.update_job(
+        job.cluster_id, job.job_id, state=state, reason=reason, updates={"reason": reason, **updates}
+    )
     if changed.state != job.state:
         publish_job(deps, changed)
     return changed
@@ -324,13 +382,21 @@ def submit_step(deps: Deps, cid: str, job_id: str) -> dict[str, Any]:
             raise JobSubmitError(f"sbatch failed (exit {result.exit_code}): {tail(result.stderr or result.stdout)}")
         slurm_job_id = lines[-1].strip()
         job = _record(
-            deps, job, JobState.PENDING, "submitted to Slurm",
-            slurm_job_id=slurm_job_id, output_dir=job_output_dir(cluster.spec.shared_storage.mount_dir, job_id),
+            deps,
+            job,
+            JobState.PENDING,
+            "submitted to Slurm",
+            slurm_job_id=slurm_job_id,
+            output_dir=job_output_dir(cluster.spec.shared_storage.mount_dir, job_id),
         )
         if job.state.terminal:
             # Cancelled while sbatch ran: what was submitted goes too (scancel is idempotent).
-            run_short(deps, cluster.head_node_instance_id, render_cancel_command(slurm_job_id, job_id),
-                      comment=f"scancel {job_id}")
+            run_short(
+                deps,
+                cluster.head_node_instance_id,
+                render_cancel_command(slurm_job_id, job_id),
+                comment=f"scancel {job_id}",
+            )
             return {"state": job.state.value, "terminal": True, "deadline": None}
     return {"state": job.state.value, "terminal": job.state.terminal, "deadline": _tracking_deadline(deps, job)}
 
@@ -349,8 +415,12 @@ def poll_step(deps: Deps, cid: str, job_id: str, deadline: str | None) -> dict[s
         return {"state": job.state.value, "terminal": True, "deadline": deadline}
     assert job.slurm_job_id
     out = job_output_dir(shared_dir(deps, cluster), job.job_id)  # as the head node sees it
-    result = run_short(deps, cluster.head_node_instance_id, render_job_status_command(job.slurm_job_id, out),
-                       comment=f"status {job_id}")
+    result = run_short(
+        deps,
+        cluster.head_node_instance_id,
+        render_job_status_command(job.slurm_job_id, out),
+        comment=f"status {job_id}",
+    )
     try:
         slurm = parse_job_status(result.stdout)
     except ValueError as error:
@@ -379,13 +449,20 @@ def slurm_reason(slurm: SlurmJob) -> str:
 
 def slurm_updates(slurm: SlurmJob) -> dict[str, Any]:
     """The job record's fields from Slurm's record (only what Slurm said)."""
-    def at(epoch: int | None) -> str | None:
-        return iso(datetime.fromtimestamp(epoch, timezone.utc)) if epoch else None
 
-    updates: dict[str, Any] = {"exit_code": slurm.exit_code, "started_at": at(slurm.started_at),
-                               "ended_at": at(slurm.ended_at), "node_count": slurm.node_count, "cpus": slurm.cpus,
-                               "slurm_nodes": slurm.nodes, "partition": slurm.partition,
-                               "quanta": Quanta(**slurm.quanta) if slurm.quanta else None}
+    def at(epoch: int | None) -> str | None:
+        return iso(datetime.fromtimestamp(epoch, UTC)) if epoch else None
+
+    updates: dict[str, Any] = {
+        "exit_code": slurm.exit_code,
+        "started_at": at(slurm.started_at),
+        "ended_at": at(slurm.ended_at),
+        "node_count": slurm.node_count,
+        "cpus": slurm.cpus,
+        "slurm_nodes": slurm.nodes,
+        "partition": slurm.partition,
+        "quanta": Quanta(**slurm.quanta) if slurm.quanta else None,
+    }
     return {k: v for k, v in updates.items() if v is not None}
 
 

@@ -1,12 +1,15 @@
 """Steps of the launch workflow (statemachines/launch.asl.json). Each is safe to retry."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from lsstctl.domain.models import Cluster, ClusterState as S
+from lsstctl.domain.models import Cluster
+from lsstctl.domain.models import ClusterState as S
 from lsstctl.domain.scripts import INSTALL_SKIPPED, render_install_script, render_publisher_install
 from lsstctl.errors import ConflictError, InstallFailedError, LaunchFailedError
 from lsstctl.observability import metrics
+from lsstctl.services import stack_cache
 from lsstctl.services.clusters import (
     archive_prefix,
     cluster_config,
@@ -16,11 +19,9 @@ from lsstctl.services.clusters import (
     shared_dir,
     transition,
 )
-from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 from lsstctl.services.governor import apply_caps, caps_of
 from lsstctl.services.remote import FAILED_STATUSES, check_deadline, converging, deadline_after, error_message, tail
-
 
 INSTALL_LOG_TAIL_LINES = 20
 
@@ -58,7 +59,9 @@ def poll_launch(deps: Deps, cid: str, generation: int, deadline: str) -> dict[st
     load(deps, cid, generation)
     engine = converging(deps, lambda: deps.engine.describe_cluster(cid))
     if engine.status == "CREATE_COMPLETE" and engine.head_node_instance_id:
-        deps.store.update_cluster(cid, {"engine_status": engine.status, "head_node_instance_id": engine.head_node_instance_id})
+        deps.store.update_cluster(
+            cid, {"engine_status": engine.status, "head_node_instance_id": engine.head_node_instance_id}
+        )
         return {"status": engine.status, "ready": True, "deadline": deadline}
     if engine.status in {"CREATE_FAILED", "NOT_FOUND"} or engine.status.startswith("DELETE"):
         raise LaunchFailedError(f"cluster creation ended in {engine.status}: {engine.reason or 'no reason given'}")
@@ -77,14 +80,20 @@ def start_install(deps: Deps, cid: str, generation: int, poll: dict[str, Any]) -
         script = render_publisher_install(
             cluster=cid, region=cluster.spec.region or deps.settings.region, node_root=node_root(deps, cluster)
         ) + render_install_script(
-            shared_dir=stack_cache.stack_root(deps, cluster, shared_dir(deps, cluster)), tag=tag,
-            installer_url=deps.settings.lsst_installer_url, log_uri=install_log_uri(deps, cluster),
-            timeout_seconds=poll["install_timeout"], retention_days=deps.settings.stack_cache_retention_days,
-            demo_in=shared_dir(deps, cluster), run_as=job_user(deps, cluster),
+            shared_dir=stack_cache.stack_root(deps, cluster, shared_dir(deps, cluster)),
+            tag=tag,
+            installer_url=deps.settings.lsst_installer_url,
+            log_uri=install_log_uri(deps, cluster),
+            timeout_seconds=poll["install_timeout"],
+            retention_days=deps.settings.stack_cache_retention_days,
+            demo_in=shared_dir(deps, cluster),
+            run_as=job_user(deps, cluster),
         )
         assert cluster.head_node_instance_id, "launch completed without a head node"
         command_id = deps.runner.send(
-            cluster.head_node_instance_id, script, comment=f"install lsst_distrib {tag}",
+            cluster.head_node_instance_id,
+            script,
+            comment=f"install lsst_distrib {tag}",
             timeout_seconds=poll["install_timeout"],
         )
         deps.store.update_cluster(cid, {"install_command_id": command_id})
@@ -101,10 +110,18 @@ def poll_install(deps: Deps, cid: str, generation: int, command_id: str, deadlin
         skipped = result.status == "Success" and INSTALL_SKIPPED in result.stdout
         started = cluster.entered(S.INSTALLING)
         seconds = (deps.clock() - started).total_seconds() if started else 0.0
-        deps.store.update_cluster(cid, {"install_log": {
-            "uri": install_log_uri(deps, cluster), "status": result.status, "cached": skipped,
-            "seconds": round(seconds, 1),
-            "tail": tail_lines(result.stdout + ("\n" + result.stderr if result.stderr else ""))}})
+        deps.store.update_cluster(
+            cid,
+            {
+                "install_log": {
+                    "uri": install_log_uri(deps, cluster),
+                    "status": result.status,
+                    "cached": skipped,
+                    "seconds": round(seconds, 1),
+                    "tail": tail_lines(result.stdout + ("\n" + result.stderr if result.stderr else "")),
+                }
+            },
+        )
     if result.status == "Success":
         if cluster.install_log is None:  # first time this execution saw it done: count it once
             stack_cache.record_install(deps, cluster, skipped=skipped, seconds=seconds)

@@ -19,12 +19,13 @@ owners and a period (each calendar month, or fixed dates); a cluster launched in
 (`ClusterSpec.project`, its owner a member) is admitted only if what the project's clusters
 spent in the period plus its live clusters' budgets plus the new budget fit under the
 project's, and never outside fixed dates."""
+
 from __future__ import annotations
 
 import re
-
-from datetime import date, datetime, time, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time
+from typing import Any
 
 from lsstctl.domain.lifecycle import ACTIVE
 from lsstctl.domain.models import (
@@ -46,9 +47,12 @@ from lsstctl.services.identity import Principal, ensure_visible
 
 def quota_of(deps: Deps, owner: str) -> Quota:
     s = deps.settings
-    quota = deps.store.get_quota(owner) or Quota(owner=owner, live_clusters=s.quota_live_clusters,
-                                                 total_nodes=s.quota_total_nodes,
-                                                 total_budget_usd=s.quota_total_budget_usd)
+    quota = deps.store.get_quota(owner) or Quota(
+        owner=owner,
+        live_clusters=s.quota_live_clusters,
+        total_nodes=s.quota_total_nodes,
+        total_budget_usd=s.quota_total_budget_usd,
+    )
     if quota.monthly_budget_usd is None:
         quota = quota.model_copy(update={"monthly_budget_usd": s.quota_monthly_budget_usd})
     return quota
@@ -62,15 +66,19 @@ def month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def committed(deps: Deps, owners: Iterable[str], since: datetime, *, project: str | None = None,
-              except_id: str | None = None) -> float:
+def committed(
+    deps: Deps, owners: Iterable[str], since: datetime, *, project: str | None = None, except_id: str | None = None
+) -> float:
     """What the owners' clusters (those of `project` only, when given) spent since `since`
     plus what their live clusters may still spend (their budgets); `except_id`'s live
     generation is left out (it is being checked)."""
     total = 0.0
     for owner in sorted(set(owners)):
-        reserving = {c.id: c for c in deps.store.list_clusters(owner)
-                     if c.state in RESERVING and (project is None or c.spec.project == project)}
+        reserving = {
+            c.id: c
+            for c in deps.store.list_clusters(owner)
+            if c.state in RESERVING and (project is None or c.spec.project == project)
+        }
         total += sum(c.spec.budget_usd for c in reserving.values() if c.id != except_id)
         for ledger in deps.store.list_ledgers(owner):
             if project is not None and ledger.get("project") != project:
@@ -95,9 +103,12 @@ def _nodes(cluster: Cluster) -> int:
 
 def usage(deps: Deps, owner: str, *, except_name: str | None = None) -> dict[str, Any]:
     live = [c for c in deps.store.list_clusters(owner) if c.state != ClusterState.DELETED and c.name != except_name]
-    return {"live_clusters": len(live), "total_nodes": sum(_nodes(c) for c in live),
-            "total_budget_usd": round(sum(c.spec.budget_usd for c in live), 2),
-            "month_committed_usd": committed_this_month(deps, owner)}
+    return {
+        "live_clusters": len(live),
+        "total_nodes": sum(_nodes(c) for c in live),
+        "total_budget_usd": round(sum(c.spec.budget_usd for c in live), 2),
+        "month_committed_usd": committed_this_month(deps, owner),
+    }
 
 
 def check_launch(deps: Deps, cluster: Cluster) -> None:
@@ -113,8 +124,14 @@ def check_launch(deps: Deps, cluster: Cluster) -> None:
                 f"{cluster.owner}'s quota allows {getattr(quota, limit)} {limit.replace('_', ' ')}; "
                 f"{used[limit]} in use, this launch needs {wanted[limit]} more (ask an admin to raise it, or "
                 "delete a cluster)",
-                field=field, details={"limit": limit, "quota": getattr(quota, limit), "used": used[limit],
-                                      "requested": wanted[limit]})
+                field=field,
+                details={
+                    "limit": limit,
+                    "quota": getattr(quota, limit),
+                    "used": used[limit],
+                    "requested": wanted[limit],
+                },
+            )
     ceiling = float(quota.monthly_budget_usd or 0.0)
     used_this_month = committed_this_month(deps, cluster.owner, except_id=cluster.id)
     left = max(ceiling - used_this_month, 0.0)
@@ -123,8 +140,15 @@ def check_launch(deps: Deps, cluster: Cluster) -> None:
             f"{cluster.owner}'s monthly budget is ${ceiling:.2f}: ${used_this_month:.2f} is committed this month (spent, "
             f"and reserved by live clusters' budgets), ${left:.2f} is left, and this budget is "
             f"${cluster.spec.budget_usd:.2f} (lower it, end a cluster, or ask an admin to raise the monthly budget)",
-            field="budget_usd", details={"limit": "monthly_budget_usd", "quota": ceiling, "used": used_this_month,
-                                         "left": round(left, 4), "requested": cluster.spec.budget_usd})
+            field="budget_usd",
+            details={
+                "limit": "monthly_budget_usd",
+                "quota": ceiling,
+                "used": used_this_month,
+                "left": round(left, 4),
+                "requested": cluster.spec.budget_usd,
+            },
+        )
     if cluster.spec.project is not None:
         check_project(deps, cluster)
 
@@ -144,14 +168,16 @@ def set_quota(deps: Deps, principal: Principal, owner: str, spec: QuotaSpec) -> 
         raise ValidationError(f"'{owner}' is not an owner name ({OWNER_NAME.pattern})", field="owner")
     current = quota_of(deps, owner)
     changes = {k: v for k, v in spec.model_dump().items() if v is not None}
-    quota = current.model_copy(update={**changes, "set_by": principal.arn or principal.name, "set_at": iso(deps.clock())})
+    quota = current.model_copy(
+        update={**changes, "set_by": principal.arn or principal.name, "set_at": iso(deps.clock())}
+    )
     deps.store.put_quota(quota)
     return {"quota": quota.model_dump(mode="json"), "usage": usage(deps, owner)}
 
 
 # projects (grants) -------------------------------------------------------------------------
 def _utc(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=timezone.utc)
+    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 def project_period(project: Project, now: datetime) -> tuple[datetime, datetime]:
@@ -159,14 +185,20 @@ def project_period(project: Project, now: datetime) -> tuple[datetime, datetime]
     if project.starts is not None and project.ends is not None:
         return _utc(project.starts), _utc(project.ends)
     start = month_start(now)
-    return start, (start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1))
+    return start, (
+        start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    )
 
 
 def project_usage(deps: Deps, project: Project, *, except_id: str | None = None) -> dict[str, Any]:
     start, end = project_period(project, deps.clock())
     used = committed(deps, project.members, start, project=project.name, except_id=except_id)
-    return {"period_start": iso(start), "period_end": iso(end), "committed_usd": used,
-            "left_usd": round(max(project.budget_usd - used, 0.0), 4)}
+    return {
+        "period_start": iso(start),
+        "period_end": iso(end),
+        "committed_usd": used,
+        "left_usd": round(max(project.budget_usd - used, 0.0), 4),
+    }
 
 
 def check_project(deps: Deps, cluster: Cluster) -> None:
@@ -187,9 +219,15 @@ def check_project(deps: Deps, cluster: Cluster) -> None:
             f"project '{name}' has a budget of ${project.budget_usd:.2f} from {usage['period_start']} to "
             f"{usage['period_end']}: ${usage['committed_usd']:.2f} is committed (spent, and reserved by live "
             f"clusters' budgets), ${usage['left_usd']:.2f} is left, and this budget is ${cluster.spec.budget_usd:.2f}",
-            field="budget_usd", details={"limit": "project_budget_usd", "quota": project.budget_usd,
-                                         "used": usage["committed_usd"], "left": usage["left_usd"],
-                                         "requested": cluster.spec.budget_usd})
+            field="budget_usd",
+            details={
+                "limit": "project_budget_usd",
+                "quota": project.budget_usd,
+                "used": usage["committed_usd"],
+                "left": usage["left_usd"],
+                "requested": cluster.spec.budget_usd,
+            },
+        )
 
 
 def _visible(principal: Principal, project: Project) -> bool:
@@ -206,8 +244,13 @@ def get_project(deps: Deps, principal: Principal, name: str) -> dict[str, Any]:
 
 def list_projects(deps: Deps, principal: Principal) -> dict[str, Any]:
     """The projects the caller is a member of (every project, for admins)."""
-    return {"projects": [p.model_dump(mode="json") for p in sorted(deps.store.list_projects(), key=lambda p: p.name)
-                         if _visible(principal, p)]}
+    return {
+        "projects": [
+            p.model_dump(mode="json")
+            for p in sorted(deps.store.list_projects(), key=lambda p: p.name)
+            if _visible(principal, p)
+        ]
+    }
 
 
 def set_project(deps: Deps, principal: Principal, name: str, spec: ProjectSpec) -> dict[str, Any]:

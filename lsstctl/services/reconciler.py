@@ -21,16 +21,19 @@ Each pass:
 - deletes the stack cache when no cluster used it for its retention period.
 Every action is logged, published (`Reconciler Action`) and recorded with the pass.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from lsstctl.domain.lifecycle import ACTIVE
-from lsstctl.domain.models import Cluster, ClusterState as S, JobState, from_iso, iso
-from lsstctl.domain.pcluster_config import OWNER_TAG
 from lsstctl.adapters.aws import classify, retrying
+from lsstctl.domain.lifecycle import ACTIVE
+from lsstctl.domain.models import Cluster, JobState, from_iso, iso
+from lsstctl.domain.models import ClusterState as S
+from lsstctl.domain.pcluster_config import OWNER_TAG
 from lsstctl.errors import ConflictError, InvalidTransitionError, TransientError
 from lsstctl.observability import logger, metrics
 from lsstctl.services import clusters as cluster_service
@@ -57,10 +60,12 @@ class Pass:
         self.findings: list[dict[str, Any]] = []
         s = deps.settings
         self.grace = timedelta(seconds=s.reconcile_grace_seconds)
-        self.launch_deadline = timedelta(seconds=s.launch_timeout_seconds + s.install_timeout_seconds
-                                         + s.stall_slack_seconds)
-        self.teardown_deadline = timedelta(seconds=s.archive_timeout_seconds + s.delete_timeout_seconds
-                                           + s.stall_slack_seconds)
+        self.launch_deadline = timedelta(
+            seconds=s.launch_timeout_seconds + s.install_timeout_seconds + s.stall_slack_seconds
+        )
+        self.teardown_deadline = timedelta(
+            seconds=s.archive_timeout_seconds + s.delete_timeout_seconds + s.stall_slack_seconds
+        )
         self.unread: list[str] = []
         # Reads and the pass's record: retried with backoff inside the pass's time budget.
         self.attempts = s.reconcile_read_attempts
@@ -98,8 +103,11 @@ class Pass:
     def failed_item(self, kind: str, name: str, error: BaseException) -> None:
         mapped = classify(error)
         code = mapped.code if mapped is not None else type(error).__name__
-        logger.warning("reconciler could not handle an item", extra={"item": kind, "cluster": name, "error": code},
-                       exc_info=mapped is None or not isinstance(mapped, TransientError))
+        logger.warning(
+            "reconciler could not handle an item",
+            extra={"item": kind, "cluster": name, "error": code},
+            exc_info=mapped is None or not isinstance(mapped, TransientError),
+        )
         metrics.add_metric(name="ReconcilerItemsFailed", unit="Count", value=1)
         self.findings.append({"kind": "error", "cluster": name, "action": "none", "item": kind, "error": code})
 
@@ -109,22 +117,27 @@ class Pass:
 
     # records ---------------------------------------------------------------------------
     def teardown(self, cluster: Cluster) -> None:
-        execution = (self.deps.workflows.describe(cluster.teardown_execution)
-                     if cluster.teardown_execution else None)
+        execution = self.deps.workflows.describe(cluster.teardown_execution) if cluster.teardown_execution else None
         if execution is None and cluster.teardown_started_at is None:
             # Claimed, but its request could not start the workflow (AWS failing): start the
             # claimed execution now, once the request can no longer be at it.
             waited = self.now - (_when(cluster.updated_at) or self.now)
             if waited < timedelta(seconds=self.deps.settings.reconcile_start_grace_seconds):
                 return
-            record = cluster_service.request_teardown(self.deps, cluster.id,
-                                                      reason=cluster.teardown_reason or "reconciler")
-            self.found("teardown_started", cluster.id, "started the claimed teardown its request could not start",
-                       execution=record.teardown_execution)
+            record = cluster_service.request_teardown(
+                self.deps, cluster.id, reason=cluster.teardown_reason or "reconciler"
+            )
+            self.found(
+                "teardown_started",
+                cluster.id,
+                "started the claimed teardown its request could not start",
+                execution=record.teardown_execution,
+            )
             return
         if execution is not None and execution.status == "RUNNING":
             if self.now - execution.started_at <= self.teardown_deadline:
                 return
+            assert cluster.teardown_execution is not None  # it was described
             self.deps.workflows.stop(cluster.teardown_execution, "stalled: the reconciler re-drives this teardown")
         elif execution is None and self.fresh(cluster):
             return
@@ -136,15 +149,18 @@ class Pass:
         deps = self.deps
         try:
             cluster_service.transition(
-                deps, cluster.id, S.FAILED, f"reconciler: {why}", allowed_from=frozenset({S.TEARING_DOWN}),
+                deps,
+                cluster.id,
+                S.FAILED,
+                f"reconciler: {why}",
+                allowed_from=frozenset({S.TEARING_DOWN}),
                 only_if={"teardown_execution": cluster.teardown_execution, "generation": cluster.generation},
                 updates={"failure": {"code": "TeardownStalled", "message": why}},
             )
         except InvalidTransitionError:
             return  # someone else moved it: their execution owns it now
         record = cluster_service.request_teardown(deps, cluster.id, reason=cluster.teardown_reason or "reconciler")
-        self.found("teardown_redriven", cluster.id, "restarted teardown", why=why,
-                   execution=record.teardown_execution)
+        self.found("teardown_redriven", cluster.id, "restarted teardown", why=why, execution=record.teardown_execution)
 
     def failed(self, cluster: Cluster, present: bool) -> None:
         """A teardown that stopped: retried with backoff while anything may still bill."""
@@ -153,10 +169,15 @@ class Pass:
         wait = min(s.redrive_base_seconds * 2 ** max(attempts - 1, 0), s.redrive_max_seconds)
         if self.now - (_when(cluster.updated_at) or self.now) < timedelta(seconds=wait):
             return
-        record = cluster_service.request_teardown(self.deps, cluster.id,
-                                                  reason=cluster.teardown_reason or "reconciler")
-        self.found("failed_teardown_retried", cluster.id, "restarted teardown", attempt=attempts + 1,
-                   still_billing=present, execution=record.teardown_execution)
+        record = cluster_service.request_teardown(self.deps, cluster.id, reason=cluster.teardown_reason or "reconciler")
+        self.found(
+            "failed_teardown_retried",
+            cluster.id,
+            "restarted teardown",
+            attempt=attempts + 1,
+            still_billing=present,
+            execution=record.teardown_execution,
+        )
 
     def launch(self, cluster: Cluster) -> None:
         deps = self.deps
@@ -165,6 +186,7 @@ class Pass:
         if execution is not None and execution.status == "RUNNING":
             if self.now - execution.started_at <= self.launch_deadline:
                 return
+            assert cluster.launch_execution is not None  # it was described
             deps.workflows.stop(cluster.launch_execution, "stalled: the reconciler tears this cluster down")
             self.to_teardown(cluster, "launch ran past its deadlines")
             return
@@ -189,26 +211,35 @@ class Pass:
         attempt = 1 + sum(1 for t in cluster.history if t.reason.startswith("reconciler: resumed"))
         name = f"launch-{cluster.id}-g{cluster.generation}-r{attempt}"
         try:
-            deps.store.update_cluster(cluster.id, {"launch_execution": deps.workflows.execution_arn(sm, name)},
-                                      only_if={"launch_execution": cluster.launch_execution})
+            deps.store.update_cluster(
+                cluster.id,
+                {"launch_execution": deps.workflows.execution_arn(sm, name)},
+                only_if={"launch_execution": cluster.launch_execution},
+            )
         except ConflictError:
             return
         deps.workflows.start(sm, name, cluster_service.launch_input(deps, cluster))
         self.found("launch_resumed", cluster.id, "resumed the interrupted launch", execution=name)
 
     def to_teardown(self, cluster: Cluster, why: str) -> None:
-        record = cluster_service.request_teardown(self.deps, cluster.id, reason="launch_stalled",
-                                                  failure={"code": "LaunchStalled", "message": why})
+        record = cluster_service.request_teardown(
+            self.deps, cluster.id, reason="launch_stalled", failure={"code": "LaunchStalled", "message": why}
+        )
         self.found("launch_stalled", cluster.id, "started teardown", why=why, execution=record.teardown_execution)
 
     # what no record explains -------------------------------------------------------------
     def orphan(self, name: str, record: Cluster | None, observed: list[Any], hourly: float) -> None:
         engine = self.deps.engine.delete_cluster(name)
         self.deps.monitor.delete_idle_alarm(name)
-        self.found("orphan", name, "deleted what no live record explains",
-                   record=f"{record.state.value} g{record.generation}" if record else None,
-                   resources=sorted(o.id for o in observed if o.exists), usd_per_hour=round(hourly, 6),
-                   engine_status=engine.status)
+        self.found(
+            "orphan",
+            name,
+            "deleted what no live record explains",
+            record=f"{record.state.value} g{record.generation}" if record else None,
+            resources=sorted(o.id for o in observed if o.exists),
+            usd_per_hour=round(hourly, 6),
+            engine_status=engine.status,
+        )
 
     def jobs(self, cluster: Cluster) -> None:
         """Jobs whose workflow never started (the request failed after recording them) or
@@ -226,19 +257,30 @@ class Pass:
                 continue
             if job.state == JobState.SUBMITTING and execution is None:
                 why = "the submission did not complete (its request failed); submit again"
-                job_service.publish_job(deps, deps.store.update_job(
-                    cluster.id, job.job_id, state=JobState.CANCELLED, reason=why, updates={"reason": why}))
+                job_service.publish_job(
+                    deps,
+                    deps.store.update_job(
+                        cluster.id, job.job_id, state=JobState.CANCELLED, reason=why, updates={"reason": why}
+                    ),
+                )
                 self.found("job_never_started", cluster.id, "cancelled the job", job_id=job.job_id)
             elif cluster.state == S.READY:
                 name = f"{job_service.job_execution_name(job)}-r{1 + len(job.history)}"
                 arn = deps.workflows.execution_arn(deps.settings.job_state_machine_arn, name)
-                deps.store.update_job(cluster.id, job.job_id, state=job.state, reason="tracking resumed",
-                                      updates={"execution": arn})
-                deps.workflows.start(deps.settings.job_state_machine_arn, name,
-                                     {"cluster": job.cluster, "job_id": job.job_id,
-                                      "poll": cluster_service.poll_settings(deps), "request_id": ""})
-                self.found("job_tracking_resumed", cluster.id, "resumed tracking", job_id=job.job_id,
-                           execution=name)
+                deps.store.update_job(
+                    cluster.id, job.job_id, state=job.state, reason="tracking resumed", updates={"execution": arn}
+                )
+                deps.workflows.start(
+                    deps.settings.job_state_machine_arn,
+                    name,
+                    {
+                        "cluster": job.cluster,
+                        "job_id": job.job_id,
+                        "poll": cluster_service.poll_settings(deps),
+                        "request_id": "",
+                    },
+                )
+                self.found("job_tracking_resumed", cluster.id, "resumed tracking", job_id=job.job_id, execution=name)
 
     def users(self) -> None:
         """An IAM user under the control plane's path with no record: a create-user whose
@@ -335,13 +377,28 @@ def reconcile(deps: Deps) -> dict[str, Any]:
         if billing is not None:
             retired = stack_cache.retire_if_unused(deps, run.now, list(records.values()))
             if retired is not None:
-                run.found("stack_cache_unused", "", "deleted the stack cache" if retired["deleted"]
-                          else "deleting the stack cache (its mount targets first)", **retired)
+                run.found(
+                    "stack_cache_unused",
+                    "",
+                    "deleted the stack cache"
+                    if retired["deleted"]
+                    else "deleting the stack cache (its mount targets first)",
+                    **retired,
+                )
 
     try:
-        retrying(lambda: deps.store.record_reconciliation(iso(run.now), run.findings), attempts=run.attempts,
-                 base_seconds=run.backoff, sleep=deps.sleep)
+        retrying(
+            lambda: deps.store.record_reconciliation(iso(run.now), run.findings),
+            attempts=run.attempts,
+            base_seconds=run.backoff,
+            sleep=deps.sleep,
+        )
     except Exception:  # the log has every finding; the next pass records its own
         logger.exception("could not record the reconciler pass")
-    return {"at": iso(run.now), "clusters": len(records), "present_in_aws": len(present),
-            "unread": run.unread, "findings": run.findings}
+    return {
+        "at": iso(run.now),
+        "clusters": len(records),
+        "present_in_aws": len(present),
+        "unread": run.unread,
+        "findings": run.findings,
+    }

@@ -1,17 +1,27 @@
 """Helpers for head-node commands: short ones are awaited in-process, long ones polled
 by the state machine."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from lsstctl.adapters.aws import retrying
 from lsstctl.errors import PollTimeoutError, TransientError
 from lsstctl.ports import CommandResult
 from lsstctl.services.deps import Deps
 
-FAILED_STATUSES = {"Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "DeliveryTimedOut", "ExecutionTimedOut"}
+FAILED_STATUSES = {
+    "Failed",
+    "TimedOut",
+    "Cancelled",
+    "Undeliverable",
+    "Terminated",
+    "DeliveryTimedOut",
+    "ExecutionTimedOut",
+}
 
 
 T = TypeVar("T")

@@ -8,17 +8,19 @@ on any cluster (on the head node, which is where the files are); a cache that no
 used for as long is deleted by the reconciler. Its cost (EFS standard, by what is stored) is
 shown with the owners' costs (GET /costs), with the minutes the hits saved.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-from lsstctl.domain.models import Cluster, ClusterState as S, from_iso, iso
+from lsstctl.domain.models import Cluster, from_iso, iso
+from lsstctl.domain.models import ClusterState as S
 from lsstctl.domain.pcluster_config import STACK_CACHE_MOUNT
 from lsstctl.domain.pricing import HOURS_PER_MONTH
 from lsstctl.services.deps import Deps
 
-GIB = 2 ** 30
+GIB = 2**30
 # Rubin's documented figure for a binary install, used until this account measured one.
 DOCUMENTED_INSTALL_MINUTES = 10.0
 
@@ -41,8 +43,12 @@ def stack_root(deps: Deps, cluster: Cluster, shared: str) -> str:
 
 def record_install(deps: Deps, cluster: Cluster, *, skipped: bool, seconds: float) -> None:
     if cluster.stack_cache_id:
-        deps.store.record_stack_cache_use(cluster.spec.stack_tag, file_system_id=cluster.stack_cache_id,
-                                          at=iso(deps.clock()), install_seconds=None if skipped else seconds)
+        deps.store.record_stack_cache_use(
+            cluster.spec.stack_tag,
+            file_system_id=cluster.stack_cache_id,
+            at=iso(deps.clock()),
+            install_seconds=None if skipped else seconds,
+        )
 
 
 def report(deps: Deps) -> dict[str, Any]:
@@ -53,8 +59,10 @@ def report(deps: Deps) -> dict[str, Any]:
         tags = [t for t in tags if t["file_system_id"] == volume.file_system_id]
     measured = [t["install_seconds_total"] / t["installs"] for t in tags if t["installs"]]
     typical_minutes = (sum(measured) / len(measured) / 60) if measured else DOCUMENTED_INSTALL_MINUTES
-    saved = sum(t["hits"] * ((t["install_seconds_total"] / t["installs"] / 60) if t["installs"] else typical_minutes)
-                for t in tags)
+    saved = sum(
+        t["hits"] * ((t["install_seconds_total"] / t["installs"] / 60) if t["installs"] else typical_minutes)
+        for t in tags
+    )
     size_gib = (volume.size_bytes / GIB) if volume is not None else 0.0
     per_month = size_gib * deps.catalog.efs_gb_month(deps.settings.region)
     return {
@@ -68,8 +76,12 @@ def report(deps: Deps) -> dict[str, Any]:
         "installs": sum(t["installs"] for t in tags),
         "install_minutes_saved": round(saved, 1),
         "tags": sorted(
-            ({"tag": t["tag"], "installs": t["installs"], "hits": t["hits"], "last_used_at": t["last_used_at"]}
-             for t in tags), key=lambda t: t["tag"]),
+            (
+                {"tag": t["tag"], "installs": t["installs"], "hits": t["hits"], "last_used_at": t["last_used_at"]}
+                for t in tags
+            ),
+            key=lambda t: t["tag"],
+        ),
     }
 
 
@@ -81,7 +93,9 @@ def retire_if_unused(deps: Deps, now: datetime, clusters: list[Cluster]) -> dict
         return None
     if any(c.stack_cache_id == volume.file_system_id and c.state != S.DELETED for c in clusters):
         return None  # mounted, or about to be
-    uses = [t["last_used_at"] for t in deps.store.list_stack_cache_tags() if t["file_system_id"] == volume.file_system_id]
+    uses = [
+        t["last_used_at"] for t in deps.store.list_stack_cache_tags() if t["file_system_id"] == volume.file_system_id
+    ]
     last = max([from_iso(u) for u in uses], default=None) or volume.created_at
     if last is None or now - last < timedelta(days=deps.settings.stack_cache_retention_days):
         return None

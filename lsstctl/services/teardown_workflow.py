@@ -6,12 +6,14 @@ stop compute (spend drops at once), archive outputs (those of the jobs that were
 included), and only then delete what holds data. An archive that fails leaves storage in
 place and the cluster `failed`, with the reason, for the owner to act on.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN, stopped_reason
-from lsstctl.domain.models import ClusterState as S, JobState, from_iso, iso
+from lsstctl.domain.models import ClusterState as S
+from lsstctl.domain.models import JobState, from_iso, iso
 from lsstctl.domain.scripts import render_archive_command, render_end_jobs_command
 from lsstctl.errors import ArchiveFailedError, InvalidTransitionError, TeardownFailedError
 from lsstctl.observability import logger, metrics
@@ -61,25 +63,39 @@ def end_jobs(deps: Deps, cid: str) -> dict[str, Any]:
     cluster = deps.store.get_cluster(cid)
     if cluster.graceful_end is not None:
         return {"grace_seconds": cluster.graceful_end["grace_seconds"]}
-    open_jobs = [j for j in deps.store.list_jobs(cid)
-                 if j.generation == cluster.generation and j.slurm_job_id and not j.state.terminal]
+    open_jobs = [
+        j
+        for j in deps.store.list_jobs(cid)
+        if j.generation == cluster.generation and j.slurm_job_id and not j.state.terminal
+    ]
     pending = [j for j in open_jobs if j.state == JobState.PENDING]
     running = [j for j in open_jobs if j.state != JobState.PENDING]
-    ending: dict[str, Any] = {"at": iso(deps.clock()), "held": [j.job_id for j in pending],
-                              "signalled": [j.job_id for j in running], "grace_seconds": 0, "reached": False,
-                              "detail": "no pending or running job"}
+    ending: dict[str, Any] = {
+        "at": iso(deps.clock()),
+        "held": [j.job_id for j in pending],
+        "signalled": [j.job_id for j in running],
+        "grace_seconds": 0,
+        "reached": False,
+        "detail": "no pending or running job",
+    }
     if open_jobs and cluster.head_node_instance_id:
-        script = render_end_jobs_command(pending=[str(j.slurm_job_id) for j in pending],
-                                         running=[str(j.slurm_job_id) for j in running])
+        script = render_end_jobs_command(
+            pending=[str(j.slurm_job_id) for j in pending], running=[str(j.slurm_job_id) for j in running]
+        )
         try:
             result = run_short(deps, cluster.head_node_instance_id, script, comment=f"end the jobs of {cluster.name}")
             reached = result.status == "Success"
-            detail = "held and signalled" if reached else f"{result.status}: {tail(result.stderr or result.stdout, 200)}"
+            detail = (
+                "held and signalled" if reached else f"{result.status}: {tail(result.stderr or result.stdout, 200)}"
+            )
         except Exception as error:  # the teardown goes on without a grace
             logger.warning("graceful end not reached", extra={"cluster": cid, "error": str(error)})
             reached, detail = False, f"the head node did not answer: {tail(str(error), 200)}"
-        ending.update(reached=reached, detail=detail,
-                      grace_seconds=deps.settings.teardown_grace_seconds if reached and running else 0)
+        ending.update(
+            reached=reached,
+            detail=detail,
+            grace_seconds=deps.settings.teardown_grace_seconds if reached and running else 0,
+        )
     elif open_jobs:
         ending["detail"] = "no head node"
     deps.store.update_cluster(cid, {"graceful_end": ending})
@@ -105,8 +121,12 @@ def start_archive(deps: Deps, cid: str, poll: dict[str, Any]) -> dict[str, Any]:
         bucket=deps.settings.archive_bucket,
         prefix=archive_prefix(cluster),
     )
-    command_id = deps.runner.send(cluster.head_node_instance_id, script, comment=f"archive outputs of {cluster.name}",
-                                  timeout_seconds=poll["archive_timeout"])
+    command_id = deps.runner.send(
+        cluster.head_node_instance_id,
+        script,
+        comment=f"archive outputs of {cluster.name}",
+        timeout_seconds=poll["archive_timeout"],
+    )
     return {"command_id": command_id, "done": False, "deadline": deadline_after(deps, poll["archive_timeout"])}
 
 
@@ -167,8 +187,10 @@ def _summary(deps: Deps, cluster: Any, outcome: str, **extra: Any) -> dict[str, 
         # What still bills after the teardown (storage kept when the archive failed).
         "remaining_burn_usd_per_hour": round(report.burn_usd_per_hour, 6),
         # The jobs its graceful end held (pending) and signalled (running), and their grace.
-        "stopped_jobs": {key: (cluster.graceful_end or {}).get(key, default)
-                         for key, default in (("held", []), ("signalled", []), ("grace_seconds", 0))},
+        "stopped_jobs": {
+            key: (cluster.graceful_end or {}).get(key, default)
+            for key, default in (("held", []), ("signalled", []), ("grace_seconds", 0))
+        },
         **extra,
     }
 
@@ -177,8 +199,7 @@ def _record_timing(deps: Deps, summary: dict[str, Any]) -> None:
     def seconds(at: str | None) -> float | None:
         if not at or not summary["started_at"]:
             return None
-        return (from_iso(at)
-                - from_iso(summary["started_at"])).total_seconds()
+        return (from_iso(at) - from_iso(summary["started_at"])).total_seconds()
 
     total, stop = seconds(summary["ended_at"]), seconds(summary["compute_stopped_at"])
     if total is not None:
@@ -200,8 +221,13 @@ def finish_teardown(deps: Deps, cid: str) -> dict[str, Any]:
     assert cluster.teardown is not None
     deps.events.publish(
         TEARDOWN_COMPLETED,
-        {"cluster": cluster.name, "cluster_id": cid, "owner": cluster.owner, "generation": cluster.generation,
-         **cluster.teardown},
+        {
+            "cluster": cluster.name,
+            "cluster_id": cid,
+            "owner": cluster.owner,
+            "generation": cluster.generation,
+            **cluster.teardown,
+        },
     )
     metrics.add_metric(name="TeardownsCompleted", unit="Count", value=1)
     return {"state": cluster.state.value, "final_spend_usd": cluster.teardown["final_spend_usd"]}
@@ -229,8 +255,13 @@ def teardown_failed(deps: Deps, cid: str, execution: str, error: dict[str, Any] 
         or_if={},
     )
     _cancel_open_jobs(deps, cid, "cluster teardown failed")
-    detail = {"cluster": cluster.name, "cluster_id": cid, "owner": cluster.owner, "generation": cluster.generation,
-              **summary}
+    detail = {
+        "cluster": cluster.name,
+        "cluster_id": cid,
+        "owner": cluster.owner,
+        "generation": cluster.generation,
+        **summary,
+    }
     deps.events.publish(TEARDOWN_COMPLETED, detail)
     # Data is kept (compute is stopped): the owner must decide, and knows what it costs.
     deps.notifier.notify(

@@ -1,5 +1,6 @@
 """Teardown triggers that arrive as events: the idle alarm (EventBridge) and AWS Budgets
 notifications (SNS). Both may arrive twice; request_teardown's claim makes that harmless."""
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,8 @@ from lsstctl.domain.models import ClusterState as S
 from lsstctl.errors import NotFoundError, ValidationError
 from lsstctl.observability import logger
 from lsstctl.services.clusters import request_teardown
-from lsstctl.services.idle import confirm_idle
 from lsstctl.services.deps import Deps
+from lsstctl.services.idle import confirm_idle
 
 OWNER_BUDGET_PREFIX = "lsstctl-owner-"
 _BUDGET_NAME = re.compile(r"^Budget Name:\s*(\S+)\s*$", re.MULTILINE)
@@ -25,7 +26,7 @@ def on_idle_alarm(deps: Deps, detail: dict[str, Any]) -> dict[str, Any]:
     state = (detail.get("state") or {}).get("value")
     if not alarm.startswith(ALARM_PREFIX):
         raise ValidationError(f"not an lsstctl idle alarm: {alarm!r}", field="alarmName")
-    cluster = alarm[len(ALARM_PREFIX):]
+    cluster = alarm[len(ALARM_PREFIX) :]
     if state != "ALARM":
         return {"cluster": cluster, "action": "none", "state": state}
     try:
@@ -46,8 +47,12 @@ def on_idle_alarm(deps: Deps, detail: dict[str, Any]) -> dict[str, Any]:
     if not check.proceed:
         # Busy, or AWS failed the question: reset the alarm; it fires again while it stays quiet.
         deps.monitor.reset_idle_alarm(cluster, check.detail[:200])
-        return {"cluster": cluster, "action": "busy" if check.verdict == "busy" else "deferred", "state": state,
-                "idle_check": check.verdict}
+        return {
+            "cluster": cluster,
+            "action": "busy" if check.verdict == "busy" else "deferred",
+            "state": state,
+            "idle_check": check.verdict,
+        }
     record = request_teardown(deps, cluster, reason="idle")
     return {"cluster": cluster, "action": "teardown", "state": record.state.value, "idle_check": check.verdict}
 
@@ -79,7 +84,7 @@ def on_budget_notification(deps: Deps, message: str) -> dict[str, Any]:
     budget routed here (the account-wide backstop) concerns every cluster. An alert at the
     budget ends them; an earlier threshold only warns their owners."""
     name = budget_name(message)
-    owner = name[len(OWNER_BUDGET_PREFIX):] if name.startswith(OWNER_BUDGET_PREFIX) else None
+    owner = name[len(OWNER_BUDGET_PREFIX) :] if name.startswith(OWNER_BUDGET_PREFIX) else None
     act = at_or_over_budget(message)
     concerned = [
         c for c in deps.store.list_billing_clusters() if c.state in ACTIVE and (owner is None or c.owner == owner)
@@ -88,8 +93,11 @@ def on_budget_notification(deps: Deps, message: str) -> dict[str, Any]:
         if act:
             request_teardown(deps, cluster.id, reason="aws_budget")
         else:
-            deps.notifier.notify(cluster.owner, f"AWS Budgets: {name} passed an alert threshold",
-                                 {"cluster": cluster.name, "cluster_id": cluster.id, "budget": name, "action": "none"})
+            deps.notifier.notify(
+                cluster.owner,
+                f"AWS Budgets: {name} passed an alert threshold",
+                {"cluster": cluster.name, "cluster_id": cluster.id, "budget": name, "action": "none"},
+            )
     names = [c.id for c in concerned]
     logger.info("budget notification", extra={"budget": name, "owner": owner, "clusters": names, "act": act})
     return {"budget": name, "owner": owner, "teardowns": names if act else [], "warned": [] if act else names}

@@ -1,12 +1,13 @@
 """create-user: a least-privilege IAM user whose key lives in Secrets Manager."""
+
 from __future__ import annotations
 
 from lsstctl.domain.models import User, UserSpec, iso
 from lsstctl.domain.pcluster_config import OWNER_TAG, PROJECT, PROJECT_TAG
 from lsstctl.domain.policies import user_policy
+from lsstctl.errors import NotFoundError
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible, register_user
-from lsstctl.errors import NotFoundError
 
 POLICY_NAME = "lsstctl-operate-own-clusters"
 

@@ -2,6 +2,7 @@
 as Slack sends them, the chatops workflow doing the work, and everything the product posted
 (answers at the command's response URL, notifications in the owner's channel) received by a
 local server standing in for Slack, then read as a person would."""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,29 @@ class Slack:
         """(status, immediate answer, this command's response URL path)."""
         self.count += 1
         path = f"/commands/{self.count}"
-        body = urlencode({"team_id": TEAM, "user_id": USER, "user_name": OWNER, "channel_id": "C0E2E",
-                          "command": "/lsst", "text": text, "response_url": self.inbox.url + path,
-                          "trigger_id": f"e2e.{self.count}.{time.time_ns()}"}).encode()
+        body = urlencode(
+            {
+                "team_id": TEAM,
+                "user_id": USER,
+                "user_name": OWNER,
+                "channel_id": "C0E2E",
+                "command": "/lsst",
+                "text": text,
+                "response_url": self.inbox.url + path,
+                "trigger_id": f"e2e.{self.count}.{time.time_ns()}",
+            }
+        ).encode()
         timestamp = str(int(time.time()))
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": self.signer.generate_signature(timestamp=timestamp, body=body.decode())})
+        request = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": timestamp,
+                "X-Slack-Signature": self.signer.generate_signature(timestamp=timestamp, body=body.decode()),
+            },
+        )
         started = time.monotonic()
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

@@ -1,5 +1,6 @@
 """End to end over HTTP: the local emulator serving the API, the real workflows behind it,
 a real Slurm job, and teardown to zero."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import urllib.request
 
 import boto3
 
-from lsstctl.emulator.demo import OWNER as DEMO_OWNER, Api, run_demo
+from lsstctl.emulator.demo import OWNER as DEMO_OWNER
+from lsstctl.emulator.demo import Api, run_demo
 from tests.conftest import cid, cluster_spec, live_instances
 
 
@@ -46,17 +48,19 @@ def test_the_whole_lifecycle_through_the_api(emulator, capfd, monkeypatch, reque
     # Secrets stay secret: the user's access key, known here, is in no answer, no log
     # line (every Lambda and the API log to this process's stdout and stderr), no event
     # on the bus (the audit queue receives them all) and no archived object.
-    secret = json.loads(boto3.client("secretsmanager").get_secret_value(
-        SecretId=f"lsstctl/users/{DEMO_OWNER}")["SecretString"])["SecretAccessKey"]
+    secret = json.loads(
+        boto3.client("secretsmanager").get_secret_value(SecretId=f"lsstctl/users/{DEMO_OWNER}")["SecretString"]
+    )["SecretAccessKey"]
     logs = capfd.readouterr()
     log_lines += [logs.out, logs.err]
     events = drain(os.environ["LSSTCTL_AUDIT_QUEUE_URL"])
     s3 = boto3.client("s3")
-    archived = [s3.get_object(Bucket="lsstctl-archive", Key=o["Key"])["Body"].read().decode(errors="replace")
-                for o in s3.list_objects_v2(Bucket="lsstctl-archive").get("Contents", [])]
+    archived = [
+        s3.get_object(Bucket="lsstctl-archive", Key=o["Key"])["Body"].read().decode(errors="replace")
+        for o in s3.list_objects_v2(Bucket="lsstctl-archive").get("Contents", [])
+    ]
     assert len(answers) > 8 and events and archived and len(log_lines) > 40  # the places were looked in
-    for place, texts in (("answers", answers), ("logs", log_lines), ("events", events),
-                         ("archive", archived)):
+    for place, texts in (("answers", answers), ("logs", log_lines), ("events", events), ("archive", archived)):
         assert not [t for t in texts if secret in t], f"the access key's secret is in the {place}"
 
 
@@ -72,8 +76,11 @@ def drain(queue_url: str) -> list[str]:
 
 def test_bad_requests_get_clear_errors_and_create_nothing(emulator):
     api = Api(emulator.api_url)
-    status, body = api.call("POST", "/clusters", cluster_spec("e2e-bad", queues=[
-        {"name": "q", "instance_types": ["c5.large"], "min_nodes": 4, "max_nodes": 1}]))
+    status, body = api.call(
+        "POST",
+        "/clusters",
+        cluster_spec("e2e-bad", queues=[{"name": "q", "instance_types": ["c5.large"], "min_nodes": 4, "max_nodes": 1}]),
+    )
     assert status == 400 and body["error"]["code"] == "invalid_cluster_config"
     assert "Max count must be greater than or equal to min count." in body["error"]["message"]
     assert api.call("GET", "/clusters/e2e-bad")[0] == 404 and live_instances(cid("e2e-bad")) == []
@@ -82,8 +89,12 @@ def test_bad_requests_get_clear_errors_and_create_nothing(emulator):
     assert status == 400 and body["error"]["field"] in {"queues", "budget_usd"}
     assert {d["field"] for d in body["error"]["details"]} == {"queues", "budget_usd"}
 
-    request = urllib.request.Request(emulator.api_url + "/clusters", data=b"{not json", method="POST",
-                                     headers={"X-Lsst-Principal": "alice", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        emulator.api_url + "/clusters",
+        data=b"{not json",
+        method="POST",
+        headers={"X-Lsst-Principal": "alice", "Content-Type": "application/json"},
+    )
     try:
         urllib.request.urlopen(request)
         raise AssertionError("expected a 400")

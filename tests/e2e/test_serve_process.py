@@ -5,6 +5,7 @@ a work directory, and the state (users, clusters, jobs, ledgers) survives every 
 
 Slow (each start brings up moto, Slurm and ParallelCluster's validators): one test runs
 the whole story once."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
 
 from lsstctl.emulator.demo import Api
 from tests.conftest import ROOT, cluster_spec
@@ -32,8 +32,7 @@ def _free_port() -> int:
 
 def _clean_env() -> dict[str, str]:
     """This test process may run an emulator of its own: none of its settings leak in."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("LSSTCTL_", "MOTO_")) and k != "AWS_ENDPOINT_URL"}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LSSTCTL_", "MOTO_")) and k != "AWS_ENDPOINT_URL"}
 
 
 def _alive(pid: int) -> bool:
@@ -64,9 +63,23 @@ class Serve:
 
     def start(self, timeout: float = 120) -> Api:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lsstctl.emulator", "serve", "--port", str(self.port), "--poll-seconds", "1",
-             "--workdir", str(self.workdir)],
-            cwd=ROOT, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "lsstctl.emulator",
+                "serve",
+                "--port",
+                str(self.port),
+                "--poll-seconds",
+                "1",
+                "--workdir",
+                str(self.workdir),
+            ],
+            cwd=ROOT,
+            env=_clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         api = Api(f"http://127.0.0.1:{self.port}")
         deadline = time.monotonic() + timeout
@@ -106,8 +119,12 @@ def _state(api: Api) -> dict[str, Any]:
     jobs = api.expect(200, "GET", "/clusters/kept/jobs")["jobs"]
     return {
         "user": (user["iam_user_arn"], user["secret_arn"]),
-        "cluster": (cluster["state"], cluster["generation"], cluster["head_node_instance_id"],
-                    [t["state"] for t in cluster["history"]]),
+        "cluster": (
+            cluster["state"],
+            cluster["generation"],
+            cluster["head_node_instance_id"],
+            [t["state"] for t in cluster["history"]],
+        ),
         "jobs": sorted((j["job_id"], j["state"], j["slurm_job_id"]) for j in jobs),
         "ledger": api.expect(200, "GET", "/clusters/kept/cost")["generation"],
     }
@@ -128,9 +145,23 @@ def test_serve_stops_cleanly_on_every_signal_keeps_its_state_and_recovers_from_a
     # A second serve on the same work directory says so in one line and touches nothing
     snapshot = serve.workdir / "aws-state.pickle"
     stamp = snapshot.stat().st_mtime if snapshot.exists() else None
-    second = subprocess.run([sys.executable, "-m", "lsstctl.emulator", "serve", "--port", str(_free_port()),
-                             "--workdir", str(serve.workdir)], cwd=ROOT, env=_clean_env(), capture_output=True,
-                            text=True, timeout=60)
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lsstctl.emulator",
+            "serve",
+            "--port",
+            str(_free_port()),
+            "--workdir",
+            str(serve.workdir),
+        ],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 1 and "already running" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     assert (snapshot.stat().st_mtime if snapshot.exists() else None) == stamp

@@ -5,14 +5,16 @@ an upgrade over it keeps the state; destroy refuses while clusters may bill.
 The artifacts are the real code, API and template; the two layers are stand-ins (nothing is
 invoked here, and building them needs the package index).
 """
+
 from __future__ import annotations
 
 import io
 import json
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -28,7 +30,7 @@ import package  # noqa: E402  (scripts/package.py)
 # moto fails the deploy test: nothing added to the template is forgotten by the emulator.
 UNSUPPORTED_LOCALLY = {
     "AWS::S3::BucketPolicy": "TLS-only and log-delivery grants; moto's bucket policies are judged by the emulator's "
-                             "glue (install_bucket_policy_scope), and tests/infra checks their statements",
+    "glue (install_bucket_policy_scope), and tests/infra checks their statements",
     "AWS::SQS::QueuePolicy": "EventBridge's right to deliver to the audit queue; the emulator delivers in-process",
     "AWS::SNS::TopicPolicy": "AWS Budgets' right to publish; the emulator invokes the budget trigger with a real-shaped event",
     "AWS::SNS::Subscription": "the budget trigger's and the operator's subscriptions; the emulator's bootstrap subscribes",
@@ -68,8 +70,13 @@ def account(aws: None) -> Iterator[Any]:
 
 def options(packaged: Path, said: list[str] | None = None, **overrides: Any) -> deploy.Options:
     """Unattended (yes), quick polls, what it prints kept in `said`."""
-    fields: dict[str, Any] = dict(yes=True, package_dir=packaged, poll_seconds=1, timeout_seconds=30,
-                                  say=(said if said is not None else []).append)
+    fields: dict[str, Any] = dict(
+        yes=True,
+        package_dir=packaged,
+        poll_seconds=1,
+        timeout_seconds=30,
+        say=(said if said is not None else []).append,
+    )
     return deploy.Options(**{**fields, **overrides})
 
 
@@ -87,8 +94,11 @@ def test_the_packaged_template_deploys_and_every_resource_is_accounted_for(packa
     assert cfn.describe_stacks(StackName="lsstctl")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
     template = template_of(packaged)
-    created = {r["LogicalResourceId"]: r for r in cfn.describe_stack_resources(StackName="lsstctl")["StackResources"]
-               if r.get("LogicalResourceId")}
+    created = {
+        r["LogicalResourceId"]: r
+        for r in cfn.describe_stack_resources(StackName="lsstctl")["StackResources"]
+        if r.get("LogicalResourceId")
+    }
     skipped = {name: r["Type"] for name, r in template["Resources"].items() if name not in created}
     assert {t for t in skipped.values() if t not in UNSUPPORTED_LOCALLY} == set(), "neither created nor explained"
     assert set(UNSUPPORTED_LOCALLY) <= set(skipped.values()), "explained but no longer skipped: drop the entry"
@@ -125,9 +135,13 @@ def test_the_packaged_template_deploys_and_every_resource_is_accounted_for(packa
 
 
 def test_an_upgrade_keeps_every_table_secret_and_result(packaged: Path, account: Any, tmp_path: Path) -> None:
-    first = deploy.deploy(account, options(packaged, subnet=subnet(account), admins="arn:aws:iam::123456789012:user/ops"))
+    first = deploy.deploy(
+        account, options(packaged, subnet=subnet(account), admins="arn:aws:iam::123456789012:user/ops")
+    )
     ddb, s3, secrets = account.client("dynamodb"), account.client("s3"), account.client("secretsmanager")
-    ddb.put_item(TableName=first["StateTableName"], Item={"pk": {"S": "cluster#demo"}, "sk": {"S": "cluster"}, "v": {"S": "1"}})
+    ddb.put_item(
+        TableName=first["StateTableName"], Item={"pk": {"S": "cluster#demo"}, "sk": {"S": "cluster"}, "v": {"S": "1"}}
+    )
     s3.put_object(Bucket=first["ArchiveBucketName"], Key="alice/demo/result.fits", Body=b"science")
     secrets.create_secret(Name="lsstctl/users/alice", SecretString='{"AccessKeyId": "AKIA..."}')
     old_code = account.client("lambda").get_function(FunctionName="lsstctl-api")["Code"]["Location"]
@@ -147,7 +161,9 @@ def test_an_upgrade_keeps_every_table_secret_and_result(packaged: Path, account:
     assert any(line.startswith("Updating stack lsstctl") for line in said)
     assert second["StateTableName"] == first["StateTableName"] and second["ClusterSubnetId"] == first["ClusterSubnetId"]
     assert second["AdminPrincipals"] == "arn:aws:iam::123456789012:user/ops"
-    assert ddb.get_item(TableName=second["StateTableName"], Key={"pk": {"S": "cluster#demo"}, "sk": {"S": "cluster"}})["Item"]["v"] == {"S": "1"}
+    assert ddb.get_item(TableName=second["StateTableName"], Key={"pk": {"S": "cluster#demo"}, "sk": {"S": "cluster"}})[
+        "Item"
+    ]["v"] == {"S": "1"}
     assert s3.get_object(Bucket=second["ArchiveBucketName"], Key="alice/demo/result.fits")["Body"].read() == b"science"
     assert secrets.get_secret_value(SecretId="lsstctl/users/alice")["SecretString"].startswith("{")
     assert account.client("lambda").get_function(FunctionName="lsstctl-api")["Code"]["Location"] != old_code
@@ -162,11 +178,25 @@ def test_stateful_resources_survive_deletes_and_replacements(packaged: Path) -> 
 
 
 def test_a_change_set_that_would_lose_data_is_refused() -> None:
-    change = {"ResourceChange": {"Action": "Modify", "LogicalResourceId": "StateTable",
-                                 "ResourceType": "AWS::DynamoDB::Table", "Replacement": "True"}}
-    harmless = {"ResourceChange": {"Action": "Modify", "LogicalResourceId": "ApiFunction",
-                                   "ResourceType": "AWS::Lambda::Function", "Replacement": "False"}}
-    removal = {"ResourceChange": {"Action": "Remove", "LogicalResourceId": "ArchiveBucket", "ResourceType": "AWS::S3::Bucket"}}
+    change = {
+        "ResourceChange": {
+            "Action": "Modify",
+            "LogicalResourceId": "StateTable",
+            "ResourceType": "AWS::DynamoDB::Table",
+            "Replacement": "True",
+        }
+    }
+    harmless = {
+        "ResourceChange": {
+            "Action": "Modify",
+            "LogicalResourceId": "ApiFunction",
+            "ResourceType": "AWS::Lambda::Function",
+            "Replacement": "False",
+        }
+    }
+    removal = {
+        "ResourceChange": {"Action": "Remove", "LogicalResourceId": "ArchiveBucket", "ResourceType": "AWS::S3::Bucket"}
+    }
     assert deploy.risky_changes([harmless]) == []
     assert [r.split()[1] for r in deploy.risky_changes([change, harmless, removal])] == ["StateTable", "ArchiveBucket"]
 
@@ -185,13 +215,18 @@ def test_destroy_refuses_while_clusters_may_bill_then_keeps_the_data(packaged: P
     out = deploy.deploy(account, options(packaged, subnet=subnet(account)))
     deps = deploy.control_plane(account, out)
     now = "2026-12-05T00:00:00Z"
-    spec = ClusterSpec.model_validate({"name": "demo", "queues": [{"name": "q", "instance_types": ["c5.large"]}], "budget_usd": 10})
+    spec = ClusterSpec.model_validate(
+        {"name": "demo", "queues": [{"name": "q", "instance_types": ["c5.large"]}], "budget_usd": 10}
+    )
     deps.store.create_cluster(Cluster(name="demo", owner="alice", spec=spec, created_at=now, updated_at=now))
     assert [c.name for c in deps.store.list_billing_clusters()] == ["demo"]
 
     with pytest.raises(deploy.DeployError, match="1 clusters may still bill"):
         deploy.destroy(account, options(packaged))
-    assert account.client("cloudformation").describe_stacks(StackName="lsstctl")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert (
+        account.client("cloudformation").describe_stacks(StackName="lsstctl")["Stacks"][0]["StackStatus"]
+        == "CREATE_COMPLETE"
+    )
 
     from lsstctl.domain.models import ClusterState
 
@@ -209,7 +244,9 @@ def test_destroy_refuses_while_clusters_may_bill_then_keeps_the_data(packaged: P
     account.client("s3").head_bucket(Bucket=out["ArchiveBucketName"])
 
 
-def test_the_api_package_is_the_chalice_app_without_the_emulator_and_reproducible(packaged: Path, tmp_path: Path) -> None:
+def test_the_api_package_is_the_chalice_app_without_the_emulator_and_reproducible(
+    packaged: Path, tmp_path: Path
+) -> None:
     with zipfile.ZipFile(packaged / "lsstctl-api.zip") as archive:
         names = archive.namelist()
     assert {"app.py", "chalicelib/routes.py", "chalice/app.py", "lsstctl/services/clusters.py"} <= set(names)
@@ -241,49 +278,75 @@ def test_the_packaged_template_passes_cfn_lint_and_checkov(packaged: Path) -> No
 # default stack names it, and what scripts/deploy.py itself calls.
 _A = "123456789012:"
 DEPLOYER_NEEDS: dict[str, list[tuple[str, str]]] = {
-    "AWS::DynamoDB::Table": [("dynamodb:CreateTable", f"arn:aws:dynamodb:us-east-1:{_A}table/lsstctl-state"),
-                             ("dynamodb:UpdateContinuousBackups", f"arn:aws:dynamodb:us-east-1:{_A}table/lsstctl-state"),
-                             ("dynamodb:UpdateTimeToLive", f"arn:aws:dynamodb:us-east-1:{_A}table/lsstctl-idempotency")],
-    "AWS::S3::Bucket": [("s3:CreateBucket", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1"),
-                        ("s3:PutBucketLogging", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1"),
-                        ("s3:PutLifecycleConfiguration", "arn:aws:s3:::lsstctl-access-logs-123456789012-us-east-1")],
+    "AWS::DynamoDB::Table": [
+        ("dynamodb:CreateTable", f"arn:aws:dynamodb:us-east-1:{_A}table/lsstctl-state"),
+        ("dynamodb:UpdateContinuousBackups", f"arn:aws:dynamodb:us-east-1:{_A}table/lsstctl-state"),
+        ("dynamodb:UpdateTimeToLive", f"arn:aws:dynamodb:us-east-1:{_A}table/lsstctl-idempotency"),
+    ],
+    "AWS::S3::Bucket": [
+        ("s3:CreateBucket", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1"),
+        ("s3:PutBucketLogging", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1"),
+        ("s3:PutLifecycleConfiguration", "arn:aws:s3:::lsstctl-access-logs-123456789012-us-east-1"),
+    ],
     "AWS::S3::BucketPolicy": [("s3:PutBucketPolicy", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1")],
     "AWS::Events::EventBus": [("events:CreateEventBus", f"arn:aws:events:us-east-1:{_A}event-bus/lsstctl-events")],
-    "AWS::Events::Rule": [("events:PutRule", f"arn:aws:events:us-east-1:{_A}rule/lsstctl-events/lsstctl-all-events"),
-                          ("events:PutTargets", f"arn:aws:events:us-east-1:{_A}rule/lsstctl-guard")],
+    "AWS::Events::Rule": [
+        ("events:PutRule", f"arn:aws:events:us-east-1:{_A}rule/lsstctl-events/lsstctl-all-events"),
+        ("events:PutTargets", f"arn:aws:events:us-east-1:{_A}rule/lsstctl-guard"),
+    ],
     "AWS::SQS::Queue": [("sqs:CreateQueue", f"arn:aws:sqs:us-east-1:{_A}lsstctl-events-audit")],
     "AWS::SQS::QueuePolicy": [("sqs:SetQueueAttributes", f"arn:aws:sqs:us-east-1:{_A}lsstctl-events-audit")],
     "AWS::SNS::Topic": [("sns:CreateTopic", f"arn:aws:sns:us-east-1:{_A}lsstctl-notifications")],
     "AWS::SNS::TopicPolicy": [("sns:SetTopicAttributes", f"arn:aws:sns:us-east-1:{_A}lsstctl-budget-alerts")],
     "AWS::SNS::Subscription": [("sns:Subscribe", f"arn:aws:sns:us-east-1:{_A}lsstctl-budget-alerts")],
     "AWS::IAM::ManagedPolicy": [("iam:CreatePolicy", f"arn:aws:iam::{_A}policy/lsstctl-StepsCorePolicy-ABC")],
-    "AWS::IAM::Role": [("iam:CreateRole", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC"),
-                       ("iam:PutRolePolicy", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC"),
-                       ("iam:AttachRolePolicy", f"arn:aws:iam::{_A}role/lsstctl-ApiGatewayCloudWatchRole-ABC"),
-                       ("iam:PassRole", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC")],
-    "AWS::Lambda::LayerVersion": [("lambda:PublishLayerVersion", f"arn:aws:lambda:us-east-1:{_A}layer:lsstctl-DependenciesLayer")],
-    "AWS::Lambda::Function": [("lambda:CreateFunction", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-api"),
-                              ("lambda:UpdateFunctionCode", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-guard"),
-                              ("lambda:GetLayerVersion", f"arn:aws:lambda:us-east-1:{_A}layer:lsstctl-aws-parallelcluster-3-16-1:1")],
+    "AWS::IAM::Role": [
+        ("iam:CreateRole", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC"),
+        ("iam:PutRolePolicy", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC"),
+        ("iam:AttachRolePolicy", f"arn:aws:iam::{_A}role/lsstctl-ApiGatewayCloudWatchRole-ABC"),
+        ("iam:PassRole", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC"),
+    ],
+    "AWS::Lambda::LayerVersion": [
+        ("lambda:PublishLayerVersion", f"arn:aws:lambda:us-east-1:{_A}layer:lsstctl-DependenciesLayer")
+    ],
+    "AWS::Lambda::Function": [
+        ("lambda:CreateFunction", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-api"),
+        ("lambda:UpdateFunctionCode", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-guard"),
+        ("lambda:GetLayerVersion", f"arn:aws:lambda:us-east-1:{_A}layer:lsstctl-aws-parallelcluster-3-16-1:1"),
+    ],
     "AWS::Lambda::Permission": [("lambda:AddPermission", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-api")],
-    "AWS::Lambda::EventInvokeConfig": [("lambda:PutFunctionEventInvokeConfig", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-guard")],
-    "AWS::Logs::LogGroup": [("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/lambda/lsstctl-api"),
-                            ("logs:PutRetentionPolicy", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/vendedlogs/states/lsstctl-launch"),
-                            ("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/apigateway/lsstctl-api")],
-    "AWS::StepFunctions::StateMachine": [("states:CreateStateMachine", f"arn:aws:states:us-east-1:{_A}stateMachine:lsstctl-launch"),
-                                         ("logs:CreateLogDelivery", "*")],
-    "AWS::ApiGateway::RestApi": [("apigateway:POST", "arn:aws:apigateway:us-east-1::/restapis"),
-                                 ("apigateway:PUT", "arn:aws:apigateway:us-east-1::/restapis/a1b2c3")],
+    "AWS::Lambda::EventInvokeConfig": [
+        ("lambda:PutFunctionEventInvokeConfig", f"arn:aws:lambda:us-east-1:{_A}function:lsstctl-guard")
+    ],
+    "AWS::Logs::LogGroup": [
+        ("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/lambda/lsstctl-api"),
+        ("logs:PutRetentionPolicy", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/vendedlogs/states/lsstctl-launch"),
+        ("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/apigateway/lsstctl-api"),
+    ],
+    "AWS::StepFunctions::StateMachine": [
+        ("states:CreateStateMachine", f"arn:aws:states:us-east-1:{_A}stateMachine:lsstctl-launch"),
+        ("logs:CreateLogDelivery", "*"),
+    ],
+    "AWS::ApiGateway::RestApi": [
+        ("apigateway:POST", "arn:aws:apigateway:us-east-1::/restapis"),
+        ("apigateway:PUT", "arn:aws:apigateway:us-east-1::/restapis/a1b2c3"),
+    ],
     "AWS::ApiGateway::Deployment": [("apigateway:POST", "arn:aws:apigateway:us-east-1::/restapis/a1b2c3/deployments")],
     "AWS::ApiGateway::Stage": [("apigateway:PATCH", "arn:aws:apigateway:us-east-1::/restapis/a1b2c3/stages/api")],
     "AWS::ApiGateway::Account": [("apigateway:PATCH", "arn:aws:apigateway:us-east-1::/account")],
     "AWS::Budgets::Budget": [("budgets:ModifyBudget", f"arn:aws:budgets::{_A}budget/lsstctl-account")],
-    "AWS::SSM::Document": [("ssm:CreateDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
-                           ("ssm:UpdateDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
-                           ("ssm:DeleteDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe")],
+    "AWS::SSM::Document": [
+        ("ssm:CreateDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
+        ("ssm:UpdateDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
+        ("ssm:DeleteDocument", f"arn:aws:ssm:us-east-1:{_A}document/lsstctl-queue-probe"),
+    ],
     "AWS::SecretsManager::Secret": [
-        ("secretsmanager:CreateSecret", f"arn:aws:secretsmanager:us-east-1:{_A}secret:lsstctl/chatops/slack-signing-secret-AbCdEf"),
-        ("secretsmanager:GetRandomPassword", "*")],
+        (
+            "secretsmanager:CreateSecret",
+            f"arn:aws:secretsmanager:us-east-1:{_A}secret:lsstctl/chatops/slack-signing-secret-AbCdEf",
+        ),
+        ("secretsmanager:GetRandomPassword", "*"),
+    ],
 }
 DEPLOY_SCRIPT_NEEDS = [
     ("cloudformation:CreateChangeSet", f"arn:aws:cloudformation:us-east-1:{_A}stack/lsstctl/0a1b"),
@@ -301,9 +364,11 @@ DEPLOY_SCRIPT_NEEDS = [
     ("s3:DeleteObjectVersion", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1/alice/x"),
 ]
 DEPLOYER_MUST_NOT = [
-    ("iam:CreateUser", f"arn:aws:iam::{_A}user/anyone"), ("iam:CreateRole", f"arn:aws:iam::{_A}role/Admin"),
+    ("iam:CreateUser", f"arn:aws:iam::{_A}user/anyone"),
+    ("iam:CreateRole", f"arn:aws:iam::{_A}role/Admin"),
     ("iam:PutRolePolicy", f"arn:aws:iam::{_A}role/OrganizationAccountAccessRole"),
-    ("s3:GetObject", "arn:aws:s3:::payroll/2026.csv"), ("dynamodb:DeleteTable", f"arn:aws:dynamodb:us-east-1:{_A}table/orders"),
+    ("s3:GetObject", "arn:aws:s3:::payroll/2026.csv"),
+    ("dynamodb:DeleteTable", f"arn:aws:dynamodb:us-east-1:{_A}table/orders"),
     ("lambda:UpdateFunctionCode", f"arn:aws:lambda:us-east-1:{_A}function:billing"),
     ("ssm:UpdateDocument", f"arn:aws:ssm:us-east-1:{_A}document/patch-baseline"),
 ]

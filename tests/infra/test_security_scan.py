@@ -5,6 +5,7 @@ one-line reason; a suppression without a reason is a finding too. checkov lives 
 virtualenv (`make deps` builds .venv-tools from requirements-tools.txt): its pins conflict
 with the control plane's.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,26 @@ def checkov(path: Path) -> dict[str, Any]:
     """checkov's JSON report of one CloudFormation template (no network: no platform, no
     version check, no external checks)."""
     assert CHECKOV.exists(), f"{CHECKOV} is missing: run `make deps`"
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false",
-           "LOG_LEVEL": "ERROR"}
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false", "LOG_LEVEL": "ERROR"}
     result = subprocess.run(
-        [str(CHECKOV), "--file", str(path), "--framework", "cloudformation", "--output", "json",
-         "--quiet", "--compact", "--skip-download", "--no-fail-on-crash"],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        [
+            str(CHECKOV),
+            "--file",
+            str(path),
+            "--framework",
+            "cloudformation",
+            "--output",
+            "json",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+            "--no-fail-on-crash",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report = json.loads(result.stdout)
@@ -62,13 +77,24 @@ def test_every_suppression_says_why() -> None:
 def test_the_scan_fails_a_careless_template(tmp_path: Path) -> None:
     """The scan is live: a bucket and a table without their settings are reported."""
     careless = tmp_path / "careless.json"
-    careless.write_text(json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": {
-        "Open": {"Type": "AWS::S3::Bucket", "Properties": {}},
-        "Loose": {"Type": "AWS::DynamoDB::Table", "Properties": {
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-            "BillingMode": "PAY_PER_REQUEST"}},
-    }}))
+    careless.write_text(
+        json.dumps(
+            {
+                "AWSTemplateFormatVersion": "2010-09-09",
+                "Resources": {
+                    "Open": {"Type": "AWS::S3::Bucket", "Properties": {}},
+                    "Loose": {
+                        "Type": "AWS::DynamoDB::Table",
+                        "Properties": {
+                            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                            "BillingMode": "PAY_PER_REQUEST",
+                        },
+                    },
+                },
+            }
+        )
+    )
     found = {f.split()[0] for f in findings(checkov(careless))}
     assert {"CKV_AWS_18", "CKV_AWS_28"} <= found
 
@@ -99,6 +125,15 @@ def test_no_star_action_on_star_resource() -> None:
     template, _ = decode(str(TEMPLATE))
     assert template is not None
     assert star_grants(template) == []
-    careless = {"Resources": {"R": {"Properties": {"Policies": [{"PolicyDocument": {"Statement": [
-        {"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}]}}]}}}}
+    careless = {
+        "Resources": {
+            "R": {
+                "Properties": {
+                    "Policies": [
+                        {"PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}]}}
+                    ]
+                }
+            }
+        }
+    }
     assert star_grants(careless) == ["Resources.R.Properties.Policies[0].PolicyDocument.Statement[0]"]

@@ -6,6 +6,7 @@ deploy: cfn-lint on the template and on the definitions, structural rules of our
 template's placeholders and IAM statements (scoped, and allowing what each function's code
 calls), and its agreement with the code and the emulator's bootstrap.
 """
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,9 @@ import fnmatch
 import json
 import re
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cfnlint.api import lint, lint_file
@@ -211,9 +213,7 @@ def asl_problems(definition: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: StartAt {start!r} is not a state")
             continue
         # Tasks that Catch leads to: they record the failure (and must not loop back).
-        failure_recorders = {
-            catcher.get("Next") for state in states.values() for catcher in state.get("Catch", [])
-        }
+        failure_recorders = {catcher.get("Next") for state in states.values() for catcher in state.get("Catch", [])}
 
         for name, state in states.items():
             here = f"{where}{name}"
@@ -275,8 +275,10 @@ def _minimal() -> dict[str, Any]:
     from lsstctl.errors import PERMANENT_STEP_ERRORS
 
     catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Record"}]
-    retry = [{"ErrorEquals": list(PERMANENT_STEP_ERRORS), "MaxAttempts": 0},
-             {"ErrorEquals": ["States.ALL"], "MaxAttempts": 20, "MaxDelaySeconds": 30, "JitterStrategy": "FULL"}]
+    retry = [
+        {"ErrorEquals": list(PERMANENT_STEP_ERRORS), "MaxAttempts": 0},
+        {"ErrorEquals": ["States.ALL"], "MaxAttempts": 20, "MaxDelaySeconds": 30, "JitterStrategy": "FULL"},
+    ]
     return {
         "StartAt": "Work",
         "States": {
@@ -284,7 +286,10 @@ def _minimal() -> dict[str, Any]:
             "Pause": {"Type": "Wait", "SecondsPath": "$.poll.seconds", "Next": "Done"},
             "Done": {"Type": "Succeed"},
             "Record": {
-                "Type": "Task", "Resource": "arn", "Retry": retry, "Next": "Failed",
+                "Type": "Task",
+                "Resource": "arn",
+                "Retry": retry,
+                "Next": "Failed",
                 "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.e2", "Next": "Failed"}],
             },
             "Failed": {"Type": "Fail"},
@@ -328,8 +333,9 @@ def _handler_actions(module_path: Path) -> tuple[dict[str, set[str]], str]:
     tree = ast.parse(module_path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "step_handler":
-            model = next((k.value.id for k in node.keywords if k.arg == "model" and isinstance(k.value, ast.Name)),
-                         "StepEvent")
+            model = next(
+                (k.value.id for k in node.keywords if k.arg == "model" and isinstance(k.value, ast.Name)), "StepEvent"
+            )
             table = node.args[0]
             assert isinstance(table, ast.Dict)
             actions: dict[str, set[str]] = {}
@@ -337,7 +343,8 @@ def _handler_actions(module_path: Path) -> tuple[dict[str, set[str]], str]:
                 assert isinstance(key, ast.Constant) and isinstance(value, ast.Lambda)
                 event = value.args.args[1].arg
                 actions[key.value] = {
-                    n.attr for n in ast.walk(value.body)
+                    n.attr
+                    for n in ast.walk(value.body)
                     if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == event
                 }
             return actions, model
@@ -439,8 +446,14 @@ def test_documented_exceptions_exist(template: dict[str, Any]) -> None:
 
 def test_offending_statements_detects_broad_grants() -> None:
     def role(statement: dict[str, Any]) -> dict[str, Any]:
-        return {"Resources": {"R": {"Type": "AWS::IAM::Role", "Properties": {
-            "Policies": [{"PolicyName": "p", "PolicyDocument": {"Statement": [statement]}}]}}}}
+        return {
+            "Resources": {
+                "R": {
+                    "Type": "AWS::IAM::Role",
+                    "Properties": {"Policies": [{"PolicyName": "p", "PolicyDocument": {"Statement": [statement]}}]},
+                }
+            }
+        }
 
     assert offending_statements(role({"Effect": "Allow", "Action": "*", "Resource": "arn:x"}))
     assert offending_statements(role({"Effect": "Allow", "Action": "iam:*", "Resource": "arn:x"}))
@@ -479,20 +492,33 @@ def test_outputs_name_known_settings(template: dict[str, Any]) -> None:
         if str(output["Description"]).upper().startswith(ENV_PREFIX)
     }
     assert named - _settings_variables() == set()
-    for needed in ("STATE_TABLE", "IDEMPOTENCY_TABLE", "ARCHIVE_BUCKET", "EVENT_BUS",
-                   "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN",
-                   "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS", "ACCOUNT_ID", "ADMIN_PRINCIPALS"):
+    for needed in (
+        "STATE_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "ARCHIVE_BUCKET",
+        "EVENT_BUS",
+        "LAUNCH_STATE_MACHINE_ARN",
+        "TEARDOWN_STATE_MACHINE_ARN",
+        "JOB_STATE_MACHINE_ARN",
+        "NOTIFICATIONS_TOPIC_ARN",
+        "GUARD_INTERVAL_SECONDS",
+        "ACCOUNT_ID",
+        "ADMIN_PRINCIPALS",
+    ):
         assert ENV_PREFIX + needed in named, f"no output for {ENV_PREFIX}{needed}"
 
 
-@pytest.mark.parametrize("value, admitted", [
-    ("", True),
-    ("arn:aws:iam::123456789012:user/ops-admin", True),
-    ("arn:aws:iam::123456789012:role/PlatformAdmins,arn:aws:sts::123456789012:assumed-role/SSO/carol", True),
-    ("admin", False),  # a bare name: anyone choosing a session name could match it
-    ("arn:aws:iam::123456789012:user/ops-admin,admin", False),
-    ("arn:aws:iam::123456789012:root", False),
-])
+@pytest.mark.parametrize(
+    "value, admitted",
+    [
+        ("", True),
+        ("arn:aws:iam::123456789012:user/ops-admin", True),
+        ("arn:aws:iam::123456789012:role/PlatformAdmins,arn:aws:sts::123456789012:assumed-role/SSO/carol", True),
+        ("admin", False),  # a bare name: anyone choosing a session name could match it
+        ("arn:aws:iam::123456789012:user/ops-admin,admin", False),
+        ("arn:aws:iam::123456789012:root", False),
+    ],
+)
 def test_admins_are_full_arns_in_the_template_too(template: dict[str, Any], value: str, admitted: bool) -> None:
     """The parameter's pattern admits what the API's settings admit, and nothing else."""
     from lsstctl.settings import Settings
@@ -530,8 +556,12 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
 
     functions = names("AWS::Lambda::Function", "FunctionName")
     # The emulator serves the API with `chalice local` rather than as a function.
-    emulated = [*bootstrap.FUNCTIONS.values(), *bootstrap.TRIGGER_FUNCTIONS.values(), bootstrap.ENGINE_FUNCTION,
-                ("lsstctl-api", API_HANDLER)]
+    emulated = [
+        *bootstrap.FUNCTIONS.values(),
+        *bootstrap.TRIGGER_FUNCTIONS.values(),
+        bootstrap.ENGINE_FUNCTION,
+        ("lsstctl-api", API_HANDLER),
+    ]
     for function_name, handler in emulated:
         assert function_name in functions
         assert template["Resources"][functions[function_name]]["Properties"]["Handler"] == handler
@@ -596,21 +626,30 @@ def test_template_wires_triggers_as_the_emulator_does(template: dict[str, Any], 
         pattern = json.loads(json.dumps(props["EventPattern"])) if "EventPattern" in props else None
         schedule = resolve(template, props["ScheduleExpression"]) if "ScheduleExpression" in props else None
         template_rules[resolve(template, props["Name"])] = (
-            bus, pattern, schedule, sorted(resolve(template, t["Arn"]).rsplit(":", 1)[-1] for t in props["Targets"])
+            bus,
+            pattern,
+            schedule,
+            sorted(resolve(template, t["Arn"]).rsplit(":", 1)[-1] for t in props["Targets"]),
         )
     # The emulator's queue ARNs end in the queue name, the template's too.
     assert template_rules == emulated_rules
 
     topics = {arn.rsplit(":", 1)[-1] for arn in (t["TopicArn"] for t in sns.list_topics()["Topics"])}
-    assert {resolve(template, t["Properties"]["TopicName"]) for t in resources_of(template, "AWS::SNS::Topic").values()} == topics
+    assert {
+        resolve(template, t["Properties"]["TopicName"]) for t in resources_of(template, "AWS::SNS::Topic").values()
+    } == topics
     emulated_lambda_subs = sorted(
         (s["TopicArn"].rsplit(":", 1)[-1], s["Endpoint"].rsplit(":", 1)[-1])
-        for s in sns.list_subscriptions()["Subscriptions"] if s["Protocol"] == "lambda"
+        for s in sns.list_subscriptions()["Subscriptions"]
+        if s["Protocol"] == "lambda"
     )
     template_lambda_subs = sorted(
-        (resolve(template, s["Properties"]["TopicArn"]).rsplit(":", 1)[-1],
-         resolve(template, s["Properties"]["Endpoint"]).rsplit(":", 1)[-1])
-        for s in resources_of(template, "AWS::SNS::Subscription").values() if s["Properties"]["Protocol"] == "lambda"
+        (
+            resolve(template, s["Properties"]["TopicArn"]).rsplit(":", 1)[-1],
+            resolve(template, s["Properties"]["Endpoint"]).rsplit(":", 1)[-1],
+        )
+        for s in resources_of(template, "AWS::SNS::Subscription").values()
+        if s["Properties"]["Protocol"] == "lambda"
     )
     assert template_lambda_subs == emulated_lambda_subs
 
@@ -666,7 +705,7 @@ def resolve(template: dict[str, Any], value: Any) -> str:
     REGION (Ref, GetAtt, Sub and FindInMap of them)."""
     if isinstance(value, str):
         return value
-    (function, argument), = value.items()
+    ((function, argument),) = value.items()
     if function == "Ref":
         return _attribute(template, argument, None)
     if function == "Fn::GetAtt":
@@ -715,24 +754,42 @@ def _function_of(template: dict[str, Any], value: Any) -> str:
 def test_triggers_may_invoke_their_functions(template: dict[str, Any]) -> None:
     """Every rule target and SNS subscription has a permission for exactly its source."""
     permissions = {
-        (_function_of(template, p["Properties"]["FunctionName"]), p["Properties"]["Principal"],
-         json.dumps(p["Properties"].get("SourceArn"), sort_keys=True))
+        (
+            _function_of(template, p["Properties"]["FunctionName"]),
+            p["Properties"]["Principal"],
+            json.dumps(p["Properties"].get("SourceArn"), sort_keys=True),
+        )
         for p in resources_of(template, "AWS::Lambda::Permission").values()
     }
     needed = set()
     for name, rule in resources_of(template, "AWS::Events::Rule").items():
         for target in rule["Properties"]["Targets"]:
             if resolve(template, target["Arn"]).startswith("arn:aws:lambda:"):
-                needed.add((_function_of(template, target["Arn"]), "events.amazonaws.com",
-                            json.dumps({"Fn::GetAtt": [name, "Arn"]})))
+                needed.add(
+                    (
+                        _function_of(template, target["Arn"]),
+                        "events.amazonaws.com",
+                        json.dumps({"Fn::GetAtt": [name, "Arn"]}),
+                    )
+                )
     for subscription in resources_of(template, "AWS::SNS::Subscription").values():
         props = subscription["Properties"]
         if props["Protocol"] == "lambda":
-            needed.add((_function_of(template, props["Endpoint"]), "sns.amazonaws.com",
-                        json.dumps(props["TopicArn"], sort_keys=True)))
+            needed.add(
+                (
+                    _function_of(template, props["Endpoint"]),
+                    "sns.amazonaws.com",
+                    json.dumps(props["TopicArn"], sort_keys=True),
+                )
+            )
     # The API: API Gateway may invoke its function for every route of this API only.
-    needed.add(("ApiFunction", "apigateway.amazonaws.com", json.dumps(
-        {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestApi}/*"})))
+    needed.add(
+        (
+            "ApiFunction",
+            "apigateway.amazonaws.com",
+            json.dumps({"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestApi}/*"}),
+        )
+    )
     assert needed, "no Lambda triggers found"
     assert permissions == needed  # none missing, none broader (no SourceArn) or stale
 
@@ -746,9 +803,13 @@ def test_guard_schedule_matches_its_interval(template: dict[str, Any]) -> None:
     for seconds, entry in schedule.items():
         count, unit = re.fullmatch(r"rate\((\d+) (\w+)\)", entry["Expression"]).groups()  # type: ignore[union-attr]
         assert int(count) * units[unit] == int(seconds), entry
-        assert (int(count) == 1) == (unit in ("minute", "hour")), f"{entry}: EventBridge wants rate(1 minute), rate(2 minutes)"
+        assert (int(count) == 1) == (unit in ("minute", "hour")), (
+            f"{entry}: EventBridge wants rate(1 minute), rate(2 minutes)"
+        )
     rule = template["Resources"]["GuardScheduleRule"]["Properties"]
-    assert rule["ScheduleExpression"] == {"Fn::FindInMap": ["GuardSchedule", {"Ref": "GuardIntervalSeconds"}, "Expression"]}
+    assert rule["ScheduleExpression"] == {
+        "Fn::FindInMap": ["GuardSchedule", {"Ref": "GuardIntervalSeconds"}, "Expression"]
+    }
     guard = template["Resources"][_function_of(template, rule["Targets"][0]["Arn"])]["Properties"]
     assert guard["Environment"]["Variables"]["LSSTCTL_GUARD_INTERVAL_SECONDS"] == {"Ref": "GuardIntervalSeconds"}
     assert guard["Timeout"] <= int(parameter["Default"]), "a tick must end before the next one"
@@ -806,8 +867,10 @@ def test_account_budget_routes_to_the_budget_trigger(template: dict[str, Any]) -
     policy = template["Resources"]["BudgetAlertsTopicPolicy"]["Properties"]
     assert policy["Topics"] == [topic]
     assert any(
-        s["Effect"] == "Allow" and s["Principal"] == {"Service": "budgets.amazonaws.com"}
-        and s["Action"] == "sns:Publish" and s["Resource"] == topic
+        s["Effect"] == "Allow"
+        and s["Principal"] == {"Service": "budgets.amazonaws.com"}
+        and s["Action"] == "sns:Publish"
+        and s["Resource"] == topic
         for s in policy["PolicyDocument"]["Statement"]
     )
 
@@ -833,78 +896,183 @@ IDEMPOTENCY = f"arn:aws:dynamodb:{_ARN}:table/lsstctl-idempotency"
 ASTRONOMER = f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"
 # services/idle.py: the queue probe (a document of the template's own) on a head node.
 HEAD_NODE = f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"
-QUEUE_PROBE = [("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-queue-probe"),
-               ("ssm:SendCommand", HEAD_NODE), ("ssm:GetCommandInvocation", "*")]
-NODE_CAP = [("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-node-cap"),
-            ("ssm:SendCommand", HEAD_NODE), ("ssm:GetCommandInvocation", "*")]
+QUEUE_PROBE = [
+    ("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-queue-probe"),
+    ("ssm:SendCommand", HEAD_NODE),
+    ("ssm:GetCommandInvocation", "*"),
+]
+NODE_CAP = [
+    ("ssm:SendCommand", f"arn:aws:ssm:{_ARN}:document/lsstctl-node-cap"),
+    ("ssm:SendCommand", HEAD_NODE),
+    ("ssm:GetCommandInvocation", "*"),
+]
 KEY_SECRET = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"
 NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     # The HTTP API (chalice_app/chalicelib/routes.py): records and idempotency, the three
     # workflows, create-user (iam_users.py), validation through the engine, spend views.
     API_HANDLER: (
-        {"STATE_TABLE", "IDEMPOTENCY_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
-         "JOB_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME", "ACCOUNT_ID",
-         "ADMIN_PRINCIPALS", "API_EXECUTE_ARN", "HEAD_NODE_METRICS_POLICY_ARN", "GUARD_INTERVAL_SECONDS",
-         "SLACK_SIGNING_SECRET_ARN", "CHATOPS_STATE_MACHINE_ARN", "JOB_STEPS_FUNCTION_NAME"},
-        [*RECORDS, ("dynamodb:Query", TABLE), ("dynamodb:Query", f"{TABLE}/index/by_owner"),
-         ("dynamodb:UpdateItem", TABLE), ("dynamodb:DeleteItem", TABLE),
-         ("dynamodb:GetItem", IDEMPOTENCY), ("dynamodb:PutItem", IDEMPOTENCY), ("dynamodb:UpdateItem", IDEMPOTENCY),
-         ("dynamodb:DeleteItem", IDEMPOTENCY),
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"), ("states:StartExecution", TEARDOWN),
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
-         *[(f"iam:{a}", ASTRONOMER) for a in ("GetUser", "CreateUser", "TagUser", "ListUserTags", "PutUserPolicy",
-                                              "ListAccessKeys", "CreateAccessKey", "DeleteAccessKey")],
-         *[(f"secretsmanager:{a}", KEY_SECRET) for a in ("DescribeSecret", "GetSecretValue", "CreateSecret",
-                                                         "PutSecretValue", "TagResource")],
-         *ENGINE, *METER, ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
-         # Jobs: what a queue's instance types have (InstanceSizes); cancel and the log's tail
-         # through the job steps' function (adapters/job_function.py).
-         ("ec2:DescribeInstanceTypes", "*"), ("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-job-steps"),
-         # POST /chatops/slack: the signing secret, the chatops workflow.
-         ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/chatops/slack-signing-secret-AbCdEf"),
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-chatops")],
+        {
+            "STATE_TABLE",
+            "IDEMPOTENCY_TABLE",
+            "EVENT_BUS",
+            "LAUNCH_STATE_MACHINE_ARN",
+            "TEARDOWN_STATE_MACHINE_ARN",
+            "JOB_STATE_MACHINE_ARN",
+            "CLUSTER_SUBNET_ID",
+            "ENGINE",
+            "ENGINE_FUNCTION_NAME",
+            "ACCOUNT_ID",
+            "ADMIN_PRINCIPALS",
+            "API_EXECUTE_ARN",
+            "HEAD_NODE_METRICS_POLICY_ARN",
+            "GUARD_INTERVAL_SECONDS",
+            "SLACK_SIGNING_SECRET_ARN",
+            "CHATOPS_STATE_MACHINE_ARN",
+            "JOB_STEPS_FUNCTION_NAME",
+        },
+        [
+            *RECORDS,
+            ("dynamodb:Query", TABLE),
+            ("dynamodb:Query", f"{TABLE}/index/by_owner"),
+            ("dynamodb:UpdateItem", TABLE),
+            ("dynamodb:DeleteItem", TABLE),
+            ("dynamodb:GetItem", IDEMPOTENCY),
+            ("dynamodb:PutItem", IDEMPOTENCY),
+            ("dynamodb:UpdateItem", IDEMPOTENCY),
+            ("dynamodb:DeleteItem", IDEMPOTENCY),
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
+            ("states:StartExecution", TEARDOWN),
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
+            *[
+                (f"iam:{a}", ASTRONOMER)
+                for a in (
+                    "GetUser",
+                    "CreateUser",
+                    "TagUser",
+                    "ListUserTags",
+                    "PutUserPolicy",
+                    "ListAccessKeys",
+                    "CreateAccessKey",
+                    "DeleteAccessKey",
+                )
+            ],
+            *[
+                (f"secretsmanager:{a}", KEY_SECRET)
+                for a in ("DescribeSecret", "GetSecretValue", "CreateSecret", "PutSecretValue", "TagResource")
+            ],
+            *ENGINE,
+            *METER,
+            ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
+            # Jobs: what a queue's instance types have (InstanceSizes); cancel and the log's tail
+            # through the job steps' function (adapters/job_function.py).
+            ("ec2:DescribeInstanceTypes", "*"),
+            ("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-job-steps"),
+            # POST /chatops/slack: the signing secret, the chatops workflow.
+            (
+                "secretsmanager:GetSecretValue",
+                f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/chatops/slack-signing-secret-AbCdEf",
+            ),
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-chatops"),
+        ],
     ),
     # The chatops workflow's step: up (validation through the engine, the launch), run, cancel
     # (scancel through SSM), down; the audit log (services/chatops.py).
     "lambdas.chatops.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN", "JOB_STATE_MACHINE_ARN",
-         "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME", "ACCOUNT_ID", "HEAD_NODE_METRICS_POLICY_ARN",
-         "IDEMPOTENCY_TABLE"},
-        [*RECORDS, ("dynamodb:Query", TABLE), ("dynamodb:Query", f"{TABLE}/index/by_owner"), ("dynamodb:UpdateItem", TABLE),
-         *[(f"dynamodb:{a}", IDEMPOTENCY) for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")],
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"), ("states:StartExecution", TEARDOWN),
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
-         ("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"), ("ssm:GetCommandInvocation", "*"),
-         ("ec2:DescribeInstanceTypes", "*"), *ENGINE, *METER],
+        {
+            "STATE_TABLE",
+            "EVENT_BUS",
+            "LAUNCH_STATE_MACHINE_ARN",
+            "TEARDOWN_STATE_MACHINE_ARN",
+            "JOB_STATE_MACHINE_ARN",
+            "CLUSTER_SUBNET_ID",
+            "ENGINE",
+            "ENGINE_FUNCTION_NAME",
+            "ACCOUNT_ID",
+            "HEAD_NODE_METRICS_POLICY_ARN",
+            "IDEMPOTENCY_TABLE",
+        },
+        [
+            *RECORDS,
+            ("dynamodb:Query", TABLE),
+            ("dynamodb:Query", f"{TABLE}/index/by_owner"),
+            ("dynamodb:UpdateItem", TABLE),
+            *[(f"dynamodb:{a}", IDEMPOTENCY) for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")],
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
+            ("states:StartExecution", TEARDOWN),
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
+            ("ssm:SendCommand", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"),
+            ("ssm:GetCommandInvocation", "*"),
+            ("ec2:DescribeInstanceTypes", "*"),
+            *ENGINE,
+            *METER,
+        ],
     ),
     # Notifications: the owner's channel, then Slack (no other AWS call).
-    "lambdas.chatops.notify_handler": ({"STATE_TABLE"}, [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE),
-                                                         ("dynamodb:DeleteItem", TABLE)]),
+    "lambdas.chatops.notify_handler": (
+        {"STATE_TABLE"},
+        [("dynamodb:GetItem", TABLE), ("dynamodb:PutItem", TABLE), ("dynamodb:DeleteItem", TABLE)],
+    ),
     "lambdas.launch_steps.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "CLUSTER_SUBNET_ID", "ENGINE", "ENGINE_FUNCTION_NAME",
-         "NODE_CAP_DOCUMENT"},
+        {
+            "STATE_TABLE",
+            "EVENT_BUS",
+            "TEARDOWN_STATE_MACHINE_ARN",
+            "CLUSTER_SUBNET_ID",
+            "ENGINE",
+            "ENGINE_FUNCTION_NAME",
+            "NODE_CAP_DOCUMENT",
+        },
         # mark_ready: the idle alarm, a capped launch's node caps; launch_failed: request_teardown.
-        [*REQUEST_TEARDOWN, ("cloudwatch:PutMetricAlarm", IDLE_ALARM), ("cloudwatch:TagResource", IDLE_ALARM), *ENGINE,
-         *NODE_CAP,
-         # start_launch: the stack cache (adapters/efs_cache.py); poll_install counts its use.
-         ("elasticfilesystem:CreateFileSystem", CACHE_FS), ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
-         ("elasticfilesystem:DescribeMountTargets", CACHE_FS), ("elasticfilesystem:CreateMountTarget", CACHE_FS),
-         ("ec2:CreateSecurityGroup", "*"), ("ec2:AuthorizeSecurityGroupIngress", "*"), ("ec2:DescribeSubnets", "*"),
-         ("dynamodb:UpdateItem", TABLE)],
+        [
+            *REQUEST_TEARDOWN,
+            ("cloudwatch:PutMetricAlarm", IDLE_ALARM),
+            ("cloudwatch:TagResource", IDLE_ALARM),
+            *ENGINE,
+            *NODE_CAP,
+            # start_launch: the stack cache (adapters/efs_cache.py); poll_install counts its use.
+            ("elasticfilesystem:CreateFileSystem", CACHE_FS),
+            ("elasticfilesystem:DescribeFileSystems", CACHE_FS),
+            ("elasticfilesystem:DescribeMountTargets", CACHE_FS),
+            ("elasticfilesystem:CreateMountTarget", CACHE_FS),
+            ("ec2:CreateSecurityGroup", "*"),
+            ("ec2:AuthorizeSecurityGroupIngress", "*"),
+            ("ec2:DescribeSubnets", "*"),
+            ("dynamodb:UpdateItem", TABLE),
+        ],
     ),
     "lambdas.teardown_steps.lambda_handler": (
         {"STATE_TABLE", "EVENT_BUS", "ARCHIVE_BUCKET", "NOTIFICATIONS_TOPIC_ARN", "ENGINE", "ENGINE_FUNCTION_NAME"},
         # begin_teardown: delete the alarm; finish/failed: final_spend, list_jobs, notify.
-        [*RECORDS, ("dynamodb:Query", TABLE), ("cloudwatch:DeleteAlarms", IDLE_ALARM), *METER,
-         ("sns:Publish", NOTIFICATIONS), *ENGINE],
+        [
+            *RECORDS,
+            ("dynamodb:Query", TABLE),
+            ("cloudwatch:DeleteAlarms", IDLE_ALARM),
+            *METER,
+            ("sns:Publish", NOTIFICATIONS),
+            *ENGINE,
+        ],
     ),
     "lambdas.job_steps.lambda_handler": ({"STATE_TABLE", "EVENT_BUS"}, [*RECORDS, ("dynamodb:Query", TABLE)]),
     "lambdas.guard.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "TEARDOWN_STATE_MACHINE_ARN", "NOTIFICATIONS_TOPIC_ARN", "GUARD_INTERVAL_SECONDS",
-         "QUEUE_PROBE_DOCUMENT", "NODE_CAP_DOCUMENT"},
-        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"), *METER,
-         ("ec2:DescribeSpotPriceHistory", "*"), ("cloudwatch:GetMetricStatistics", "*"),
-         ("sns:Publish", NOTIFICATIONS), *QUEUE_PROBE, *NODE_CAP],
+        {
+            "STATE_TABLE",
+            "EVENT_BUS",
+            "TEARDOWN_STATE_MACHINE_ARN",
+            "NOTIFICATIONS_TOPIC_ARN",
+            "GUARD_INTERVAL_SECONDS",
+            "QUEUE_PROBE_DOCUMENT",
+            "NODE_CAP_DOCUMENT",
+        },
+        [
+            *REQUEST_TEARDOWN,
+            ("dynamodb:Query", f"{TABLE}/index/by_billing"),
+            *METER,
+            ("ec2:DescribeSpotPriceHistory", "*"),
+            ("cloudwatch:GetMetricStatistics", "*"),
+            ("sns:Publish", NOTIFICATIONS),
+            *QUEUE_PROBE,
+            *NODE_CAP,
+        ],
     ),
     # on_idle_alarm: a premature alarm is reset to OK; Slurm is asked before an idle teardown.
     "lambdas.idle_alarm.lambda_handler": (
@@ -913,44 +1081,65 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     ),
     # reconcile: inventory, engine stacks, alarms, executions, unrecorded users.
     "lambdas.reconciler.lambda_handler": (
-        {"STATE_TABLE", "EVENT_BUS", "LAUNCH_STATE_MACHINE_ARN", "TEARDOWN_STATE_MACHINE_ARN",
-         "JOB_STATE_MACHINE_ARN", "ENGINE", "ENGINE_FUNCTION_NAME"},
-        [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"),
-         ("dynamodb:Query", f"{TABLE}/index/by_kind"), ("dynamodb:Query", TABLE), *METER, *ENGINE,
-         ("elasticfilesystem:DeleteMountTarget", CACHE_FS), ("elasticfilesystem:DeleteFileSystem", CACHE_FS),
-         ("dynamodb:DeleteItem", TABLE),
-         ("cloudwatch:DescribeAlarms", IDLE_ALARM), ("cloudwatch:PutMetricAlarm", IDLE_ALARM),
-         ("cloudwatch:DeleteAlarms", IDLE_ALARM),
-         ("states:DescribeExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-teardown:teardown-demo-g1-a1"),
-         ("states:StopExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-launch:launch-demo-g1"),
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
-         ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
-         ("iam:ListUsers", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
-         ("iam:ListUserTags", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
-         ("iam:GetUser", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
-         ("secretsmanager:DescribeSecret", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf")],
+        {
+            "STATE_TABLE",
+            "EVENT_BUS",
+            "LAUNCH_STATE_MACHINE_ARN",
+            "TEARDOWN_STATE_MACHINE_ARN",
+            "JOB_STATE_MACHINE_ARN",
+            "ENGINE",
+            "ENGINE_FUNCTION_NAME",
+        },
+        [
+            *REQUEST_TEARDOWN,
+            ("dynamodb:Query", f"{TABLE}/index/by_billing"),
+            ("dynamodb:Query", f"{TABLE}/index/by_kind"),
+            ("dynamodb:Query", TABLE),
+            *METER,
+            *ENGINE,
+            ("elasticfilesystem:DeleteMountTarget", CACHE_FS),
+            ("elasticfilesystem:DeleteFileSystem", CACHE_FS),
+            ("dynamodb:DeleteItem", TABLE),
+            ("cloudwatch:DescribeAlarms", IDLE_ALARM),
+            ("cloudwatch:PutMetricAlarm", IDLE_ALARM),
+            ("cloudwatch:DeleteAlarms", IDLE_ALARM),
+            ("states:DescribeExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-teardown:teardown-demo-g1-a1"),
+            ("states:StopExecution", f"arn:aws:states:{_ARN}:execution:lsstctl-launch:launch-demo-g1"),
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-launch"),
+            ("states:StartExecution", f"arn:aws:states:{_ARN}:stateMachine:lsstctl-run-job"),
+            ("iam:ListUsers", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
+            ("iam:ListUserTags", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
+            ("iam:GetUser", f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"),
+            ("secretsmanager:DescribeSecret", f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"),
+        ],
     ),
     # The engine (pcluster.lib): ParallelCluster's create, describe, fleet and delete calls,
     # and delete_cluster's sweep of what a stack left (adapters/pcluster_engine.py).
     "lambdas.engine.lambda_handler": (
         {"ENGINE"},
-        [("cloudformation:CreateStack", STACK), ("cloudformation:DescribeStacks", STACK),
-         ("cloudformation:DeleteStack", STACK), ("cloudformation:GetTemplate", STACK),
-         ("dynamodb:GetItem", f"arn:aws:dynamodb:{_ARN}:table/parallelcluster-demo-2bd806c97f"),
-         ("dynamodb:UpdateItem", f"arn:aws:dynamodb:{_ARN}:table/parallelcluster-demo-2bd806c97f"),
-         ("s3:PutObject", "arn:aws:s3:::parallelcluster-0a1b2c3d4e5f6a7b-v1-do-not-delete/parallelcluster/3.16.1/x"),
-         ("s3:CreateBucket", "arn:aws:s3:::parallelcluster-0a1b2c3d4e5f6a7b-v1-do-not-delete"),
-         ("ec2:RunInstances", "*"), ("ec2:DescribeInstances", "*"), ("ec2:DescribeInstanceTypes", "*"),
-         ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
-         ("ec2:StopInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
-         ("ec2:StartInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
-         ("ec2:DeleteVolume", f"arn:aws:ec2:{_ARN}:volume/vol-0123456789abcdef0"),
-         ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/parallelcluster/demo/RoleHeadNode-0a1b"),
-         ("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/parallelcluster/demo/RoleHeadNode-0a1b"),
-         ("iam:GetPolicy", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"),
-         ("lambda:CreateFunction", f"arn:aws:lambda:{_ARN}:function:pcluster-CleanupResources-0a1b"),
-         ("logs:CreateLogGroup", f"arn:aws:logs:{_ARN}:log-group:/aws/parallelcluster/demo-202612051200"),
-         ("ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}::parameter/aws/service/ami-amazon-linux-latest")],
+        [
+            ("cloudformation:CreateStack", STACK),
+            ("cloudformation:DescribeStacks", STACK),
+            ("cloudformation:DeleteStack", STACK),
+            ("cloudformation:GetTemplate", STACK),
+            ("dynamodb:GetItem", f"arn:aws:dynamodb:{_ARN}:table/parallelcluster-demo-2bd806c97f"),
+            ("dynamodb:UpdateItem", f"arn:aws:dynamodb:{_ARN}:table/parallelcluster-demo-2bd806c97f"),
+            ("s3:PutObject", "arn:aws:s3:::parallelcluster-0a1b2c3d4e5f6a7b-v1-do-not-delete/parallelcluster/3.16.1/x"),
+            ("s3:CreateBucket", "arn:aws:s3:::parallelcluster-0a1b2c3d4e5f6a7b-v1-do-not-delete"),
+            ("ec2:RunInstances", "*"),
+            ("ec2:DescribeInstances", "*"),
+            ("ec2:DescribeInstanceTypes", "*"),
+            ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+            ("ec2:StopInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+            ("ec2:StartInstances", f"arn:aws:ec2:{_ARN}:instance/i-0123456789abcdef0"),
+            ("ec2:DeleteVolume", f"arn:aws:ec2:{_ARN}:volume/vol-0123456789abcdef0"),
+            ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/parallelcluster/demo/RoleHeadNode-0a1b"),
+            ("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/parallelcluster/demo/RoleHeadNode-0a1b"),
+            ("iam:GetPolicy", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"),
+            ("lambda:CreateFunction", f"arn:aws:lambda:{_ARN}:function:pcluster-CleanupResources-0a1b"),
+            ("logs:CreateLogGroup", f"arn:aws:logs:{_ARN}:log-group:/aws/parallelcluster/demo-202612051200"),
+            ("ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}::parameter/aws/service/ami-amazon-linux-latest"),
+        ],
     ),
     # on_budget_notification: below the budget, owners are only warned.
     "lambdas.budget_alarm.lambda_handler": (
@@ -959,8 +1148,11 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
     ),
 }
 # Least privilege: what the trigger functions must not be able to do.
-TRIGGER_HANDLERS = ("lambdas.guard.lambda_handler", "lambdas.idle_alarm.lambda_handler",
-                    "lambdas.budget_alarm.lambda_handler")
+TRIGGER_HANDLERS = (
+    "lambdas.guard.lambda_handler",
+    "lambdas.idle_alarm.lambda_handler",
+    "lambdas.budget_alarm.lambda_handler",
+)
 TRIGGERS_MUST_NOT = [
     ("dynamodb:Query", f"{TABLE}/index/by_owner"),
     ("dynamodb:Query", TABLE),
@@ -1001,7 +1193,9 @@ def allows(template: dict[str, Any], statements: list[dict[str, Any]], action: s
 
 
 def _functions_by_handler(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["Properties"]["Handler"]: r["Properties"] for r in resources_of(template, "AWS::Lambda::Function").values()}
+    return {
+        r["Properties"]["Handler"]: r["Properties"] for r in resources_of(template, "AWS::Lambda::Function").values()
+    }
 
 
 def test_every_function_declares_its_needs(template: dict[str, Any]) -> None:
@@ -1026,20 +1220,35 @@ def test_function_role_allows_what_its_code_calls(template: dict[str, Any], hand
         assert excess == [], f"{role} allows more than {handler} needs"
     if handler == API_HANDLER:
         # Users it makes are astronomers under /lsstctl/, never anyone else; no EC2 or SSM power.
-        excess = [(a, r) for a, r in [
-            ("iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/admin"), ("iam:PutUserPolicy", f"arn:aws:iam::{ACCOUNT}:user/lsst-x"),
-            ("iam:AttachUserPolicy", ASTRONOMER), ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/lsstctl/x"),
-            ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:prod/db-AbCdEf"),
-            ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-1"), ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1"),
-            ("dynamodb:Scan", TABLE)] if allows(template, statements, a, r)]
+        excess = [
+            (a, r)
+            for a, r in [
+                ("iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/admin"),
+                ("iam:PutUserPolicy", f"arn:aws:iam::{ACCOUNT}:user/lsst-x"),
+                ("iam:AttachUserPolicy", ASTRONOMER),
+                ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/lsstctl/x"),
+                ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:prod/db-AbCdEf"),
+                ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-1"),
+                ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1"),
+                ("dynamodb:Scan", TABLE),
+            ]
+            if allows(template, statements, a, r)
+        ]
         assert excess == [], f"{role} allows more than the API needs"
     if handler == "lambdas.reconciler.lambda_handler":
         # It finds and records users, never reads their keys or makes new ones.
         secret = f"arn:aws:secretsmanager:{_ARN}:secret:lsstctl/users/alice-AbCdEf"
         user = f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice"
-        excess = [(a, r) for a, r in [("secretsmanager:GetSecretValue", secret), ("iam:CreateAccessKey", user),
-                                      ("iam:PutUserPolicy", user), ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1")]
-                  if allows(template, statements, a, r)]
+        excess = [
+            (a, r)
+            for a, r in [
+                ("secretsmanager:GetSecretValue", secret),
+                ("iam:CreateAccessKey", user),
+                ("iam:PutUserPolicy", user),
+                ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1"),
+            ]
+            if allows(template, statements, a, r)
+        ]
         assert excess == [], f"{role} allows more than the reconciler needs"
 
 
@@ -1051,20 +1260,28 @@ def test_role_check_resolves_and_matches() -> None:
             "T": {"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": {"Fn::Sub": "${Prefix}-state"}}},
         },
     }
-    statements = [{"Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": {"Fn::Sub": "${T.Arn}/index/by_billing"}}]
+    statements = [
+        {"Effect": "Allow", "Action": ["dynamodb:Query"], "Resource": {"Fn::Sub": "${T.Arn}/index/by_billing"}}
+    ]
     assert allows(tiny, statements, "dynamodb:Query", f"{TABLE}/index/by_billing")
     assert not allows(tiny, statements, "dynamodb:Query", TABLE)
     assert not allows(tiny, statements, "dynamodb:GetItem", f"{TABLE}/index/by_billing")
     assert allows(tiny, [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}], "ec2:DescribeVolumes", "*")
-    assert not allows(tiny, [{"Effect": "Allow", "Action": "sns:Publish", "Resource": NOTIFICATIONS}], "sns:Publish", "*")
+    assert not allows(
+        tiny, [{"Effect": "Allow", "Action": "sns:Publish", "Resource": NOTIFICATIONS}], "sns:Publish", "*"
+    )
 
 
-@pytest.mark.parametrize("resource, content, emulator_name, setting", [
-    ("QueueProbeDocument", "queue_probe_document", "QUEUE_PROBE_DOCUMENT", "queue_probe_document"),
-    ("NodeCapDocument", "node_cap_document", "NODE_CAP_DOCUMENT", "node_cap_document"),
-])
+@pytest.mark.parametrize(
+    "resource, content, emulator_name, setting",
+    [
+        ("QueueProbeDocument", "queue_probe_document", "QUEUE_PROBE_DOCUMENT", "queue_probe_document"),
+        ("NodeCapDocument", "node_cap_document", "NODE_CAP_DOCUMENT", "node_cap_document"),
+    ],
+)
 def test_each_ssm_document_is_the_one_the_code_and_the_emulator_run(
-        template: dict[str, Any], resource: str, content: str, emulator_name: str, setting: str) -> None:
+    template: dict[str, Any], resource: str, content: str, emulator_name: str, setting: str
+) -> None:
     from lsstctl.domain import scripts
     from lsstctl.emulator import bootstrap
     from lsstctl.settings import Settings
@@ -1073,4 +1290,6 @@ def test_each_ssm_document_is_the_one_the_code_and_the_emulator_run(
     assert props["DocumentType"] == "Command"
     assert props["Content"] == getattr(scripts, content)()
     # The code's default and the emulator's document are the template's name with its default prefix.
-    assert resolve(template, props["Name"]) == getattr(bootstrap, emulator_name) == Settings.model_fields[setting].default
+    assert (
+        resolve(template, props["Name"]) == getattr(bootstrap, emulator_name) == Settings.model_fields[setting].default
+    )

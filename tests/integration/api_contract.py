@@ -1,5 +1,6 @@
 """The API under test, in-process: chalice.test.Client on moto, every answer checked
 against openapi.yaml (see test_openapi_contract.py for the rules). Shared by the API tests."""
+
 from __future__ import annotations
 
 import copy
@@ -242,14 +243,19 @@ def _create_resources() -> dict[str, str]:
     # Executions are recorded, never run: this test is about the HTTP contract.
     definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
     role = "arn:aws:iam::123456789012:role/lsstctl-test"
-    return {**people, **{
-        f"LSSTCTL_{kind.upper()}_STATE_MACHINE_ARN": sfn.create_state_machine(
-            name=f"lsstctl-{kind}", definition=definition, roleArn=role
-        )["stateMachineArn"]
-        for kind in ("launch", "teardown", "job", "chatops")
-    }, "LSSTCTL_SLACK_SIGNING_SECRET_ARN": boto3.client("secretsmanager", region_name=REGION).create_secret(
-        Name="lsstctl/chatops/slack-signing-secret", SecretString=json.dumps({"signing_secret": SLACK_SECRET}))["ARN"],
-       "LSSTCTL_CHAT_URL_PREFIX": "https://hooks.slack.com/"}
+    return {
+        **people,
+        **{
+            f"LSSTCTL_{kind.upper()}_STATE_MACHINE_ARN": sfn.create_state_machine(
+                name=f"lsstctl-{kind}", definition=definition, roleArn=role
+            )["stateMachineArn"]
+            for kind in ("launch", "teardown", "job", "chatops")
+        },
+        "LSSTCTL_SLACK_SIGNING_SECRET_ARN": boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="lsstctl/chatops/slack-signing-secret", SecretString=json.dumps({"signing_secret": SLACK_SECRET})
+        )["ARN"],
+        "LSSTCTL_CHAT_URL_PREFIX": "https://hooks.slack.com/",
+    }
 
 
 @pytest.fixture

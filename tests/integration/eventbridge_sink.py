@@ -1,4 +1,5 @@
 """A Lambda handler that records what it receives (for the EventBridge delivery test)."""
+
 from typing import Any
 
 RECEIVED: list[Any] = []

@@ -2,9 +2,11 @@
 emulator's bootstrap creates, workflows recorded (their executions never run, so a test
 plays their steps itself), EC2's launch and termination times following the clock.
 Shared by the guard, reconciler and fault tests of this layer."""
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -32,12 +34,17 @@ def plane(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[VirtualClock]:
     env = bootstrap(boto3.Session(region_name="us-east-1"), "us-east-1")
     # moto cannot deliver bus events to a Lambda without the emulator's glue: notifications
     # (tests/integration/test_chatops.py) are not this layer's subject, so their rule goes.
-    boto3.client("events", region_name="us-east-1").remove_targets(Rule="lsstctl-notify", EventBusName="lsstctl-events",
-                                                                   Ids=["notify"])
+    boto3.client("events", region_name="us-east-1").remove_targets(
+        Rule="lsstctl-notify", EventBusName="lsstctl-events", Ids=["notify"]
+    )
     # ParallelCluster's schema judges the specs here (its full validator set, which needs
     # AWS's managed policies loaded, is tested in test_pcluster_validation.py).
-    for key, value in {**env, "LSSTCTL_TRUST_PRINCIPAL_HEADER": "true", "LSSTCTL_CONFIG_VALIDATION": "schema",
-                       "LSSTCTL_SUPPRESSED_VALIDATORS": SUPPRESSED}.items():
+    for key, value in {
+        **env,
+        "LSSTCTL_TRUST_PRINCIPAL_HEADER": "true",
+        "LSSTCTL_CONFIG_VALIDATION": "schema",
+        "LSSTCTL_SUPPRESSED_VALIDATORS": SUPPRESSED,
+    }.items():
         monkeypatch.setenv(key, value)
     clock = VirtualClock()
     glue.set_clock(clock.naive)
@@ -96,6 +103,10 @@ def billing(name: str, owner: str | None = ALICE.name) -> list[str]:
     volumes); with no owner, `name` is the name in AWS (of resources no record holds)."""
     ec2 = boto3.client("ec2")
     tag = [{"Name": "tag:parallelcluster:cluster-name", "Values": [cid(name, owner) if owner else name]}]
-    instances = [i["InstanceId"] for r in ec2.describe_instances(Filters=tag)["Reservations"] for i in r["Instances"]
-                 if i["State"]["Name"] != "terminated"]
+    instances = [
+        i["InstanceId"]
+        for r in ec2.describe_instances(Filters=tag)["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    ]
     return instances + [v["VolumeId"] for v in ec2.describe_volumes(Filters=tag)["Volumes"]]

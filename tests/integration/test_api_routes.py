@@ -1,5 +1,6 @@
 """API behaviour beyond the document: ownership, idempotent replays, reused names.
 Every answer is still checked against openapi.yaml by the harness."""
+
 from __future__ import annotations
 
 import boto3
@@ -15,7 +16,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported
 
 def executions(kind: str) -> list[str]:
     sfn = boto3.client("stepfunctions")
-    machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == f"lsstctl-{kind}")
+    machine = next(
+        m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == f"lsstctl-{kind}"
+    )
     return [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]]
 
 
@@ -29,7 +32,10 @@ def test_owners_see_their_own_and_admins_see_all(api):
     assert sorted(c["name"] for c in api.call("GET", "/clusters", who=ADMIN).body["clusters"]) == ["alices", "bobs"]
     # Only an admin may launch for someone else.
     assert api.call("POST", "/clusters", body=cluster_spec("forbob", owner=OTHER), who=OWNER).status == 403
-    assert api.call("POST", "/clusters", body=cluster_spec("forbob", owner=OTHER), who=ADMIN).body["cluster"]["owner"] == OTHER
+    assert (
+        api.call("POST", "/clusters", body=cluster_spec("forbob", owner=OTHER), who=ADMIN).body["cluster"]["owner"]
+        == OTHER
+    )
 
 
 def test_a_replayed_launch_returns_the_first_answer_and_starts_nothing_new(api):
@@ -61,15 +67,25 @@ def test_names_are_per_owner_and_another_owners_cluster_is_missing_not_a_conflic
     # Then he gets a cluster of his own, not a 409 that would tell him alice's exists
     assert bobs.status == 202 and bobs.body["cluster"]["generation"] == 1
     assert bobs.body["cluster"]["owner"] == OTHER and bobs.body["cluster"]["id"] != CLUSTER_ID
-    assert sorted(executions("launch")) == sorted([f"launch-{CLUSTER_ID}-g1", f"launch-{bobs.body['cluster']['id']}-g1"])
+    assert sorted(executions("launch")) == sorted(
+        [f"launch-{CLUSTER_ID}-g1", f"launch-{bobs.body['cluster']['id']}-g1"]
+    )
     # And each owner sees only theirs, jobs included
     assert api.call("GET", "/clusters/{name}", who=OWNER, name=CLUSTER).body["state"] == "ready"
     assert api.call("GET", "/clusters/{name}", who=OTHER, name=CLUSTER).body["state"] == "requested"
     assert api.call("GET", "/clusters/{name}/jobs", who=OTHER, name=CLUSTER).body["jobs"] == []
-    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OTHER, name=CLUSTER, job_id=job["job_id"]).status == 404
-    assert api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OWNER, name=CLUSTER, job_id=job["job_id"]).status == 200
+    assert (
+        api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OTHER, name=CLUSTER, job_id=job["job_id"]).status == 404
+    )
+    assert (
+        api.call("GET", "/clusters/{name}/jobs/{job_id}", who=OWNER, name=CLUSTER, job_id=job["job_id"]).status == 200
+    )
     # Naming the other owner is an admin's power: for anyone else it is a 404, never a 403 or 409
-    for method, route in (("GET", "/clusters/{name}"), ("DELETE", "/clusters/{name}"), ("GET", "/clusters/{name}/jobs")):
+    for method, route in (
+        ("GET", "/clusters/{name}"),
+        ("DELETE", "/clusters/{name}"),
+        ("GET", "/clusters/{name}/jobs"),
+    ):
         assert api.call(method, route, who=OTHER, name=CLUSTER, query={"owner": OWNER}).status == 404
     assert api.call("GET", "/clusters/{name}", who=OWNER, name=CLUSTER).body["state"] == "ready"
     # An admin names the owner; without one he names his own (he has none)
@@ -139,8 +155,10 @@ def test_a_live_cluster_takes_a_new_budget_lifetime_and_idle_threshold(api):
     spec = first.body["cluster"]["spec"]
     assert (spec["budget_usd"], spec["max_lifetime_hours"], spec["idle_minutes"]) == (80, 48, 20)
     assert first.body["cluster"]["changes"][0]["fields"] == {
-        "budget_usd": [launched["spec"]["budget_usd"], 80], "idle_minutes": [launched["spec"]["idle_minutes"], 20],
-        "max_lifetime_hours": [launched["spec"]["max_lifetime_hours"], 48]}
+        "budget_usd": [launched["spec"]["budget_usd"], 80],
+        "idle_minutes": [launched["spec"]["idle_minutes"], 20],
+        "max_lifetime_hours": [launched["spec"]["max_lifetime_hours"], 48],
+    }
     assert first.body["cluster"]["changes"][0]["by"] == OWNER
     # The same request again (a retry, with or without its key) records nothing more.
     assert api.call("PATCH", "/clusters/{name}", body=change, name=CLUSTER, key="p-1").body == first.body
@@ -149,15 +167,21 @@ def test_a_live_cluster_takes_a_new_budget_lifetime_and_idle_threshold(api):
     assert alarm["EvaluationPeriods"] == 20
     # Refusals name what is wrong.
     assert api.call("PATCH", "/clusters/{name}", body=change, name=CLUSTER, who=OTHER).status == 404
-    for body, field in (({}, "body"), ({"budget_usd": -1}, "budget_usd"), ({"idle_minutes": 2}, "idle_minutes"),
-                        ({"queues": []}, "queues"), ({"budget_usd": None}, "body"),
-                        ({"budget_usd": 0.01}, "budget_usd")):
+    for body, field in (
+        ({}, "body"),
+        ({"budget_usd": -1}, "budget_usd"),
+        ({"idle_minutes": 2}, "idle_minutes"),
+        ({"queues": []}, "queues"),
+        ({"budget_usd": None}, "body"),
+        ({"budget_usd": 0.01}, "budget_usd"),
+    ):
         refused = api.call("PATCH", "/clusters/{name}", body=body, name=CLUSTER)
         assert refused.status == 400 and refused.body["error"]["field"] == field, (body, refused.body)
     over = api.call("PATCH", "/clusters/{name}", body={"budget_usd": 99_999}, name=CLUSTER)
     assert over.status == 403 and over.body["error"]["code"] == "quota_exceeded"
-    by_admin = api.call("PATCH", "/clusters/{name}", body={"budget_usd": 70}, name=CLUSTER, who=ADMIN,
-                        query={"owner": OWNER})
+    by_admin = api.call(
+        "PATCH", "/clusters/{name}", body={"budget_usd": 70}, name=CLUSTER, who=ADMIN, query={"owner": OWNER}
+    )
     assert by_admin.status == 200 and by_admin.body["cluster"]["changes"][-1]["by"] == ADMIN
     api.call("DELETE", "/clusters/{name}", name=CLUSTER)
     assert api.call("PATCH", "/clusters/{name}", body={"budget_usd": 90}, name=CLUSTER).status == 409

@@ -2,9 +2,11 @@
 4xx for a valid request, never a bare 500), no half-created resource, keys released, and
 retries that converge — for every AWS call of every mutating request, failing in turn.
 Every answer is still checked against openapi.yaml by the harness."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import boto3
 import pytest
@@ -35,8 +37,9 @@ def stuck_keys() -> list[dict[str, Any]]:
 
 def executions(kind: str) -> list[str]:
     sfn = boto3.client("stepfunctions")
-    machine = next(m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
-                   if m["name"] == f"lsstctl-{kind}")
+    machine = next(
+        m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"] if m["name"] == f"lsstctl-{kind}"
+    )
     return sorted(e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"])
 
 
@@ -51,9 +54,13 @@ def test_reads_and_writes_answer_503_with_retry_after_when_aws_fails(api):
     api.call("POST", "/clusters", body=cluster_spec())
     # Given DynamoDB failing every call, beyond the SDK's retries
     with FaultInjector(plan=lambda call: call.service == "dynamodb"):
-        for method, route, body in [("GET", "/clusters", None), ("GET", "/clusters/{name}", None),
-                                    ("GET", "/costs", None), ("POST", "/clusters", cluster_spec("other")),
-                                    ("DELETE", "/clusters/{name}", None)]:
+        for method, route, body in [
+            ("GET", "/clusters", None),
+            ("GET", "/clusters/{name}", None),
+            ("GET", "/costs", None),
+            ("POST", "/clusters", cluster_spec("other")),
+            ("DELETE", "/clusters/{name}", None),
+        ]:
             reply = api.call(method, route, body=body, name=CLUSTER, key="k-1" if method != "GET" else None)
             # Then each answer is 503 aws_unavailable, says when to retry and what AWS said
             assert reply.status == 503, (method, route, reply.body)
@@ -94,9 +101,13 @@ def test_every_call_of_every_mutating_request_can_fail_and_the_retry_converges(a
     # The cluster the jobs go to, and how many AWS calls each request makes when nothing fails
     assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
     make_ready(CLUSTER)
-    for name, request, status in (("launch", launch, 202), ("delete", delete, 202), ("user", user, 201),
-                                  ("job", job, 202)):
-        deps_calls[name] = calls_of(lambda: request(-1).status == status or pytest.fail(name))
+    for name, request, status in (
+        ("launch", launch, 202),
+        ("delete", delete, 202),
+        ("user", user, 201),
+        ("job", job, 202),
+    ):
+        deps_calls[name] = calls_of(lambda: request(-1).status == status or pytest.fail(name))  # noqa: B023 (called at once)
     assert min(deps_calls.values()) >= 4, deps_calls
 
     answers: dict[str, list[int]] = {}

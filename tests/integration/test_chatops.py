@@ -2,11 +2,13 @@
 slack_sdk's own signer: valid ones work, anything forged, stale or unsigned is 401 and leaves
 no trace, arbitrary text never gets a 5xx; the workflow's step answers at the response URL.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import boto3
@@ -25,22 +27,39 @@ RESPONSE_URL = "https://hooks.slack.com/commands/T0TEAM/1234/abcd"
 
 
 def form(text: str, *, user: str = USER, trigger: str = "1.2.abc") -> bytes:
-    return urlencode({"token": "deprecated", "team_id": TEAM, "user_id": user, "user_name": "alice",
-                      "channel_id": "C0CHAN", "command": "/lsst", "text": text, "response_url": RESPONSE_URL,
-                      "trigger_id": trigger}).encode()
+    return urlencode(
+        {
+            "token": "deprecated",
+            "team_id": TEAM,
+            "user_id": user,
+            "user_name": "alice",
+            "channel_id": "C0CHAN",
+            "command": "/lsst",
+            "text": text,
+            "response_url": RESPONSE_URL,
+            "trigger_id": trigger,
+        }
+    ).encode()
 
 
 def signed(body: bytes, *, secret: str = SLACK_SECRET, at: float | None = None) -> dict[str, str]:
     """Headers as Slack sends them, made by slack_sdk's own signer."""
     timestamp = str(int(time.time() if at is None else at))
-    return {"X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body.decode()),
-            "Content-Type": "application/x-www-form-urlencoded"}
+    return {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body.decode()),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 def slash(api: Api, body: bytes, headers: dict[str, str] | None) -> Any:
-    return api.call("POST", "/chatops/slack", raw=body, who=None, headers=headers if headers is not None else {
-        "Content-Type": "application/x-www-form-urlencoded"})
+    return api.call(
+        "POST",
+        "/chatops/slack",
+        raw=body,
+        who=None,
+        headers=headers if headers is not None else {"Content-Type": "application/x-www-form-urlencoded"},
+    )
 
 
 def chatops_executions() -> list[dict[str, Any]]:
@@ -53,8 +72,10 @@ def state_items() -> list[str]:
     from lsstctl import wiring
 
     table = wiring.deps().settings.state_table
-    return sorted(json.dumps(i, sort_keys=True, default=str)
-                  for i in boto3.client("dynamodb", region_name=REGION).scan(TableName=table)["Items"])
+    return sorted(
+        json.dumps(i, sort_keys=True, default=str)
+        for i in boto3.client("dynamodb", region_name=REGION).scan(TableName=table)["Items"]
+    )
 
 
 @pytest.fixture
@@ -67,14 +88,19 @@ def linked(api: Api) -> Api:
 def test_a_signed_command_from_a_linked_user_is_acknowledged_and_started_once(linked: Api) -> None:
     body = form("up demo size=small budget=25")
     reply = slash(linked, body, signed(body))
-    assert reply.status == 200 and reply.body == {"response_type": "ephemeral",
-                                                  "text": "On it: `/lsst up demo size=small budget=25` (I'll answer here)."}
+    assert reply.status == 200 and reply.body == {
+        "response_type": "ephemeral",
+        "text": "On it: `/lsst up demo size=small budget=25` (I'll answer here).",
+    }
     # Slack repeats a command it thinks went unanswered: the same trigger starts nothing new.
     assert slash(linked, body, signed(body)).status == 200
     executions = chatops_executions()
     assert [e["name"] for e in executions] == ["slack-12abc"]
-    started = json.loads(boto3.client("stepfunctions", region_name=REGION).describe_execution(
-        executionArn=executions[0]["executionArn"])["input"])
+    started = json.loads(
+        boto3.client("stepfunctions", region_name=REGION).describe_execution(
+            executionArn=executions[0]["executionArn"]
+        )["input"]
+    )
     assert started["owner"] == OWNER and started["request"]["text"] == "up demo size=small budget=25"
 
 
@@ -101,8 +127,10 @@ def test_an_unlinked_user_is_refused_politely(linked: Api) -> None:
     assert chatops_executions() == []
 
 
-@pytest.mark.parametrize("case", ["tampered body", "wrong secret", "stale", "future", "no signature", "no timestamp",
-                                  "no headers", "not a number"])
+@pytest.mark.parametrize(
+    "case",
+    ["tampered body", "wrong secret", "stale", "future", "no signature", "no timestamp", "no headers", "not a number"],
+)
 def test_a_forged_stale_or_unsigned_request_is_401_and_leaves_no_trace(linked: Api, case: str) -> None:
     body = form("down demo")
     headers = signed(body)
@@ -151,19 +179,30 @@ def inbox() -> Iterator[SlackInbox]:
     inbox.close()
 
 
-def test_the_step_does_the_command_and_answers_at_the_response_url(linked: Api, inbox: SlackInbox,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_step_does_the_command_and_answers_at_the_response_url(
+    linked: Api, inbox: SlackInbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lsstctl import wiring
     from lsstctl.services import chatops
 
     linked.call("POST", "/clusters", body=cluster_spec("demo"))
     make_ready("demo")
-    request = {"team_id": TEAM, "user_id": USER, "text": "down demo", "response_url": inbox.url + "/r/1",
-               "user_name": "alice", "channel_id": "C0CHAN", "trigger_id": "9", "command": "/lsst"}
+    request = {
+        "team_id": TEAM,
+        "user_id": USER,
+        "text": "down demo",
+        "response_url": inbox.url + "/r/1",
+        "user_name": "alice",
+        "channel_id": "C0CHAN",
+        "trigger_id": "9",
+        "command": "/lsst",
+    }
     inbox.failures = [503]  # Slack has a bad moment: slack_sdk's retry handler tries again
     assert chatops.run_command(wiring.deps(), request, OWNER, False, "slack-9") == {"outcome": "ok"}
-    assert inbox.texts("/r/1") == ["⏹ Tearing down `demo`: compute stops, outputs are archived, then it is deleted. "
-                                   "I'll post the final cost to your channel."]
+    assert inbox.texts("/r/1") == [
+        "⏹ Tearing down `demo`: compute stops, outputs are archived, then it is deleted. "
+        "I'll post the final cost to your channel."
+    ]
     assert linked.call("GET", "/clusters/{name}", name="demo").body["state"] == "tearing_down"
 
     # Someone else's cluster is not theirs to end: the refusal is the answer.
@@ -176,21 +215,34 @@ def test_the_step_does_the_command_and_answers_at_the_response_url(linked: Api, 
     assert ("down demo", "ok") in outcomes and ("down theirs", "error: not_found") in outcomes
 
 
-def test_notifications_go_to_the_owners_channel(linked: Api, inbox: SlackInbox, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notifications_go_to_the_owners_channel(
+    linked: Api, inbox: SlackInbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lsstctl import wiring
     from lsstctl.services import chatops
 
     monkeypatch.setenv("LSSTCTL_CHAT_URL_PREFIX", "http://127.0.0.1:")
     wiring.reset()
     assert linked.call("PUT", "/chatops/channel", body={"webhook_url": inbox.url + "/hook/alice"}).status == 200
-    event = {"detail-type": "Teardown Completed", "detail": {"cluster": "demo", "owner": OWNER, "reason": "budget",
-                                                             "outcome": "deleted", "final_spend_usd": 24.1,
-                                                             "budget_usd": 25}}
+    event = {
+        "detail-type": "Teardown Completed",
+        "detail": {
+            "cluster": "demo",
+            "owner": OWNER,
+            "reason": "budget",
+            "outcome": "deleted",
+            "final_spend_usd": 24.1,
+            "budget_usd": 25,
+        },
+    }
     assert chatops.notify(wiring.deps(), event) == {"sent": True}
-    assert inbox.texts("/hook/alice") == ["🧹 `demo` was deleted (its budget would have been exceeded); "
-                                          "final cost $24.10 of $25.00."]
+    assert inbox.texts("/hook/alice") == [
+        "🧹 `demo` was deleted (its budget would have been exceeded); final cost $24.10 of $25.00."
+    ]
     assert chatops.notify(wiring.deps(), {**event, "detail": {**event["detail"], "owner": "bob"}}) == {
-        "sent": False, "why": "bob has no channel"}
+        "sent": False,
+        "why": "bob has no channel",
+    }
     # A channel URL that is not Slack's (here: not this machine's) is refused by name.
     reply = linked.call("PUT", "/chatops/channel", body={"webhook_url": "https://evil.example/hook"})
     assert reply.status == 400 and reply.body["error"]["field"] == "webhook_url"
@@ -200,9 +252,16 @@ def test_a_retried_step_does_the_command_once(linked: Api, inbox: SlackInbox) ->
     from lsstctl import wiring
     from lsstctl.services import chatops
 
-    request = {"team_id": TEAM, "user_id": USER, "text": "up twice size=small budget=30",
-               "response_url": inbox.url + "/r/up", "user_name": "alice", "channel_id": "C0CHAN", "trigger_id": "7",
-               "command": "/lsst"}
+    request = {
+        "team_id": TEAM,
+        "user_id": USER,
+        "text": "up twice size=small budget=30",
+        "response_url": inbox.url + "/r/up",
+        "user_name": "alice",
+        "channel_id": "C0CHAN",
+        "trigger_id": "7",
+        "command": "/lsst",
+    }
     first = chatops.run_command(wiring.deps(), request, OWNER, False, "slack-7")
     # Step Functions runs the step again (say the answer's post timed out on our side).
     second = chatops.run_command(wiring.deps(), request, OWNER, False, "slack-7")
@@ -213,7 +272,8 @@ def test_a_retried_step_does_the_command_once(linked: Api, inbox: SlackInbox) ->
 
 
 def test_an_event_delivered_twice_is_posted_once_and_a_failed_post_is_retried(
-        linked: Api, inbox: SlackInbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    linked: Api, inbox: SlackInbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lsstctl import wiring
     from lsstctl.errors import TransientError
     from lsstctl.services import chatops
@@ -221,8 +281,11 @@ def test_an_event_delivered_twice_is_posted_once_and_a_failed_post_is_retried(
     monkeypatch.setenv("LSSTCTL_CHAT_URL_PREFIX", "http://127.0.0.1:")
     wiring.reset()
     linked.call("PUT", "/chatops/channel", body={"webhook_url": inbox.url + "/hook/alice"})
-    event = {"id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": "Cluster State Changed",
-             "detail": {"cluster": "demo", "owner": OWNER, "state": "ready"}}
+    event = {
+        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "Cluster State Changed",
+        "detail": {"cluster": "demo", "owner": OWNER, "state": "ready"},
+    }
     inbox.failures = [500, 500, 500]  # Slack down through slack_sdk's retries: Lambda will retry the event
     with pytest.raises(TransientError):
         chatops.notify(wiring.deps(), event)

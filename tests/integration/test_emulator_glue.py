@@ -1,8 +1,10 @@
 """The glue that makes moto behave like AWS: SSM runs commands, Lambda runs handlers."""
+
 from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 
 import boto3
 import pytest
@@ -43,7 +45,9 @@ def test_commands_run_with_real_exit_codes_and_output(head_node):
 
 def test_a_command_runs_on_the_instance_it_names_only(head_node, tmp_path):
     # Given other instances in the account (a cluster's compute nodes, other clusters)
-    image = boto3.client("ec2").describe_instances(InstanceIds=[head_node])["Reservations"][0]["Instances"][0]["ImageId"]
+    image = boto3.client("ec2").describe_instances(InstanceIds=[head_node])["Reservations"][0]["Instances"][0][
+        "ImageId"
+    ]
     boto3.client("ec2").run_instances(ImageId=image, MinCount=3, MaxCount=3, InstanceType="t3.micro")
     # When a command is sent to the head node, then it runs once (moto alone ran it on all four)
     runner = SsmRunner()
@@ -81,11 +85,11 @@ def test_handler_errors_keep_their_class_name_for_retry_and_catch():
 
 
 def test_throttling_becomes_a_transient_error(monkeypatch):
+    from types import SimpleNamespace
+
     from botocore.exceptions import ClientError
 
     from lsstctl.handlers import step_handler
-
-    from types import SimpleNamespace
 
     runs = []
 
@@ -96,7 +100,9 @@ def test_throttling_becomes_a_transient_error(monkeypatch):
     settings = SimpleNamespace(step_attempts=2, step_backoff_seconds=0)
     monkeypatch.setattr("lsstctl.wiring.deps", lambda: SimpleNamespace(settings=settings, sleep=lambda _: None))
     handler = step_handler({"poll": throttled})
-    context = glue.LambdaContext(function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
+    context = glue.LambdaContext(
+        function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:f"
+    )
     with pytest.raises(TransientError):
         handler({"action": "poll", "cluster": "c1"}, context)
     assert runs == ["poll", "poll"]  # re-run in place once, then the workflow's Retry sees it
@@ -109,18 +115,26 @@ def test_eventbridge_delivers_to_lambda_and_step_functions(aws):
     role = boto3.client("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     glue.install(glue.HeadNodeShell())
     try:
-        fn = lam.create_function(FunctionName="rec", Runtime="python3.12", Role=role,
-                                 Handler="tests.integration.eventbridge_sink.lambda_handler",
-                                 Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18})["FunctionArn"]
+        fn = lam.create_function(
+            FunctionName="rec",
+            Runtime="python3.12",
+            Role=role,
+            Handler="tests.integration.eventbridge_sink.lambda_handler",
+            Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        )["FunctionArn"]
         machine = sfn.create_state_machine(
-            name="m", roleArn=role,
+            name="m",
+            roleArn=role,
             definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
         )["stateMachineArn"]
         events.put_rule(Name="r", EventPattern=json.dumps({"source": ["test"]}))
-        events.put_targets(Rule="r", Targets=[
-            {"Id": "fn", "Arn": fn},
-            {"Id": "sm", "Arn": machine, "InputPath": "$.detail"},
-        ])
+        events.put_targets(
+            Rule="r",
+            Targets=[
+                {"Id": "fn", "Arn": fn},
+                {"Id": "sm", "Arn": machine, "InputPath": "$.detail"},
+            ],
+        )
         RECEIVED.clear()
         events.put_events(Entries=[{"Source": "test", "DetailType": "t", "Detail": json.dumps({"cluster": "c1"})}])
         for _ in range(100):
@@ -136,7 +150,7 @@ def test_eventbridge_delivers_to_lambda_and_step_functions(aws):
 
 
 def test_the_emulator_evaluates_idle_alarms_as_cloudwatch_would(aws):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from lsstctl.adapters.cloudwatch import CloudWatchMonitor
     from lsstctl.emulator.alarms import evaluate_idle_alarms
@@ -145,10 +159,11 @@ def test_the_emulator_evaluates_idle_alarms_as_cloudwatch_would(aws):
     try:
         monitor, cloudwatch = CloudWatchMonitor(), boto3.client("cloudwatch")
         monitor.ensure_idle_alarm("c1", idle_minutes=5)
-        now = datetime.now(timezone.utc).replace(second=30, microsecond=0)
+        now = datetime.now(UTC).replace(second=30, microsecond=0)
         # Jobs in the queue in the window: not idle.
         for minute in range(5):
             monitor.publish_queue_depth("c1", 2 if minute == 3 else 0, now - timedelta(minutes=minute))
+
         def state(name: str) -> str:
             return cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]["StateValue"]
 

@@ -11,6 +11,7 @@ instances: what the local engine does), and describe, list, fleet stop, head-nod
 start, and delete run through pcluster.lib against it. The create itself is tested up to
 where moto stops, below.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,13 +40,24 @@ STOPPING = {"STOP_REQUESTED", "STOPPING", "STOPPED"}
 
 def _config(**queue: object) -> dict:
     net = pcluster_network(boto3.Session())
-    spec = ClusterSpec.model_validate({
-        "name": "contract", "region": "us-east-1", "budget_usd": 5,
-        "queues": [{"name": "q", "instance_types": ["c5.large"], "min_nodes": 1, "max_nodes": 2, **queue}],
-    })
-    return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
-                                 archive_bucket="archive", archive_prefix=f"alice/{NAME}",
-                                 metrics_policy_arn=net["metrics_policy"], cluster_id=NAME)
+    spec = ClusterSpec.model_validate(
+        {
+            "name": "contract",
+            "region": "us-east-1",
+            "budget_usd": 5,
+            "queues": [{"name": "q", "instance_types": ["c5.large"], "min_nodes": 1, "max_nodes": 2, **queue}],
+        }
+    )
+    return render_cluster_config(
+        spec,
+        owner="alice",
+        subnet_id=net["subnet"],
+        key_name=net["key"],
+        archive_bucket="archive",
+        archive_prefix=f"alice/{NAME}",
+        metrics_policy_arn=net["metrics_policy"],
+        cluster_id=NAME,
+    )
 
 
 class InProcessLambda:
@@ -142,7 +154,8 @@ def test_delete_leaves_nothing_tagged_with_the_name(engine):
     assert engine.describe_cluster(NAME).status == "NOT_FOUND"
     assert live_instances(NAME) == []
     volumes = boto3.client("ec2").describe_volumes(
-        Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [NAME]}])["Volumes"]
+        Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [NAME]}]
+    )["Volumes"]
     assert volumes == []
     assert NAME not in {c.name for c in engine.list_clusters()}
 
@@ -195,10 +208,16 @@ class _FailedLib:
     @staticmethod
     def describe_cluster(**_: object) -> dict:
         return {
-            "clusterName": NAME, "clusterStatus": "CREATE_FAILED", "computeFleetStatus": "UNKNOWN",
+            "clusterName": NAME,
+            "clusterStatus": "CREATE_FAILED",
+            "computeFleetStatus": "UNKNOWN",
             "cloudFormationStackStatus": "CREATE_FAILED",
-            "failures": [{"failureCode": "HeadNodeBootstrapFailure",
-                          "failureReason": "Cluster creation timed out: head node bootstrap did not finish."}],
+            "failures": [
+                {
+                    "failureCode": "HeadNodeBootstrapFailure",
+                    "failureReason": "Cluster creation timed out: head node bootstrap did not finish.",
+                }
+            ],
         }
 
 
@@ -207,7 +226,9 @@ def test_create_failed_carries_parallelclusters_reason(monkeypatch):
     monkeypatch.setattr(ParallelClusterEngine, "_lib", staticmethod(lambda: _FailedLib))
     described = engine.describe_cluster(NAME)
     assert described.status == "CREATE_FAILED"
-    assert described.reason == "HeadNodeBootstrapFailure: Cluster creation timed out: head node bootstrap did not finish."
+    assert (
+        described.reason == "HeadNodeBootstrapFailure: Cluster creation timed out: head node bootstrap did not finish."
+    )
     # And teardown's fleet stop passes over it (the delete that follows removes everything)
     assert engine.stop_compute_fleet(NAME).status == "CREATE_FAILED"
 

@@ -1,6 +1,7 @@
 """The graceful end of a cluster's jobs at teardown (teardown_workflow.end_jobs): pending jobs
 held, running ones signalled and given a grace before compute stops, the record saying
 which; a head node that does not answer costs the grace, never the teardown."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import pytest
 from lsstctl import wiring
 from lsstctl.domain.models import Job, JobSpec, JobState, iso
 from lsstctl.errors import NotFoundError
-from lsstctl.services import clusters, jobs, teardown_workflow as steps
+from lsstctl.services import clusters, jobs
+from lsstctl.services import teardown_workflow as steps
 from lsstctl.services.identity import Principal
 from tests.integration.plane import cid, play_teardown, ready
 
@@ -45,8 +47,18 @@ class Shell:
 
 def job(name: str, job_id: str, slurm_id: str | None, state: JobState) -> Job:
     now = iso(wiring.deps().clock())
-    return wiring.deps().store.put_job(Job(job_id=job_id, cluster=name, owner="alice", spec=JobSpec(command="true"),
-                                           state=state, slurm_job_id=slurm_id, created_at=now, updated_at=now))
+    return wiring.deps().store.put_job(
+        Job(
+            job_id=job_id,
+            cluster=name,
+            owner="alice",
+            spec=JobSpec(command="true"),
+            state=state,
+            slurm_job_id=slurm_id,
+            created_at=now,
+            updated_at=now,
+        )
+    )
 
 
 def test_a_budget_teardown_holds_pending_jobs_signals_running_ones_and_records_them(plane, monkeypatch):
@@ -70,11 +82,18 @@ def test_a_budget_teardown_holds_pending_jobs_signals_running_ones_and_records_t
     assert jobs.poll_step(deps, cid("ending"), "j-saves", None)["state"] == "completed"
     play_teardown("ending")
     done = deps.store.get_cluster(cid("ending"))
-    assert done.teardown["stopped_jobs"] == {"held": ["j-wait"], "signalled": ["j-run", "j-saves"],
-                                             "grace_seconds": deps.settings.teardown_grace_seconds}
-    reasons = {j.job_id: (j.state, j.history[-1].reason if j.history else None) for j in deps.store.list_jobs(cid("ending"))}
-    assert reasons["j-run"] == (JobState.CANCELLED, f"stopped at the cluster's end (budget): signalled SIGTERM, "
-                                                    f"{deps.settings.teardown_grace_seconds} s grace")
+    assert done.teardown["stopped_jobs"] == {
+        "held": ["j-wait"],
+        "signalled": ["j-run", "j-saves"],
+        "grace_seconds": deps.settings.teardown_grace_seconds,
+    }
+    reasons = {
+        j.job_id: (j.state, j.history[-1].reason if j.history else None) for j in deps.store.list_jobs(cid("ending"))
+    }
+    assert reasons["j-run"] == (
+        JobState.CANCELLED,
+        f"stopped at the cluster's end (budget): signalled SIGTERM, {deps.settings.teardown_grace_seconds} s grace",
+    )
     assert reasons["j-wait"] == (JobState.CANCELLED, "held at the cluster's end (budget): never started")
     assert reasons["j-done"][0] == reasons["j-saves"][0] == JobState.COMPLETED
 
@@ -121,7 +140,10 @@ def test_the_api_cancels_and_reads_logs_through_the_job_steps_function_when_depl
     alice = Principal("alice")
     assert jobs.cancel_job(deps, alice, "apicalls", "j-in-slurm").state == JobState.RUNNING  # ended at the next poll
     assert jobs.job_log(deps, alice, "apicalls", "j-in-slurm", 20) == {"job_id": "j-in-slurm", "lines": ["x"]}
-    assert steps_function.calls == [("cancel", cid("apicalls"), "j-in-slurm"), ("log", cid("apicalls"), "j-in-slurm", 20)]
+    assert steps_function.calls == [
+        ("cancel", cid("apicalls"), "j-in-slurm"),
+        ("log", cid("apicalls"), "j-in-slurm", 20),
+    ]
     with pytest.raises(NotFoundError):  # another owner's job: refused before any call
         jobs.cancel_job(deps, Principal("bob"), "apicalls", "j-in-slurm", owner="alice")
     assert len(steps_function.calls) == 2

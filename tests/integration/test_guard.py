@@ -1,20 +1,21 @@
 """The guard and the teardown triggers, on moto with a clock we control: budget, lifetime,
 idle (alarm and missing data), AWS Budgets notifications, warnings, and their repeats."""
+
 from __future__ import annotations
 
 import json
 
 import boto3
-from botocore.exceptions import ClientError
 import pytest
+from botocore.exceptions import ClientError
 
 from lsstctl import wiring
 from lsstctl.domain.cost import spend_ceiling
 from lsstctl.domain.models import ClusterSpec, ClusterState
 from lsstctl.emulator.clock import VirtualClock
+from lsstctl.errors import ValidationError
 from lsstctl.services import clusters, costs, triggers
 from lsstctl.services.budget import teardown_timing
-from lsstctl.errors import ValidationError
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec
 from tests.integration.plane import ALICE, cid, ready, tick
@@ -56,8 +57,11 @@ def test_budget_teardown_starts_before_spend_can_reach_the_budget(plane):
     assert record.state == ClusterState.TEARING_DOWN and record.teardown_reason == "budget"
     ledger = deps.store.get_ledger(cid("tight"), cluster.generation)
     assert ledger["spend_usd"] < 1.0
-    report_ceiling = spend_ceiling(costs.meter(deps, record, deps.inventory.observe(plane()).get(cid("tight"), []), plane()),
-                                   guard_interval_seconds=60, timing=timing)
+    report_ceiling = spend_ceiling(
+        costs.meter(deps, record, deps.inventory.observe(plane()).get(cid("tight"), []), plane()),
+        guard_interval_seconds=60,
+        timing=timing,
+    )
     assert report_ceiling >= 1.0
     # And the ledger explains it: spend, burn, projection, breakdown by resource
     roles = sorted(b["role"] for b in ledger["breakdown"])
@@ -138,9 +142,15 @@ def test_an_owners_aws_budget_ends_that_owners_clusters_once(plane):
     bobs = clusters.launch_cluster(deps, Principal("bob"), ClusterSpec.model_validate(cluster_spec("theirs")))
     message = BUDGET_MESSAGE.format(name="lsstctl-owner-alice")
     # An earlier threshold (80%) only warns.
-    early = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $80.00").replace("Budgeted Amount: $100.00", "Budgeted Amount: $100.00")
+    early = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $80.00").replace(
+        "Budgeted Amount: $100.00", "Budgeted Amount: $100.00"
+    )
     assert triggers.on_budget_notification(deps, early) == {
-        "budget": "lsstctl-owner-alice", "owner": "alice", "teardowns": [], "warned": [cid("mine")]}
+        "budget": "lsstctl-owner-alice",
+        "owner": "alice",
+        "teardowns": [],
+        "warned": [cid("mine")],
+    }
     at_budget = message.replace("Alert Threshold: > $80.00", "Alert Threshold: > $100.00")
     assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == [cid("mine")]
     assert triggers.on_budget_notification(deps, at_budget)["teardowns"] == []  # repeated: nothing new
@@ -185,7 +195,8 @@ def test_the_final_spend_is_the_ledgers_last_measurement_for_spot_and_on_demand_
     on_demand = deps.catalog.instance_hourly("us-east-1", "c5.2xlarge")
     expected = SPOT_FLOOR_FRACTION * on_demand if capacity == "spot" else on_demand
     assert [(b["pricing"], round(b["hourly_usd"], 6)) for b in compute] == [
-        ("spot" if capacity == "spot" else "on-demand", round(expected, 6))] * 2
+        ("spot" if capacity == "spot" else "on-demand", round(expected, 6))
+    ] * 2
     # The teardown runs at the instant of the guard's last pass: nothing more has been used.
     clusters.request_teardown(deps, cid("fleet"), reason="user")
     play_teardown("fleet")
@@ -255,8 +266,14 @@ def test_a_silent_publisher_with_jobs_in_slurm_is_not_idle(plane, monkeypatch):
     [
         (HeadNode(json.dumps({"slurm": True, "jobs": 0, "publisher": "running"})), "idle"),
         # SSM cannot reach the instance (stopped, crashed): a dead head node
-        (HeadNode(error=ClientError({"Error": {"Code": "InvalidInstanceId", "Message": "not in a valid state"}},
-                                    "SendCommand")), "silent"),
+        (
+            HeadNode(
+                error=ClientError(
+                    {"Error": {"Code": "InvalidInstanceId", "Message": "not in a valid state"}}, "SendCommand"
+                )
+            ),
+            "silent",
+        ),
         # the host answers, Slurm does not
         (HeadNode(json.dumps({"slurm": False}), status="Failed"), "silent"),
     ],
@@ -307,8 +324,10 @@ def test_an_idle_alarm_on_a_busy_cluster_is_reset_and_a_failed_question_decides_
     assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "busy"
     assert alarm_state() == "OK"  # it fires again if the cluster stays quiet
     # AWS throttles the question itself: nothing is decided, the alarm is reset, the record kept
-    answering(monkeypatch, HeadNode(error=ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}},
-                                                      "SendCommand")))
+    answering(
+        monkeypatch,
+        HeadNode(error=ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "SendCommand")),
+    )
     cloudwatch.set_alarm_state(AlarmName=alarm["alarmName"], StateValue="ALARM", StateReason="test")
     assert triggers.on_idle_alarm(wiring.deps(), alarm)["action"] == "deferred"
     assert alarm_state() == "OK"
@@ -363,8 +382,9 @@ class CapHead:
 
     def run_document(self, instance_id, document, parameters, *, comment, timeout_seconds=120):
         if document != wiring.deps().settings.node_cap_document:
-            return self.runner.run_document(instance_id, document, parameters, comment=comment,
-                                            timeout_seconds=timeout_seconds)
+            return self.runner.run_document(
+                instance_id, document, parameters, comment=comment, timeout_seconds=timeout_seconds
+            )
         self.sent += 1
         if self.status == "Success":
             caps = {q: int(n) for q, n in (pair.split("=") for pair in parameters["caps"].split())}
@@ -500,15 +520,17 @@ def test_a_budget_for_part_of_the_fleet_launches_capped_and_one_for_no_node_is_r
     assert launched.governor["message"] == f"capped at {cap} of 50 nodes by the budget"
     # Not even one node: refused, naming the field.
     with pytest.raises(ValidationError) as exc:
-        clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
-            "tiny", budget_usd=0.2, queues=big)))
+        clusters.launch_cluster(
+            wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec("tiny", budget_usd=0.2, queues=big))
+        )
     assert exc.value.field == "budget_usd" and "even one compute node" in exc.value.message
     # Without the governor, the old rule: the whole fleet's reserve or nothing.
     monkeypatch.setenv("LSSTCTL_GOVERNOR", "false")
     wiring.reset()
     with pytest.raises(ValidationError) as exc:
-        clusters.launch_cluster(wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec(
-            "huge", budget_usd=5, queues=big)))
+        clusters.launch_cluster(
+            wiring.deps(), ALICE, ClusterSpec.model_validate(cluster_spec("huge", budget_usd=5, queues=big))
+        )
     assert exc.value.field == "budget_usd" and "at least $" in exc.value.message
 
 
@@ -522,7 +544,10 @@ def test_a_patched_max_nodes_is_applied_on_the_head_node_and_can_be_raised_back(
     changed = clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes={"compute": 3}))
     assert changed.node_limits == {"compute": 3} and changed.changes[-1]["fields"] == {"max_nodes.compute": [8, 3]}
     # Repeating it changes nothing more; the guard applies it at its next pass.
-    assert clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes={"compute": 3})).changes == changed.changes
+    assert (
+        clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes={"compute": 3})).changes
+        == changed.changes
+    )
     publish_busy("limited", plane)
     assert tick(plane)["caps"] == {cid("limited"): {"compute": 3}}
     record = deps.store.get_cluster(cid("limited"))

@@ -8,6 +8,7 @@ keeps the per-service policy.
 
 A step whose AWS call failed transiently is re-run in place (it is idempotent) before it fails
 into the workflow's Retry; the control plane's own "not yet" and permanent errors are not."""
+
 from __future__ import annotations
 
 import importlib
@@ -47,7 +48,9 @@ def seen(aws: None, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Deps, dict[st
     return used
 
 
-def test_the_teardown_steps_and_the_reconciler_retry_on_clients_of_their_own(seen: list[tuple[Deps, dict[str, Any]]]) -> None:
+def test_the_teardown_steps_and_the_reconciler_retry_on_clients_of_their_own(
+    seen: list[tuple[Deps, dict[str, Any]]],
+) -> None:
     shared = wiring.deps()
     invoke("lambdas.reconciler", {})
     invoke("lambdas.teardown_steps", {"action": "stop_fleet", "cluster": "alice-x"})
@@ -64,8 +67,9 @@ def test_the_teardown_steps_and_the_reconciler_retry_on_clients_of_their_own(see
     assert wiring.deps() is shared
 
 
-def test_a_failing_clean_up_handler_leaves_the_default_profile_in_place(seen: list[tuple[Deps, dict[str, Any]]],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_clean_up_handler_leaves_the_default_profile_in_place(
+    seen: list[tuple[Deps, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(deps: Deps, *_: Any) -> dict[str, Any]:
         raise RuntimeError("the pass failed")
 
@@ -78,8 +82,10 @@ def test_a_failing_clean_up_handler_leaves_the_default_profile_in_place(seen: li
 def unavailable() -> Exception:
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"},
-                        "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetItem")
+    return ClientError(
+        {"Error": {"Code": "ServiceUnavailable", "Message": "down"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+        "GetItem",
+    )
 
 
 @pytest.mark.parametrize(
@@ -92,7 +98,12 @@ def unavailable() -> Exception:
     ids=["aws-unavailable", "not-yet", "permanent"],
 )
 def test_a_step_failing_on_aws_is_re_run_in_place_and_nothing_else_is(
-        seen: list[tuple[Deps, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch, failure: Any, calls: int, raised: str | None) -> None:
+    seen: list[tuple[Deps, dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Any,
+    calls: int,
+    raised: str | None,
+) -> None:
     monkeypatch.setenv("LSSTCTL_STEP_BACKOFF_SECONDS", "0")
     wiring.reset()
     runs: list[int] = []
@@ -114,8 +125,9 @@ def test_a_step_failing_on_aws_is_re_run_in_place_and_nothing_else_is(
     assert len(runs) == calls
 
 
-def test_a_step_failing_on_aws_every_time_fails_into_the_workflow_retry(seen: list[tuple[Deps, dict[str, Any]]],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_failing_on_aws_every_time_fails_into_the_workflow_retry(
+    seen: list[tuple[Deps, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LSSTCTL_STEP_BACKOFF_SECONDS", "0")
     wiring.reset()
     runs: list[int] = []

@@ -1,4 +1,5 @@
 """The head-node scripts, run for real with bash on this machine (which plays the head node)."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,9 @@ def test_install_is_skipped_when_the_tag_is_already_there(tmp_path: Path):
     second = bash(script)
     assert second.returncode == 0 and "already installed" in second.stdout and "skipped" in second.stdout
     # A new tag on the same storage is installed beside the first.
-    other = bash(render_install_script(shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri()))
+    other = bash(
+        render_install_script(shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri())
+    )
     assert other.returncode == 0 and "v30_0_7 installed" in other.stdout
 
 
@@ -39,21 +42,34 @@ def _recording_aws(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 def test_install_fails_loudly_when_the_installer_cannot_be_fetched_and_ships_its_log(tmp_path: Path):
     env, calls = _recording_aws(tmp_path)
-    result = bash(render_install_script(shared_dir=str(tmp_path), tag="w_2026_47", installer_url="file:///nonexistent/lsstinstall",
-                                        log_uri="s3://archive/alice/c1/g1/install/w_2026_47.log"), env)
+    result = bash(
+        render_install_script(
+            shared_dir=str(tmp_path),
+            tag="w_2026_47",
+            installer_url="file:///nonexistent/lsstinstall",
+            log_uri="s3://archive/alice/c1/g1/install/w_2026_47.log",
+        ),
+        env,
+    )
     assert result.returncode != 0
     assert "curl" in result.stdout or "Couldn't" in result.stdout
     # The log went to S3 all the same, with curl's complaint in it
     args = calls.read_text().split()
-    assert args[:3] == ["s3", "cp", "--only-show-errors"] and args[4] == "s3://archive/alice/c1/g1/install/w_2026_47.log"
+    assert (
+        args[:3] == ["s3", "cp", "--only-show-errors"] and args[4] == "s3://archive/alice/c1/g1/install/w_2026_47.log"
+    )
     assert args[3].startswith(f"{tmp_path}/lsst_stack/w_2026_47/install.") and args[3].endswith(".log")
     assert "curl" in (tmp_path / "shipped.log").read_text()
 
 
 def test_an_installed_stack_is_group_writable_and_setgid_and_its_log_shipped(tmp_path: Path):
     env, calls = _recording_aws(tmp_path)
-    script = render_install_script(shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri(),
-                                   log_uri="s3://archive/alice/c1/g1/install/v30_0_7.log")
+    script = render_install_script(
+        shared_dir=str(tmp_path),
+        tag="v30_0_7",
+        installer_url=STANDIN_INSTALLER.as_uri(),
+        log_uri="s3://archive/alice/c1/g1/install/v30_0_7.log",
+    )
     result = bash(script, env)
     assert result.returncode == 0, result.stdout + result.stderr
     mode = (tmp_path / "lsst_stack" / "v30_0_7").stat().st_mode
@@ -67,10 +83,12 @@ def test_resubmitting_a_job_returns_the_first_slurm_id(tmp_path: Path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
-    (bin_dir / "sbatch").write_text(f"#!/bin/bash\necho x >> {calls}\necho \"$(wc -l < {calls})\"\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/bash\necho x >> {calls}\necho "$(wc -l < {calls})"\n')
     (bin_dir / "sbatch").chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    command = render_submit_command(JobSpec(command="echo hi"), job_id="j-1", shared_dir=str(tmp_path / "shared"), tag="w_2026_47")
+    command = render_submit_command(
+        JobSpec(command="echo hi"), job_id="j-1", shared_dir=str(tmp_path / "shared"), tag="w_2026_47"
+    )
     # When the same submission is delivered twice (SSM and Step Functions may retry)
     first, second = bash(command, env), bash(command, env)
     # Then Slurm saw one job and both deliveries report its id
@@ -103,8 +121,9 @@ def test_the_stack_cache_keeps_used_tags_and_removes_ones_unused_past_retention(
     holder = subprocess.Popen(["flock", str(stacks / "w_2026_02" / ".install.lock"), "sleep", "30"])
     try:
         time.sleep(0.3)
-        script = render_install_script(shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri(),
-                                       retention_days=30)
+        script = render_install_script(
+            shared_dir=str(tmp_path), tag="v30_0_7", installer_url=STANDIN_INSTALLER.as_uri(), retention_days=30
+        )
         result = bash(script, env)
     finally:
         holder.kill()
@@ -159,7 +178,8 @@ def test_the_node_cap_keeps_billing_nodes_first_and_drains_the_rest_never_static
     assert done.returncode == 0, done.stderr
     assert node_cap_applied(done.stdout)
     assert calls.read_text().splitlines() == [
-        "update nodename=compute-dy-cr1-1,compute-dy-cr1-2 state=DRAIN reason=lsstctl budget cap"]
+        "update nodename=compute-dy-cr1-1,compute-dy-cr1-2 state=DRAIN reason=lsstctl budget cap"
+    ]
     assert (tmp_path / "root" / NODE_CAP_DIR.lstrip("/") / "compute").read_text().strip() == "3"
     assert (tmp_path / "root" / NODE_CAP_DIR.lstrip("/") / "gpu").read_text().strip() == "0"
     # The cap rises to 6: the node the cap drained comes back; the admin's stays drained.
@@ -179,6 +199,8 @@ def test_the_node_cap_fails_loudly_when_slurm_refuses(tmp_path: Path):
     from lsstctl.domain.scripts import node_cap_applied
 
     env, _ = _fake_slurm(tmp_path, SINFO)
-    (tmp_path / "bin" / "scontrol").write_text("#!/bin/bash\necho 'slurm_update error: Invalid node name' >&2\nexit 1\n")
+    (tmp_path / "bin" / "scontrol").write_text(
+        "#!/bin/bash\necho 'slurm_update error: Invalid node name' >&2\nexit 1\n"
+    )
     failed = bash(_node_cap(tmp_path / "root", "compute=1"), env)
     assert failed.returncode == 4 and not node_cap_applied(failed.stdout)

@@ -1,4 +1,5 @@
 """create-user: least privilege, key only in Secrets Manager, and convergence."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,21 @@ from lsstctl.domain.policies import user_policy
 from lsstctl.emulator.faults import FaultInjector
 from lsstctl.errors import AwsError, AwsUnavailableError
 
-POLICY = user_policy(owner="alice", region="us-east-1", api_arn="arn:aws:execute-api:us-east-1:123456789012:abc/*",
-                     archive_bucket="archive")
+POLICY = user_policy(
+    owner="alice",
+    region="us-east-1",
+    api_arn="arn:aws:execute-api:us-east-1:123456789012:abc/*",
+    archive_bucket="archive",
+)
 
 
 def ensure(provisioner: IamUserProvisioner):
     return provisioner.ensure_user(
-        name="lsst-alice", owner="alice", policy_name="p", policy=POLICY, secret_name="lsstctl/users/alice",
+        name="lsst-alice",
+        owner="alice",
+        policy_name="p",
+        policy=POLICY,
+        secret_name="lsstctl/users/alice",
         tags={"lsstctl:owner": "alice", "lsstctl:project": "lsst"},
     )
 
@@ -29,7 +38,9 @@ def keys() -> list[str]:
 
 
 def stored_key() -> str:
-    return json.loads(boto3.client("secretsmanager").get_secret_value(SecretId="lsstctl/users/alice")["SecretString"])["AccessKeyId"]
+    return json.loads(boto3.client("secretsmanager").get_secret_value(SecretId="lsstctl/users/alice")["SecretString"])[
+        "AccessKeyId"
+    ]
 
 
 def test_creates_a_tagged_user_with_its_key_in_secrets_manager(aws):

@@ -5,6 +5,7 @@ trace: the state table, the idempotency table, IAM's users and Step Functions'
 executions are the same after it as before.
 
 The routes come from the document, so a new route without a row here fails the test."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,39 +43,85 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
     ("/users/{name}", "GET"): ({"name": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
     ("/clusters", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/clusters/{name}", "GET"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
-    ("/clusters/{name}/cost", "GET"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
-    ("/clusters/{name}/jobs", "GET"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
-    ("/clusters/{name}/jobs/{job_id}", "GET"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
-                                                {"other": 404, "owner": 200, "admin": 200}),
-    ("/clusters/{name}/jobs/{job_id}/log", "GET"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
-                                                    {"other": 404, "owner": 200, "admin": 200}),
+    ("/clusters/{name}/cost", "GET"): (
+        {"name": CLUSTER, "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
+    ("/clusters/{name}/cost/history", "GET"): (
+        {"name": CLUSTER, "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
+    ("/clusters/{name}/jobs", "GET"): (
+        {"name": CLUSTER, "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
+    ("/clusters/{name}/jobs/{job_id}", "GET"): (
+        {"name": CLUSTER, "job_id": "JOB", "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
+    ("/clusters/{name}/jobs/{job_id}/log", "GET"): (
+        {"name": CLUSTER, "job_id": "JOB", "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
     ("/costs", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/presets", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
+    ("/quote", "GET"): ({"?preset": "small", "?hours": "8"}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/quotas/{owner}", "GET"): ({"owner": OWNER}, None, {"other": 404, "owner": 200, "admin": 200}),
     ("/projects", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/projects/{name}", "GET"): ({"name": "grant"}, None, {"other": 404, "owner": 200, "admin": 200}),
     ("/users", "POST"): ({}, {"name": OWNER}, {"other": 403, "owner": 200, "admin": 200}),
     ("/clusters", "POST"): ({}, cluster_spec("second", owner=OWNER), {"other": 403, "owner": 202, "admin": 202}),
-    ("/clusters/{name}/jobs", "POST"): ({"name": CLUSTER, "?owner": OWNER}, JOB, {"other": 404, "owner": 202, "admin": 202}),
+    ("/clusters/{name}/jobs", "POST"): (
+        {"name": CLUSTER, "?owner": OWNER},
+        JOB,
+        {"other": 404, "owner": 202, "admin": 202},
+    ),
     ("/quotas/{owner}", "PUT"): ({"owner": OWNER}, {"live_clusters": 3}, {"other": 403, "owner": 403, "admin": 200}),
-    ("/projects/{name}", "PUT"): ({"name": "grant"}, {"members": [OWNER], "budget_usd": 500},
-                                  {"other": 403, "owner": 403, "admin": 200}),
+    ("/projects/{name}", "PUT"): (
+        {"name": "grant"},
+        {"members": [OWNER], "budget_usd": 500},
+        {"other": 403, "owner": 403, "admin": 200},
+    ),
     ("/principals", "POST"): ({}, {"arn": ROLE, "owner": OWNER}, {"other": 403, "owner": 403, "admin": 201}),
     ("/principals", "GET"): ({}, None, {"other": 403, "owner": 403, "admin": 200}),
     ("/principals", "DELETE"): ({"?arn": ROLE}, None, {"other": 403, "owner": 403, "admin": 200}),
     ("/chatops/identities", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
-    ("/chatops/identities", "PUT"): ({}, {"team_id": "T0TEAM", "user_id": "U0ALICE", "owner": OWNER},
-                                     {"other": 403, "owner": 403, "admin": 200}),
-    ("/chatops/channel", "PUT"): ({}, {"webhook_url": "https://hooks.slack.com/services/T0TEAM/B0CHAN/secretsecret", "owner": OWNER},
-                                  {"other": 403, "owner": 200, "admin": 200}),
-    ("/clusters/{name}", "PATCH"): ({"name": CLUSTER, "?owner": OWNER}, {"idle_minutes": 45},
-                                   {"other": 404, "owner": 200, "admin": 200}),
+    ("/chatops/identities", "PUT"): (
+        {},
+        {"team_id": "T0TEAM", "user_id": "U0ALICE", "owner": OWNER},
+        {"other": 403, "owner": 403, "admin": 200},
+    ),
+    ("/chatops/channel", "PUT"): (
+        {},
+        {"webhook_url": "https://hooks.slack.com/services/T0TEAM/B0CHAN/secretsecret", "owner": OWNER},
+        {"other": 403, "owner": 200, "admin": 200},
+    ),
+    ("/clusters/{name}", "PATCH"): (
+        {"name": CLUSTER, "?owner": OWNER},
+        {"idle_minutes": 45},
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
     # The job never reached Slurm here (no workflows run in this layer): cancelled at once, then already over.
-    ("/clusters/{name}/jobs/{job_id}", "DELETE"): ({"name": CLUSTER, "job_id": "JOB", "?owner": OWNER}, None,
-                                                   {"other": 404, "owner": 200, "admin": 200}),
-    ("/clusters/{name}", "DELETE"): ({"name": CLUSTER, "?owner": OWNER}, None, {"other": 404, "owner": 202, "admin": 202}),
-    ("/chatops/identities", "DELETE"): ({"?team_id": "T0TEAM", "?user_id": "U0ALICE"}, None,
-                                        {"other": 403, "owner": 403, "admin": 200}),
+    ("/clusters/{name}/jobs/{job_id}", "DELETE"): (
+        {"name": CLUSTER, "job_id": "JOB", "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 200, "admin": 200},
+    ),
+    ("/clusters/{name}", "DELETE"): (
+        {"name": CLUSTER, "?owner": OWNER},
+        None,
+        {"other": 404, "owner": 202, "admin": 202},
+    ),
+    ("/chatops/identities", "DELETE"): (
+        {"?team_id": "T0TEAM", "?user_id": "U0ALICE"},
+        None,
+        {"other": 403, "owner": 403, "admin": 200},
+    ),
 }
 
 
@@ -95,12 +142,16 @@ def tracer() -> Any:
             # An owner's refused change still counts against their own request rate: that
             # is the limit working, not a trace of the refused call. (Outsiders are refused
             # before any count.)
-            "state": sorted(str(i) for i in ddb.scan(TableName=settings.state_table)["Items"]
-                            if i["pk"]["S"] not in (f"RATE#{OTHER}", f"RATE#{OWNER}")),
+            "state": sorted(
+                str(i)
+                for i in ddb.scan(TableName=settings.state_table)["Items"]
+                if i["pk"]["S"] not in (f"RATE#{OTHER}", f"RATE#{OWNER}")
+            ),
             "idempotency": sorted(map(str, ddb.scan(TableName=settings.idempotency_table)["Items"])),
             "iam users": sorted(u["Arn"] for u in iam.list_users()["Users"]),
-            "executions": sorted(e["executionArn"] for m in machines
-                                 for e in sfn.list_executions(stateMachineArn=m)["executions"]),
+            "executions": sorted(
+                e["executionArn"] for m in machines for e in sfn.list_executions(stateMachineArn=m)["executions"]
+            ),
         }
 
     return traces
@@ -108,8 +159,12 @@ def tracer() -> Any:
 
 def world(api: Api) -> dict[str, str]:
     """The owner's user, ready cluster and job; bob's user; a project of the owner's."""
-    assert api.call("PUT", "/projects/{name}", name="grant", body={"members": [OWNER], "budget_usd": 1000},
-                    who=ADMIN).status == 200
+    assert (
+        api.call(
+            "PUT", "/projects/{name}", name="grant", body={"members": [OWNER], "budget_usd": 1000}, who=ADMIN
+        ).status
+        == 200
+    )
     assert api.call("POST", "/users", body={"name": OWNER}).status == 201
     assert api.call("POST", "/users", body={"name": OTHER}, who=ADMIN).status == 201
     assert api.call("POST", "/clusters", body=cluster_spec()).status == 202
@@ -127,8 +182,13 @@ def test_every_route_answers_every_identity_as_written(api: Api) -> None:
         query = {k[1:]: params.pop(k) for k in list(params) if k.startswith("?")}
         before = traces()
         # Refused callers first (outsiders, then whoever the row refuses), then the rest
-        callers = [*OUTSIDERS.items(), ("other", OTHER), ("owner", OWNER), ("owner's IAM user", OWNER_USER),
-                   ("admin", ADMIN)]
+        callers = [
+            *OUTSIDERS.items(),
+            ("other", OTHER),
+            ("owner", OWNER),
+            ("owner's IAM user", OWNER_USER),
+            ("admin", ADMIN),
+        ]
         callers.sort(key=lambda c: expected.get(c[0].removesuffix("'s IAM user"), 403) < 400)
         checked = False
         for label, who in callers:
@@ -143,8 +203,10 @@ def test_every_route_answers_every_identity_as_written(api: Api) -> None:
             code = (reply.body or {}).get("error", {}).get("code") if isinstance(reply.body, dict) else None
             if reply.status != want or (want >= 400 and code != {403: "forbidden", 404: "not_found"}[want]):
                 wrong.append(f"{method} {route} as {label} ({who}): {reply.status} {code}, expected {want}")
-            elif label in OUTSIDERS and who not in reply.body["error"]["message"] \
-                    and "account" not in reply.body["error"]["message"]:
+            elif (
+                label in OUTSIDERS
+                and who not in reply.body["error"]["message"]
+                and "account" not in reply.body["error"]["message"]
+            ):
                 wrong.append(f"{method} {route} as {label}: the refusal does not say why: {reply.body}")
     assert not wrong, "\n".join(wrong)
-

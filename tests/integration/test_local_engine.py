@@ -1,7 +1,8 @@
 """The local engine leaves a cluster the way ParallelCluster does, and converges."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -14,7 +15,7 @@ from tests.conftest import live_instances, pcluster_network
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -34,19 +35,29 @@ def config(aws):
             "budget_usd": 5,
         }
     )
-    return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
-                                archive_bucket="archive", archive_prefix="alice/c1",
-                                metrics_policy_arn=net["metrics_policy"], cluster_id=cluster_id("alice", spec.name))
+    return render_cluster_config(
+        spec,
+        owner="alice",
+        subnet_id=net["subnet"],
+        key_name=net["key"],
+        archive_bucket="archive",
+        archive_prefix="alice/c1",
+        metrics_policy_arn=net["metrics_policy"],
+        cluster_id=cluster_id("alice", spec.name),
+    )
 
 
 def node_types(cluster: str) -> list[str]:
     reservations = boto3.client("ec2").describe_instances(
-        Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [cluster]},
-                 {"Name": "instance-state-name", "Values": ["running"]}]
+        Filters=[
+            {"Name": "tag:parallelcluster:cluster-name", "Values": [cluster]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
     )["Reservations"]
     return sorted(
         next(t["Value"] for t in i["Tags"] if t["Key"] == "parallelcluster:node-type")
-        for r in reservations for i in r["Instances"]
+        for r in reservations
+        for i in r["Instances"]
     )
 
 
@@ -56,7 +67,7 @@ def test_create_reports_progress_then_completes(config):
     assert engine.create_cluster("c1", config).status == "CREATE_IN_PROGRESS"
     # Past the provisioning time however long the create took on a loaded machine (EC2's
     # launch time is real time; the engine's clock is this one).
-    clock.now = datetime.now(timezone.utc) + timedelta(seconds=31)
+    clock.now = datetime.now(UTC) + timedelta(seconds=31)
     described = engine.describe_cluster("c1")
     assert described.status == "CREATE_COMPLETE" and described.fleet_status == "RUNNING"
     assert described.head_node_instance_id

@@ -42,12 +42,8 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
     assert pids and not [pid for pid in pids.values() if _alive(pid)], pids
 
 
-def _run(
-    argv: list[str], env: dict[str, str], cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=15
-    )
+def _run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=15)
 
 
 def _wait_job_state(job_id: str, env: dict[str, str], want: str, timeout: float = 20) -> str:
@@ -79,9 +75,7 @@ def test_env_points_at_generated_conf(slurm: LocalSlurm) -> None:
 @needs_slurm
 def test_batch_job_runs_to_completion(slurm: LocalSlurm, tmp_path: Path) -> None:
     started = time.monotonic()
-    sub = _run(
-        ["sbatch", "--parsable", "-J", "hello", "--wrap", "echo hello"], slurm.env(), cwd=tmp_path
-    )
+    sub = _run(["sbatch", "--parsable", "-J", "hello", "--wrap", "echo hello"], slurm.env(), cwd=tmp_path)
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip().split(";")[0]
     assert job_id.isdigit()
@@ -132,10 +126,7 @@ def _sleepers(arg: str) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if (
-                proc.name.isdigit()
-                and (proc / "cmdline").read_bytes() == f"sleep\0{arg}\0".encode()
-            ):
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes() == f"sleep\0{arg}\0".encode():
                 found.append(int(proc.name))
         except OSError:
             pass
@@ -153,9 +144,7 @@ def test_lsstinstall_standin(tmp_path: Path) -> None:
     stack = tmp_path / "stack-root"
     stack.mkdir()
     shutil.copy(LSSTINSTALL, stack / "lsstinstall")
-    inst = subprocess.run(
-        ["./lsstinstall", "-T", tag], cwd=stack, capture_output=True, text=True, timeout=30
-    )
+    inst = subprocess.run(["./lsstinstall", "-T", tag], cwd=stack, capture_output=True, text=True, timeout=30)
     assert inst.returncode == 0, inst.stderr
     assert "STAND-IN" in inst.stdout
     assert (stack / "loadLSST.sh").read_text() == (stack / "loadLSST.bash").read_text()
@@ -172,9 +161,7 @@ def test_lsstinstall_standin(tmp_path: Path) -> None:
         pipetask --help
         LSST_JOB_OUTPUT_DIR={out_dir} pipetask run -b repo -i HSC/raw -o u/demo/run1 -p p.yaml
     """
-    res = subprocess.run(
-        ["bash", "-c", script], cwd=stack, capture_output=True, text=True, timeout=30
-    )
+    res = subprocess.run(["bash", "-c", script], cwd=stack, capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "BEFORE=[]" in res.stdout
     after = re.search(r"AFTER=\[(.*)\]", res.stdout)
@@ -186,9 +173,7 @@ def test_lsstinstall_standin(tmp_path: Path) -> None:
 
 
 def test_lsstinstall_standin_rejects_unknown_args(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [str(LSSTINSTALL), "--bogus"], cwd=tmp_path, capture_output=True, text=True, timeout=30
-    )
+    res = subprocess.run([str(LSSTINSTALL), "--bogus"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert res.returncode == 2
     assert "unknown argument" in res.stderr
     assert not (tmp_path / "loadLSST.sh").exists()
@@ -203,18 +188,27 @@ def test_the_graceful_end_holds_pending_jobs_and_signals_running_ones(slurm: Loc
 
     env = slurm.env()
     script = tmp_path / "work.sh"
-    script.write_text(f"#!/bin/bash\ntrap 'echo saved > {tmp_path}/saved; exit 0' TERM\n"
-                      f"echo started > {tmp_path}/started\nfor i in $(seq 600); do sleep 0.1; done\n")
+    script.write_text(
+        f"#!/bin/bash\ntrap 'echo saved > {tmp_path}/saved; exit 0' TERM\n"
+        f"echo started > {tmp_path}/started\nfor i in $(seq 600); do sleep 0.1; done\n"
+    )
     running = _run(["sbatch", "--parsable", "-c", "1", str(script)], env, cwd=tmp_path).stdout.strip()
     deadline = time.monotonic() + 20
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (tmp_path / "started").exists(), "the first job never started"
-    pending = _run(["sbatch", "--parsable", "-c", "2", "--wrap", f"touch {tmp_path}/ran"], env, cwd=tmp_path).stdout.strip()
+    pending = _run(
+        ["sbatch", "--parsable", "-c", "2", "--wrap", f"touch {tmp_path}/ran"], env, cwd=tmp_path
+    ).stdout.strip()
     assert running.isdigit() and pending.isdigit()
     try:
-        ended = subprocess.run(["bash", "-c", render_end_jobs_command(pending=[pending], running=[running])],
-                               env={**os.environ, **env}, capture_output=True, text=True, timeout=15)
+        ended = subprocess.run(
+            ["bash", "-c", render_end_jobs_command(pending=[pending], running=[running])],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
         assert ended.returncode == 0 and "ended" in ended.stdout, ended.stderr
         _wait_job_state(running, env, "COMPLETED")  # it saved its work and exited 0
         assert (tmp_path / "saved").read_text() == "saved\n"

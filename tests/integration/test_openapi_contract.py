@@ -11,6 +11,7 @@ Response schemas are checked closed: an object schema with `properties` and no e
 `additionalProperties` is treated as `additionalProperties: false`, so a field must be
 documented before it ships. (The document itself stays open, for clients' sake.)
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,9 @@ from tests.integration.api_contract import (
     Api,
     Contract,
     cluster_spec,
-    slack_signed,
     make_ready,
     operations,
+    slack_signed,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:IAMAuthorizer is not a supported in local mode")
@@ -55,7 +56,7 @@ def test_the_document_lists_exactly_the_registered_routes(spec: dict[str, Any], 
     # Then they are the same set
     assert documented - registered == set(), "documented but not routed"
     assert registered - documented == set(), "routed but not documented"
-    assert len(documented) == 29
+    assert len(documented) == 31
 
 
 def test_every_operation_documents_identity_idempotency_and_errors(spec: dict[str, Any]) -> None:
@@ -81,7 +82,9 @@ def test_the_document_examples_match_their_schemas(spec: dict[str, Any], contrac
     assert len(examples) == 9
     for route, method, request_body in examples:
         content = request_body["content"]["application/json"]
-        for example in [content["example"]] if "example" in content else [e["value"] for e in content["examples"].values()]:
+        for example in (
+            [content["example"]] if "example" in content else [e["value"] for e in content["examples"].values()]
+        ):
             contract.check_request(route, method, example)
 
 
@@ -121,7 +124,10 @@ def test_the_cost_shapes_are_told_apart(contract: Contract) -> None:
 
 def test_the_checker_fails_on_what_the_document_does_not_promise(contract: Contract) -> None:
     user = {
-        "name": "alice", "owner": "alice", "iam_user_name": "lsst-alice", "policy_name": "p",
+        "name": "alice",
+        "owner": "alice",
+        "iam_user_name": "lsst-alice",
+        "policy_name": "p",
         "iam_user_arn": "arn:aws:iam::123456789012:user/lsstctl/lsst-alice",
         "secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:lsstctl/users/alice",
         "created_at": "2026-05-02T12:00:00Z",
@@ -175,8 +181,11 @@ def test_presets_are_listed_with_prices_and_a_launch_may_name_one(api: Api) -> N
     assert all(0 < p["at_rest_usd_per_hour"] < p["full_size_usd_per_hour"] for p in by_name.values())
     assert api.call("GET", "/presets", who=None).status == 401
     # When she launches a preset with fields of her own, then the record is the preset under them
-    launched = api.call("POST", "/clusters", body={"preset": "small-spot", "name": "from-preset", "budget_usd": 40,
-                                                   "stack_tag": "w_2026_47"})
+    launched = api.call(
+        "POST",
+        "/clusters",
+        body={"preset": "small-spot", "name": "from-preset", "budget_usd": 40, "stack_tag": "w_2026_47"},
+    )
     assert launched.status == 202
     spec = launched.body["cluster"]["spec"]
     assert spec["preset"] == "small-spot" and spec["queues"] == by_name["small-spot"]["queues"]
@@ -184,6 +193,54 @@ def test_presets_are_listed_with_prices_and_a_launch_may_name_one(api: Api) -> N
     refused = api.call("POST", "/clusters", body={"preset": "huge", "name": "from-preset-2", "budget_usd": 40})
     assert (refused.status, refused.body["error"]["field"]) == (400, "preset")
     assert "small-spot" in refused.body["error"]["message"]
+
+
+def test_a_quote_answers_prices_and_admission_and_names_bad_parameters(api: Api) -> None:
+    # When she asks what the small preset costs for 8 hours with 2 nodes and a $10 budget
+    quoted = api.call("GET", "/quote", query={"preset": "small", "hours": "8", "nodes": "2", "budget_usd": "10"})
+    # Then the answer (checked against the document) prices it and says it would be admitted
+    assert quoted.status == 200, quoted.body
+    body = quoted.body
+    assert body["at_rest_usd_per_hour"] < body["in_use_usd_per_hour"] < body["full_size_usd_per_hour"]
+    assert body["run_usd"] == round(8 * body["in_use_usd_per_hour"], 4) and body["budget"]["admitted"]
+    # When a parameter is missing or not a number, then 400 naming it
+    for query, field in (
+        ({"hours": "8"}, "preset"),
+        ({"preset": "small"}, "hours"),
+        ({"preset": "small", "hours": "eight"}, "hours"),
+        ({"preset": "small", "hours": "nan"}, "hours"),
+        ({"preset": "small", "hours": "8", "nodes": "1.5"}, "nodes"),
+        ({"preset": "small", "hours": "8", "budget_usd": "-3"}, "budget_usd"),
+    ):
+        refused = api.call("GET", "/quote", query=query)
+        assert (refused.status, refused.body["error"]["field"]) == (400, field), query
+    assert api.call("GET", "/quote", query={"preset": "small", "hours": "8"}, who=None).status == 401
+
+
+def test_the_cost_history_is_the_guards_measurements(api: Api) -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from lsstctl import wiring
+    from lsstctl.services import costs
+
+    assert api.call("POST", "/clusters", body=cluster_spec(), key="history-1").status == 202
+    make_ready(CLUSTER)
+    # Before the guard measured it: no points
+    empty = api.call("GET", "/clusters/{name}/cost/history", name=CLUSTER)
+    assert empty.status == 200 and empty.body["points"] == [] and empty.body["step_seconds"] is None
+    # When the guard measures it three times, a minute apart
+    start = datetime.now(UTC)
+    for minute in (1, 2, 3):
+        costs.guard_tick(replace(wiring.deps(), clock=lambda m=minute: start + timedelta(minutes=m)))
+    history = api.call("GET", "/clusters/{name}/cost/history", name=CLUSTER)
+    points = history.body["points"]
+    assert history.status == 200 and len(points) == 3 and history.body["budget_usd"] == cluster_spec()["budget_usd"]
+    assert [p["at"] for p in points] == sorted(p["at"] for p in points)
+    assert points[-1]["spend_usd"] == api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body["spend_usd"]
+    # The ledger's answer does not carry the series; another owner gets 404
+    assert "history" not in api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body
+    assert api.call("GET", "/clusters/{name}/cost/history", name=CLUSTER, who=OTHER).status == 404
 
 
 def test_cluster_lifecycle_requests(api: Api) -> None:
@@ -200,7 +257,9 @@ def test_cluster_lifecycle_requests(api: Api) -> None:
     assert (early.status, early.body["error"]["code"]) == (409, "conflict")
     # When she lists its jobs and asks for one that does not exist, then 200 (none) and 404
     assert api.call("GET", "/clusters/{name}/jobs", name=CLUSTER).body == {
-        "jobs": [], "cost": {"spend_usd": 0.0, "jobs_usd": 0.0, "idle_usd": 0.0}}
+        "jobs": [],
+        "cost": {"spend_usd": 0.0, "jobs_usd": 0.0, "idle_usd": 0.0},
+    }
     assert api.call("GET", "/clusters/{name}/jobs/{job_id}", name=CLUSTER, job_id="j-missing").status == 404
     # When the name is launched again with another spec, then 409 naming the field
     taken = api.call("POST", "/clusters", body=cluster_spec(budget_usd=30))
@@ -317,10 +376,20 @@ def run_cluster_resources(cid: str) -> None:
     def tags(kind: str, **extra: str) -> list[dict[str, Any]]:
         return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in {NAME_TAG: cid, **extra}.items()]}]
 
-    ec2.run_instances(ImageId=image, InstanceType="t3.medium", MinCount=1, MaxCount=1,
-                      TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "HeadNode"}))
-    compute = ec2.run_instances(ImageId=image, InstanceType="c5.large", MinCount=2, MaxCount=2,
-                                TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "Compute"}))
+    ec2.run_instances(
+        ImageId=image,
+        InstanceType="t3.medium",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "HeadNode"}),
+    )
+    compute = ec2.run_instances(
+        ImageId=image,
+        InstanceType="c5.large",
+        MinCount=2,
+        MaxCount=2,
+        TagSpecifications=tags("instance", **{NODE_TYPE_TAG: "Compute"}),
+    )
     ec2.terminate_instances(InstanceIds=[compute["Instances"][0]["InstanceId"]])
     ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=100, VolumeType="gp3", TagSpecifications=tags("volume"))
 
@@ -334,13 +403,27 @@ def test_cluster_spend(api: Api) -> None:
     assert api.call("POST", "/clusters", body=cluster_spec("bobs"), who=OTHER).status == 202
     # When alice gets her cluster, then its cost summary says nothing was measured
     unmeasured = api.call("GET", "/clusters/{name}", name=CLUSTER).body["cost"]
-    assert unmeasured == {"measured_at": None, "spend_usd": 0, "burn_usd_per_hour": None, "budget_usd": 20,
-                          "budget_used_percent": None, "projected_budget_at": None}
+    assert unmeasured == {
+        "measured_at": None,
+        "spend_usd": 0,
+        "burn_usd_per_hour": None,
+        "budget_usd": 20,
+        "budget_used_percent": None,
+        "projected_budget_at": None,
+    }
     # And its ledger is the not-yet-measured placeholder, and there are no totals
     pending = api.call("GET", "/clusters/{name}/cost", name=CLUSTER)
     assert pending.status == 200
-    assert pending.body == {"cluster": CLUSTER, "cluster_id": CLUSTER_ID, "owner": OWNER, "generation": 1, "measured_at": None,
-                            "spend_usd": 0, "budget_usd": 20, "breakdown": []}
+    assert pending.body == {
+        "cluster": CLUSTER,
+        "cluster_id": CLUSTER_ID,
+        "owner": OWNER,
+        "generation": 1,
+        "measured_at": None,
+        "spend_usd": 0,
+        "budget_usd": 20,
+        "breakdown": [],
+    }
     empty = api.call("GET", "/costs", who=ADMIN).body
     assert (empty["owners"], empty["total_spend_usd"], empty["stack_cache"]["hits"]) == ([], 0, 0)
 
@@ -369,7 +452,12 @@ def test_cluster_spend(api: Api) -> None:
     assert summary == {k: ledger[k] for k in summary}
     # And bob's cluster, measured with nothing running, burns nothing and is never projected to its budget
     bobs = api.call("GET", "/clusters/{name}/cost", name="bobs", who=OTHER).body
-    assert (bobs["spend_usd"], bobs["burn_usd_per_hour"], bobs["breakdown"], bobs["projected_budget_at"]) == (0, 0, [], None)
+    assert (bobs["spend_usd"], bobs["burn_usd_per_hour"], bobs["breakdown"], bobs["projected_budget_at"]) == (
+        0,
+        0,
+        [],
+        None,
+    )
 
     # When totals are asked for, then owners see their own and the admin everyone's
     mine = api.call("GET", "/costs").body
@@ -408,11 +496,15 @@ def test_teardown_summaries(api: Api) -> None:
     record = deleted["teardown"]
     assert (record["outcome"], record["reason"], record["archive_uri"]) == ("deleted", "user", None)
     assert record["compute_stopped_at"] == deleted["compute_stopped_at"] and "error" not in record
-    assert record["final_spend_usd"] > 0 and record["final_spend_usd"] == pytest.approx(deleted["cost"]["spend_usd"], abs=1e-5)
+    assert record["final_spend_usd"] > 0 and record["final_spend_usd"] == pytest.approx(
+        deleted["cost"]["spend_usd"], abs=1e-5
+    )
     assert api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body["state"] == "tearing_down"
     # When bob's teardown fails (its archive could not be written)
     cause = json.dumps({"errorMessage": "archive failed: disk full"})
-    teardown_workflow.teardown_failed(deps, cluster_id(OTHER, "bobs"), execution, {"Error": "ArchiveFailedError", "Cause": cause})
+    teardown_workflow.teardown_failed(
+        deps, cluster_id(OTHER, "bobs"), execution, {"Error": "ArchiveFailedError", "Cause": cause}
+    )
     # Then his cluster is failed, and the record says why; the admin's list carries both records
     failed = api.call("GET", "/clusters/{name}", name="bobs", who=OTHER).body
     assert failed["state"] == "failed" and failed["compute_stopped_at"] is None

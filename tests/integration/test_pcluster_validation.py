@@ -1,4 +1,5 @@
 """Bad specs are rejected with ParallelCluster's own validator messages."""
+
 from __future__ import annotations
 
 import boto3
@@ -19,9 +20,16 @@ def render(aws_account):
 
     def _render(queue: dict) -> dict:
         spec = ClusterSpec.model_validate({"name": "c1", "region": "us-east-1", "queues": [queue], "budget_usd": 5})
-        return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
-                                archive_bucket="archive", archive_prefix="alice/c1",
-                                metrics_policy_arn=net["metrics_policy"], cluster_id=cluster_id("alice", spec.name))
+        return render_cluster_config(
+            spec,
+            owner="alice",
+            subnet_id=net["subnet"],
+            key_name=net["key"],
+            archive_bucket="archive",
+            archive_prefix="alice/c1",
+            metrics_policy_arn=net["metrics_policy"],
+            cluster_id=cluster_id("alice", spec.name),
+        )
 
     return _render
 
@@ -34,9 +42,16 @@ def render_spec(aws_account):
     def _render(fields: dict) -> dict:
         data = {"name": "c1", "region": "us-east-1", "queues": [Q], "budget_usd": 5, **fields}
         spec = ClusterSpec.model_validate({k: v for k, v in data.items() if v is not None})
-        return render_cluster_config(spec, owner="alice", subnet_id=net["subnet"], key_name=net["key"],
-                                     archive_bucket="archive", archive_prefix="alice/c1",
-                                     metrics_policy_arn=net["metrics_policy"], cluster_id=cluster_id("alice", spec.name))
+        return render_cluster_config(
+            spec,
+            owner="alice",
+            subnet_id=net["subnet"],
+            key_name=net["key"],
+            archive_bucket="archive",
+            archive_prefix="alice/c1",
+            metrics_policy_arn=net["metrics_policy"],
+            cluster_id=cluster_id("alice", spec.name),
+        )
 
     return _render
 
@@ -58,22 +73,34 @@ Q = {"name": "q", "instance_types": ["c5.large"]}
 # message the user sees (in the 400's `message`, every finding in `details`).
 BAD_SPECS = [
     ({"queues": [{**Q, "min_nodes": 3, "max_nodes": 2}]}, "Max count must be greater than or equal to min count."),
-    ({"queues": [{**Q, "instance_types": ["c5.bogus"]}]}, "The following supplied instance types do not exist: [c5.bogus]"),
+    (
+        {"queues": [{**Q, "instance_types": ["c5.bogus"]}]},
+        "The following supplied instance types do not exist: [c5.bogus]",
+    ),
     ({"head_node_type": "t3.bogus"}, "The following supplied instance types do not exist: [t3.bogus]"),
-    ({"queues": [{**Q, "name": "Bad_Queue"}]}, "Invalid name 'Bad_Queue'. Name must begin with a letter and only contain lowercase letters"),
+    (
+        {"queues": [{**Q, "name": "Bad_Queue"}]},
+        "Invalid name 'Bad_Queue'. Name must begin with a letter and only contain lowercase letters",
+    ),
     ({"queues": [{**Q, "name": "1q"}]}, "Invalid name '1q'. Name must begin with a letter"),
     ({"queues": [{**Q, "name": "q" * 30}]}, "Name can be at most 25 chars long."),
     ({"queues": [{**Q, "name": "default"}]}, "It is forbidden to use 'default' as a name."),
     ({"queues": [Q, Q]}, "Queue name q must be unique."),
-    ({"queues": [{**Q, "instance_types": ["c5.large", "c5.xlarge"]}]},
-     "Instance types listed under Compute Resource cr1 must have the same number of vCPUs ({'c5.large': 2, 'c5.xlarge': 4})."),
+    (
+        {"queues": [{**Q, "instance_types": ["c5.large", "c5.xlarge"]}]},
+        "Instance types listed under Compute Resource cr1 must have the same number of vCPUs ({'c5.large': 2, 'c5.xlarge': 4}).",
+    ),
     ({"queues": [{**Q, "instance_types": ["c5.large", "c5.large"]}]}, "Duplicate instance type (c5.large) detected."),
-    ({"queues": [{**Q, "instance_types": ["c6g.large"]}]},
-     "The specified compute instance type (c6g.large) supports the architectures ['arm64'], none of which are "
-     "compatible with the architecture supported by the head node instance type (x86_64)."),
-    ({"queues": [{**Q, "max_nodes": 1000}]},
-     "Head node instance type t3.medium has 4.0 GB of memory. Please choose a head node instance type with at "
-     "least 16 GB of memory to manage 1000 compute nodes."),
+    (
+        {"queues": [{**Q, "instance_types": ["c6g.large"]}]},
+        "The specified compute instance type (c6g.large) supports the architectures ['arm64'], none of which are "
+        "compatible with the architecture supported by the head node instance type (x86_64).",
+    ),
+    (
+        {"queues": [{**Q, "max_nodes": 1000}]},
+        "Head node instance type t3.medium has 4.0 GB of memory. Please choose a head node instance type with at "
+        "least 16 GB of memory to manage 1000 compute nodes.",
+    ),
 ]
 
 
@@ -146,8 +173,9 @@ def test_a_throttled_validator_is_retried_not_a_verdict(render, validator):
 
 def test_a_validator_that_keeps_failing_is_a_503_never_a_400(render):
     reset_pcluster_caches()
-    validator = PclusterConfigValidator(mode="full", region="us-east-1", suppress=EMULATOR_SUPPRESSED,
-                                        sleep=lambda s: None)
+    validator = PclusterConfigValidator(
+        mode="full", region="us-east-1", suppress=EMULATOR_SUPPRESSED, sleep=lambda s: None
+    )
     with FaultInjector(plan=lambda call: call.service == "ec2") as faults:
         with pytest.raises(AwsUnavailableError, match="could not validate") as refused:
             validator.validate("c1", render({"name": "q", "instance_types": ["c5.large"], "max_nodes": 2}))

@@ -1,8 +1,9 @@
 """Price List refresh and spot prices. Moto has no Pricing API, so GetProducts is stubbed on a
 real botocore client with entries shaped as AWS returns them; spot history runs on moto
 where it helps (it prices every zone alike) and on a stub where the zones must differ."""
+
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import boto3
 import pytest
@@ -70,57 +71,89 @@ def _entry(service: str, family: str, sku: str, attributes: dict, usd: str, unit
 
 def ec2_entry(instance_type: str, usd: str, *, reserved_usd: str = "0.0500000000") -> str:
     sku = "SKU" + instance_type.replace(".", "").upper()
-    item = json.loads(_entry(
-        "AmazonEC2", "Compute Instance", sku,
-        {
-            "instanceType": instance_type,
-            "operatingSystem": "Linux",
-            "tenancy": "Shared",
-            "preInstalledSw": "NA",
-            "capacitystatus": "Used",
-            "licenseModel": "No License required",
-            "usagetype": f"BoxUsage:{instance_type}",
-            "operation": "RunInstances",
-            "vcpu": "4",
-            "memory": "8 GiB",
-            "instanceFamily": "Compute optimized",
-            "marketoption": "OnDemand",
-            "servicename": "Amazon Elastic Compute Cloud",
-        },
-        usd, "Hrs", f"${float(usd)} per On Demand Linux {instance_type} Instance Hour",
-    ))
+    item = json.loads(
+        _entry(
+            "AmazonEC2",
+            "Compute Instance",
+            sku,
+            {
+                "instanceType": instance_type,
+                "operatingSystem": "Linux",
+                "tenancy": "Shared",
+                "preInstalledSw": "NA",
+                "capacitystatus": "Used",
+                "licenseModel": "No License required",
+                "usagetype": f"BoxUsage:{instance_type}",
+                "operation": "RunInstances",
+                "vcpu": "4",
+                "memory": "8 GiB",
+                "instanceFamily": "Compute optimized",
+                "marketoption": "OnDemand",
+                "servicename": "Amazon Elastic Compute Cloud",
+            },
+            usd,
+            "Hrs",
+            f"${float(usd)} per On Demand Linux {instance_type} Instance Hour",
+        )
+    )
     # A Reserved offer sits beside the on-demand one; it must not be read as the price.
     reserved = _offer(sku, reserved_usd, "Hrs", "Linux/UNIX (Amazon VPC), c5 reserved", code="4NA7Y494T4")
     for term in reserved.values():
-        term["termAttributes"] = {"LeaseContractLength": "1yr", "OfferingClass": "standard", "PurchaseOption": "No Upfront"}
+        term["termAttributes"] = {
+            "LeaseContractLength": "1yr",
+            "OfferingClass": "standard",
+            "PurchaseOption": "No Upfront",
+        }
     item["terms"]["Reserved"] = reserved
     return json.dumps(item)
 
 
 def ebs_entry(volume_type: str, usd: str) -> str:
     return _entry(
-        "AmazonEC2", "Storage", f"EBS{volume_type.upper()}",
-        {"volumeApiName": volume_type, "volumeType": "General Purpose", "usagetype": f"EBS:VolumeUsage.{volume_type}",
-         "storageMedia": "SSD-backed", "maxVolumeSize": "16 TiB"},
-        usd, "GB-Mo", f"${float(usd)} per GB-month of {volume_type} provisioned storage - US East (Northern Virginia)",
+        "AmazonEC2",
+        "Storage",
+        f"EBS{volume_type.upper()}",
+        {
+            "volumeApiName": volume_type,
+            "volumeType": "General Purpose",
+            "usagetype": f"EBS:VolumeUsage.{volume_type}",
+            "storageMedia": "SSD-backed",
+            "maxVolumeSize": "16 TiB",
+        },
+        usd,
+        "GB-Mo",
+        f"${float(usd)} per GB-month of {volume_type} provisioned storage - US East (Northern Virginia)",
     )
 
 
 def efs_entry(usd: str) -> str:
     return _entry(
-        "AmazonEFS", "Storage", "EFSSTANDARD",
+        "AmazonEFS",
+        "Storage",
+        "EFSSTANDARD",
         {"storageClass": "General Purpose", "usagetype": "TimedStorage-ByteHrs", "operation": ""},
-        usd, "GB-Mo", f"${float(usd)} per GB-Mo for Standard storage (USE1)",
+        usd,
+        "GB-Mo",
+        f"${float(usd)} per GB-Mo for Standard storage (USE1)",
     )
 
 
 def lustre_entry(deployment: str, throughput: str, usd: str, *, storage: str = "SSD", sku: str = "") -> str:
     return _entry(
-        "AmazonFSx", "Storage", sku or f"FSX{deployment}{throughput}{storage}",
-        {"fileSystemType": "Lustre", "storageType": storage, "deploymentOption": deployment,
-         "throughputCapacity": throughput, "usagetype": f"USE1-Storage.{storage}.{throughput}",
-         "operation": "CreateFileSystem:Lustre"},
-        usd, "GB-Mo", f"${float(usd)} per GB-month of Lustre {deployment} {storage} storage",
+        "AmazonFSx",
+        "Storage",
+        sku or f"FSX{deployment}{throughput}{storage}",
+        {
+            "fileSystemType": "Lustre",
+            "storageType": storage,
+            "deploymentOption": deployment,
+            "throughputCapacity": throughput,
+            "usagetype": f"USE1-Storage.{storage}.{throughput}",
+            "operation": "CreateFileSystem:Lustre",
+        },
+        usd,
+        "GB-Mo",
+        f"${float(usd)} per GB-month of Lustre {deployment} {storage} storage",
     )
 
 
@@ -138,16 +171,32 @@ def term_filters(**terms: str) -> list[dict]:
 
 
 def ec2_filters(instance_type: str, region: str = REGION) -> list[dict]:
-    return term_filters(regionCode=region, locationType="AWS Region", instanceType=instance_type,
-                        operatingSystem="Linux", tenancy="Shared", preInstalledSw="NA", capacitystatus="Used")
+    return term_filters(
+        regionCode=region,
+        locationType="AWS Region",
+        instanceType=instance_type,
+        operatingSystem="Linux",
+        tenancy="Shared",
+        preInstalledSw="NA",
+        capacitystatus="Used",
+    )
 
 
 def ebs_filters(volume_type: str, region: str = REGION) -> list[dict]:
-    return term_filters(regionCode=region, locationType="AWS Region", productFamily="Storage", volumeApiName=volume_type)
+    return term_filters(
+        regionCode=region, locationType="AWS Region", productFamily="Storage", volumeApiName=volume_type
+    )
 
 
-def expect(stubber: Stubber, service: str, filters: list[dict], entries: list[str], *,
-           next_token: str | None = None, token: str | None = None) -> None:
+def expect(
+    stubber: Stubber,
+    service: str,
+    filters: list[dict],
+    entries: list[str],
+    *,
+    next_token: str | None = None,
+    token: str | None = None,
+) -> None:
     response = {"FormatVersion": "aws_v1", "PriceList": entries}
     if next_token:
         response["NextToken"] = next_token
@@ -162,8 +211,12 @@ def expect_region(stubber: Stubber, ec2: dict[str, list[str]], ebs: dict[str, li
         expect(stubber, "AmazonEC2", ec2_filters(instance_type, region), entries)
     for volume_type, entries in ebs.items():
         expect(stubber, "AmazonEC2", ebs_filters(volume_type, region), entries)
-    expect(stubber, "AmazonEFS", term_filters(regionCode=region, productFamily="Storage", storageClass="General Purpose"),
-           [efs_entry("0.3000000000")])
+    expect(
+        stubber,
+        "AmazonEFS",
+        term_filters(regionCode=region, productFamily="Storage", storageClass="General Purpose"),
+        [efs_entry("0.3000000000")],
+    )
     expect(stubber, "AmazonFSx", term_filters(regionCode=region, fileSystemType="Lustre"), LUSTRE_ENTRIES)
 
 
@@ -203,7 +256,9 @@ def test_fetch_reads_on_demand_prices_from_price_list_entries(pricing):
     assert catalog.fsx_lustre_gb_month(REGION, "PERSISTENT_1", 50) == 0.145
     assert catalog.fsx_lustre_gb_month(REGION, "PERSISTENT_2", 250) == 0.21
     assert dict(catalog.regions[REGION].fsx_lustre_gb_month) == {
-        "SCRATCH_2": 0.14, "PERSISTENT_1_50": 0.145, "PERSISTENT_2_250": 0.21,
+        "SCRATCH_2": 0.14,
+        "PERSISTENT_1_50": 0.145,
+        "PERSISTENT_2_250": 0.21,
     }
     assert on_demand_usd(ec2_entry("c5.xlarge", "0.1700000000"), "Hrs") == [0.17]  # not the Reserved 0.05
     # and what it writes reads back as the same catalog
@@ -221,7 +276,9 @@ def test_a_type_without_a_product_is_reported_not_zeroed(pricing):
     # When the refresher reads them
     with pytest.raises(MissingPricesError) as caught:
         PriceListRefresher(client).fetch(
-            [REGION], ["c5.xlarge", "c5.bogus", "t3.nano"], volume_types=["gp3"],
+            [REGION],
+            ["c5.xlarge", "c5.bogus", "t3.nano"],
+            volume_types=["gp3"],
             lustre_keys=["SCRATCH_2", "PERSISTENT_2_1000"],
         )
 
@@ -229,7 +286,9 @@ def test_a_type_without_a_product_is_reported_not_zeroed(pricing):
     error = caught.value
     assert isinstance(error, UnknownPriceError)
     assert error.missing == [
-        "us-east-1 EC2 c5.bogus", "us-east-1 EC2 t3.nano", "us-east-1 FSx Lustre PERSISTENT_2_1000",
+        "us-east-1 EC2 c5.bogus",
+        "us-east-1 EC2 t3.nano",
+        "us-east-1 FSx Lustre PERSISTENT_2_1000",
     ]
     assert "c5.bogus" in error.message
     assert error.catalog.instance_hourly(REGION, "c5.xlarge") == 0.17
@@ -270,28 +329,34 @@ def test_default_pricing_client_is_built_lazily_in_us_east_1(monkeypatch):
 @pytest.fixture
 def catalog_file(tmp_path):
     path = tmp_path / "price_catalog.json"
-    path.write_text(PriceCatalog.from_dict({
-        "as_of": "2026-11-01",
-        "source": "transcribed",
-        "regions": {
-            REGION: {
-                "ec2_hourly": {"c5.large": 0.08, "t3.micro": 0.0104},
-                "ebs_gb_month": {"gp3": 0.08},
-                "efs_standard_gb_month": 0.3,
-                "fsx_lustre_gb_month": {"SCRATCH_2": 0.14},
-            },
-            "eu-west-1": {"ec2_hourly": {"c5.large": 0.096}},
-        },
-    }).to_json())
+    path.write_text(
+        PriceCatalog.from_dict(
+            {
+                "as_of": "2026-11-01",
+                "source": "transcribed",
+                "regions": {
+                    REGION: {
+                        "ec2_hourly": {"c5.large": 0.08, "t3.micro": 0.0104},
+                        "ebs_gb_month": {"gp3": 0.08},
+                        "efs_standard_gb_month": 0.3,
+                        "fsx_lustre_gb_month": {"SCRATCH_2": 0.14},
+                    },
+                    "eu-west-1": {"ec2_hourly": {"c5.large": 0.096}},
+                },
+            }
+        ).to_json()
+    )
     return path
 
 
 def test_command_writes_the_refreshed_catalog_and_prints_changes(pricing, catalog_file, capsys):
     client, stubber = pricing
     # Given AWS now lists c5.large at 0.085 (the catalog has 0.08) and the rest unchanged
-    expect_region(stubber,
-                  {"c5.large": [ec2_entry("c5.large", "0.0850000000")], "t3.micro": [ec2_entry("t3.micro", "0.0104000000")]},
-                  {"gp3": [ebs_entry("gp3", "0.0800000000")]})
+    expect_region(
+        stubber,
+        {"c5.large": [ec2_entry("c5.large", "0.0850000000")], "t3.micro": [ec2_entry("t3.micro", "0.0104000000")]},
+        {"gp3": [ebs_entry("gp3", "0.0800000000")]},
+    )
 
     # When the command refreshes us-east-1 into the same file
     code = main(["--regions", REGION, "--output", str(catalog_file)], refresher=PriceListRefresher(client))
@@ -313,9 +378,11 @@ def test_command_exits_non_zero_and_writes_nothing_when_a_price_is_missing(prici
     client, stubber = pricing
     before = catalog_file.read_text()
     # Given AWS no longer lists t3.micro
-    expect_region(stubber,
-                  {"c5.large": [ec2_entry("c5.large", "0.0850000000")], "t3.micro": []},
-                  {"gp3": [ebs_entry("gp3", "0.0800000000")]})
+    expect_region(
+        stubber,
+        {"c5.large": [ec2_entry("c5.large", "0.0850000000")], "t3.micro": []},
+        {"gp3": [ebs_entry("gp3", "0.0800000000")]},
+    )
 
     code = main(["--regions", REGION, "--output", str(catalog_file)], refresher=PriceListRefresher(client))
 
@@ -341,40 +408,70 @@ def test_spot_prices_for_another_region(aws):
 
 def test_spot_price_is_the_newest_per_zone_then_the_highest_zone():
     client = boto3.client("ec2", region_name=REGION)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def row(instance_type, zone, usd, minutes_ago):
-        return {"AvailabilityZone": zone, "InstanceType": instance_type, "ProductDescription": "Linux/UNIX",
-                "SpotPrice": usd, "Timestamp": now - timedelta(minutes=minutes_ago)}
+        return {
+            "AvailabilityZone": zone,
+            "InstanceType": instance_type,
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": usd,
+            "Timestamp": now - timedelta(minutes=minutes_ago),
+        }
 
-    params = {"InstanceTypes": ["c5.large", "r5.large", "x9.huge"], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY}
+    params = {
+        "InstanceTypes": ["c5.large", "r5.large", "x9.huge"],
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": ANY,
+    }
     with Stubber(client) as stubber:
         # Given us-east-1a's price fell from 0.050 to 0.031, 1b is at 0.042 and 1c (next page) at 0.038
-        stubber.add_response("describe_spot_price_history", {
-            "SpotPriceHistory": [
-                row("c5.large", "us-east-1a", "0.050000", 90),
-                row("c5.large", "us-east-1a", "0.031000", 5),
-                row("c5.large", "us-east-1b", "0.042000", 30),
-                row("r5.large", "us-east-1a", "0.040100", 12),
-            ],
-            "NextToken": "page-2",
-        }, expected_params=params)
-        stubber.add_response("describe_spot_price_history", {
-            "SpotPriceHistory": [row("c5.large", "us-east-1c", "0.038000", 1)],
-            "NextToken": "",
-        }, expected_params={**params, "NextToken": "page-2"})
+        stubber.add_response(
+            "describe_spot_price_history",
+            {
+                "SpotPriceHistory": [
+                    row("c5.large", "us-east-1a", "0.050000", 90),
+                    row("c5.large", "us-east-1a", "0.031000", 5),
+                    row("c5.large", "us-east-1b", "0.042000", 30),
+                    row("r5.large", "us-east-1a", "0.040100", 12),
+                ],
+                "NextToken": "page-2",
+            },
+            expected_params=params,
+        )
+        stubber.add_response(
+            "describe_spot_price_history",
+            {
+                "SpotPriceHistory": [row("c5.large", "us-east-1c", "0.038000", 1)],
+                "NextToken": "",
+            },
+            expected_params={**params, "NextToken": "page-2"},
+        )
 
         spot = SpotPrices(client)
         book = spot.by_zone(["r5.large", "c5.large", "x9.huge", "c5.large"])
-        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": [
-            row("c5.large", "us-east-1a", "0.031000", 5), row("c5.large", "us-east-1b", "0.042000", 30),
-            row("r5.large", "us-east-1a", "0.040100", 12)], "NextToken": ""}, expected_params=params)
+        stubber.add_response(
+            "describe_spot_price_history",
+            {
+                "SpotPriceHistory": [
+                    row("c5.large", "us-east-1a", "0.031000", 5),
+                    row("c5.large", "us-east-1b", "0.042000", 30),
+                    row("r5.large", "us-east-1a", "0.040100", 12),
+                ],
+                "NextToken": "",
+            },
+            expected_params=params,
+        )
         prices = spot.latest(["r5.large", "c5.large", "x9.huge", "c5.large"])
         stubber.assert_no_pending_responses()
 
     # Then each zone is at its newest price (what a node there is charged), x9.huge is absent...
-    assert book == {("c5.large", "us-east-1a"): 0.031, ("c5.large", "us-east-1b"): 0.042,
-                    ("c5.large", "us-east-1c"): 0.038, ("r5.large", "us-east-1a"): 0.0401}
+    assert book == {
+        ("c5.large", "us-east-1a"): 0.031,
+        ("c5.large", "us-east-1b"): 0.042,
+        ("c5.large", "us-east-1c"): 0.038,
+        ("r5.large", "us-east-1a"): 0.0401,
+    }
     # ...and for an estimate before nodes exist, the dearest zone wins
     assert prices == {"c5.large": 0.042, "r5.large": 0.0401}
 

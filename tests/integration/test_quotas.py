@@ -1,5 +1,6 @@
 """Per-owner quotas through the API (answers checked against openapi.yaml): live clusters,
 compute nodes at full size and budgets, the deployment's defaults unless an admin set them."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,8 +43,13 @@ def test_a_launch_beyond_the_quota_is_refused_and_creates_nothing(api: Api) -> N
     from lsstctl.domain.models import ClusterState, cluster_id
     from lsstctl.services.clusters import transition
 
-    api.call("PUT", "/quotas/{owner}", owner=OWNER, body={"live_clusters": 1, "total_nodes": 3,
-                                                           "total_budget_usd": 30}, who=ADMIN)
+    api.call(
+        "PUT",
+        "/quotas/{owner}",
+        owner=OWNER,
+        body={"live_clusters": 1, "total_nodes": 3, "total_budget_usd": 30},
+        who=ADMIN,
+    )
     # Given one live cluster (2 nodes, $20)
     assert launch(api, "first")[0] == 202
     # When the same launch is repeated, then it converges (its own cluster is not counted)
@@ -88,9 +94,19 @@ def test_an_owners_monthly_budget_holds_across_five_clusters_and_their_relaunche
     # c0 ends at 99.9 % of its budget (its ledger says so): the relaunch has only $0.02 left
     deps = wiring.deps()
     c0 = deps.store.get_cluster(cluster_id(OWNER, "c0"))
-    deps.store.put_ledger(c0.id, c0.generation, OWNER, {"cluster_id": c0.id, "generation": c0.generation, "owner": OWNER,
-                                                       "spend_usd": 19.98, "burn_usd_per_hour": 0.0,
-                                                       "measured_at": deps.clock().isoformat()})
+    deps.store.put_ledger(
+        c0.id,
+        c0.generation,
+        OWNER,
+        {
+            "cluster_id": c0.id,
+            "generation": c0.generation,
+            "owner": OWNER,
+            "spend_usd": 19.98,
+            "burn_usd_per_hour": 0.0,
+            "measured_at": deps.clock().isoformat(),
+        },
+    )
     for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
         transition(deps, c0.id, state, "test")
     status, body = launch(api, "c0", budget_usd=20)
@@ -125,8 +141,9 @@ def test_a_project_budget_holds_across_five_clusters_of_its_members(api: Api) ->
     from lsstctl.domain.models import ClusterState, cluster_id
     from lsstctl.services.clusters import transition
 
-    made = api.call("PUT", "/projects/{name}", name="grant", body={"members": [OWNER, OTHER], "budget_usd": 100},
-                    who=ADMIN)
+    made = api.call(
+        "PUT", "/projects/{name}", name="grant", body={"members": [OWNER, OTHER], "budget_usd": 100}, who=ADMIN
+    )
     assert made.status == 200 and made.body["usage"]["left_usd"] == 100
     for i in range(3):
         assert launch(api, f"a{i}", budget_usd=20, project="grant")[0] == 202
@@ -142,15 +159,28 @@ def test_a_project_budget_holds_across_five_clusters_of_its_members(api: Api) ->
     # a0 ends at 99.9 % of its budget: a relaunch in the grant has $0.02 left
     deps = wiring.deps()
     a0 = deps.store.get_cluster(cluster_id(OWNER, "a0"))
-    deps.store.put_ledger(a0.id, a0.generation, OWNER, {"cluster_id": a0.id, "generation": a0.generation, "owner": OWNER,
-                                                       "project": "grant", "spend_usd": 19.98, "burn_usd_per_hour": 0.0,
-                                                       "measured_at": deps.clock().isoformat()})
+    deps.store.put_ledger(
+        a0.id,
+        a0.generation,
+        OWNER,
+        {
+            "cluster_id": a0.id,
+            "generation": a0.generation,
+            "owner": OWNER,
+            "project": "grant",
+            "spend_usd": 19.98,
+            "burn_usd_per_hour": 0.0,
+            "measured_at": deps.clock().isoformat(),
+        },
+    )
     for state in (ClusterState.TEARING_DOWN, ClusterState.DELETED):
         transition(deps, a0.id, state, "test")
     status, body = launch(api, "a0", budget_usd=20, project="grant")
     assert status == 403 and body["error"]["details"]["left"] == pytest.approx(0.02)
     view = api.call("GET", "/projects/{name}", name="grant").body
-    assert view["usage"]["committed_usd"] == pytest.approx(99.98) and view["project"]["members"] == sorted([OTHER, OWNER])
+    assert view["usage"]["committed_usd"] == pytest.approx(99.98) and view["project"]["members"] == sorted(
+        [OTHER, OWNER]
+    )
     assert [p["name"] for p in api.call("GET", "/projects", who=OTHER).body["projects"]] == ["grant"]
     # Not a member: refused, naming the field; nobody else sees it
     api.call("PUT", "/projects/{name}", name="other-grant", body={"members": [OTHER], "budget_usd": 100}, who=ADMIN)
@@ -158,10 +188,20 @@ def test_a_project_budget_holds_across_five_clusters_of_its_members(api: Api) ->
     assert (status, body["error"]["field"]) == (400, "project")
     assert api.call("GET", "/projects/{name}", name="other-grant").status == 404
     # Fixed dates: the grant is closed outside them
-    api.call("PUT", "/projects/{name}", name="old-grant",
-             body={"members": [OWNER], "budget_usd": 100, "starts": "2020-01-01", "ends": "2020-06-01"}, who=ADMIN)
+    api.call(
+        "PUT",
+        "/projects/{name}",
+        name="old-grant",
+        body={"members": [OWNER], "budget_usd": 100, "starts": "2020-01-01", "ends": "2020-06-01"},
+        who=ADMIN,
+    )
     status, body = launch(api, "late", budget_usd=5, project="old-grant")
     assert (status, body["error"]["field"]) == (400, "project") and "not now" in body["error"]["message"]
-    bad = api.call("PUT", "/projects/{name}", name="grant", body={"members": [OWNER], "budget_usd": 1, "starts": "2026-01-01"},
-                   who=ADMIN)
+    bad = api.call(
+        "PUT",
+        "/projects/{name}",
+        name="grant",
+        body={"members": [OWNER], "budget_usd": 1, "starts": "2026-01-01"},
+        who=ADMIN,
+    )
     assert bad.status == 400

@@ -1,8 +1,9 @@
 """The per-owner limit on mutating requests, through the API (answers checked against
 openapi.yaml), on a clock the test controls."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +18,7 @@ def limited(api: Api, monkeypatch: pytest.MonkeyPatch):
     from lsstctl.emulator.clock import VirtualClock
 
     monkeypatch.setenv("LSSTCTL_RATE_LIMIT_PER_MINUTE", "3")
-    clock = VirtualClock(datetime(2026, 12, 4, 10, 0, 15, tzinfo=timezone.utc))
+    clock = VirtualClock(datetime(2026, 12, 4, 10, 0, 15, tzinfo=UTC))
     wiring.reset()
     wiring.use_clock(clock)
     yield api, clock

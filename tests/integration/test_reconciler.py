@@ -1,5 +1,6 @@
 """The reconciler on moto, with a clock we control: every way the records and AWS can
 disagree, and what a pass does about it (then, that a second pass does nothing more)."""
+
 from __future__ import annotations
 
 import boto3
@@ -49,8 +50,13 @@ def test_a_claimed_teardown_whose_execution_never_started_is_started_by_the_next
     ready("claimed", plane, budget_usd=100)
     deps = wiring.deps()
     claimed = deps.workflows.execution_arn(deps.settings.teardown_state_machine_arn, f"teardown-{cid('claimed')}-g1-a1")
-    clusters.transition(deps, cid("claimed"), ClusterState.TEARING_DOWN, "user", updates={
-        "teardown_execution": claimed, "teardown_reason": "user"})
+    clusters.transition(
+        deps,
+        cid("claimed"),
+        ClusterState.TEARING_DOWN,
+        "user",
+        updates={"teardown_execution": claimed, "teardown_reason": "user"},
+    )
     deps.monitor.delete_idle_alarm(cid("claimed"))
     assert deps.store.get_cluster(cid("claimed")).teardown_started_at is None  # what GET shows
     # Then the reconciler leaves it while the request may still be at it (a minute)...
@@ -69,8 +75,12 @@ def test_a_failed_teardown_is_retried_with_backoff_while_it_may_bill(plane):
     record = clusters.request_teardown(wiring.deps(), cid("flaky"), reason="idle")
     deps = wiring.deps()
     steps.begin_teardown(deps, cid("flaky"), record.generation, record.teardown_execution, "idle")
-    steps.teardown_failed(deps, cid("flaky"), record.teardown_execution,
-                          {"Error": "AwsUnavailableError", "Cause": "{\"errorMessage\": \"throttled\"}"})
+    steps.teardown_failed(
+        deps,
+        cid("flaky"),
+        record.teardown_execution,
+        {"Error": "AwsUnavailableError", "Cause": '{"errorMessage": "throttled"}'},
+    )
     assert deps.store.get_cluster(cid("flaky")).state == ClusterState.FAILED and billing("flaky")
     # Not at once: a first retry five minutes after the failure, then twice as long each time
     plane.advance(4 * 60)
@@ -135,10 +145,19 @@ def test_a_request_whose_workflow_never_started_is_withdrawn(plane):
 
     deps = wiring.deps()
     now = iso(plane())
-    deps.store.create_cluster(Cluster(
-        name="ghost", owner="alice", spec=ClusterSpec.model_validate({**cluster_spec("ghost"), "owner": "alice"}),
-        created_at=now, updated_at=now, history=[Transition(state="requested", at=now, reason="test")],
-        launch_execution=deps.workflows.execution_arn(deps.settings.launch_state_machine_arn, f"launch-{cid('ghost')}-g1")))
+    deps.store.create_cluster(
+        Cluster(
+            name="ghost",
+            owner="alice",
+            spec=ClusterSpec.model_validate({**cluster_spec("ghost"), "owner": "alice"}),
+            created_at=now,
+            updated_at=now,
+            history=[Transition(state="requested", at=now, reason="test")],
+            launch_execution=deps.workflows.execution_arn(
+                deps.settings.launch_state_machine_arn, f"launch-{cid('ghost')}-g1"
+            ),
+        )
+    )
     assert kinds(reconciler.reconcile(deps)) == []  # the request may still be starting it
     plane.advance(GRACE_PLUS)
     assert kinds(reconciler.reconcile(deps)) == ["launch_never_started"]
@@ -148,14 +167,21 @@ def test_a_request_whose_workflow_never_started_is_withdrawn(plane):
 def test_what_no_live_record_explains_is_metered_then_deleted(plane):
     # Given resources under a name no record holds, and leftovers of a deleted cluster
     deps = wiring.deps()
-    from lsstctl.domain.pcluster_config import render_cluster_config
     from lsstctl.domain.models import ClusterSpec
+    from lsstctl.domain.pcluster_config import render_cluster_config
     from tests.conftest import cluster_spec
 
     spec = ClusterSpec.model_validate({**cluster_spec("nobody"), "owner": "mallory"})
-    config = render_cluster_config(spec, owner="mallory", subnet_id=deps.settings.cluster_subnet_id,
-                                   key_name=deps.settings.cluster_key_name, archive_bucket="b", archive_prefix="p",
-                                   metrics_policy_arn=deps.settings.head_node_metrics_policy_arn, cluster_id="nobody")
+    config = render_cluster_config(
+        spec,
+        owner="mallory",
+        subnet_id=deps.settings.cluster_subnet_id,
+        key_name=deps.settings.cluster_key_name,
+        archive_bucket="b",
+        archive_prefix="p",
+        metrics_policy_arn=deps.settings.head_node_metrics_policy_arn,
+        cluster_id="nobody",
+    )
     deps.engine.create_cluster("nobody", config)
     ready("gone", plane, budget_usd=100)
     play_teardown(clusters.request_teardown(deps, cid("gone"), reason="user").name)
@@ -210,9 +236,17 @@ def test_jobs_whose_workflow_never_started_are_cancelled_and_interrupted_ones_re
 def test_a_user_whose_request_failed_after_iam_is_adopted(plane):
     deps = wiring.deps()
     s = deps.settings
-    deps.users.ensure_user(name="lsst-carol", owner="carol", policy_name="p", policy={"Version": "2012-10-17",
-                           "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]},
-                           secret_name=f"{s.secret_prefix}carol", tags={"lsstctl:owner": "carol"})
+    deps.users.ensure_user(
+        name="lsst-carol",
+        owner="carol",
+        policy_name="p",
+        policy={
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}],
+        },
+        secret_name=f"{s.secret_prefix}carol",
+        tags={"lsstctl:owner": "carol"},
+    )
     assert deps.store.get_user("carol") is None
     summary = reconciler.reconcile(deps)
     assert kinds(summary) == ["user_adopted"]

@@ -2,9 +2,11 @@
 call failing every time still handles every item that does not need that call; reads that
 fail for a while are retried inside the pass; a DELETE whose StartExecution keeps failing is
 torn down by the pass after it."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -23,8 +25,12 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # The pass backs off between read attempts; a test does not wait for real seconds.
     monkeypatch.setenv("LSSTCTL_RECONCILE_READ_BACKOFF_SECONDS", "0.001")
     # Every round leaves its clusters (their workflows do not run here): room for them all.
-    for quota, value in (("LIVE_CLUSTERS", "1000"), ("TOTAL_NODES", "100000"), ("TOTAL_BUDGET_USD", "1000000"),
-                         ("MONTHLY_BUDGET_USD", "1000000")):
+    for quota, value in (
+        ("LIVE_CLUSTERS", "1000"),
+        ("TOTAL_NODES", "100000"),
+        ("TOTAL_BUDGET_USD", "1000000"),
+        ("MONTHLY_BUDGET_USD", "1000000"),
+    ):
         monkeypatch.setenv(f"LSSTCTL_QUOTA_{quota}", value)
 
 
@@ -40,8 +46,12 @@ def failed_teardown(name: str, plane: Any) -> None:
         record = clusters.request_teardown(deps, cid(name), reason="idle")
     if record.state == ClusterState.TEARING_DOWN:
         steps.begin_teardown(deps, cid(name), record.generation, record.teardown_execution, "idle")
-        steps.teardown_failed(deps, cid(name), record.teardown_execution,
-                              {"Error": "AwsUnavailableError", "Cause": "{\"errorMessage\": \"throttled\"}"})
+        steps.teardown_failed(
+            deps,
+            cid(name),
+            record.teardown_execution,
+            {"Error": "AwsUnavailableError", "Cause": '{"errorMessage": "throttled"}'},
+        )
 
 
 def without_alarm(name: str, plane: Any) -> None:
@@ -61,10 +71,19 @@ def orphan(name: str, plane: Any) -> None:
     if deps.engine.describe_cluster(name).status != "NOT_FOUND":
         return
     spec = ClusterSpec.model_validate({**cluster_spec(name), "owner": "mallory"})
-    deps.engine.create_cluster(name, render_cluster_config(
-        spec, owner="mallory", subnet_id=deps.settings.cluster_subnet_id, key_name=deps.settings.cluster_key_name,
-        archive_bucket="b", archive_prefix="p", metrics_policy_arn=deps.settings.head_node_metrics_policy_arn,
-        cluster_id=name))
+    deps.engine.create_cluster(
+        name,
+        render_cluster_config(
+            spec,
+            owner="mallory",
+            subnet_id=deps.settings.cluster_subnet_id,
+            key_name=deps.settings.cluster_key_name,
+            archive_bucket="b",
+            archive_prefix="p",
+            metrics_policy_arn=deps.settings.head_node_metrics_policy_arn,
+            cluster_id=name,
+        ),
+    )
 
 
 # Each item of a pass, how to (re)make it, and what the pass does about it.
@@ -145,8 +164,14 @@ def test_reads_failing_for_a_while_are_retried_inside_the_pass(plane: Any) -> No
     failures: dict[str, int] = {}
 
     def first_two_of_each_read(call: Call) -> bool:
-        if call.operation not in {"DescribeInstances", "DescribeVolumes", "DescribeAlarms", "Query", "DescribeStacks",
-                                  "ListStacks"}:
+        if call.operation not in {
+            "DescribeInstances",
+            "DescribeVolumes",
+            "DescribeAlarms",
+            "Query",
+            "DescribeStacks",
+            "ListStacks",
+        }:
             return False
         failures[call.operation] = failures.get(call.operation, 0) + 1
         return failures[call.operation] <= 2
@@ -168,7 +193,7 @@ def test_a_delete_whose_workflow_cannot_start_is_torn_down_by_the_next_pass(plan
             except Exception as error:
                 from lsstctl.adapters.aws import classify
 
-                raise classify(error) or error
+                raise classify(error) or error  # noqa: B904 (re-raised as the route would map it)
     record = deps.store.get_cluster(cid("stuck"))
     assert record.state == ClusterState.TEARING_DOWN and record.teardown_started_at is None  # GET shows it
     plane.advance(deps.settings.reconcile_start_grace_seconds + 1)

@@ -1,4 +1,5 @@
 """DynamoDB state: conditional writes decide races; terminal job states are final."""
+
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,8 @@ import pytest
 
 from lsstctl.adapters.dynamodb_state import DynamoStateStore, table_definition
 from lsstctl.domain.lifecycle import CLAIMABLE_FOR_TEARDOWN
-from lsstctl.domain.models import Cluster, ClusterSpec, ClusterState as S, Job, JobSpec, JobState, cluster_id
+from lsstctl.domain.models import Cluster, ClusterSpec, Job, JobSpec, JobState, cluster_id
+from lsstctl.domain.models import ClusterState as S
 from lsstctl.errors import ConflictError, InvalidTransitionError, NotFoundError
 
 NOW = "2026-11-24T12:00:00Z"
@@ -48,8 +50,13 @@ def test_racing_transitions_have_exactly_one_winner(store):
     def claim(i: int) -> None:
         barrier.wait()
         try:
-            store.transition(C1, to=S.TEARING_DOWN, reason=f"t{i}", allowed_from=CLAIMABLE_FOR_TEARDOWN,
-                             updates={"teardown_execution": f"exec-{i}"})
+            store.transition(
+                C1,
+                to=S.TEARING_DOWN,
+                reason=f"t{i}",
+                allowed_from=CLAIMABLE_FOR_TEARDOWN,
+                updates={"teardown_execution": f"exec-{i}"},
+            )
             winners.append(i)
         except InvalidTransitionError:
             losers.append(i)
@@ -67,14 +74,32 @@ def test_racing_transitions_have_exactly_one_winner(store):
 
 def test_a_retried_step_finds_its_own_transition(store):
     store.create_cluster(cluster())
-    first = store.transition(C1, to=S.TEARING_DOWN, reason="user", allowed_from=CLAIMABLE_FOR_TEARDOWN,
-                             updates={"teardown_execution": "e1"}, or_if={"teardown_execution": "e1"})
-    again = store.transition(C1, to=S.TEARING_DOWN, reason="user", allowed_from=CLAIMABLE_FOR_TEARDOWN,
-                             updates={"teardown_execution": "e1"}, or_if={"teardown_execution": "e1"})
+    first = store.transition(
+        C1,
+        to=S.TEARING_DOWN,
+        reason="user",
+        allowed_from=CLAIMABLE_FOR_TEARDOWN,
+        updates={"teardown_execution": "e1"},
+        or_if={"teardown_execution": "e1"},
+    )
+    again = store.transition(
+        C1,
+        to=S.TEARING_DOWN,
+        reason="user",
+        allowed_from=CLAIMABLE_FOR_TEARDOWN,
+        updates={"teardown_execution": "e1"},
+        or_if={"teardown_execution": "e1"},
+    )
     assert again.history == first.history  # no second history entry
     with pytest.raises(InvalidTransitionError):
-        store.transition(C1, to=S.TEARING_DOWN, reason="other", allowed_from=CLAIMABLE_FOR_TEARDOWN,
-                         updates={"teardown_execution": "e2"}, or_if={"teardown_execution": "e2"})
+        store.transition(
+            C1,
+            to=S.TEARING_DOWN,
+            reason="other",
+            allowed_from=CLAIMABLE_FOR_TEARDOWN,
+            updates={"teardown_execution": "e2"},
+            or_if={"teardown_execution": "e2"},
+        )
 
 
 def test_lifecycle_rules_apply_even_if_the_caller_allows_more(store):
@@ -111,7 +136,15 @@ def test_two_owners_may_hold_the_same_name(store):
     store.transition(bobs.id, to=S.TEARING_DOWN, reason="user", allowed_from=CLAIMABLE_FOR_TEARDOWN)
     assert store.get_cluster(alices.id).state == S.REQUESTED  # bob's change is bob's alone
     for owner in ("alice", "bob"):
-        store.put_job(Job(job_id="j1", cluster="c1", owner=owner, spec=JobSpec(command=f"echo {owner}"),
-                          created_at=NOW, updated_at=NOW))
+        store.put_job(
+            Job(
+                job_id="j1",
+                cluster="c1",
+                owner=owner,
+                spec=JobSpec(command=f"echo {owner}"),
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
     assert [j.spec.command for j in store.list_jobs(alices.id)] == ["echo alice"]
     assert [j.spec.command for j in store.list_jobs(bobs.id)] == ["echo bob"]

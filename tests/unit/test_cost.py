@@ -1,9 +1,9 @@
 """Spend arithmetic against hand-computed values, and the guard's stopping rule."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lsstctl.domain.pricing import gb_month_to_hourly
 from lsstctl.domain.cost import (
     Resource,
     TeardownTiming,
@@ -12,13 +12,21 @@ from lsstctl.domain.cost import (
     spend_ceiling,
     thresholds_crossed,
 )
+from lsstctl.domain.pricing import gb_month_to_hourly
 
-T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def instance(id_: str, hourly: float, minutes: float, role: str = "compute", ended: float | None = None) -> Resource:
-    return Resource(id=id_, kind="instance", role=role, type="x", hourly_usd=hourly, started_at=T0,
-                    ended_at=T0 + timedelta(minutes=ended) if ended is not None else None)
+    return Resource(
+        id=id_,
+        kind="instance",
+        role=role,
+        type="x",
+        hourly_usd=hourly,
+        started_at=T0,
+        ended_at=T0 + timedelta(minutes=ended) if ended is not None else None,
+    )
 
 
 def test_per_second_billing_with_a_one_minute_minimum():
@@ -41,7 +49,9 @@ def test_measure_separates_what_teardown_can_stop_at_once():
         instance("head", 0.0416, 0, role="head"),
         instance("c1", 0.17, 0),
         instance("c2", 0.17, 0, ended=30),
-        Resource(id="vol", kind="volume", role="storage", type="gp3", hourly_usd=gb_month_to_hourly(0.08, 200), started_at=T0),
+        Resource(
+            id="vol", kind="volume", role="storage", type="gp3", hourly_usd=gb_month_to_hourly(0.08, 200), started_at=T0
+        ),
     ]
     now = T0 + timedelta(hours=2)
     report = measure(resources, now, potential_compute_usd_per_hour=0.17 * 4)
@@ -56,7 +66,9 @@ def test_measure_separates_what_teardown_can_stop_at_once():
 
 
 def test_the_ceiling_covers_a_burst_until_compute_stops_and_the_base_until_the_end():
-    report = measure([instance("head", 1.0, 0, role="head")], T0 + timedelta(hours=1), potential_compute_usd_per_hour=59.0)
+    report = measure(
+        [instance("head", 1.0, 0, role="head")], T0 + timedelta(hours=1), potential_compute_usd_per_hour=59.0
+    )
     timing = TeardownTiming(stop_compute_seconds=120, total_seconds=1200)
     # $1 so far + $60/h for (60 + 120) s + $1/h for (1200 - 120) s = 1 + 3 + 0.3
     assert spend_ceiling(report, guard_interval_seconds=60, timing=timing) == pytest.approx(4.3)
@@ -73,16 +85,65 @@ def test_warnings_cross_each_threshold_once():
 def test_a_jobs_cost_is_its_share_of_its_nodes_for_the_time_it_ran():
     from lsstctl.domain.cost import job_cost_usd
 
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     hour = timedelta(hours=1)
     # Two whole 16-vCPU nodes for half an hour at $0.68/h each.
-    assert job_cost_usd(started_at=start, ended_at=start + hour / 2, now=start + hour, node_count=2, cpus=32,
-                        node_hourly_usd=0.68, node_vcpus=16) == pytest.approx(0.68)
+    assert job_cost_usd(
+        started_at=start,
+        ended_at=start + hour / 2,
+        now=start + hour,
+        node_count=2,
+        cpus=32,
+        node_hourly_usd=0.68,
+        node_vcpus=16,
+    ) == pytest.approx(0.68)
     # Four CPUs of one such node for an hour, still running: a quarter of the node, up to now.
-    assert job_cost_usd(started_at=start, ended_at=None, now=start + hour, node_count=1, cpus=4,
-                        node_hourly_usd=0.68, node_vcpus=16) == pytest.approx(0.17)
+    assert job_cost_usd(
+        started_at=start, ended_at=None, now=start + hour, node_count=1, cpus=4, node_hourly_usd=0.68, node_vcpus=16
+    ) == pytest.approx(0.17)
     # Never started: nothing. Unknown vCPUs: whole nodes.
-    assert job_cost_usd(started_at=None, ended_at=None, now=start, node_count=1, cpus=1, node_hourly_usd=1,
-                        node_vcpus=4) == 0
-    assert job_cost_usd(started_at=start, ended_at=start + hour, now=start + hour, node_count=1, cpus=1,
-                        node_hourly_usd=1, node_vcpus=None) == pytest.approx(1)
+    assert (
+        job_cost_usd(started_at=None, ended_at=None, now=start, node_count=1, cpus=1, node_hourly_usd=1, node_vcpus=4)
+        == 0
+    )
+    assert job_cost_usd(
+        started_at=start,
+        ended_at=start + hour,
+        now=start + hour,
+        node_count=1,
+        cpus=1,
+        node_hourly_usd=1,
+        node_vcpus=None,
+    ) == pytest.approx(1)
+
+
+def test_the_cost_history_keeps_the_latest_point_and_thins_out_with_age():
+    from lsstctl.domain.cost import with_sample
+
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    history = None
+    # A month of minutes (the guard's interval), spend growing a cent a minute
+    for minute in range(30 * 24 * 60):
+        history = with_sample(history, start + timedelta(minutes=minute), minute / 100, 0.6)
+    points = history["points"]
+    assert len(points) <= 360 and history["step_seconds"] >= 30 * 24 * 3600 / 360
+    assert points[0][0] == start.isoformat()  # the first measurement stays
+    assert points[-1] == [(start + timedelta(minutes=30 * 24 * 60 - 1)).isoformat(), 431.99, 0.6]  # so does the latest
+    times = [datetime.fromisoformat(p[0]) for p in points]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    assert all(g >= history["step_seconds"] for g in gaps[:-1]) and all(g > 0 for g in gaps)
+    assert [p[1] for p in points] == sorted(p[1] for p in points)
+
+
+def test_the_cost_history_takes_a_repeated_tick_once_and_keeps_only_the_newest_of_close_ones():
+    from lsstctl.domain.cost import with_sample
+
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    one = with_sample(None, at, 1.0, 0.5)
+    # The same tick delivered twice: one point
+    assert with_sample(one, at, 1.0, 0.5) == one
+    # An older measurement arriving late changes nothing
+    assert with_sample(one, at - timedelta(minutes=1), 0.9, 0.5) == one
+    # Two more within a step: the first stays, the newest replaces the one in between
+    two = with_sample(with_sample(one, at + timedelta(seconds=20), 1.1, 0.5), at + timedelta(seconds=40), 1.2, 0.5)
+    assert [p[1] for p in two["points"]] == [1.0, 1.2]

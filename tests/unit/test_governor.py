@@ -1,5 +1,6 @@
 """The scale governor's rule (pure): caps that keep the next tick's spend ceiling under the
 budget, fall as the budget runs down, hold what already bills, and stall at no node."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,14 +15,25 @@ BIG = QueueReach("compute", 0, 15, 3.06)  # c5.18xlarge
 
 def _govern(spend: float, budget: float = 50.0, queues: list[QueueReach] | None = None, caps_now=None):
     queues = queues or [BIG]
-    return govern(budget_usd=budget, spend_usd=spend, base_usd_per_hour=HEAD, queues=queues,
-                  caps_now=caps_now if caps_now is not None else full_caps(queues), guard_interval_seconds=60,
-                  timing=TIMING)
+    return govern(
+        budget_usd=budget,
+        spend_usd=spend,
+        base_usd_per_hour=HEAD,
+        queues=queues,
+        caps_now=caps_now if caps_now is not None else full_caps(queues),
+        guard_interval_seconds=60,
+        timing=TIMING,
+    )
 
 
 def _ceiling(spend: float, queues: list[QueueReach], caps) -> float:
-    report = SpendReport(measured_at=None, spend_usd=spend, burn_usd_per_hour=0.0,  # type: ignore[arg-type]
-                         base_burn_usd_per_hour=HEAD, max_burn_usd_per_hour=HEAD + reach_hourly(queues, caps))
+    report = SpendReport(
+        measured_at=None,
+        spend_usd=spend,
+        burn_usd_per_hour=0.0,  # type: ignore[arg-type]
+        base_burn_usd_per_hour=HEAD,
+        max_burn_usd_per_hour=HEAD + reach_hourly(queues, caps),
+    )
     return spend_ceiling(report, guard_interval_seconds=60, timing=TIMING)
 
 
@@ -32,8 +44,10 @@ def test_a_full_budget_is_not_capped_and_the_cap_falls_as_it_runs_down():
     assert _govern(47).capped and describe_caps(_govern(47).caps, [BIG]).startswith("capped at ")
 
 
-@pytest.mark.parametrize("spend, stalled", [(0.0, False), (30.0, False), (45.0, False), (48.5, False),
-                                            (49.0, False), (49.3, True), (49.6, True)])
+@pytest.mark.parametrize(
+    "spend, stalled",
+    [(0.0, False), (30.0, False), (45.0, False), (48.5, False), (49.0, False), (49.3, True), (49.6, True)],
+)
 def test_the_next_ticks_ceiling_stays_under_the_budget_with_the_caps_chosen(spend, stalled):
     """Whatever the spend, the current caps running flat out for one interval, then the new
     caps' whole reach through the window: still under the budget; one node more would not be.

@@ -2,8 +2,10 @@
 
 The ARNs are those API Gateway passes for SigV4-signed requests (requestContext.identity.
 userArn). The registry here is a dict behind the store's four registry methods."""
+
 from __future__ import annotations
 
+from datetime import UTC
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,10 +44,13 @@ class Registry:
 
 
 def deps(admins: str = f"{ADMIN_USER},{ADMIN_ROLE}") -> Any:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return SimpleNamespace(settings=Settings(account_id=ACCOUNT, admin_principals=admins), store=Registry(),
-                           clock=lambda: datetime(2026, 12, 4, tzinfo=timezone.utc))
+    return SimpleNamespace(
+        settings=Settings(account_id=ACCOUNT, admin_principals=admins),
+        store=Registry(),
+        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
+    )
 
 
 @pytest.fixture
@@ -103,8 +108,17 @@ def test_anyone_else_is_refused_with_the_reason(world, caller, says):
         resolve(world, caller)
 
 
-@pytest.mark.parametrize("caller", [None, "", "alice", "arn:aws:iam::123:user/x", "arn:aws:s3:::bucket",
-                                    f"arn:aws:sts::{ACCOUNT}:assumed-role/OnlyRole"])
+@pytest.mark.parametrize(
+    "caller",
+    [
+        None,
+        "",
+        "alice",
+        "arn:aws:iam::123:user/x",
+        "arn:aws:s3:::bucket",
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/OnlyRole",
+    ],
+)
 def test_missing_or_garbled_identity_is_unauthenticated(world, caller):
     with pytest.raises(UnauthenticatedError):
         resolve(world, caller)
@@ -144,27 +158,35 @@ def test_a_removed_role_is_refused_again(world):
 
 def test_only_admins_manage_the_registry_and_only_for_this_account(world):
     alice = resolve(world, f"arn:aws:iam::{ACCOUNT}:user/lsstctl/lsst-alice")
-    for attempt in (lambda: identity.register_role(world, alice, RegistrationSpec(arn=PIPELINE_ROLE, owner="alice")),
-                    lambda: identity.list_registrations(world, alice),
-                    lambda: identity.remove_registration(world, alice, PIPELINE_ROLE)):
+    for attempt in (
+        lambda: identity.register_role(world, alice, RegistrationSpec(arn=PIPELINE_ROLE, owner="alice")),
+        lambda: identity.list_registrations(world, alice),
+        lambda: identity.remove_registration(world, alice, PIPELINE_ROLE),
+    ):
         with pytest.raises(ForbiddenError):
             attempt()
     assert world.store.items[parse_arn(PIPELINE_ROLE).key].owner == "dave"  # untouched
     admin = Principal("ops-admin", is_admin=True, arn=ADMIN_USER)
     with pytest.raises(ValidationError, match="account"):
-        identity.register_role(world, admin, RegistrationSpec(
-            arn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/Astronomers", trust_session_name=True))
+        identity.register_role(
+            world,
+            admin,
+            RegistrationSpec(arn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/Astronomers", trust_session_name=True),
+        )
     registration, created = identity.register_role(world, admin, RegistrationSpec(arn=PIPELINE_ROLE, owner="dave"))
     assert not created and registration.registered_by == ADMIN_USER  # a repeat changes nothing
 
 
-@pytest.mark.parametrize("body", [
-    {"arn": f"arn:aws:iam::{ACCOUNT}:user/bob", "owner": "bob"},  # users come from create-user
-    {"arn": PIPELINE_ROLE},  # neither an owner nor trusted session names
-    {"arn": PIPELINE_ROLE, "owner": "dave", "trust_session_name": True},  # both
-    {"arn": PIPELINE_ROLE, "owner": "Dave!"},
-    {"arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/NightlyPipeline/x", "owner": "dave"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"arn": f"arn:aws:iam::{ACCOUNT}:user/bob", "owner": "bob"},  # users come from create-user
+        {"arn": PIPELINE_ROLE},  # neither an owner nor trusted session names
+        {"arn": PIPELINE_ROLE, "owner": "dave", "trust_session_name": True},  # both
+        {"arn": PIPELINE_ROLE, "owner": "Dave!"},
+        {"arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/NightlyPipeline/x", "owner": "dave"},
+    ],
+)
 def test_registrations_say_exactly_one_thing(body):
     with pytest.raises(ModelError):
         RegistrationSpec.model_validate(body)
@@ -180,7 +202,9 @@ def test_local_names_are_sessions_of_the_local_people_role():
 
 def test_parse_admins_keys():
     assert parse_admins(f" {ADMIN_USER} , {ADMIN_ROLE} ") == {
-        f"arn:aws:iam::{ACCOUNT}:user/ops-admin", f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmins"}
+        f"arn:aws:iam::{ACCOUNT}:user/ops-admin",
+        f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmins",
+    }
 
 
 def test_others_resources_look_missing():

@@ -2,12 +2,13 @@
 job, with quotes, `$()`, backticks, newlines, `;` and `--`, run through the batch script the
 product renders (bash, with recording stand-ins for pipetask and bps) arrives at the
 middleware as exactly one argument (or one YAML value), and nothing in it runs."""
+
 from __future__ import annotations
 
 import json
 import os
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,14 @@ def run_job(tmp_path: Path, spec: JobSpec) -> list[list[str]]:
         (bin_dir / name).write_text(RECORDER)
         (bin_dir / name).chmod(0o755)
     script = render_sbatch_script(spec, job_id="j-1", shared_dir=str(shared), tag="w_2026_47")
-    run = subprocess.run(["bash", "-c", script], cwd=out, capture_output=True, text=True, timeout=60,
-                         env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)})
+    run = subprocess.run(
+        ["bash", "-c", script],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)},
+    )
     assert run.returncode == 0, run.stderr
     calls = []
     for path in sorted(out.glob("argv.*")):
@@ -74,8 +81,14 @@ def test_every_pipetask_field_arrives_as_one_argument(tmp_path: Path, marker: Pa
     assert not marker.exists()
     assert len(calls) == 1 and calls[0][:2] == ["pipetask", "run"]
     argv = calls[0]
-    expected = {"butler": f"--butler-config={value}", "pipeline": f"--pipeline={value}", "inputs": f"--input={value}",
-                "output": f"--output={value}", "data_query": f"--data-query={value}", "extra_args": value}[field]
+    expected = {
+        "butler": f"--butler-config={value}",
+        "pipeline": f"--pipeline={value}",
+        "inputs": f"--input={value}",
+        "output": f"--output={value}",
+        "data_query": f"--data-query={value}",
+        "extra_args": value,
+    }[field]
     assert expected in argv
 
 
@@ -89,9 +102,14 @@ def test_every_bps_field_arrives_as_one_yaml_value(tmp_path: Path, marker: Path,
     assert not marker.exists()
     assert len(calls) == 1 and calls[0][:2] == ["bps", "submit"]
     config = yaml.safe_load(Path(calls[0][2]).read_text())
-    found = {"butler": config["payload"]["butlerConfig"], "pipeline": config["pipelineYaml"],
-             "inputs": config["payload"]["inCollection"], "output": config["payload"].get("output"),
-             "data_query": config["payload"]["dataQuery"], "config": config.get("note")}[field]
+    found = {
+        "butler": config["payload"]["butlerConfig"],
+        "pipeline": config["pipelineYaml"],
+        "inputs": config["payload"]["inCollection"],
+        "output": config["payload"].get("output"),
+        "data_query": config["payload"]["dataQuery"],
+        "config": config.get("note"),
+    }[field]
     assert found == value
 
 
@@ -129,24 +147,39 @@ printf '%s' '{"tasks": {"a": {"n_expected": 2, "n_successful": SUCCEEDED, "n_fai
 """
 
 
-@pytest.mark.parametrize("succeeded, failed, exit_code", [(2, 0, 0), (1, 1, 1), (0, 0, 1)],
-                         ids=["all succeeded", "one failed", "none ran (pilots lost)"])
-def test_a_bps_job_fails_unless_every_quantum_succeeded(tmp_path: Path, succeeded: int, failed: int,
-                                                       exit_code: int) -> None:
+@pytest.mark.parametrize(
+    "succeeded, failed, exit_code",
+    [(2, 0, 0), (1, 1, 1), (0, 0, 1)],
+    ids=["all succeeded", "one failed", "none ran (pilots lost)"],
+)
+def test_a_bps_job_fails_unless_every_quantum_succeeded(
+    tmp_path: Path, succeeded: int, failed: int, exit_code: int
+) -> None:
     out = tmp_path / "shared" / "outputs" / "j-1"
     out.mkdir(parents=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bps").write_text(REPORTING_BPS)
-    (bin_dir / "pipetask").write_text(REPORTING_PIPETASK.replace("SUCCEEDED", str(succeeded))
-                                      .replace("FAILED", str(failed)))
+    (bin_dir / "pipetask").write_text(
+        REPORTING_PIPETASK.replace("SUCCEEDED", str(succeeded)).replace("FAILED", str(failed))
+    )
     for tool in ("bps", "pipetask"):
         (bin_dir / tool).chmod(0o755)
     spec = JobSpec.model_validate({"bps": {"butler": "/repo", "pipeline": "p.yaml", "inputs": ["in"]}})
     script = render_sbatch_script(spec, job_id="j-1", shared_dir=str(tmp_path / "shared"), tag="w_2026_47")
     python_dir = Path(sys.executable).parent  # `python`, as the middleware's environment has it
-    run = subprocess.run(["bash", "-c", script], cwd=out, capture_output=True, text=True, timeout=60,
-                         env={"PATH": f"{bin_dir}:{python_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)})
+    run = subprocess.run(
+        ["bash", "-c", script],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": f"{bin_dir}:{python_dir}:{os.environ['PATH']}", "HOME": str(tmp_path)},
+    )
     assert run.returncode == exit_code, run.stderr
-    assert json.loads((out / "quanta.json").read_text()) == {"expected": 2, "succeeded": succeeded, "failed": failed,
-                                                            "blocked": 0}
+    assert json.loads((out / "quanta.json").read_text()) == {
+        "expected": 2,
+        "succeeded": succeeded,
+        "failed": failed,
+        "blocked": 0,
+    }

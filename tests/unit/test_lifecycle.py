@@ -1,4 +1,5 @@
 """Lifecycle rules: what may follow what."""
+
 from lsstctl.domain.lifecycle import ACTIVE, ALLOWED, CLAIMABLE_FOR_TEARDOWN, can_transition, sources_of
 from lsstctl.domain.models import ClusterState as S
 

@@ -1,4 +1,5 @@
 """The cluster and job specs: our own field rules, with errors that name the field."""
+
 import re
 
 import pytest

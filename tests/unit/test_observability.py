@@ -1,5 +1,6 @@
 """Log context is each invocation's own, even when many run at once in one process (the
 emulator): no line carries another function's name, request or correlation id."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +17,7 @@ def test_concurrent_invocations_keep_their_own_log_context():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logger.registered_formatter)
-    logger._logger.addHandler(handler)  # noqa: SLF001  (capture what the logger writes)
+    logger._logger.addHandler(handler)
     level = logger.log_level
     logger.setLevel("INFO")
     together = threading.Barrier(2)
@@ -29,6 +30,7 @@ def test_concurrent_invocations_keep_their_own_log_context():
             together.wait(timeout=10)
             logger.info(f"second line of {tag}")
             return {}
+
         return run
 
     @invocation_context(correlation_id_path="execution")
@@ -46,15 +48,22 @@ def test_concurrent_invocations_keep_their_own_log_context():
             thread.start()
         for thread in threads:
             thread.join(timeout=20)
-        steps = [threading.Thread(target=step, args=({"tag": t, "execution": f"exec-{t}"},
-                                                     LambdaContext(function_name=f"step-{t}", invoked_function_arn="a")))
-                 for t in ("c", "d")]
+        steps = [
+            threading.Thread(
+                target=step,
+                args=(
+                    {"tag": t, "execution": f"exec-{t}"},
+                    LambdaContext(function_name=f"step-{t}", invoked_function_arn="a"),
+                ),
+            )
+            for t in ("c", "d")
+        ]
         for thread in steps:
             thread.start()
         for thread in steps:
             thread.join(timeout=20)
     finally:
-        logger._logger.removeHandler(handler)  # noqa: SLF001
+        logger._logger.removeHandler(handler)
         logger.setLevel(level)
 
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]

@@ -1,4 +1,5 @@
 """What `make package` ships: the product, never its local test double."""
+
 from __future__ import annotations
 
 import ast
@@ -17,6 +18,32 @@ def test_the_code_zip_carries_the_handlers_and_the_core_but_no_emulator():
     assert "lambdas/engine.py" in names and "lsstctl/adapters/pcluster_engine.py" in names
     assert "lsstctl/data/price_catalog.json" in names
     assert not [n for n in names if "/emulator/" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith("lsstctl/cli/")]  # the command line is a client
+
+
+def test_the_package_and_the_requirement_files_pin_the_same_versions():
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["dependencies"]
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == [
+        "requirements.txt",
+        "requirements-cli.txt",
+    ]
+    assert project["project"]["scripts"] == {"lsstctl": "lsstctl.cli:main"}
+    pinned = {}
+    for name in ("requirements.txt", "requirements-cli.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                package, version = line.split("==")
+                pinned[package.split("[")[0].lower()] = version.strip()
+    extras = [r for group in project["project"]["optional-dependencies"].values() for r in group]
+    assert len(extras) >= 10
+    for requirement in extras:
+        package, version = requirement.split("==")
+        assert pinned.get(package.split("[")[0].lower()) == version, requirement
 
 
 def test_nothing_shipped_imports_the_emulator():
@@ -25,8 +52,11 @@ def test_nothing_shipped_imports_the_emulator():
         if not name.endswith(".py"):
             continue
         for node in ast.walk(ast.parse(source.read_text())):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             offenders += [f"{name}: {m}" for m in modules if m.startswith("lsstctl.emulator")]
     assert offenders == []
 

@@ -1,4 +1,5 @@
 """Presets: sized by memory per vCPU, overridable field by field, priced from the catalog."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,13 +31,20 @@ def test_queues_are_sized_by_memory_per_vcpu():
 
 
 def test_a_spec_names_a_preset_and_its_own_fields_win():
-    spec = ClusterSpec.model_validate({"preset": "medium", "name": "rc2", "budget_usd": 100,
-                                       "head_node_type": "m6i.xlarge"})
+    spec = ClusterSpec.model_validate(
+        {"preset": "medium", "name": "rc2", "budget_usd": 100, "head_node_type": "m6i.xlarge"}
+    )
     assert spec.head_node_type == "m6i.xlarge"  # overridden
     assert [q.name for q in spec.queues] == ["compute", "highmem"]  # the preset's
     assert spec.shared_storage.type == "efs"
-    own = ClusterSpec.model_validate({"preset": "large", "name": "rc2", "budget_usd": 100,
-                                      "queues": [{"name": "q", "instance_types": ["c6i.large"]}]})
+    own = ClusterSpec.model_validate(
+        {
+            "preset": "large",
+            "name": "rc2",
+            "budget_usd": 100,
+            "queues": [{"name": "q", "instance_types": ["c6i.large"]}],
+        }
+    )
     assert [q.name for q in own.queues] == ["q"]
 
 
@@ -54,7 +62,13 @@ def test_hourly_prices_at_rest_and_at_full_size():
     head = catalog.instance_hourly("us-east-1", "t3.medium")
     efs = catalog.efs_gb_month("us-east-1") * 100 / 730
     assert prices["at_rest_usd_per_hour"] == pytest.approx(head + efs, abs=1e-4)
-    assert prices["full_size_usd_per_hour"] == pytest.approx(head + efs + 4 * catalog.instance_hourly("us-east-1", "m6i.xlarge"), abs=1e-4)
+    assert prices["full_size_usd_per_hour"] == pytest.approx(
+        head + efs + 4 * catalog.instance_hourly("us-east-1", "m6i.xlarge"), abs=1e-4
+    )
     listed = {p["name"]: p for p in describe_presets(catalog, "us-east-1")}
-    assert listed["large"]["full_size_usd_per_hour"] > listed["medium"]["full_size_usd_per_hour"] > listed["small"]["full_size_usd_per_hour"]
+    assert (
+        listed["large"]["full_size_usd_per_hour"]
+        > listed["medium"]["full_size_usd_per_hour"]
+        > listed["small"]["full_size_usd_per_hour"]
+    )
     assert listed["small-spot"]["full_size_usd_per_hour"] == listed["small"]["full_size_usd_per_hour"]  # an upper bound

@@ -1,4 +1,5 @@
 """The shipped price catalog and the arithmetic on it: prices are looked up, never guessed."""
+
 import json
 from datetime import date
 
@@ -68,8 +69,14 @@ def test_hpc_instances_are_priced_only_where_offered(catalog):
 
 @pytest.mark.parametrize(
     "instance_type, hourly",
-    [("t3.medium", 0.0416), ("c5.large", 0.085), ("c5.xlarge", 0.17), ("m5.large", 0.096),
-     ("r5.large", 0.126), ("r5.4xlarge", 1.008)],
+    [
+        ("t3.medium", 0.0416),
+        ("c5.large", 0.085),
+        ("c5.xlarge", 0.17),
+        ("m5.large", 0.096),
+        ("r5.large", 0.126),
+        ("r5.4xlarge", 1.008),
+    ],
 )
 def test_us_east_1_list_prices(catalog, instance_type, hourly):
     assert catalog.instance_hourly("us-east-1", instance_type) == hourly
@@ -157,7 +164,9 @@ def test_unknown_storage_prices_are_errors(catalog, lookup):
 
 
 def test_a_region_without_efs_has_no_efs_price():
-    catalog = PriceCatalog.from_dict({"as_of": "2026-11-01", "regions": {"us-east-1": {"ec2_hourly": {"t3.micro": 0.0104}}}})
+    catalog = PriceCatalog.from_dict(
+        {"as_of": "2026-11-01", "regions": {"us-east-1": {"ec2_hourly": {"t3.micro": 0.0104}}}}
+    )
     with pytest.raises(UnknownPriceError, match="EFS"):
         catalog.efs_gb_month("us-east-1")
 
@@ -176,7 +185,11 @@ def test_catalog_rejects_an_undated_file(as_of):
 
 def test_load_catalog_reads_another_path(tmp_path, catalog):
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"as_of": "2025-01-31", "source": "test", "regions": {"us-east-1": {"ec2_hourly": {"c5.large": 0.09}}}}))
+    path.write_text(
+        json.dumps(
+            {"as_of": "2025-01-31", "source": "test", "regions": {"us-east-1": {"ec2_hourly": {"c5.large": 0.09}}}}
+        )
+    )
     other = load_catalog(path)
     assert other is not catalog and other.as_of == "2025-01-31"
     assert other.instance_hourly("us-east-1", "c5.large") == 0.09
@@ -196,6 +209,10 @@ def test_a_spot_node_is_charged_its_zones_price_bounded_to_a_sane_range() -> Non
     # never above on-demand (EC2 interrupts spot nodes above it)
     assert spot_hourly({("c5.large", "us-east-1a"): 0.5}, "c5.large", "us-east-1a", on_demand) == on_demand
     # no price, or an implausible one: the caller charges on-demand
-    for bad in ({}, {("c5.large", "us-east-1a"): 0.0}, {("c5.large", "us-east-1a"): float("nan")},
-                {("c5.large", "us-east-1a"): -1.0}):
+    for bad in (
+        {},
+        {("c5.large", "us-east-1a"): 0.0},
+        {("c5.large", "us-east-1a"): float("nan")},
+        {("c5.large", "us-east-1a"): -1.0},
+    ):
         assert spot_hourly(bad, "c5.large", "us-east-1a", on_demand) is None

@@ -1,11 +1,11 @@
 """Head-node scripts: rendering, quoting, and parsing Slurm's answers."""
+
 import json
 
 import pytest
-
-from lsstctl.domain.models import JobSpec
 import yaml
 
+from lsstctl.domain.models import JobSpec
 from lsstctl.domain.scripts import (
     SlurmJob,
     parse_job_status,
@@ -33,20 +33,48 @@ def test_pipetask_job_becomes_a_pipetask_run_of_option_value_arguments():
         }
     )
     argv = pipetask_argv(spec, "/shared/outputs/j-1/pipetask.qg")
-    assert argv == ["pipetask", "run", "--butler-config=/shared/repo", "--pipeline=DRP.yaml#isr", "--output=--help",
-                    "--processes=4", "--save-qgraph=/shared/outputs/j-1/pipetask.qg", "--input=HSC/raw/all",
-                    "--input=HSC/calib", "--data-query=exposure=903342 AND detector=10", "--register-dataset-types"]
+    assert argv == [
+        "pipetask",
+        "run",
+        "--butler-config=/shared/repo",
+        "--pipeline=DRP.yaml#isr",
+        "--output=--help",
+        "--processes=4",
+        "--save-qgraph=/shared/outputs/j-1/pipetask.qg",
+        "--input=HSC/raw/all",
+        "--input=HSC/calib",
+        "--data-query=exposure=903342 AND detector=10",
+        "--register-dataset-types",
+    ]
 
 
 def test_a_bps_job_renders_ctrl_bps_parsls_slurm_site_and_passes_the_rest_through():
-    spec = JobSpec.model_validate({"name": "campaign", "queue": "compute", "bps": {
-        "butler": "/shared/repo", "pipeline": "/shared/p.yaml", "subset": "step1", "inputs": ["a", "b"],
-        "output": "u/alice/x", "data_query": "detector = 1", "cores_per_node": 4, "pilot_walltime_minutes": 90,
-        "config": {"requestMemory": 4096, "operator": "alice"}}})
+    spec = JobSpec.model_validate(
+        {
+            "name": "campaign",
+            "queue": "compute",
+            "bps": {
+                "butler": "/shared/repo",
+                "pipeline": "/shared/p.yaml",
+                "subset": "step1",
+                "inputs": ["a", "b"],
+                "output": "u/alice/x",
+                "data_query": "detector = 1",
+                "cores_per_node": 4,
+                "pilot_walltime_minutes": 90,
+                "config": {"requestMemory": 4096, "operator": "alice"},
+            },
+        }
+    )
     config = yaml.safe_load(render_bps_config(spec, job_id="j-9", out_dir="/shared/outputs/j-9"))
     assert config["pipelineYaml"] == "/shared/p.yaml#step1"
-    assert config["payload"] == {"payloadName": "run", "butlerConfig": "/shared/repo", "inCollection": "a,b",
-                                 "dataQuery": "detector = 1", "output": "u/alice/x"}
+    assert config["payload"] == {
+        "payloadName": "run",
+        "butlerConfig": "/shared/repo",
+        "inCollection": "a,b",
+        "dataQuery": "detector = 1",
+        "output": "u/alice/x",
+    }
     assert config["wmsServiceClass"] == "lsst.ctrl.bps.parsl.ParslService" and config["computeSite"] == "slurm"
     site = config["site"]["slurm"]
     assert site["class"] == "lsst.ctrl.bps.parsl.sites.Slurm" and site["cores_per_node"] == 4
@@ -57,8 +85,9 @@ def test_a_bps_job_renders_ctrl_bps_parsls_slurm_site_and_passes_the_rest_throug
 
 
 def test_bps_config_may_not_override_what_the_fields_set():
-    spec = JobSpec.model_validate({"bps": {"butler": "r", "pipeline": "p.yaml", "inputs": ["a"],
-                                           "config": {"computeSite": "elsewhere"}}})
+    spec = JobSpec.model_validate(
+        {"bps": {"butler": "r", "pipeline": "p.yaml", "inputs": ["a"], "config": {"computeSite": "elsewhere"}}}
+    )
     with pytest.raises(ValueError, match="computeSite"):
         render_bps_config(spec, job_id="j-1", out_dir="/o")
 
@@ -72,9 +101,19 @@ def test_sbatch_script_asks_for_what_the_job_needs():
     assert "#SBATCH --output=/shared/outputs/j-1/slurm-%j.out" in script
     assert "#SBATCH --nodes=1" in script and "#SBATCH --ntasks=1" in script and "--mem" not in script
     assert script.rstrip().endswith("echo hi")
-    many = render_sbatch_script(JobSpec(command="srun hostname", nodes=2, tasks=8, memory_mb=3000, array="0-9%2"),
-                                job_id="j-2", shared_dir="/shared", tag="w_2026_47")
-    for line in ("--nodes=2", "--ntasks=8", "--mem=3000M", "--array=0-9%2", "--output=/shared/outputs/j-2/slurm-%A_%a.out"):
+    many = render_sbatch_script(
+        JobSpec(command="srun hostname", nodes=2, tasks=8, memory_mb=3000, array="0-9%2"),
+        job_id="j-2",
+        shared_dir="/shared",
+        tag="w_2026_47",
+    )
+    for line in (
+        "--nodes=2",
+        "--ntasks=8",
+        "--mem=3000M",
+        "--array=0-9%2",
+        "--output=/shared/outputs/j-2/slurm-%A_%a.out",
+    ):
         assert f"#SBATCH {line}" in many
 
 
@@ -86,8 +125,13 @@ def test_user_text_never_reaches_the_submitting_shell():
 
 
 def test_install_script_quotes_its_parameters():
-    script = render_install_script(shared_dir="/shared dir", tag="w_2026_47", installer_url="file:///x y/lsstinstall",
-                                   log_uri="s3://archive/alice/c 1/g1/install/w_2026_47.log", timeout_seconds=600)
+    script = render_install_script(
+        shared_dir="/shared dir",
+        tag="w_2026_47",
+        installer_url="file:///x y/lsstinstall",
+        log_uri="s3://archive/alice/c 1/g1/install/w_2026_47.log",
+        timeout_seconds=600,
+    )
     assert "STACK_DIR='/shared dir/lsst_stack/w_2026_47'" in script  # one directory per tag
     assert "INSTALLER_URL='file:///x y/lsstinstall'" in script
     assert "LOG_URI='s3://archive/alice/c 1/g1/install/w_2026_47.log'" in script
@@ -108,18 +152,39 @@ def test_a_bad_stack_tag_is_refused_with_the_forms_there_are():
         ClusterSpec.model_validate({"preset": "small", "name": "c1", "budget_usd": 10, "stack_tag": "30.0.7"})
     error = refused.value.errors()[0]
     assert error["loc"] == ("stack_tag",)
-    assert "a release (v30_0_7" in error["msg"] and "a weekly (w_2026_47)" in error["msg"] and "w_latest" in error["msg"]
+    assert (
+        "a release (v30_0_7" in error["msg"] and "a weekly (w_2026_47)" in error["msg"] and "w_latest" in error["msg"]
+    )
 
 
 # squeue --json as Slurm 22.05 (the emulator's, data parser v0.0.38) prints a job, cut to the
 # fields the status script keeps; the exit code is the wait status (3 << 8).
-SQUEUE_22_05 = {"job_id": 7, "array_job_id": 0, "array_task_id": None, "job_state": "FAILED", "exit_code": 768,
-                "state_reason": "NonZeroExitCode", "start_time": 1796508676, "end_time": 1796508678,
-                "node_count": 1, "cpus": 2, "nodes": "localhost", "partition": "compute"}
+SQUEUE_22_05 = {
+    "job_id": 7,
+    "array_job_id": 0,
+    "array_task_id": None,
+    "job_state": "FAILED",
+    "exit_code": 768,
+    "state_reason": "NonZeroExitCode",
+    "start_time": 1796508676,
+    "end_time": 1796508678,
+    "node_count": 1,
+    "cpus": 2,
+    "nodes": "localhost",
+    "partition": "compute",
+}
 # The same job as later Slurm versions print it (lists of states, numbers as objects).
-SQUEUE_24_05 = {**SQUEUE_22_05, "job_state": ["FAILED"], "exit_code": {"status": ["EXITED"], "return_code":
-                {"set": True, "infinite": False, "number": 3}, "signal": {"id": {"set": False, "number": 0}}},
-                "start_time": {"set": True, "number": 1796508676}, "end_time": {"set": True, "number": 1796508678}}
+SQUEUE_24_05 = {
+    **SQUEUE_22_05,
+    "job_state": ["FAILED"],
+    "exit_code": {
+        "status": ["EXITED"],
+        "return_code": {"set": True, "infinite": False, "number": 3},
+        "signal": {"id": {"set": False, "number": 0}},
+    },
+    "start_time": {"set": True, "number": 1796508676},
+    "end_time": {"set": True, "number": 1796508678},
+}
 
 
 def status(*jobs, quanta=None):
@@ -129,16 +194,38 @@ def status(*jobs, quanta=None):
 @pytest.mark.parametrize("record", [SQUEUE_22_05, SQUEUE_24_05], ids=["slurm-22.05", "slurm-24.05"])
 def test_slurms_json_record_becomes_the_jobs_state_exit_code_and_times(record):
     job = parse_job_status(status(record))
-    assert job == SlurmJob(state="failed", slurm_state="FAILED", exit_code="3:0", reason="NonZeroExitCode",
-                           started_at=1796508676, ended_at=1796508678, node_count=1, cpus=2, nodes="localhost",
-                           partition="compute", quanta=None, source="squeue")
+    assert job == SlurmJob(
+        state="failed",
+        slurm_state="FAILED",
+        exit_code="3:0",
+        reason="NonZeroExitCode",
+        started_at=1796508676,
+        ended_at=1796508678,
+        node_count=1,
+        cpus=2,
+        nodes="localhost",
+        partition="compute",
+        quanta=None,
+        source="squeue",
+    )
 
 
-@pytest.mark.parametrize("slurm, ours", [("PENDING", "pending"), ("RUNNING", "running"), ("COMPLETING", "running"),
-                                         ("COMPLETED", "completed"), ("CANCELLED", "cancelled"),
-                                         ("TIMEOUT", "timeout"), ("NODE_FAIL", "node_fail"),
-                                         ("BOOT_FAIL", "node_fail"), ("OUT_OF_MEMORY", "out_of_memory"),
-                                         ("PREEMPTED", "cancelled"), ("DEADLINE", "timeout")])
+@pytest.mark.parametrize(
+    "slurm, ours",
+    [
+        ("PENDING", "pending"),
+        ("RUNNING", "running"),
+        ("COMPLETING", "running"),
+        ("COMPLETED", "completed"),
+        ("CANCELLED", "cancelled"),
+        ("TIMEOUT", "timeout"),
+        ("NODE_FAIL", "node_fail"),
+        ("BOOT_FAIL", "node_fail"),
+        ("OUT_OF_MEMORY", "out_of_memory"),
+        ("PREEMPTED", "cancelled"),
+        ("DEADLINE", "timeout"),
+    ],
+)
 def test_slurm_states_map_to_job_states(slurm, ours):
     assert parse_job_status(status({**SQUEUE_22_05, "job_state": slurm})).state == ours
 
@@ -180,14 +267,19 @@ def test_jobs_run_as_the_login_user_not_root():
 
 
 def test_paths_on_the_shared_storage_are_given_as_the_head_node_sees_them():
-    spec = JobSpec.model_validate({"pipetask": {"butler": "/shared/demo/repo", "pipeline": "/shared/p.yaml",
-                                                "inputs": ["i"], "output": "o"}})
-    local = render_sbatch_script(spec, job_id="j-1", shared_dir="/tmp/nodes/c1/shared", tag="w_2026_47",
-                                 mount_dir="/shared")
-    assert "--butler-config=/tmp/nodes/c1/shared/demo/repo" in local and "--pipeline=/tmp/nodes/c1/shared/p.yaml" in local
+    spec = JobSpec.model_validate(
+        {"pipetask": {"butler": "/shared/demo/repo", "pipeline": "/shared/p.yaml", "inputs": ["i"], "output": "o"}}
+    )
+    local = render_sbatch_script(
+        spec, job_id="j-1", shared_dir="/tmp/nodes/c1/shared", tag="w_2026_47", mount_dir="/shared"
+    )
+    assert (
+        "--butler-config=/tmp/nodes/c1/shared/demo/repo" in local and "--pipeline=/tmp/nodes/c1/shared/p.yaml" in local
+    )
     # Elsewhere, and on AWS (the head node's view is the mount itself), paths stay as given.
-    other = JobSpec.model_validate({"pipetask": {"butler": "/sharedother/repo", "pipeline": "s3://b/p.yaml",
-                                                 "inputs": ["i"], "output": "o"}})
+    other = JobSpec.model_validate(
+        {"pipetask": {"butler": "/sharedother/repo", "pipeline": "s3://b/p.yaml", "inputs": ["i"], "output": "o"}}
+    )
     kept = render_sbatch_script(other, job_id="j-1", shared_dir="/tmp/nodes/c1/shared", tag="w", mount_dir="/shared")
     assert "--butler-config=/sharedother/repo" in kept and "--pipeline=s3://b/p.yaml" in kept
     on_aws = render_sbatch_script(spec, job_id="j-1", shared_dir="/shared", tag="w", mount_dir="/shared")

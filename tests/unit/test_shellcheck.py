@@ -1,6 +1,7 @@
 """Every shell script the product ships or generates is shellcheck-clean (shellcheck's JSON
 output, every severity down to style). Generated scripts are rendered with awkward inputs:
 spaces, quotes and shell metacharacters in everything a user controls."""
+
 from __future__ import annotations
 
 import json
@@ -26,20 +27,42 @@ from lsstctl.domain.scripts import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted([*ROOT.glob("scripts/*.sh"), ROOT / "lsstctl/emulator/standin/lsstinstall"])
-AWKWARD = "it's a \"run\" $(rm -rf /) `x` ; & | *"
+AWKWARD = 'it\'s a "run" $(rm -rf /) `x` ; & | *'
 
 
 def _pipetask_job() -> JobSpec:
-    return JobSpec.model_validate({"name": "isr", "cores": 4, "walltime_minutes": 90, "queue": "highmem",
-                                   "pipetask": {"butler": "/shared/repo", "pipeline": "DRP.yaml#isr",
-                                                "inputs": ["HSC/raw/all"], "output": f"u/alice/{AWKWARD}",
-                                                "data_query": "exposure=903342 AND detector=10"}})
+    return JobSpec.model_validate(
+        {
+            "name": "isr",
+            "cores": 4,
+            "walltime_minutes": 90,
+            "queue": "highmem",
+            "pipetask": {
+                "butler": "/shared/repo",
+                "pipeline": "DRP.yaml#isr",
+                "inputs": ["HSC/raw/all"],
+                "output": f"u/alice/{AWKWARD}",
+                "data_query": "exposure=903342 AND detector=10",
+            },
+        }
+    )
 
 
 def _bps_job() -> JobSpec:
-    return JobSpec.model_validate({"name": "drp", "queue": "compute", "bps": {
-        "butler": f"/shared/{AWKWARD}", "pipeline": f"/shared/{AWKWARD}.yaml", "inputs": [AWKWARD],
-        "output": AWKWARD, "data_query": AWKWARD, "config": {"note": AWKWARD}}})
+    return JobSpec.model_validate(
+        {
+            "name": "drp",
+            "queue": "compute",
+            "bps": {
+                "butler": f"/shared/{AWKWARD}",
+                "pipeline": f"/shared/{AWKWARD}.yaml",
+                "inputs": [AWKWARD],
+                "output": AWKWARD,
+                "data_query": AWKWARD,
+                "config": {"note": AWKWARD},
+            },
+        }
+    )
 
 
 def _generated() -> dict[str, str]:
@@ -49,23 +72,35 @@ def _generated() -> dict[str, str]:
     inner = re.search(r"<<'LSSTCTL_PUBLISHER'\n(.*?)\nLSSTCTL_PUBLISHER", publisher, re.S)
     assert inner, "the publisher script is no longer a quoted heredoc: check it here another way"
     return {
-        "install (as sent: publisher + install)": publisher + render_install_script(
-            shared_dir="/shared", tag="w_2026_47", installer_url="https://ls.st/lsstinstall"),
+        "install (as sent: publisher + install)": publisher
+        + render_install_script(shared_dir="/shared", tag="w_2026_47", installer_url="https://ls.st/lsstinstall"),
         "queue-depth publisher (installed on the head node)": inner.group(1),
-        "sbatch script (pipetask)": render_sbatch_script(_pipetask_job(), job_id="j-1", shared_dir="/shared", tag="w_2026_47"),
-        "sbatch script (command)": render_sbatch_script(command_job, job_id="j-2", shared_dir="/shared", tag="w_2026_47"),
+        "sbatch script (pipetask)": render_sbatch_script(
+            _pipetask_job(), job_id="j-1", shared_dir="/shared", tag="w_2026_47"
+        ),
+        "sbatch script (command)": render_sbatch_script(
+            command_job, job_id="j-2", shared_dir="/shared", tag="w_2026_47"
+        ),
         "submit (as root)": render_submit_command(command_job, job_id="j-2", shared_dir="/shared", tag="w_2026_47"),
-        "submit (as the login user)": render_submit_command(_pipetask_job(), job_id="j-1", shared_dir="/shared", tag="w_2026_47",
-                                                            run_as="ec2-user"),
+        "submit (as the login user)": render_submit_command(
+            _pipetask_job(), job_id="j-1", shared_dir="/shared", tag="w_2026_47", run_as="ec2-user"
+        ),
         "sbatch script (bps)": render_sbatch_script(_bps_job(), job_id="j-3", shared_dir="/shared", tag="w_2026_47"),
         "sbatch script (command array, resources)": render_sbatch_script(
             JobSpec(command="srun hostname", nodes=2, tasks=4, memory_mb=2048, array="0-9%2", queue="q"),
-            job_id="j-4", shared_dir="/shared", tag="w_2026_47"),
+            job_id="j-4",
+            shared_dir="/shared",
+            tag="w_2026_47",
+        ),
         "job status": render_job_status_command("42", f"/shared/outputs/{AWKWARD}"),
         "cancel": render_cancel_command("42", "j-1"),
         "install with the demo repository": render_install_script(
-            shared_dir="/lsst-cache", tag="w_2026_47", installer_url="https://ls.st/lsstinstall",
-            demo_in=f"/shared/{AWKWARD}", run_as="ec2-user"),
+            shared_dir="/lsst-cache",
+            tag="w_2026_47",
+            installer_url="https://ls.st/lsstinstall",
+            demo_in=f"/shared/{AWKWARD}",
+            run_as="ec2-user",
+        ),
         "archive": render_archive_command(shared_dir="/shared", bucket="lsstctl-archive", prefix="alice/rubin-demo"),
         # As SSM runs the queue probe document: its one parameter substituted (on AWS, empty).
         "queue probe (on AWS)": QUEUE_PROBE_SCRIPT.replace("{{ nodeRoot }}", ""),
@@ -85,8 +120,10 @@ def shellcheck(text: str) -> list[str]:
     done = subprocess.run([*args, "-"], input=text, capture_output=True, text=True, check=False)
     comments = json.loads(done.stdout or '{"comments": []}')["comments"]
     lines = text.splitlines()
-    return [f"SC{c['code']} ({c['level']}) line {c['line']}: {c['message']} | {lines[c['line'] - 1].strip()[:120]}"
-            for c in comments]
+    return [
+        f"SC{c['code']} ({c['level']}) line {c['line']}: {c['message']} | {lines[c['line'] - 1].strip()[:120]}"
+        for c in comments
+    ]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])

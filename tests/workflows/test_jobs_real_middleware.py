@@ -7,6 +7,7 @@ minute is waited once, beside the rest. Memory: the local Slurm cannot enforce a
 (no cgroups here; jobacct_gather's OverMemoryKill did not end an over-limit job when tried), so
 `out_of_memory` is covered by the mapping of Slurm's state (tests/unit/test_scripts.py), not
 here. Multi-node: one local node; the directives are tested in rendering (test_scripts.py)."""
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,12 @@ import pytest
 from lsstctl.emulator.demo import ENDED, Api
 from tests.conftest import cluster_spec
 
-DEMO_PIPETASK = {"butler": "/shared/demo/repo", "pipeline": "/shared/demo/pipeline.yaml", "inputs": ["demo/inputs"],
-                 "extra_args": ["--register-dataset-types"]}
+DEMO_PIPETASK = {
+    "butler": "/shared/demo/repo",
+    "pipeline": "/shared/demo/pipeline.yaml",
+    "inputs": ["demo/inputs"],
+    "extra_args": ["--register-dataset-types"],
+}
 # c5.4xlarge: 16 vCPUs, 32 GiB per node (as EC2 describes it; the fit checks use that).
 QUEUE = {"name": "compute", "instance_types": ["c5.4xlarge"], "min_nodes": 1, "max_nodes": 2}
 
@@ -64,8 +69,11 @@ def test_a_real_pipetask_run_on_the_demo_butler_completes_with_its_quanta_counte
 
 def test_a_real_bps_submit_through_ctrl_bps_parsls_slurm_site_runs_every_quantum(cluster):
     api, name, _ = cluster
-    bps = {**{k: v for k, v in DEMO_PIPETASK.items() if k != "extra_args"}, "output": "u/alice/bps",
-           "pilot_walltime_minutes": 10}
+    bps = {
+        **{k: v for k, v in DEMO_PIPETASK.items() if k != "extra_args"},
+        "output": "u/alice/bps",
+        "pilot_walltime_minutes": 10,
+    }
     job = submit(api, name, {"name": "campaign", "walltime_minutes": 15, "bps": bps})
     done = wait_job(api, name, job["job_id"], timeout=300)
     assert done["state"] == "completed", done
@@ -75,8 +83,11 @@ def test_a_real_bps_submit_through_ctrl_bps_parsls_slurm_site_runs_every_quantum
 
 def test_a_pipeline_whose_inputs_are_missing_fails_with_the_middlewares_own_error(cluster):
     api, name, _ = cluster
-    job = submit(api, name, {"name": "nothing", "pipetask": {**DEMO_PIPETASK, "inputs": ["no/such/collection"],
-                                                             "output": "u/alice/none"}})
+    job = submit(
+        api,
+        name,
+        {"name": "nothing", "pipetask": {**DEMO_PIPETASK, "inputs": ["no/such/collection"], "output": "u/alice/none"}},
+    )
     done = wait_job(api, name, job["job_id"])
     assert done["state"] == "failed" and done["exit_code"] != "0:0", done
     lines = api.expect(200, "GET", f"/clusters/{name}/jobs/{job['job_id']}/log?tail=50")["lines"]
@@ -113,15 +124,18 @@ def test_cancel_while_pending_and_while_running_ends_cancelled_and_is_idempotent
 
 def test_impossible_requests_are_refused_naming_the_field(cluster):
     api, name, _ = cluster
-    for job, field in [({"command": "true", "nodes": 3}, "nodes"),
-                       ({"command": "true", "cores": 17}, "cores"),
-                       ({"command": "true", "memory_mb": 40_000}, "memory_mb"),
-                       ({"command": "true", "walltime_minutes": 3 * 60}, "walltime_minutes"),
-                       ({"command": "true", "queue": "gpu"}, "queue")]:
+    for job, field in [
+        ({"command": "true", "nodes": 3}, "nodes"),
+        ({"command": "true", "cores": 17}, "cores"),
+        ({"command": "true", "memory_mb": 40_000}, "memory_mb"),
+        ({"command": "true", "walltime_minutes": 3 * 60}, "walltime_minutes"),
+        ({"command": "true", "queue": "gpu"}, "queue"),
+    ]:
         status, body = api.call("POST", f"/clusters/{name}/jobs", job)
         assert (status, body["error"]["field"]) == (400, field), (job, body)
-    status, body = api.call("POST", f"/clusters/{name}/jobs", {"pipetask": DEMO_PIPETASK | {"output": "o"},
-                                                                 "array": "0-3"})
+    status, body = api.call(
+        "POST", f"/clusters/{name}/jobs", {"pipetask": DEMO_PIPETASK | {"output": "o"}, "array": "0-3"}
+    )
     assert status == 400 and "array" in body["error"]["message"], body
 
 
@@ -139,7 +153,8 @@ def test_job_costs_and_the_idle_share_add_up_to_the_ledger(cluster, emulator):
     assert cost["jobs_usd"] + cost["idle_usd"] == pytest.approx(cost["spend_usd"], abs=1e-5)
     ledger = api.expect(200, "GET", f"/clusters/{name}/cost")
     assert (ledger["jobs_usd"], ledger["idle_usd"], ledger["spend_usd"]) == pytest.approx(
-        (cost["jobs_usd"], cost["idle_usd"], cost["spend_usd"]))
+        (cost["jobs_usd"], cost["idle_usd"], cost["spend_usd"])
+    )
     # The blocker asked for 4 of a c5.4xlarge's 16 vCPUs: a quarter of its node's price per hour.
     blocker = next(j for j in jobs if j["spec"]["name"] == "blocker")
     hours = (_epoch(blocker["ended_at"]) - _epoch(blocker["started_at"])) / 3600

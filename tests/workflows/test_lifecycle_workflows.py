@@ -1,6 +1,7 @@
 """The real ASL, executed by moto's interpreter, calling our real handlers; SSM commands
 run on this machine and jobs run in a real Slurm. Time is compressed through the input
 (1 s polls), never slept through."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,10 @@ def test_a_cluster_with_a_cached_tag_skips_its_install_and_jobs_use_the_cached_s
     # (the stand-in installs in about a second, so the minutes saved here are near zero; the
     # arithmetic is tested in tests/integration/test_stack_cache.py)
     tag = next(t for t in report["tags"] if t["tag"] == "w_2026_47")
-    assert tag["hits"] >= 1 and tag["installs"] >= 1 and report["file_system_id"] == second.stack_cache_id, (report, first.install_log)
+    assert tag["hits"] >= 1 and tag["installs"] >= 1 and report["file_system_id"] == second.stack_cache_id, (
+        report,
+        first.install_log,
+    )
     for cluster in (first, second):
         assert torn_down(cluster.name).state == ClusterState.DELETED
 
@@ -82,7 +86,9 @@ def test_happy_path_launch_run_teardown(emulator):
     # And the install's log is in the archive, its last lines on the record
     # (a retried install step sends the script again: the second run finds the tag and skips)
     assert ready.install_log["status"] == "Success", ready.install_log
-    assert re.search(r"lsst_distrib w_2026_47 (already )?installed in ", ready.install_log["tail"][-1]), ready.install_log
+    assert re.search(r"lsst_distrib w_2026_47 (already )?installed in ", ready.install_log["tail"][-1]), (
+        ready.install_log
+    )
     log_key = ready.install_log["uri"].removeprefix("s3://lsstctl-archive/")
     assert log_key == f"alice/{name}/g1/install/w_2026_47.log"
     logged = boto3.client("s3").get_object(Bucket="lsstctl-archive", Key=log_key)["Body"].read().decode()
@@ -103,7 +109,10 @@ def test_happy_path_launch_run_teardown(emulator):
     assert gone.state == ClusterState.DELETED and gone.teardown_reason == "user"
     assert live_instances(ready.id) == []
     assert fleet_table_name(ready.id) not in boto3.client("dynamodb").list_tables()["TableNames"]
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]
+    ]
     assert f"alice/{name}/g1/{job.job_id}/answer.txt" in keys
 
     # And every transition was published for subscribers
@@ -119,6 +128,7 @@ def test_happy_path_launch_run_teardown(emulator):
 @pytest.fixture
 def setting(monkeypatch):
     """Set one of the control plane's settings for a test (every in-process function sees it)."""
+
     def set_(name: str, value: str) -> None:
         monkeypatch.setenv(name, value)
         wiring.reset()
@@ -194,7 +204,9 @@ def test_teardown_started_twice_runs_once(emulator):
     rogue = sfn.start_execution(
         stateMachineArn=deps.settings.teardown_state_machine_arn,
         name=f"rogue-{ready.id}",
-        input=json.dumps({"cluster": ready.id, "generation": ready.generation, "reason": "idle", "poll": {"seconds": 1}}),
+        input=json.dumps(
+            {"cluster": ready.id, "generation": ready.generation, "reason": "idle", "poll": {"seconds": 1}}
+        ),
     )["executionArn"]
     # Then exactly one execution did the work
     assert wait_execution(first.teardown_execution)["status"] == "SUCCEEDED"
@@ -211,8 +223,10 @@ def test_teardown_started_twice_runs_once(emulator):
 @pytest.mark.parametrize(
     "queue, message",
     [
-        ({"name": "q", "instance_types": ["c5.large"], "min_nodes": 5, "max_nodes": 2},
-         "Max count must be greater than or equal to min count."),
+        (
+            {"name": "q", "instance_types": ["c5.large"], "min_nodes": 5, "max_nodes": 2},
+            "Max count must be greater than or equal to min count.",
+        ),
         ({"name": "q", "instance_types": ["c5.nonexistent"]}, "do not exist"),
         ({"name": "Bad_Queue", "instance_types": ["c5.large"]}, "Invalid name 'Bad_Queue'"),
     ],
@@ -249,9 +263,15 @@ def test_a_job_running_at_teardown_is_signalled_saves_its_work_and_it_is_archive
     name = unique("grace")
     ready = launched_ready(name)
     deps = wiring.deps()
-    job = jobs.submit_job(deps, ALICE, name, JobSpec(
-        command="trap 'echo partial > saved.txt; exit 0' TERM; echo started > started.txt; "
-                "for i in $(seq 1200); do sleep 0.1; done"))
+    job = jobs.submit_job(
+        deps,
+        ALICE,
+        name,
+        JobSpec(
+            command="trap 'echo partial > saved.txt; exit 0' TERM; echo started > started.txt; "
+            "for i in $(seq 1200); do sleep 0.1; done"
+        ),
+    )
     deadline = time.monotonic() + 60
     while deps.store.get_job(ready.id, job.job_id).state.value != "running" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -261,7 +281,10 @@ def test_a_job_running_at_teardown_is_signalled_saves_its_work_and_it_is_archive
     assert entered.index("EndJobs") < entered.index("GracePeriod") < entered.index("StopComputeFleet")
     assert gone.teardown["stopped_jobs"]["signalled"] == [job.job_id]
     assert gone.graceful_end["reached"] and gone.graceful_end["grace_seconds"] > 0
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]
+    ]
     assert f"alice/{name}/g1/{job.job_id}/saved.txt" in keys  # what it wrote in its grace
     wait_execution(job.execution)
     record = deps.store.get_job(ready.id, job.job_id)
@@ -295,10 +318,14 @@ def test_a_teardown_whose_every_step_fails_once_still_ends_clean(emulator, setti
     gone = wiring.deps().store.get_cluster(ready.id)
     assert gone.state == ClusterState.DELETED and gone.teardown["outcome"] == "deleted"
     assert live_instances(ready.id) == []
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{name}/")["Contents"]
+    ]
     assert f"alice/{name}/g1/j-1/kept.txt" in keys
-    history = boto3.client("stepfunctions").get_execution_history(executionArn=record.teardown_execution,
-                                                                  maxResults=1000)["events"]
+    history = boto3.client("stepfunctions").get_execution_history(
+        executionArn=record.teardown_execution, maxResults=1000
+    )["events"]
     retried = [e for e in history if e["type"] == "LambdaFunctionFailed"]
     # With one attempt, every fault failed an attempt that the Task's Retry ran again, but for
     # the two steps whose first call is the engine's (delete, poll_delete): a step retries those

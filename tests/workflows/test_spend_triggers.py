@@ -1,19 +1,20 @@
 """Teardown triggers end to end on the emulator: the idle alarm through EventBridge, AWS
 Budgets through SNS, each delivered twice; and a failed archive that keeps the data."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 
 from lsstctl import wiring
 from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec
-from lsstctl.services import clusters, jobs
 from lsstctl.emulator.clock import VirtualClock
+from lsstctl.services import clusters, jobs
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec, live_instances, wait_execution
 from tests.integration.test_guard import BUDGET_MESSAGE
@@ -82,7 +83,9 @@ def test_an_aws_budgets_notification_reaches_teardown_through_sns_once(emulator)
     sns = boto3.client("sns")
     topic = emulator.settings_env["LSSTCTL_BUDGET_ALERTS_TOPIC_ARN"]
     for _ in range(2):  # SNS delivers at least once
-        sns.publish(TopicArn=topic, Message=BUDGET_MESSAGE.format(name="lsstctl-owner-erin").replace("> $80.00", "> $100.00"))
+        sns.publish(
+            TopicArn=topic, Message=BUDGET_MESSAGE.format(name="lsstctl-owner-erin").replace("> $80.00", "> $100.00")
+        )
     record = wait_state(cid, {ClusterState.DELETED})
     assert record.teardown_reason == "aws_budget" and len(teardowns_of(cid)) == 1
 
@@ -99,8 +102,9 @@ def test_a_busy_cluster_whose_publisher_died_is_not_idle_and_its_job_completes(e
     # The job runs until the test releases it (however slow the machine, it is still running
     # when Slurm is asked).
     release = Path(emulator.workdir) / f"release-{cid}"
-    job = jobs.submit_job(deps, Principal("fay"), name,
-                          JobSpec(command=f"while [ ! -e {release} ]; do sleep 0.2; done; echo finished"))
+    job = jobs.submit_job(
+        deps, Principal("fay"), name, JobSpec(command=f"while [ ! -e {release} ]; do sleep 0.2; done; echo finished")
+    )
     wait_for(lambda: wiring.deps().store.get_job(cid, job.job_id).state.value == "running", timeout=60)
     cron = Path(emulator.workdir) / "nodes" / cid / "etc" / "cron.d" / "lsstctl-queue-depth"
     cron.unlink()  # the publisher dies
@@ -146,8 +150,13 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     assert record.state == ClusterState.FAILED and record.failure["code"] == "ArchiveFailedError"
     ec2 = boto3.client("ec2")
     kept = ec2.describe_instances(InstanceIds=live_instances(cid))["Reservations"]
-    states = sorted((t["Value"], i["State"]["Name"]) for r in kept for i in r["Instances"] for t in i["Tags"]
-                    if t["Key"] == "parallelcluster:node-type")
+    states = sorted(
+        (t["Value"], i["State"]["Name"])
+        for r in kept
+        for i in r["Instances"]
+        for t in i["Tags"]
+        if t["Key"] == "parallelcluster:node-type"
+    )
     assert states == [("HeadNode", "stopped")]
     volumes = ec2.describe_volumes(Filters=[{"Name": "tag:parallelcluster:cluster-name", "Values": [cid]}])["Volumes"]
     assert len(volumes) == 1
@@ -160,7 +169,9 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     assert record.teardown["remaining_burn_usd_per_hour"] == pytest.approx(storage_only[0]["hourly_usd"], rel=1e-3)
     sqs = boto3.client("sqs")
     inbox = emulator.settings_env["LSSTCTL_NOTIFICATIONS_INBOX_URL"]
-    notes = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])]
+    notes = [
+        json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+    ]
     assert any(n.get("cluster") == name and n.get("outcome") == "failed" for n in notes)
     # And once the archive works again, DELETE finishes the job without losing the results
     monkeypatch.undo()
@@ -168,7 +179,10 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     retry = clusters.delete_cluster(wiring.deps(), Principal("finn"), name)
     assert wait_execution(retry.teardown_execution)["status"] == "SUCCEEDED"
     assert wiring.deps().store.get_cluster(cid).state == ClusterState.DELETED
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"finn/{name}/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3").list_objects_v2(Bucket="lsstctl-archive", Prefix=f"finn/{name}/")["Contents"]
+    ]
     assert f"finn/{name}/g1/{job.job_id}/result.txt" in keys
     assert live_instances(cid) == []
 
@@ -182,10 +196,13 @@ def test_the_head_nodes_publisher_reports_queue_depth_each_minute(emulator):
     emulator.tick()
     # Then CloudWatch holds this cluster's queue depth, published by the real script
     points = boto3.client("cloudwatch").get_metric_statistics(
-        Namespace=f"LsstControlPlane/Slurm/{cid}", MetricName="QueueDepth",
+        Namespace=f"LsstControlPlane/Slurm/{cid}",
+        MetricName="QueueDepth",
         Dimensions=[{"Name": "Cluster", "Value": cid}],
-        StartTime=datetime.now(timezone.utc) - timedelta(minutes=5), EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
-        Period=60, Statistics=["Maximum"],
+        StartTime=datetime.now(UTC) - timedelta(minutes=5),
+        EndTime=datetime.now(UTC) + timedelta(minutes=1),
+        Period=60,
+        Statistics=["Maximum"],
     )["Datapoints"]
     assert points and points[0]["Maximum"] >= 0
     ledger = wiring.deps().store.get_ledger(cid, 1)

@@ -7,13 +7,16 @@ The steps run through their real Lambda handlers, against the emulator (moto's s
 real Slurm, real `aws s3 sync`); here the test drives them in the order the ASL does,
 so that the k-th AWS call can be failed exactly once. The ASL itself under faults is
 exercised in test_lifecycle_workflows.py (a teardown whose every step fails once)."""
+
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -36,7 +39,9 @@ def driven(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """No execution starts while the test drives the steps itself (they would race it)."""
     from lsstctl.adapters.stepfunctions import StepFunctionsStarter
 
-    monkeypatch.setattr(StepFunctionsStarter, "start", lambda self, machine, name, payload: self.execution_arn(machine, name))
+    monkeypatch.setattr(
+        StepFunctionsStarter, "start", lambda self, machine, name, payload: self.execution_arn(machine, name)
+    )
     yield emulator
 
 
@@ -76,16 +81,25 @@ def run_launch(name: str, generation: int, poll: dict[str, int]) -> None:
     started = step(fn, {**base, "action": "start"})
     until(fn, {**base, "action": "poll", "deadline": started["deadline"]}, "ready")
     install = step(fn, {**base, "action": "install"})
-    until(fn, {**base, "action": "poll_install", "command_id": install["command_id"],
-               "deadline": install["deadline"]}, "done")
+    until(
+        fn,
+        {**base, "action": "poll_install", "command_id": install["command_id"], "deadline": install["deadline"]},
+        "done",
+    )
     step(fn, {**base, "action": "ready"})
 
 
 def claimed(name: str, poll: dict[str, int]) -> dict[str, Any]:
     """What the teardown workflow starts with (the claim's execution and reason)."""
     record = wiring.deps().store.get_cluster(name)
-    return {"cluster": name, "generation": record.generation, "execution": record.teardown_execution,
-            "poll": poll, "request_id": "test", "reason": record.teardown_reason}
+    return {
+        "cluster": name,
+        "generation": record.generation,
+        "execution": record.teardown_execution,
+        "poll": poll,
+        "request_id": "test",
+        "reason": record.teardown_reason,
+    }
 
 
 def run_teardown(base: dict[str, Any]) -> None:
@@ -95,8 +109,11 @@ def run_teardown(base: dict[str, Any]) -> None:
     step(fn, {**base, "action": "end_jobs"})
     step(fn, {**base, "action": "stop_fleet"})
     archive = step(fn, {**base, "action": "archive"})
-    until(fn, {**base, "action": "poll_archive", "command_id": archive["command_id"],
-               "deadline": archive["deadline"]}, "done")
+    until(
+        fn,
+        {**base, "action": "poll_archive", "command_id": archive["command_id"], "deadline": archive["deadline"]},
+        "done",
+    )
     deleting = step(fn, {**base, "action": "delete"})
     until(fn, {**base, "action": "poll_delete", "deadline": deleting["deadline"]}, "gone")
     step(fn, {**base, "action": "finish"})
@@ -130,8 +147,9 @@ def new_cluster(prefix: str) -> tuple[str, int, dict[str, int]]:
     return cluster.id, cluster.generation, clusters.poll_settings(deps)
 
 
-def each_call_fails_once(prepare: Callable[[], Any], run: Callable[[Any], None],
-                         check: Callable[[Any], None]) -> list[str]:
+def each_call_fails_once(
+    prepare: Callable[[], Any], run: Callable[[Any], None], check: Callable[[Any], None]
+) -> list[str]:
     """Every AWS call of every step (a clean run finds them) fails once: prepare (no
     faults), run, check. Round k fails the k-th call of each step — so each step is
     killed once per run, at a different call every round, and a fault is always dealt
@@ -172,11 +190,11 @@ def each_call_fails_once(prepare: Callable[[], Any], run: Callable[[Any], None],
 def forget_terminated_instances() -> None:
     """EC2 forgets terminated instances after an hour; moto never does, and every
     DescribeInstances of a long matrix would pay for them."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from lsstctl.emulator.glue import expire_terminated_instances
 
-    expire_terminated_instances(datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=2))
+    expire_terminated_instances(datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=2))
 
 
 def assert_ready(name: str) -> None:
@@ -217,9 +235,14 @@ def test_a_launch_survives_a_fault_at_each_of_its_aws_calls(driven):
         discard(prepared[0])
 
     failed = each_call_fails_once(lambda: new_cluster("lf"), lambda c: run_launch(*c), ready_once)
-    assert {"start: ec2.RunInstances", "start: eventbridge.PutEvents", "install: ssm.SendCommand",
-            "poll_install: ssm.GetCommandInvocation", "ready: cloudwatch.PutMetricAlarm",
-            "ready: dynamodb.PutItem"} <= set(failed), failed
+    assert {
+        "start: ec2.RunInstances",
+        "start: eventbridge.PutEvents",
+        "install: ssm.SendCommand",
+        "poll_install: ssm.GetCommandInvocation",
+        "ready: cloudwatch.PutMetricAlarm",
+        "ready: dynamodb.PutItem",
+    } <= set(failed), failed
 
 
 def test_a_teardown_survives_a_fault_at_each_of_its_aws_calls(driven):
@@ -237,13 +260,22 @@ def test_a_teardown_survives_a_fault_at_each_of_its_aws_calls(driven):
         record = wiring.deps().store.get_cluster(name)
         assert record.state == ClusterState.DELETED and record.teardown["outcome"] == "deleted", record.history
         assert live_instances(name) == [] and name not in wiring.deps().monitor.list_idle_alarms()
-        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
-            Bucket="lsstctl-archive", Prefix=f"alice/{record.name}/").get("Contents", [])]
+        keys = [
+            o["Key"]
+            for o in boto3.client("s3")
+            .list_objects_v2(Bucket="lsstctl-archive", Prefix=f"alice/{record.name}/")
+            .get("Contents", [])
+        ]
         assert f"alice/{record.name}/g1/j-1/result.txt" in keys  # the outputs were archived, not lost
 
     failed = each_call_fails_once(launched_with_outputs, run_teardown, deleted_and_archived)
-    assert {"begin: cloudwatch.DeleteAlarms", "stop_fleet: ec2.TerminateInstances", "archive: ssm.SendCommand",
-            "delete: cloudformation.DeleteStack", "finish: dynamodb.PutItem"} <= set(failed), failed
+    assert {
+        "begin: cloudwatch.DeleteAlarms",
+        "stop_fleet: ec2.TerminateInstances",
+        "archive: ssm.SendCommand",
+        "delete: cloudformation.DeleteStack",
+        "finish: dynamodb.PutItem",
+    } <= set(failed), failed
 
 
 def test_a_job_survives_a_fault_at_each_of_its_aws_calls(driven):
@@ -268,15 +300,20 @@ def test_a_job_survives_a_fault_at_each_of_its_aws_calls(driven):
         return jobcomp.exists() and re.search(rf"JobId=\d+ [^\n]*{job_id}", jobcomp.read_text()) is not None
 
     failed = each_call_fails_once(submitted, lambda job_id: run_job(name, job_id, lambda: ended(job_id)), ran_once)
-    assert {"submit: ssm.SendCommand", "submit: ssm.GetCommandInvocation", "submit: dynamodb.PutItem",
-            "poll: ssm.GetCommandInvocation"} <= set(failed), failed
+    assert {
+        "submit: ssm.SendCommand",
+        "submit: ssm.GetCommandInvocation",
+        "submit: dynamodb.PutItem",
+        "poll: ssm.GetCommandInvocation",
+    } <= set(failed), failed
     clusters.request_teardown(deps, name, reason="user")
     run_teardown(claimed(name, poll))
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_teardown_under_a_sustained_outage_of_30_percent_of_requests_completes(
-        driven: Any, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    driven: Any, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
     """30 % of every AWS request of the teardown steps fail (the SDK's retries apply: this is
     `sdk` mode), as the teardown function runs on AWS: its clients on the clean-up retry
     profile (no retry quota). The teardown ends; nothing of the cluster bills."""

@@ -1,0 +1,154 @@
+"""The `lsstctl` command, as installed (the virtualenv's entry point), against the local control
+plane that `make serve` runs: the HTTP API, the real workflows, real Slurm. No mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LSSTCTL = Path(sys.executable).parent / "lsstctl"
+OWNER = "cleo"  # no other test acts as cleo: her cost listing is hers alone
+NAME = "cli-demo"
+
+
+class Ran:
+    def __init__(self, done: subprocess.CompletedProcess[str]):
+        self.code, self.out, self.err = done.returncode, done.stdout, done.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+@pytest.fixture
+def cli_env(emulator, tmp_path):
+    return {
+        **os.environ,
+        "LSSTCTL_ENDPOINT": emulator.api_url,
+        "LSSTCTL_PRINCIPAL": OWNER,
+        "LSSTCTL_POLL_SECONDS": "0.3",
+        "LSSTCTL_CONFIG": str(tmp_path / "config.toml"),  # never the user's own
+    }
+
+
+@pytest.fixture
+def lsstctl(cli_env):
+    env = cli_env
+
+    def run(*args: str, timeout: float = 300, **overrides: str | None) -> Ran:
+        environment = {k: v for k, v in {**env, **overrides}.items() if v is not None}
+        return Ran(
+            subprocess.run(
+                [str(LSSTCTL), *args], capture_output=True, text=True, env=environment, timeout=timeout, check=False
+            )
+        )
+
+    return run
+
+
+def test_a_researchers_session_end_to_end(emulator, lsstctl, tmp_path):
+    # Given a user, and a quote for the cluster she wants
+    created = lsstctl("users", "create", OWNER, "--json")
+    assert created.code == 0, created
+    assert created.json()["iam_user_name"] == f"lsst-{OWNER}"
+    quoted = lsstctl("quote", "small", "2", "--nodes", "1", "--budget", "20", "--json")
+    assert quoted.code == 0, quoted
+    assert quoted.json()["budget"]["admitted"] and quoted.json()["run_usd"] < 20
+
+    # When she launches and waits, then it is ready, and the wait showed each step
+    up = lsstctl("up", NAME, "--budget", "20", "--stack", "w_2026_47", "--idle", "120", "--wait", "--json")
+    assert up.code == 0, up
+    assert up.json()["state"] == "ready"
+    assert "creating the cluster" in up.err and "installing the LSST stack" in up.err, up
+
+    # When she runs a command and waits for it, then it completed and its log holds its output
+    ran = lsstctl("run", NAME, "--wait", "--json", "--", "echo hello-$((6*7)); echo on $(hostname)")
+    assert ran.code == 0, ran
+    job = ran.json()
+    assert job["state"] == "completed" and job["slurm_job_id"]
+    log = lsstctl("logs", NAME, job["job_id"], "--json")
+    assert log.code == 0 and "hello-42" in log.json()["lines"], log
+    followed = lsstctl("logs", NAME, job["job_id"], "--follow")
+    assert followed.code == 0 and "hello-42" in followed.out.splitlines(), followed
+    listed = lsstctl("jobs", NAME, "--json")
+    assert [j["job_id"] for j in listed.json()["jobs"]] == [job["job_id"]]
+
+    # When a job fails, then `run --wait` says so with its exit code for failures
+    failing = lsstctl("run", NAME, "--wait", "--", "exit 3")
+    assert failing.code == 7 and "failed (exit 3:0)" in failing.out, failing
+
+    # When the guard has measured it, then the cost is drawn in the terminal and as a PNG
+    emulator.tick()
+    plot = lsstctl("cost", NAME, "--plot")
+    assert plot.code == 0, plot
+    assert "budget $20.00" in plot.out and "spend (USD)" in plot.out and "since" in plot.out
+    png = tmp_path / "cost.png"
+    drawn = lsstctl("cost", NAME, "--png", str(png), "--json")
+    assert drawn.code == 0 and drawn.json()["points"], drawn
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    mine = lsstctl("cost", "--json").json()
+    assert [r["cluster"] for r in mine["clusters"]] == [NAME] and mine["total_spend_usd"] > 0
+    assert lsstctl("cost").out.count(NAME) == 1
+
+    # When she tears it down and waits, then it is deleted with its results archived
+    down = lsstctl("down", NAME, "--wait", "--json")
+    assert down.code == 0, down
+    assert down.json()["state"] == "deleted" and down.json()["archive_uri"].startswith("s3://")
+    assert "archiving results" in down.err
+
+
+def test_failures_have_exit_codes_and_one_readable_line(lsstctl):
+    # A launch the budget cannot cover is refused: exit 4, the API's code and field in one line
+    refused = lsstctl("up", "cli-poor", "--budget", "0.001")
+    assert refused.code == 4, refused
+    assert refused.err.strip().startswith("error: validation_error (400): budget_usd")
+    assert len(refused.err.strip().splitlines()) == 1 and "Traceback" not in refused.err
+    # An unknown cluster is exit 3; with --json the API's error body is on stdout
+    unknown = lsstctl("--json", "status", "no-such-cluster")
+    assert unknown.code == 3 and unknown.json()["error"]["code"] == "not_found", unknown
+    assert lsstctl("jobs", "no-such-cluster").code == 3
+    # A bad quote names the field
+    bad = lsstctl("quote", "huge", "8", "--json")
+    assert bad.code == 4 and bad.json()["error"]["field"] == "preset", bad
+    # Usage errors are exit 2: no endpoint anywhere, a missing budget
+    nowhere = lsstctl("status", LSSTCTL_ENDPOINT=None)
+    assert nowhere.code == 2 and "no API endpoint" in nowhere.err, nowhere
+    assert lsstctl("up", "cli-x").code == 2
+    # The API unreachable is exit 6
+    closed = lsstctl("status", LSSTCTL_ENDPOINT="http://127.0.0.1:9", timeout=120)
+    assert closed.code == 6 and "cannot reach the API" in closed.err, closed
+
+
+def test_ctrl_c_stops_watching_and_the_launch_goes_on(lsstctl, cli_env):
+    import signal
+    import time
+
+    assert lsstctl("users", "create", OWNER).code == 0
+    watching = subprocess.Popen(
+        [str(LSSTCTL), "up", "cli-watch", "--budget", "20", "--stack", "w_2026_47", "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env,
+    )
+    # When the user presses Ctrl-C while the launch is shown in progress
+    first = watching.stderr.readline()
+    assert "cli-watch" in first and "requested" in first, first
+    watching.send_signal(signal.SIGINT)
+    _, rest = watching.communicate(timeout=60)
+    # Then the command stops with 130 and says how to look again; the launch is not cancelled
+    assert watching.returncode == 130, rest
+    assert "stopped watching; cli-watch goes on" in rest and "Traceback" not in rest
+    deadline = time.monotonic() + 120
+    while (state := lsstctl("status", "cli-watch", "--json").json()["state"]) != "ready":
+        assert state in {"requested", "launching", "installing"} and time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert lsstctl("down", "cli-watch", "--wait").code == 0

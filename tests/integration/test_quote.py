@@ -1,0 +1,66 @@
+"""Quotes before launch (GET /quote): the same numbers the guard meters and admission uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from lsstctl import wiring
+from lsstctl.domain.presets import PRESETS
+from lsstctl.errors import ValidationError
+from lsstctl.services import quotes
+from tests.integration.plane import ALICE, cid, ready, tick
+from tests.integration.test_guard import publish_busy
+
+
+@pytest.mark.parametrize(("nodes", "hours"), [(2, 3), (0, 2)])
+def test_a_quote_matches_what_the_ledger_records_over_those_hours(plane, nodes, hours):
+    # Given the quote for the small preset with some nodes in use for some hours
+    deps = wiring.deps()
+    quote = quotes.quote(deps, ALICE, preset="small", hours=hours, nodes=nodes)
+    # When that cluster runs that long with that many nodes (static ones), metered by the guard
+    small = PRESETS["small"].spec_fields()
+    small["queues"][0].update(min_nodes=nodes)
+    name = f"quoted-{nodes}"
+    ready(name, plane, preset="small", **small, budget_usd=500, idle_minutes=24 * 60, max_lifetime_hours=24)
+    tick(plane)
+    before = deps.store.get_ledger(cid(name), 1)["spend_usd"]
+    for _ in range(hours * 60):
+        publish_busy(name, plane)
+        tick(plane)
+    spent = deps.store.get_ledger(cid(name), 1)["spend_usd"] - before
+    # Then the ledger's spend over those hours is the quote's, within 2 %
+    assert spent == pytest.approx(quote["run_usd"], rel=0.02), (spent, quote)
+    assert quote["in_use_usd_per_hour"] == pytest.approx(
+        quote["at_rest_usd_per_hour"] + nodes * quote["queues"][0]["node_usd_per_hour"], abs=1e-4
+    )
+
+
+def test_a_quote_tells_admission_control_s_verdict(plane):
+    deps = wiring.deps()
+    roomy = quotes.quote(deps, ALICE, preset="medium", hours=8, budget_usd=1000)
+    assert roomy["budget"] == {**roomy["budget"], "admitted": True, "capped": False, "covers_run": True}
+    assert (
+        roomy["nodes"] == roomy["max_nodes"] == 10 and roomy["full_size_usd_per_hour"] == roomy["in_use_usd_per_hour"]
+    )
+    # A budget for part of the fleet: launched capped, as POST /clusters would
+    tight = quotes.quote(deps, ALICE, preset="large", hours=8, budget_usd=1)
+    assert tight["budget"]["admitted"] and tight["budget"]["capped"], tight["budget"]
+    assert tight["budget"]["reason"].startswith("capped ") and not tight["budget"]["covers_run"]
+    assert tight["budget"]["caps"]["compute"] < 32
+    # A budget for no node at all: refused, with admission control's reason
+    refused = quotes.quote(deps, ALICE, preset="large", hours=8, budget_usd=0.01)
+    assert refused["budget"]["admitted"] is False and "raise the budget" in refused["budget"]["reason"]
+    # Spot presets are quoted at most at on-demand
+    assert quotes.quote(deps, ALICE, preset="small-spot", hours=1)["pricing"] == "spot at most"
+    # Bad input names the field
+    for kwargs, field in (
+        ({"preset": "huge", "hours": 1}, "preset"),
+        ({"preset": "small", "hours": 0}, "hours"),
+        ({"preset": "small", "hours": 1000}, "hours"),
+        ({"preset": "small", "hours": 1, "nodes": 5}, "nodes"),
+        ({"preset": "small", "hours": 1, "nodes": -1}, "nodes"),
+        ({"preset": "small", "hours": 1, "budget_usd": 0}, "budget_usd"),
+    ):
+        with pytest.raises(ValidationError) as raised:
+            quotes.quote(deps, ALICE, **kwargs)
+        assert raised.value.field == field, kwargs
