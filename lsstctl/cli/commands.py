@@ -220,12 +220,14 @@ def quote(ctx: Ctx, preset: str, hours: float, nodes: int | None, budget: float 
         out.print(f"  at rest      ${answer['at_rest_usd_per_hour']:.4f}/h (head node and shared storage)")
         out.print(f"  full size    ${answer['full_size_usd_per_hour']:.4f}/h ({answer['max_nodes']} nodes)")
         out.print(f"  {answer['nodes']:>3} nodes    ${answer['in_use_usd_per_hour']:.4f}/h")
-        out.print(f"  [bold]{answer['hours']:g} hours    ${answer['run_usd']:.2f}[/]")
+        out.print(
+            f"  [bold]{answer['hours']:g} hour{'' if answer['hours'] == 1 else 's'}    {usd(answer['run_usd'])}[/]"
+        )
         verdict = answer.get("budget")
         if verdict:
             word = "refused" if not verdict["admitted"] else ("launched capped" if verdict["capped"] else "admitted")
             out.print(
-                f"  budget ${verdict['budget_usd']:.2f}: [bold]{word}[/]"
+                f"  budget {usd(verdict['budget_usd'])}: [bold]{word}[/]"
                 + (f": {verdict['reason']}" if verdict.get("reason") else "")
                 + ("" if verdict["covers_run"] else "; it does not cover this run")
                 + (
@@ -292,8 +294,8 @@ def up(
             ctx,
             accepted,
             lambda: out.print(
-                f"launching [bold]{name}[/] ({accepted['state']}); follow it with: lsstctl status {name}"
-                + (f"\n{accepted['governor']['message']}" if accepted.get("governor") else "")
+                f"launching [bold]{name}[/] ({accepted['cluster']['state']}); follow it with: lsstctl status {name}"
+                + (f"\n{accepted['cluster']['governor']['message']}" if accepted["cluster"].get("governor") else "")
             ),
         )
         return
@@ -315,7 +317,7 @@ def down(ctx: Ctx, name: str, wait: bool, timeout: float) -> None:
             ctx,
             accepted,
             lambda: out.print(
-                f"tearing [bold]{name}[/] down ({accepted['state']}); follow it with: lsstctl status {name}"
+                f"tearing [bold]{name}[/] down ({accepted['cluster']['state']}); follow it with: lsstctl status {name}"
             ),
         )
         return
@@ -365,9 +367,10 @@ def _show_cluster(view: dict[str, Any]) -> None:
         f"[bold]{view['name']}[/] ({view['owner']}, generation {view['generation']}): "
         f"[bold]{view['state']}[/] - {STEPS.get(view['state'], '')}"
     )
+    burning = cost.get("burn_usd_per_hour") is not None and view["state"] not in ("deleted", "failed")
     out.print(
-        f"  spend ${cost['spend_usd']:.2f} of ${spec['budget_usd']:.2f}"
-        + (f", burning ${cost['burn_usd_per_hour']:.3f}/h" if cost.get("burn_usd_per_hour") is not None else "")
+        f"  spend {usd(cost['spend_usd'])} of {usd(spec['budget_usd'])}"
+        + (f", burning {usd(cost['burn_usd_per_hour'])}/h" if burning else "")
     )
     out.print(
         f"  stack {spec['stack_tag']}, idle after {spec['idle_minutes']} min, lifetime {spec['max_lifetime_hours']} h"
@@ -407,7 +410,7 @@ def _follow(ctx: Ctx, name: str, wanted: set[str], stop: set[str], timeout: floa
                 spend = (view.get("cost") or {}).get("spend_usd") or 0.0
                 line = (
                     f"{name}  {state:<12} {int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}  "
-                    f"{STEPS.get(state, state)}  ${spend:.2f} of ${view['spec']['budget_usd']:.2f}"
+                    f"{STEPS.get(state, state)}  {usd(spend)} of {usd(view['spec']['budget_usd'])}"
                 )
                 if status is not None:
                     status.update(line)
@@ -445,7 +448,7 @@ class _Nothing:
 def usd(amount: float | None) -> str:
     """Dollars as people read them: cents, or tenths of a cent under a dollar."""
     value = float(amount or 0.0)
-    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
+    return f"${value:,.2f}" if value >= 1 or round(value, 2) == value else f"${value:.4f}"
 
 
 def _poll_seconds() -> float:
@@ -573,8 +576,8 @@ def jobs(ctx: Ctx, name: str) -> None:
         cost = answer.get("cost") or {}
         if cost:
             out.print(
-                f"spend ${cost.get('spend_usd', 0):.2f}: jobs ${cost.get('jobs_usd', 0):.2f}, "
-                f"idle ${cost.get('idle_usd', 0):.2f}"
+                f"spend {usd(cost.get('spend_usd'))}: jobs {usd(cost.get('jobs_usd'))}, "
+                f"idle {usd(cost.get('idle_usd'))}"
             )
 
     emit(ctx, answer, show)
@@ -652,7 +655,16 @@ def _job_line(job: dict[str, Any], stream: Console = out) -> None:
 def cancel(ctx: Ctx, name: str, job_id: str) -> None:
     """Cancel job JOB_ID on cluster NAME (a bps workflow's pilot jobs too)."""
     job = ctx.api.request("DELETE", f"/clusters/{q(name)}/jobs/{q(job_id)}")
-    emit(ctx, job, lambda: out.print(f"job [bold]{job_id}[/]: {job['state']}"))
+    state = job["job"]["state"]
+    emit(
+        ctx,
+        job,
+        lambda: out.print(
+            f"job [bold]{job_id}[/]: {state}"
+            if state in ENDED_JOB
+            else f"job [bold]{job_id}[/]: cancel requested (it was {state})"
+        ),
+    )
 
 
 # cost --------------------------------------------------------------------------------------
@@ -719,18 +731,18 @@ def _show_costs(answer: dict[str, Any]) -> None:
             row["owner"],
             str(row["generation"]),
             row["state"] or "",
-            f"${row['spend_usd']:.2f}",
-            f"${row['budget_usd']:.2f}" if row.get("budget_usd") else "",
+            usd(row["spend_usd"]),
+            usd(row["budget_usd"]) if row.get("budget_usd") else "",
             f"{row['budget_used_percent']}%" if row.get("budget_used_percent") is not None else "",
             f"{row['burn_usd_per_hour']:.3f}",
         )
     out.print(table)
     for owner in answer["owners"]:
         out.print(
-            f"{owner['owner']}: ${owner['spend_usd']:.2f} over {owner['clusters']} cluster generation(s), "
-            f"burning ${owner['burn_usd_per_hour']:.3f}/h"
+            f"{owner['owner']}: {usd(owner['spend_usd'])} over {owner['clusters']} cluster generation(s), "
+            f"burning {usd(owner['burn_usd_per_hour'])}/h"
         )
-    out.print(f"total ${answer['total_spend_usd']:.2f}")
+    out.print(f"total {usd(answer['total_spend_usd'])}")
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from lsstctl.domain.cost import SpendReport, TeardownTiming, spend_ceiling
 from lsstctl.domain.governor import Governance, QueueReach, describe_caps, full_caps, govern, reach_hourly
 from lsstctl.domain.models import Cluster, iso
 from lsstctl.domain.models import ClusterState as S
-from lsstctl.domain.pricing import UnknownPriceError
+from lsstctl.domain.pricing import UnknownPriceError, gb_month_to_hourly
 from lsstctl.errors import ValidationError
 from lsstctl.services.deps import Deps
 
@@ -101,7 +101,11 @@ def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | Non
     (None: not capped)."""
     region = cluster.spec.region or deps.settings.region
     try:
-        head = deps.catalog.instance_hourly(region, cluster.spec.head_node_type)
+        # What bills whatever runs: the head node and the shared storage, as the guard meters them.
+        storage = cluster.spec.shared_storage
+        head = deps.catalog.instance_hourly(region, cluster.spec.head_node_type) + gb_month_to_hourly(
+            deps.catalog.shared_storage_gb_month(region, storage.type), storage.size_gib
+        )
         queues = queue_reach(deps, cluster)
     except UnknownPriceError as error:
         raise ValidationError(
@@ -131,15 +135,26 @@ def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | Non
         )
     if not governed:
         return None
-    governance = govern(
-        budget_usd=cluster.spec.budget_usd,
-        spend_usd=0.0,
-        base_usd_per_hour=head,
-        queues=queues,
-        caps_now=first,
-        guard_interval_seconds=interval,
-        timing=timing,
-    )
+
+    def steer(spend_usd: float, caps_now: Mapping[str, int]) -> Governance:
+        return govern(
+            budget_usd=cluster.spec.budget_usd,
+            spend_usd=spend_usd,
+            base_usd_per_hour=head,
+            queues=queues,
+            caps_now=caps_now,
+            guard_interval_seconds=interval,
+            timing=timing,
+        )
+
+    governance = steer(0.0, first)
+    if not governance.stalled:
+        # The guard's first pass sees these caps in force, an interval's spend behind it. If it
+        # could not carry a node then, it would end the cluster at once: refuse it now. If it
+        # would cap lower, launch with that.
+        next_pass = steer((head + reach_hourly(queues, first)) * interval / 3600, governance.caps)
+        if next_pass.stalled or any(next_pass.caps[q] < n for q, n in governance.caps.items()):
+            governance = next_pass
     if governance.stalled:
         raise ValidationError(
             f"budget_usd {cluster.spec.budget_usd:.2f} cannot keep even one compute node running through the "

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,22 @@ def test_a_researchers_session_end_to_end(emulator, lsstctl, tmp_path):
     assert followed.code == 0 and "hello-42" in followed.out.splitlines(), followed
     listed = lsstctl("jobs", NAME, "--json")
     assert [j["job_id"] for j in listed.json()["jobs"]] == [job["job_id"]]
+    assert job["job_id"] in lsstctl("jobs", NAME).out
 
     # When a job fails, then `run --wait` says so with its exit code for failures
     failing = lsstctl("run", NAME, "--wait", "--", "exit 3")
     assert failing.code == 7 and "failed (exit 3:0)" in failing.out, failing
+
+    # When she cancels a job she did not wait for, then it ends cancelled
+    sleeper = lsstctl("run", NAME, "--job-name", "sleeper", "--", "sleep", "600")
+    assert sleeper.code == 0 and "submitted" in sleeper.out, sleeper
+    sleeper_id = sleeper.out.split()[1]
+    cancelled = lsstctl("cancel", NAME, sleeper_id)
+    assert cancelled.code == 0 and sleeper_id in cancelled.out, cancelled
+    deadline = time.monotonic() + 60
+    while (state := _job(lsstctl, NAME, sleeper_id)["state"]) != "cancelled":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
 
     # When the guard has measured it, then the cost is drawn in the terminal and as a PNG
     emulator.tick()
@@ -103,6 +116,10 @@ def test_a_researchers_session_end_to_end(emulator, lsstctl, tmp_path):
     assert down.code == 0, down
     assert down.json()["state"] == "deleted" and down.json()["archive_uri"].startswith("s3://")
     assert "archiving results" in down.err
+
+
+def _job(lsstctl, cluster: str, job_id: str) -> dict[str, Any]:
+    return next(j for j in lsstctl("jobs", cluster, "--json").json()["jobs"] if j["job_id"] == job_id)
 
 
 def test_failures_have_exit_codes_and_one_readable_line(lsstctl):
@@ -129,7 +146,6 @@ def test_failures_have_exit_codes_and_one_readable_line(lsstctl):
 
 def test_ctrl_c_stops_watching_and_the_launch_goes_on(lsstctl, cli_env):
     import signal
-    import time
 
     assert lsstctl("users", "create", OWNER).code == 0
     watching = subprocess.Popen(
@@ -151,4 +167,10 @@ def test_ctrl_c_stops_watching_and_the_launch_goes_on(lsstctl, cli_env):
     while (state := lsstctl("status", "cli-watch", "--json").json()["state"]) != "ready":
         assert state in {"requested", "launching", "installing"} and time.monotonic() < deadline, state
         time.sleep(0.5)
-    assert lsstctl("down", "cli-watch", "--wait").code == 0
+    # Without --wait, `down` answers at once and the teardown goes on
+    down = lsstctl("down", "cli-watch")
+    assert down.code == 0 and "tearing cli-watch down" in down.out, down
+    deadline = time.monotonic() + 120
+    while lsstctl("status", "cli-watch", "--json").json()["state"] != "deleted":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)

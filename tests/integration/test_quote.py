@@ -9,7 +9,7 @@ from lsstctl.domain.presets import PRESETS
 from lsstctl.errors import ValidationError
 from lsstctl.services import quotes
 from tests.integration.plane import ALICE, cid, ready, tick
-from tests.integration.test_guard import publish_busy
+from tests.integration.test_guard import CapHead, answering, publish_busy
 
 
 @pytest.mark.parametrize(("nodes", "hours"), [(2, 3), (0, 2)])
@@ -64,3 +64,25 @@ def test_a_quote_tells_admission_control_s_verdict(plane):
         with pytest.raises(ValidationError) as raised:
             quotes.quote(deps, ALICE, **kwargs)
         assert raised.value.field == field, kwargs
+
+
+@pytest.mark.parametrize("budget", [0.03, 0.05, 0.08, 0.12, 0.2])
+def test_a_budget_the_quote_admits_is_not_ended_by_the_guards_first_pass(plane, monkeypatch, budget):
+    # Given head nodes that apply the governor's caps, and a budget admission control would
+    # launch (perhaps capped), by the quote
+    answering(monkeypatch, CapHead(wiring.deps().runner))
+    deps = wiring.deps()
+    verdict = quotes.quote(deps, ALICE, preset="small", hours=1, budget_usd=budget)["budget"]
+    if not verdict["admitted"]:
+        # Then the launch itself is refused with the same reason
+        with pytest.raises(ValidationError) as refused:
+            ready(f"b-{int(budget * 100)}", plane, preset="small", **PRESETS["small"].spec_fields(), budget_usd=budget)
+        assert refused.value.message == verdict["reason"]
+        return
+    # When it is launched and the guard makes its first pass
+    name = f"b-{int(budget * 100)}"
+    ready(name, plane, preset="small", **PRESETS["small"].spec_fields(), budget_usd=budget)
+    summary = tick(plane)
+    # Then the guard does not end it for its budget (admission reserved what the guard meters:
+    # the head node and the shared storage too)
+    assert cid(name) not in summary["teardowns"], (verdict, summary)
