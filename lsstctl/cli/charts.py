@@ -74,7 +74,7 @@ def png_chart(history: dict[str, Any], path: Path) -> Path:
     right.set_ylabel("USD per hour")
     right.set_ylim(bottom=0)
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles=handles, loc="upper left")
+    left.legend(handles=handles, loc="lower right")
     left.set_title(_title(history))
     figure.tight_layout()
     figure.savefig(path)
