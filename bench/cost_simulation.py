@@ -74,6 +74,9 @@ class Scenario:
     traced: bool = False  # record spend, nodes and cap each minute (the README's figure)
     owner: str | None = None  # an owner several scenarios share (else one owner each)
     project: str | None = None  # a project (grant) it draws on
+    # A preset's spec (GET /quote's subject): `max_nodes` of its first queue run for
+    # `work_hours`, and the ledger's spend over those hours is compared with the quote.
+    preset: str | None = None
 
     def owner_at(self, index: int) -> str:
         return self.owner or f"owner{index:02d}"
@@ -143,6 +146,8 @@ SCENARIOS = [
         Scenario(f"grant-{i}-of-3-b20", 20, "c5.4xlarge", 7, owner=f"member{i % 2}", project="grant")
         for i in range(1, 4)
     ],
+    # a quote kept: the small preset with 2 of its 4 nodes busy for 8 hours (GET /quote)
+    Scenario("quoted-small-2-nodes-8h", 100, "m6i.xlarge", 2, work_hours=8, idle_minutes=30, preset="small"),
     # slow teardowns (40 minutes to delete instead of 10)
     Scenario("slow-b50-steady-4.8/h", 50, "c5.4xlarge", 7, slow_teardown=True),
     Scenario("slow-b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True, slow_teardown=True),
@@ -164,9 +169,19 @@ class Outcome:
     least_cap: int | None = None  # the lowest node cap the governor applied
     trace: list[list[float]] | None = None  # [hours after ready, spend, nodes, cap] each minute
     ceiling_note: str | None = None  # what one launch more under its shared ceiling was told
+    quoted_usd: float | None = None  # GET /quote's run_usd for a preset scenario
 
 
 def _spec(s: Scenario, name: str) -> dict[str, Any]:
+    if s.preset:  # the preset as POST /clusters makes it (its queues, head node and storage)
+        return {
+            "preset": s.preset,
+            "name": name,
+            "stack_tag": "w_2026_47",
+            "budget_usd": s.budget,
+            "idle_minutes": s.idle_minutes,
+            "max_lifetime_hours": s.lifetime_hours,
+        }
     return {
         "project": s.project,
         "name": name,
@@ -230,6 +245,11 @@ def run_phase(
             )
             name = launched.id  # what AWS and the records call it
             outcomes[name] = Outcome(s, governor=governor)
+            if s.preset:
+                from lsstctl.services.quotes import quote
+
+                asked = quote(deps, Principal(s.owner_at(i)), preset=s.preset, hours=s.demand_hours, nodes=s.max_nodes)
+                outcomes[name].quoted_usd = asked["run_usd"]
             if s.failing_archive:
                 # Outputs that cannot be copied: the path is a file, so the archive fails.
                 outputs = workdir / "nodes" / name / "shared"
@@ -282,7 +302,7 @@ def run_phase(
                     out.least_cap = cap if out.least_cap is None else min(out.least_cap, cap)
                 if nodes.get(name) != want:
                     nodes[name] = deps.engine.set_compute_nodes(name, "compute", out.scenario.compute, want)
-                if out.scenario.traced:
+                if out.scenario.traced or out.scenario.preset:
                     ledger = deps.store.get_ledger(name, record.generation) or {}
                     out.trace = (out.trace or []) + [
                         [
@@ -518,10 +538,35 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
     )
     print(f"{len(outcomes)} runs, {real_seconds:.0f} s real time; anchors measured 30 days after launch")
     ceilings(outcomes)
+    passed = quotes_kept(outcomes) and passed
     for o in outcomes:
-        if o.trace:
+        if o.trace and o.scenario.traced:
             figure(o)
     return passed
+
+
+QUOTE_TOLERANCE = 0.02
+
+
+def quotes_kept(outcomes: list[Outcome]) -> bool:
+    """GET /quote's cost of a preset run against what the guard's ledger recorded over those hours."""
+    kept = True
+    for o in outcomes:
+        if o.quoted_usd is None or not o.trace:
+            continue
+        hours = o.scenario.demand_hours
+        at_start = o.trace[0]
+        at_end = min(o.trace, key=lambda row: abs(row[0] - (at_start[0] + hours)))
+        spent = at_end[1] - at_start[1]
+        delta = (spent - o.quoted_usd) / o.quoted_usd
+        ok = abs(delta) <= QUOTE_TOLERANCE
+        kept = kept and ok
+        print(
+            f"\nquote {o.scenario.preset}, {o.scenario.max_nodes} nodes, {hours:g} h: ${o.quoted_usd:.2f}; the ledger "
+            f"over {at_end[0] - at_start[0]:.2f} h after ready: ${spent:.2f} ({100 * delta:+.2f}%, target within "
+            f"{100 * QUOTE_TOLERANCE:.0f}%): {'met' if ok else 'NOT met'}"
+        )
+    return kept
 
 
 def ceilings(outcomes: list[Outcome]) -> None:
@@ -579,6 +624,7 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
         "least_cap": o.least_cap,
         "trace": o.trace,
         "ceiling_note": o.ceiling_note,
+        "quoted_usd": o.quoted_usd,
     }
 
 
