@@ -146,8 +146,8 @@ SCENARIOS = [
         Scenario(f"grant-{i}-of-3-b20", 20, "c5.4xlarge", 7, owner=f"member{i % 2}", project="grant")
         for i in range(1, 4)
     ],
-    # a quote kept: the small preset with 2 of its 4 nodes busy for 8 hours (GET /quote)
-    Scenario("quoted-small-2-nodes-8h", 100, "m6i.xlarge", 2, work_hours=8, idle_minutes=30, preset="small"),
+    # a quote kept: the small preset with 2 of its 4 nodes busy for 8 hours, then its lifetime ends it
+    Scenario("quoted-small-2-nodes-8h", 100, "m6i.xlarge", 2, work_hours=8, lifetime_hours=8.5, preset="small"),
     # slow teardowns (40 minutes to delete instead of 10)
     Scenario("slow-b50-steady-4.8/h", 50, "c5.4xlarge", 7, slow_teardown=True),
     Scenario("slow-b500-bursty-200/h", 500, "c5.18xlarge", 65, bursty=True, slow_teardown=True),
