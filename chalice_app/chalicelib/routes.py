@@ -265,14 +265,25 @@ def get_cluster_cost_history(name: str) -> Response:
 def get_quote() -> Response:
     def run() -> Response:
         params = api.current_request.query_params or {}
-        if not params.get("preset"):
-            raise ValidationError("name a preset (GET /presets lists them): ?preset=small&hours=8", field="preset")
+        if not params.get("preset") and not params.get("spec"):
+            raise ValidationError(
+                "name a preset (GET /presets lists them) or give a cluster spec: ?preset=small&hours=8", field="preset"
+            )
+        spec = None
+        if params.get("spec"):
+            try:
+                spec = json.loads(params["spec"])
+            except ValueError as error:
+                raise ValidationError(f"spec is not valid JSON: {error}", field="spec") from None
+            if not isinstance(spec, dict):
+                raise ValidationError("spec must be a JSON object (POST /clusters' body)", field="spec")
         return _json(
             200,
             quotes.quote(
                 wiring.deps(),
                 _principal(),
-                preset=params["preset"],
+                preset=params.get("preset") or None,
+                spec=spec,
                 hours=_number(params, "hours", float, required=True),
                 nodes=_number(params, "nodes", int),
                 budget_usd=_number(params, "budget_usd", float),

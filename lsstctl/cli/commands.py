@@ -200,21 +200,35 @@ def presets(ctx: Ctx) -> None:
 
 
 @cli.command()
-@click.argument("preset")
-@click.argument("hours", type=float)
+@click.argument("words", nargs=-1, metavar="[PRESET] HOURS")
+@click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Quote a JSON or YAML cluster spec (as for `up --spec`) instead of a preset.",
+)
 @click.option("--nodes", type=int, help="Compute nodes in use (default: every queue full).")
 @click.option("--budget", type=float, help="Would this budget be admitted (or capped), and why?")
 @json_option
 @click.pass_obj
-def quote(ctx: Ctx, preset: str, hours: float, nodes: int | None, budget: float | None) -> None:
-    """What PRESET costs for HOURS, before launching it."""
-    answer = ctx.api.request(
-        "GET", "/quote", query={"preset": preset, "hours": hours, "nodes": nodes, "budget_usd": budget}
-    )
+def quote(ctx: Ctx, words: tuple[str, ...], spec_file: Path | None, nodes: int | None, budget: float | None) -> None:
+    """What PRESET (or --spec FILE) costs for HOURS, before launching it."""
+    if len(words) != (1 if spec_file else 2):
+        fail("usage: lsstctl quote PRESET HOURS [--nodes N] [--budget USD]  |  lsstctl quote --spec FILE HOURS", 2)
+    try:
+        hours = float(words[-1])
+    except ValueError:
+        fail(f"usage: HOURS is a number of hours, not {words[-1]!r}", 2)
+    query: dict[str, Any] = {"hours": hours, "nodes": nodes, "budget_usd": budget}
+    if spec_file:
+        query["spec"] = json.dumps(_load(spec_file))
+    else:
+        query["preset"] = words[0]
+    answer = ctx.api.request("GET", "/quote", query=query)
 
     def show() -> None:
         out.print(
-            f"[bold]{answer['preset']}[/] in {answer['region']} (prices as of {answer['prices_as_of']}, "
+            f"[bold]{answer['preset'] or 'your spec'}[/] in {answer['region']} (prices as of {answer['prices_as_of']}, "
             f"{answer['pricing']}):"
         )
         out.print(f"  at rest      ${answer['at_rest_usd_per_hour']:.4f}/h (head node and shared storage)")

@@ -26,28 +26,36 @@ def quote(
     deps: Deps,
     principal: Principal,
     *,
-    preset: str,
     hours: float,
+    preset: str | None = None,
+    spec: dict[str, Any] | None = None,
     nodes: int | None = None,
     budget_usd: float | None = None,
 ) -> dict[str, Any]:
-    try:
-        chosen = find_preset(preset)
-    except ValueError as error:
-        raise ValidationError(str(error), field="preset") from None
+    """The quote for a preset, or for a whole cluster spec (POST /clusters' body; its
+    `budget_usd` judged unless `budget_usd` is given)."""
+    if (preset is None) == (spec is None):
+        raise ValidationError("name a preset or give a cluster spec (one of them)", field="preset")
+    if preset is not None:
+        try:
+            find_preset(preset)
+        except ValueError as error:
+            raise ValidationError(str(error), field="preset") from None
     if not 0 < hours <= MAX_QUOTE_HOURS:
         raise ValidationError(f"hours must be above 0 and at most {MAX_QUOTE_HOURS}", field="hours")
     if budget_usd is not None and not 0 < budget_usd <= 100_000:
         raise ValidationError("budget_usd must be above 0 and at most 100000", field="budget_usd")
-    cluster = _cluster(deps, principal, preset, hours, budget_usd)
+    judged = budget_usd if budget_usd is not None else (spec or {}).get("budget_usd")
+    cluster = _cluster(deps, principal, {"preset": preset} if preset else dict(spec or {}), hours, judged)
     reach = queue_reach(deps, cluster)
     largest = sum(q.max_nodes for q in reach)
     in_use = largest if nodes is None else nodes
     if not 0 <= in_use <= largest:
-        raise ValidationError(f"nodes must be 0 to {largest} (the preset's queues at full size)", field="nodes")
+        raise ValidationError(f"nodes must be 0 to {largest} (the queues at full size)", field="nodes")
     region = cluster.spec.region or deps.settings.region
+    queues = [q.model_dump() for q in cluster.spec.queues]
     prices = hourly_prices(
-        deps.catalog, region, chosen.head_node_type, list(chosen.queues), dict(chosen.shared_storage)
+        deps.catalog, region, cluster.spec.head_node_type, queues, cluster.spec.shared_storage.model_dump()
     )
     # Nodes in use fill the queues in order (the first queue is where jobs go by default).
     compute, left, by_queue = 0.0, in_use, []
@@ -58,7 +66,7 @@ def quote(
         by_queue.append({"queue": q.name, "nodes": n, "max_nodes": q.max_nodes, "node_usd_per_hour": q.node_hourly})
     hourly = prices["at_rest_usd_per_hour"] + compute
     answer: dict[str, Any] = {
-        "preset": chosen.name,
+        "preset": cluster.spec.preset,
         "region": region,
         "prices_as_of": deps.catalog.as_of,
         "hours": hours,
@@ -70,25 +78,29 @@ def quote(
         "queues": by_queue,
         # Spot nodes are quoted at the on-demand price: what they can cost at most (the guard
         # meters them at the spot price EC2 reports).
-        "pricing": "on-demand" if all(q.get("capacity_type") != "spot" for q in chosen.queues) else "spot at most",
+        "pricing": "on-demand" if all(q.get("capacity_type") != "spot" for q in queues) else "spot at most",
     }
-    if budget_usd is not None:
+    if judged is not None:
         answer["budget"] = _admission(deps, cluster, hourly, hours * hourly)
     return answer
 
 
-def _cluster(deps: Deps, principal: Principal, preset: str, hours: float, budget_usd: float | None) -> Cluster:
-    """The cluster a launch of this preset would create (never stored): what admission judges."""
+def _cluster(
+    deps: Deps, principal: Principal, fields: dict[str, Any], hours: float, budget_usd: float | None
+) -> Cluster:
+    """The cluster a launch of this spec would create (never stored): what admission judges."""
+    data = {"name": QUOTE_NAME, **fields, "budget_usd": budget_usd or 100_000, "max_lifetime_hours": hours}
     try:
-        spec = ClusterSpec.model_validate(
-            {"name": QUOTE_NAME, "preset": preset, "budget_usd": budget_usd or 100_000, "max_lifetime_hours": hours}
-        )
-    except ModelError as error:  # the preset's fields are ours: only the query's can be wrong
+        spec = ClusterSpec.model_validate(data)
+    except ModelError as error:
         first = error.errors()[0]
-        field = {"budget_usd": "budget_usd", "max_lifetime_hours": "hours"}.get(str(first["loc"][0]), "preset")
+        where = ".".join(str(part) for part in first["loc"]) or "spec"
+        field = {"budget_usd": "budget_usd", "max_lifetime_hours": "hours", "preset": "preset"}.get(
+            where, where if "preset" in fields and len(fields) == 1 else f"spec.{where}"
+        )
         raise ValidationError(f"{field}: {first['msg']}", field=field) from None
     now = iso(deps.clock())
-    return Cluster(name=QUOTE_NAME, owner=principal.name, spec=spec, created_at=now, updated_at=now)
+    return Cluster(name=spec.name, owner=principal.name, spec=spec, created_at=now, updated_at=now)
 
 
 def _admission(deps: Deps, cluster: Cluster, hourly: float, run_usd: float) -> dict[str, Any]:

@@ -63,6 +63,11 @@ def test_a_researchers_session_end_to_end(emulator, lsstctl, tmp_path):
     quoted = lsstctl("quote", "small", "2", "--nodes", "1", "--budget", "20", "--json")
     assert quoted.code == 0, quoted
     assert quoted.json()["budget"]["admitted"] and quoted.json()["run_usd"] < 20
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("queues:\n  - {name: q, instance_types: [c5.4xlarge], max_nodes: 8}\nbudget_usd: 30\n")
+    mine = lsstctl("quote", "--spec", str(spec), "2", "--json")
+    assert mine.code == 0 and mine.json()["max_nodes"] == 8 and mine.json()["budget"]["budget_usd"] == 30, mine
+    assert "your spec" in lsstctl("quote", "--spec", str(spec), "2").out
 
     # When she launches and waits, then it is ready, and the wait showed each step
     up = lsstctl("up", NAME, "--budget", "20", "--stack", "w_2026_47", "--idle", "120", "--wait", "--json")

@@ -211,10 +211,17 @@ def test_a_quote_answers_prices_and_admission_and_names_bad_parameters(api: Api)
         ({"preset": "small", "hours": "nan"}, "hours"),
         ({"preset": "small", "hours": "8", "nodes": "1.5"}, "nodes"),
         ({"preset": "small", "hours": "8", "budget_usd": "-3"}, "budget_usd"),
+        ({"spec": "{not json", "hours": "8"}, "spec"),
+        ({"spec": "[1, 2]", "hours": "8"}, "spec"),
     ):
         refused = api.call("GET", "/quote", query=query)
         assert (refused.status, refused.body["error"]["field"]) == (400, field), query
     assert api.call("GET", "/quote", query={"preset": "small", "hours": "8"}, who=None).status == 401
+    # A whole spec instead of a preset (as POST /clusters takes it)
+    spec = json.dumps({"queues": [{"name": "q", "instance_types": ["c5.4xlarge"], "max_nodes": 8}], "budget_usd": 30})
+    quoted = api.call("GET", "/quote", query={"spec": spec, "hours": "2"})
+    assert quoted.status == 200 and quoted.body["preset"] is None and quoted.body["max_nodes"] == 8
+    assert quoted.body["budget"]["budget_usd"] == 30
 
 
 def test_the_cost_history_is_the_guards_measurements(api: Api) -> None:

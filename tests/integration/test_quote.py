@@ -86,3 +86,26 @@ def test_a_budget_the_quote_admits_is_not_ended_by_the_guards_first_pass(plane, 
     # Then the guard does not end it for its budget (admission reserved what the guard meters:
     # the head node and the shared storage too)
     assert cid(name) not in summary["teardowns"], (verdict, summary)
+
+
+def test_a_spec_is_quoted_as_its_preset_would_be_and_its_own_budget_judged(plane):
+    deps = wiring.deps()
+    small = PRESETS["small"].spec_fields()
+    by_preset = quotes.quote(deps, ALICE, preset="small", hours=5, nodes=3, budget_usd=40)
+    by_spec = quotes.quote(deps, ALICE, spec={**small, "budget_usd": 40}, hours=5, nodes=3)
+    assert {**by_spec, "preset": "small"} == by_preset and by_spec["preset"] is None
+    # A spec of its own: dearer nodes, its budget judged (a $1 budget for 2 c5.18xlarge is capped or refused)
+    own = {"queues": [{"name": "big", "instance_types": ["c5.18xlarge"], "max_nodes": 2}], "budget_usd": 1}
+    answer = quotes.quote(deps, ALICE, spec=own, hours=2)
+    assert answer["queues"] == [{"queue": "big", "nodes": 2, "max_nodes": 2, "node_usd_per_hour": 3.06}]
+    assert answer["budget"]["budget_usd"] == 1 and not answer["budget"]["covers_run"]
+    # A bad spec names the field inside it; a preset and a spec at once, or neither, is refused
+    with pytest.raises(ValidationError) as raised:
+        quotes.quote(
+            deps, ALICE, spec={"queues": [{"name": "q", "instance_types": ["c5.large"], "max_nodes": 0}]}, hours=1
+        )
+    assert raised.value.field == "spec.queues.0.max_nodes"
+    for kwargs in ({"preset": "small", "spec": own}, {}):
+        with pytest.raises(ValidationError) as raised:
+            quotes.quote(deps, ALICE, hours=1, **kwargs)
+        assert raised.value.field == "preset"
