@@ -259,7 +259,7 @@ def quote(ctx: Ctx, words: tuple[str, ...], spec_file: Path | None, nodes: int |
 
 @cli.command()
 @click.argument("name")
-@click.option("--preset", default="small", show_default=True, help="A named size (lsstctl presets).")
+@click.option("--preset", help="A named size (lsstctl presets; default small, or none with --spec).")
 @click.option("--budget", type=float, help="USD: the cluster is torn down before spending more.")
 @click.option("--idle", type=int, help="Minutes without jobs before teardown (default 60).")
 @click.option("--lifetime", type=float, help="Hours before teardown, busy or not (default 24).")
@@ -278,7 +278,7 @@ def quote(ctx: Ctx, words: tuple[str, ...], spec_file: Path | None, nodes: int |
 def up(
     ctx: Ctx,
     name: str,
-    preset: str,
+    preset: str | None,
     budget: float | None,
     idle: int | None,
     lifetime: float | None,
@@ -290,7 +290,8 @@ def up(
 ) -> None:
     """Launch cluster NAME (a preset, a budget, limits), and optionally wait until it is ready."""
     spec: dict[str, Any] = _load(spec_file) if spec_file else {}
-    spec.setdefault("preset", preset)
+    if preset or not spec_file:  # a spec file of its own takes no preset unless one is asked for
+        spec["preset"] = preset or "small"
     options = {
         "name": name,
         "budget_usd": budget,

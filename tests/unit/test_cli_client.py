@@ -126,3 +126,22 @@ def test_new_log_lines_are_those_after_what_was_printed():
     assert _new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]  # the tail moved on
     assert _new_lines(["a", "b"], ["a", "b"]) == []
     assert _new_lines(["x"], ["y", "z"]) == ["y", "z"]  # more lines than the tail: none lost twice
+
+
+def test_up_sends_the_preset_unless_a_spec_file_of_its_own_is_given(server, tmp_path, monkeypatch):
+    from lsstctl.cli.commands import main
+
+    monkeypatch.setenv("LSSTCTL_CONFIG", str(tmp_path / "none.toml"))
+    accepted = (202, {"cluster": {"state": "requested"}, "status_url": "/clusters/x"}, {})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("queues:\n  - {name: q, instance_types: [c5.large], max_nodes: 2}\nbudget_usd: 9\n")
+    Recorder.script = [accepted] * 3
+    base = ["--endpoint", server, "--as", "alice", "up", "x"]
+    assert main([*base, "--budget", "5"]) == 0
+    assert main([*base, "--spec", str(spec)]) == 0
+    assert main([*base, "--spec", str(spec), "--preset", "medium", "--budget", "7"]) == 0
+    bodies = [json.loads(r["body"]) for r in Recorder.seen]
+    assert bodies[0] == {"name": "x", "budget_usd": 5, "preset": "small"}
+    assert "preset" not in bodies[1] and bodies[1]["budget_usd"] == 9 and bodies[1]["queues"][0]["name"] == "q"
+    assert bodies[2]["preset"] == "medium" and bodies[2]["budget_usd"] == 7
+    assert main([*base]) == 2 and len(Recorder.seen) == 3  # no budget anywhere: usage, nothing sent
