@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote as q
@@ -410,7 +411,7 @@ def _follow(ctx: Ctx, name: str, wanted: set[str], stop: set[str], timeout: floa
     terminal, a line per change otherwise. Ctrl-C stops watching, never the server's work."""
     started = time.monotonic()
     seen: tuple[str, str] | None = None
-    with err.status("", spinner="dots") if err.is_terminal else _Nothing() as status:
+    with err.status("", spinner="dots") if err.is_terminal else nullcontext() as status:
         try:
             while True:
                 try:
@@ -450,14 +451,6 @@ def _follow(ctx: Ctx, name: str, wanted: set[str], stop: set[str], timeout: floa
         except KeyboardInterrupt:
             err.print(f"\nstopped watching; {name} goes on ({seen[0] if seen else 'unknown'}): lsstctl status {name}")
             raise SystemExit(EXIT_INTERRUPTED) from None
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def usd(amount: float | None) -> str:

@@ -97,6 +97,15 @@ def preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
+def at_rest_hourly(
+    catalog: PriceCatalog, region: str, head_node_type: str, storage_type: str, size_gib: float
+) -> float:
+    """USD per hour of what bills whatever runs: the head node and the shared storage."""
+    return catalog.instance_hourly(region, head_node_type) + gb_month_to_hourly(
+        catalog.shared_storage_gb_month(region, storage_type), size_gib
+    )
+
+
 def hourly_prices(
     catalog: PriceCatalog,
     region: str,
@@ -106,11 +115,9 @@ def hourly_prices(
 ) -> dict[str, float]:
     """USD per hour at rest (head node and storage, no compute node) and at full size
     (every queue at max_nodes). Spot is priced as on-demand: what it can cost at most."""
-    storage_hourly = gb_month_to_hourly(
-        catalog.shared_storage_gb_month(region, shared_storage.get("type", "ebs")),
-        float(shared_storage.get("size_gib", 100)),
+    at_rest = at_rest_hourly(
+        catalog, region, head_node_type, shared_storage.get("type", "ebs"), float(shared_storage.get("size_gib", 100))
     )
-    at_rest = catalog.instance_hourly(region, head_node_type) + storage_hourly
     compute = catalog.full_size_compute_hourly(region, [(q["max_nodes"], q["instance_types"]) for q in queues])
     return {"at_rest_usd_per_hour": round(at_rest, 4), "full_size_usd_per_hour": round(at_rest + compute, 4)}
 

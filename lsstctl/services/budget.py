@@ -11,7 +11,8 @@ from lsstctl.domain.cost import SpendReport, TeardownTiming, spend_ceiling
 from lsstctl.domain.governor import Governance, QueueReach, describe_caps, full_caps, govern, reach_hourly
 from lsstctl.domain.models import Cluster, iso
 from lsstctl.domain.models import ClusterState as S
-from lsstctl.domain.pricing import UnknownPriceError, gb_month_to_hourly
+from lsstctl.domain.presets import at_rest_hourly
+from lsstctl.domain.pricing import UnknownPriceError
 from lsstctl.errors import ValidationError
 from lsstctl.services.deps import Deps
 
@@ -101,11 +102,9 @@ def check_budget_is_enough(deps: Deps, cluster: Cluster) -> dict[str, Any] | Non
     (None: not capped)."""
     region = cluster.spec.region or deps.settings.region
     try:
-        # What bills whatever runs: the head node and the shared storage, as the guard meters them.
+        # What bills whatever runs (head node and shared storage), as the guard meters it.
         storage = cluster.spec.shared_storage
-        head = deps.catalog.instance_hourly(region, cluster.spec.head_node_type) + gb_month_to_hourly(
-            deps.catalog.shared_storage_gb_month(region, storage.type), storage.size_gib
-        )
+        head = at_rest_hourly(deps.catalog, region, cluster.spec.head_node_type, storage.type, storage.size_gib)
         queues = queue_reach(deps, cluster)
     except UnknownPriceError as error:
         raise ValidationError(
