@@ -49,6 +49,16 @@ OWNER_MONTHLY = {"shared": 100.0}  # owners' monthly budgets the bench sets
 PROJECTS = {"grant": (["member0", "member1"], 60.0)}  # projects: members, budget
 SCALEDOWN_IDLE_MINUTES = 10  # ParallelCluster's default ScaledownIdletime
 ANCHOR_HORIZON_HOURS = 30 * 24
+# What EC2's spot price history answers in the simulation (USD/h by type and zone): realistic
+# discounts of 55-65 % off on-demand ($0.68/h for c5.4xlarge), different in every zone, so a
+# spot node must be charged its own zone's price in the ledger and in the final record alike.
+SPOT_PRICES = {
+    ("c5.4xlarge", "us-east-1a"): 0.2672,
+    ("c5.4xlarge", "us-east-1b"): 0.2911,
+    ("c5.4xlarge", "us-east-1c"): 0.2458,
+    ("c5.4xlarge", "us-east-1d"): 0.3046,
+    ("c5.4xlarge", "us-east-1f"): 0.2784,
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,11 @@ class Scenario:
     idle_minutes: int = 30
     lifetime_hours: float = 40.0
     lost_alarm: bool = False  # the idle alarm's events never arrive
-    dead_head_after_hours: float | None = None  # the head node stops publishing (dies)
+    dead_head_after_hours: float | None = None  # the head node dies (publishes and answers nothing)
+    # The publisher dies (its cron entry is lost) while Slurm still runs the jobs: the cluster
+    # is busy, not idle; publishing resumes once the control plane's probe has restored it.
+    publisher_dies_after_hours: float | None = None
+    spot: bool = False  # the compute queue runs on spot, charged by SPOT_PRICES
     failing_archive: bool = False
     slow_teardown: bool = False
     # The owner raises the budget to this (PATCH /clusters/{name}) this many hours after ready.
@@ -97,9 +111,10 @@ class Scenario:
         from lsstctl.domain.pricing import load_catalog
 
         catalog = load_catalog()
-        full = catalog.instance_hourly("us-east-1", self.head) + self.max_nodes * catalog.instance_hourly(
-            "us-east-1", self.compute
-        )
+        node = catalog.instance_hourly("us-east-1", self.compute)
+        if self.spot:
+            node = max(usd for (kind, _zone), usd in SPOT_PRICES.items() if kind == self.compute)
+        full = catalog.instance_hourly("us-east-1", self.head) + self.max_nodes * node
         return 2 * self.final_budget / full
 
     def nodes_at(self, hours: float) -> int:
@@ -133,8 +148,12 @@ SCENARIOS = [
     Scenario("idle-b50-4.8/h", 50, "c5.4xlarge", 7, work_hours=2),
     Scenario("idle-lost-alarm", 50, "c5.4xlarge", 7, work_hours=2, lost_alarm=True),
     Scenario("idle-dead-head-node", 50, "c5.4xlarge", 7, work_hours=3, dead_head_after_hours=1),
+    # busy, not idle: the publisher dies after 1 h while Slurm runs jobs until 3 h
+    Scenario("busy-publisher-dies", 50, "c5.4xlarge", 7, work_hours=3, publisher_dies_after_hours=1),
     Scenario("idle-b5000-200/h", 5000, "c5.18xlarge", 65, work_hours=1, idle_minutes=15),
     Scenario("idle-failing-archive", 50, "c5.4xlarge", 7, work_hours=1, idle_minutes=20, failing_archive=True),
+    # a spot fleet, each zone its own price (SPOT_PRICES)
+    Scenario("spot-b20-steady-1.9/h", 20, "c5.4xlarge", 7, spot=True),
     # the dearest instances on a small budget: accepted (capped) and used, not killed at once
     Scenario("dearest-b20-78/h", 20, "c5n.18xlarge", 20),
     # the owner raises the budget mid-run (PATCH): the cap rises again
@@ -170,6 +189,11 @@ class Outcome:
     trace: list[list[float]] | None = None  # [hours after ready, spend, nodes, cap] each minute
     ceiling_note: str | None = None  # what one launch more under its shared ceiling was told
     quoted_usd: float | None = None  # GET /quote's run_usd for a preset scenario
+    publisher_died: bool = False
+    publisher_restored_hours: float | None = None  # after ready: when the probe restored it
+    spot_charged: list[float] | None = None  # the hourly prices the ledger charged spot nodes
+    spot_zone: str | None = None  # the zone its nodes ran in (the cluster's subnet's)
+    ledger_spend: float | None = None  # the ledger's last measurement (the final record's match)
 
 
 def _spec(s: Scenario, name: str) -> dict[str, Any]:
@@ -186,7 +210,15 @@ def _spec(s: Scenario, name: str) -> dict[str, Any]:
         "project": s.project,
         "name": name,
         "head_node_type": s.head,
-        "queues": [{"name": "compute", "instance_types": [s.compute], "min_nodes": 0, "max_nodes": s.max_nodes}],
+        "queues": [
+            {
+                "name": "compute",
+                "instance_types": [s.compute],
+                "min_nodes": 0,
+                "max_nodes": s.max_nodes,
+                "capacity_type": "spot" if s.spot else "ondemand",
+            }
+        ],
         "shared_storage": {"type": "ebs", "size_gib": s.storage_gib},
         "stack_tag": "w_2026_47",
         "budget_usd": s.budget,
@@ -203,6 +235,30 @@ def _node_cap(root: str, queue: str) -> int | None:
         return int((Path(root + NODE_CAP_DIR) / queue).read_text())
     except (OSError, ValueError):
         return None
+
+
+PUBLISHER_CRON = "/etc/cron.d/lsstctl-queue-depth"  # lsstctl.domain.scripts.render_publisher_install
+
+
+def simulated_squeue(workdir: Path) -> Path:
+    """The simulation's Slurm as commands on the head nodes see it: `squeue` lists a line per
+    pending or running job, its working directory under its cluster's node root (what the
+    control plane's queue probe and the publisher count). Returns the file the simulation
+    writes that listing to each minute."""
+    import shlex
+
+    from lsstctl.emulator import glue
+
+    bin_dir = workdir / "simulated-slurm"
+    bin_dir.mkdir(exist_ok=True)
+    listing = bin_dir / "queue"
+    listing.write_text("")
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\ncat {shlex.quote(str(listing))}\n")
+    squeue.chmod(0o755)
+    shell = glue.current_shell()
+    shell.env["PATH"] = f"{bin_dir}:{shell.env.get('PATH', os.environ.get('PATH', ''))}"
+    return listing
 
 
 def run_phase(
@@ -223,6 +279,8 @@ def run_phase(
     workdir = Path(tempfile.mkdtemp(prefix="lsstctl-bench-"))
     emulator = Emulator(workdir, slurm=False, poll_seconds=TICK, provision_seconds=300)
     emulator.start()
+    glue.set_spot_prices(SPOT_PRICES)
+    listing = simulated_squeue(workdir)
     clock = VirtualClock()
     try:
         os.environ["LSSTCTL_LOCAL_DELETE_SECONDS"] = str(delete_seconds)
@@ -274,6 +332,7 @@ def run_phase(
         while True:
             ticks += 1
             records = {c.id: c for c in deps.store.list_billing_clusters()}
+            queued: list[str] = []
             active = [n for n, c in records.items() if c.state not in {ClusterState.FAILED}]
             if not active or (clock() - outcomes_start(outcomes, clock)) > timedelta(hours=horizon_hours):
                 break
@@ -312,9 +371,15 @@ def run_phase(
                             out.scenario.max_nodes if cap is None else cap,
                         ]
                     ]
+                root = clusters.node_root(deps, record)
+                jobs = out.scenario.jobs_at(hours)
+                queued += [f"{root}/shared/outputs/job{k}" for k in range(jobs)]
                 dead = out.scenario.dead_head_after_hours is not None and hours >= out.scenario.dead_head_after_hours
-                if not dead:
-                    deps.monitor.publish_queue_depth(name, out.scenario.jobs_at(hours), clock())
+                if dead and record.head_node_instance_id:
+                    glue.set_unreachable(record.head_node_instance_id)  # SSM cannot reach it either
+                if publishing(out, Path(root + PUBLISHER_CRON), hours) and not dead:
+                    deps.monitor.publish_queue_depth(name, jobs, clock())
+            listing.write_text("".join(line + "\n" for line in queued))
             glue.expire_terminated_instances(clock.naive())
             t1 = time.monotonic()
             evaluate_idle_alarms(cloudwatch, clock())
@@ -340,6 +405,18 @@ def run_phase(
             summary = record.teardown or {}
             out.reason, out.outcome = record.teardown_reason, summary.get("outcome")
             out.final_spend = summary.get("final_spend_usd")
+            ledger = deps.store.get_ledger(name, record.generation) or {}
+            out.ledger_spend = ledger.get("spend_usd")
+            if out.scenario.spot:
+                subnet = boto3.client("ec2").describe_subnets(SubnetIds=[deps.settings.cluster_subnet_id])
+                out.spot_zone = subnet["Subnets"][0]["AvailabilityZone"]
+                out.spot_charged = sorted(
+                    {
+                        round(float(r["hourly_usd"]), 4)
+                        for r in ledger.get("breakdown", [])
+                        if r.get("pricing") == "spot"
+                    }
+                )
             out.remaining_burn = summary.get("remaining_burn_usd_per_hour", 0.0)
             if out.ready_at is None:
                 out.ready_at = record.entered(ClusterState.READY)
@@ -357,6 +434,21 @@ def run_phase(
         wiring.use_clock(None)
         emulator.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def publishing(out: Outcome, cron: Path, hours: float) -> bool:
+    """Whether the head node's publisher runs now: it dies (its cron entry lost) at the
+    scenario's hour, and runs again once the control plane's probe has put the entry back."""
+    dies = out.scenario.publisher_dies_after_hours
+    if dies is None or hours < dies:
+        return True
+    if not out.publisher_died:
+        cron.unlink(missing_ok=True)
+        out.publisher_died = True
+        return False
+    if out.publisher_restored_hours is None and cron.exists():
+        out.publisher_restored_hours = round(hours, 3)
+    return out.publisher_restored_hours is not None
 
 
 def outcomes_start(outcomes: dict[str, Outcome], clock: Any) -> Any:
@@ -443,6 +535,7 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
     catalog = load_catalog()
     ours, off = "lsstctl guard with the governor", "lsstctl guard, governor off"
     rows: dict[str, list[dict[str, float]]] = {ours: [], off: []}
+    passed_checks = True
     without = {o.scenario.name: o for o in outcomes if not o.governor}
     print(
         f"\n{'scenario':<24} {'budget':>8} {'ended by':>11} {'final $':>10} {'used':>7} {'least cap':>9} "
@@ -465,6 +558,9 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
             notes.append(f"archive failed: storage kept, ${o.remaining_burn:.4f}/h")
         if s.raise_budget:
             notes.append(f"budget raised to ${s.raise_budget[1]:.0f} {s.raise_budget[0]:.1f} h after ready")
+        kept, note = special_checks(o)
+        passed_checks = passed_checks and kept
+        notes += [note] if note else []
         rows[ours].append(
             {
                 "over": over,
@@ -507,7 +603,7 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
         f"\n{'policy':<40} {'worst overspend':>16} {'(% of budget)':>14} {'least budget used':>18} "
         f"{'median':>7} {'idle->teardown':>15}"
     )
-    passed = True
+    passed = passed_checks
     for policy, results in rows.items():
         if not results:
             continue
@@ -546,6 +642,37 @@ def report(outcomes: list[Outcome], real_seconds: float) -> bool:
 
 
 QUOTE_TOLERANCE = 0.02
+
+
+def special_checks(o: Outcome) -> tuple[bool, str]:
+    """A busy cluster whose publisher died is not ended as idle while its jobs run; a spot
+    fleet is charged its own zone's price, and its final record is its ledger's last figure."""
+    s = o.scenario
+    if s.publisher_dies_after_hours is not None:
+        kept = (
+            o.reason == "idle"
+            and o.teardown_started_hours is not None
+            and o.teardown_started_hours >= s.demand_hours
+            and o.publisher_restored_hours is not None
+        )
+        restored = "never" if o.publisher_restored_hours is None else f"{o.publisher_restored_hours:.2f} h"
+        return kept, (
+            f"publisher died {s.publisher_dies_after_hours:g} h, restored by the probe {restored}; jobs ran to "
+            f"{s.demand_hours:g} h{'' if kept else ' -- ENDED WHILE BUSY'}"
+        )
+    if s.spot:
+        charged = o.spot_charged or []
+        matches = (
+            o.final_spend is not None and o.ledger_spend is not None and abs(o.final_spend - o.ledger_spend) < 1e-6
+        )
+        zone_price = SPOT_PRICES.get((s.compute, o.spot_zone or ""))
+        kept = zone_price is not None and charged == [round(zone_price, 4)] and matches
+        return kept, (
+            f"spot nodes charged ${', $'.join(f'{usd:.4f}' for usd in charged)}/h ({o.spot_zone}'s "
+            f"${zone_price or 0:.4f}); final "
+            f"{'=' if matches else '!='} ledger ${o.ledger_spend or 0:.4f}"
+        )
+    return True, ""
 
 
 def quotes_kept(outcomes: list[Outcome]) -> bool:
@@ -625,6 +752,11 @@ def _outcome_json(o: Outcome) -> dict[str, Any]:
         "trace": o.trace,
         "ceiling_note": o.ceiling_note,
         "quoted_usd": o.quoted_usd,
+        "publisher_died": o.publisher_died,
+        "publisher_restored_hours": o.publisher_restored_hours,
+        "spot_charged": o.spot_charged,
+        "spot_zone": o.spot_zone,
+        "ledger_spend": o.ledger_spend,
     }
 
 

@@ -82,6 +82,7 @@ class LocalClusterEngine:
     def create_cluster(self, name: str, config: dict[str, Any]) -> EngineCluster:
         tags = {t["Key"]: t["Value"] for t in config.get("Tags", [])}
         self._ensure_fleet_table(name)
+        self._remember_queues(name, config)
         self._ensure_stack(name, config, tags)
         self._ensure_head_node(name, config, tags)
         self._ensure_shared_volume(name, config, tags)
@@ -166,6 +167,8 @@ class LocalClusterEngine:
                 MinCount=count - len(running),
                 MaxCount=count - len(running),
                 SubnetId=head["SubnetId"],
+                # A SPOT queue's nodes are spot instances, as ParallelCluster launches them.
+                **({"InstanceMarketOptions": {"MarketType": "spot"}} if self._spot_queue(name, queue) else {}),
                 TagSpecifications=[
                     {
                         "ResourceType": "instance",
@@ -258,6 +261,16 @@ class LocalClusterEngine:
                 raise
             return
         self._set_fleet_status(name, "RUNNING")
+
+    def _remember_queues(self, name: str, config: dict[str, Any]) -> None:
+        """Each queue's capacity type, which clustermgtd reads from the cluster's config
+        when it starts nodes (`set_compute_nodes`)."""
+        queues = {q["Name"]: {"S": q.get("CapacityType", "ONDEMAND")} for q in config["Scheduling"]["SlurmQueues"]}
+        self._put_engine_item(name, "QUEUES", {"CapacityTypes": {"M": queues}})
+
+    def _spot_queue(self, name: str, queue: str) -> bool:
+        item = self.dynamodb.get_item(TableName=fleet_table_name(name), Key={"Id": {"S": "QUEUES"}}).get("Item") or {}
+        return item.get("CapacityTypes", {}).get("M", {}).get(queue, {}).get("S") == "SPOT"
 
     def _set_fleet_status(self, name: str, status: str) -> None:
         self.dynamodb.put_item(

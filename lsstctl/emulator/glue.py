@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -477,6 +477,40 @@ def set_clock(clock: Callable[[], Any] | None) -> None:
         module.utcnow = clock or utcnow  # type: ignore[attr-defined]
 
 
+def set_spot_prices(prices: Mapping[tuple[str, str], float] | None) -> None:
+    """What EC2's spot price history answers: USD per hour by (instance type, availability
+    zone); offerings not in `prices` keep moto's answer ($0.00001 for every offering). None
+    restores moto's answer for all."""
+    from moto.ec2.responses.spot_instances import SpotInstances
+
+    if prices is None:
+        if "spot" in _state:
+            SpotInstances.describe_spot_price_history = _state.pop("spot")
+        return
+    original = _state.setdefault("spot", SpotInstances.describe_spot_price_history)
+    table = dict(prices)
+
+    def describe_spot_price_history(self: Any) -> Any:
+        result = original(self)
+        for row in result.result["SpotPriceHistory"]:  # moto's ActionResult
+            usd = table.get((row["InstanceType"], row["AvailabilityZone"]))
+            if usd is not None:
+                row["SpotPrice"] = f"{usd:.6f}"
+        return result
+
+    SpotInstances.describe_spot_price_history = describe_spot_price_history
+
+
+def set_unreachable(instance_id: str, unreachable: bool = True) -> None:
+    """A dead instance: SSM cannot deliver commands to it (its agent does not answer), though
+    EC2 still lists it running and it still bills."""
+    dead = _state.setdefault("unreachable", set())
+    if unreachable:
+        dead.add(instance_id)
+    else:
+        dead.discard(instance_id)
+
+
 def install(shell: HeadNodeShell) -> None:
     """Apply all patches; `shell` is where SSM commands run."""
     from moto.awslambda.models import LambdaFunction
@@ -582,6 +616,8 @@ def uninstall() -> None:
             delattr(owner, name)
         else:
             setattr(owner, name, original)
+    set_spot_prices(None)
+    _state.pop("unreachable", None)
     set_clock(None)
     if "wait" in _state:
         use_virtual_waits(None)
@@ -598,7 +634,7 @@ def _require_live_instances(backend: Any, instance_ids: list[str]) -> None:
             instance = ec2.get_instance(instance_id)
         except Exception:
             instance = None
-        if instance is None or instance.state != "running":
+        if instance is None or instance.state != "running" or instance_id in _state.get("unreachable", ()):
             raise SSMException("InvalidInstanceId", f"Instances [[{instance_id}]] not in a valid state for account")
 
 
