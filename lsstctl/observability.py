@@ -46,6 +46,11 @@ def bind_more(**keys: object) -> None:
     _bound.keys = tuple(dict.fromkeys((*getattr(_bound, "keys", ()), *values)))
 
 
+def current_keys() -> dict[str, Any]:
+    """The keys this thread's log lines carry now (caller, request, function...)."""
+    return dict(logger.thread_safe_get_current_keys())
+
+
 def request_id() -> str:
     """The request this thread works for ('' outside one): workflows started here carry it."""
     return str(logger.thread_safe_get_current_keys().get("request_id") or "")

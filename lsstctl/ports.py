@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from lsstctl.domain.chatops import ChatIdentity
@@ -69,7 +70,7 @@ class StateStore(Protocol):
     def claim_warning(self, cluster_id: str, generation: int, threshold: int) -> bool: ...
     def record_teardown_timing(self, stop_compute_seconds: float, total_seconds: float, keep: int = 20) -> None: ...
     def teardown_timings(self) -> list[tuple[float, float]]: ...
-    # ChatOps: identities, channels, deliveries done once, the audit log.
+    # ChatOps: identities, channels, deliveries done once.
     def get_chat_identity(self, team_id: str, user_id: str) -> ChatIdentity | None: ...
     def put_chat_identity(self, identity: ChatIdentity) -> None: ...
     def list_chat_identities(self, owner: str | None) -> list[ChatIdentity]: ...
@@ -78,7 +79,17 @@ class StateStore(Protocol):
     def put_chat_channel(self, owner: str, webhook_url: str, by: str, at: str) -> None: ...
     def claim_once(self, key: str, ttl_seconds: int) -> bool: ...
     def release_once(self, key: str) -> None: ...
-    def record_audit(self, entry: dict[str, Any]) -> None: ...
+
+
+class AuditLog(Protocol):
+    """The audit trail: entries added, never changed (lsstctl.adapters.audit_log)."""
+
+    @property
+    def enabled(self) -> bool: ...
+    def record(self, entry: dict[str, Any]) -> None: ...
+    def read(
+        self, start: datetime, end: datetime, *, token: str | None = None, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
 
 
 class JobSteps(Protocol):
@@ -171,7 +182,15 @@ class RemoteRunner(Protocol):
 
 class IdentityProvisioner(Protocol):
     def ensure_user(
-        self, *, name: str, owner: str, policy_name: str, policy: dict[str, Any], secret_name: str, tags: dict[str, str]
+        self,
+        *,
+        name: str,
+        owner: str,
+        policy_name: str,
+        policy: dict[str, Any],
+        secret_name: str,
+        tags: dict[str, str],
+        key_policy: Callable[[str], dict[str, Any]] | None = None,
     ) -> tuple[str, str]:
         """Create or converge the IAM user, policy and stored key; return (user_arn, secret_arn)."""
         ...

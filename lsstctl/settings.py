@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     idempotency_table: str = "lsstctl-idempotency"
     archive_bucket: str = "lsstctl-archive"
     event_bus: str = "lsstctl-events"
+    # The audit trail's CloudWatch Logs group (append-only for every role); empty: none kept.
+    audit_log_group: str = ""
     launch_state_machine_arn: str = ""
     teardown_state_machine_arn: str = ""
     job_state_machine_arn: str = ""

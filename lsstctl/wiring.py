@@ -70,6 +70,7 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.aws import configure_library_retries
 
     configure_library_retries()
+    from lsstctl.adapters.audit_log import CloudWatchAuditLog
     from lsstctl.adapters.cloudwatch import CloudWatchMonitor
     from lsstctl.adapters.dynamodb_state import DynamoStateStore
     from lsstctl.adapters.efs_cache import EfsStackCache
@@ -97,6 +98,7 @@ def build(settings: Settings) -> Deps:
         users=IamUserProvisioner(path=settings.iam_path),
         events=EventBridgePublisher(settings.event_bus),
         workflows=StepFunctionsStarter(),
+        audit=CloudWatchAuditLog(settings.audit_log_group),
         catalog=load_catalog(),
         inventory=Ec2Inventory(),
         monitor=CloudWatchMonitor(),

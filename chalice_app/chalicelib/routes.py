@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from chalice import Blueprint, IAMAuthorizer, Response
@@ -21,7 +23,7 @@ from pydantic import ValidationError as ModelError
 from lsstctl import wiring
 from lsstctl.adapters.aws import classify
 from lsstctl.domain.chatops import ChannelSpec, ChatIdentitySpec
-from lsstctl.domain.models import ClusterChange, ClusterSpec, JobSpec, ProjectSpec, QuotaSpec, UserSpec
+from lsstctl.domain.models import ClusterChange, ClusterSpec, JobSpec, ProjectSpec, QuotaSpec, UserSpec, from_iso
 from lsstctl.domain.principals import RegistrationSpec
 from lsstctl.errors import (
     RateLimitedError,
@@ -30,8 +32,8 @@ from lsstctl.errors import (
     UnauthenticatedError,
     ValidationError,
 )
-from lsstctl.observability import bind, bind_more, logger, metrics, tracer
-from lsstctl.services import chatops, clusters, costs, jobs, quotas, quotes, ratelimit, users
+from lsstctl.observability import bind, bind_more, current_keys, logger, metrics, tracer
+from lsstctl.services import audit, chatops, clusters, costs, jobs, quotas, quotes, ratelimit, users
 from lsstctl.services import identity as identity_module
 from lsstctl.services.idempotency import once
 from lsstctl.services.identity import Principal
@@ -63,8 +65,9 @@ def _principal() -> Principal:
             "sign the request with AWS SigV4"
             + (f" or, locally, send the {PRINCIPAL_HEADER} header" if settings.trust_principal_header else "")
         )
+    bind_more(caller=caller)  # the audit trail names a refused caller too
     principal = identity_module.resolve(deps, caller)
-    bind_more(caller=principal.arn, owner=principal.name)
+    bind_more(caller=principal.arn or caller, owner=principal.name)
     if request.method in ("POST", "PUT", "DELETE"):
         ratelimit.admit(deps, principal)
     return principal
@@ -173,6 +176,37 @@ def _accepted(body: dict[str, Any], path: str) -> dict[str, Any]:
     return {"status": 202, "body": {**body, "status_url": location}, "headers": {"Location": location}}
 
 
+MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _audit(request: Any, response: Response) -> None:
+    """Every mutating call in the audit trail: who (the caller's full ARN, once known), the
+    route, the request id and how it ended (the error's code when it failed). ChatOps
+    commands are recorded by the service, with the Slack user who sent them."""
+    if request.path.startswith("/chatops/slack"):
+        return
+    try:
+        deps = wiring.deps()
+    except Exception:  # a broken deployment: the answer is already a 500, which says so
+        logger.exception("audit entry not written: no control plane")
+        return
+    keys = current_keys()
+    error = response.body.get("error") if isinstance(response.body, dict) else None
+    outcome = error.get("code", "error") if isinstance(error, dict) else "ok"
+    params = request.uri_params or {}
+    audit.record(
+        deps,
+        f"{request.method} {(request.context or {}).get('resourcePath') or request.path}",
+        outcome,
+        who=str(keys.get("caller") or "unauthenticated"),
+        owner=keys.get("owner"),
+        cluster=params.get("name"),
+        status=response.status_code,
+        path=request.path,
+        owner_param=(request.query_params or {}).get("owner"),
+    )
+
+
 @tracer.capture_method(capture_response=False)
 def _route(handler: Callable[[], Response]) -> Response:
     request = api.current_request
@@ -180,11 +214,15 @@ def _route(handler: Callable[[], Response]) -> Response:
     bind(
         path=request.path,
         method=request.method,
-        request_id=(request.context or {}).get("requestId"),
+        # API Gateway's id; locally (chalice's servers give none) one of our own, so that the
+        # request's log lines and its audit entry still correlate.
+        request_id=(request.context or {}).get("requestId") or f"local-{uuid.uuid4()}",
         cluster=params.get("name"),
         job_id=params.get("job_id"),
     )
     response = handle(handler)
+    if request.method in MUTATING:
+        _audit(request, response)
     metrics.add_metric(name=f"Http{response.status_code // 100}xx", unit="Count", value=1)
     metrics.flush_metrics()
     return response
@@ -301,6 +339,42 @@ def get_presets() -> Response:
 @api.route("/costs", methods=["GET"], authorizer=iam)
 def get_costs() -> Response:
     return _route(lambda: _json(200, costs.costs_by_owner(wiring.deps(), _principal())))
+
+
+def _time(params: dict[str, str], name: str) -> datetime | None:
+    """An ISO 8601 time query parameter (with its offset, or Z); a 400 naming it otherwise."""
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        value = from_iso(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ValidationError(f"{name} must be an ISO 8601 time with its offset, e.g. 2026-12-06T04:00:00Z", field=name)
+    return value
+
+
+@api.route("/audit", methods=["GET"], authorizer=iam)
+def get_audit() -> Response:
+    def run() -> Response:
+        principal = _principal()
+        params = dict(api.current_request.query_params or {})
+        unknown = sorted(set(params) - {"since", "until", "limit", "next", *audit.FILTERS})
+        if unknown:
+            raise ValidationError(f"unknown query parameter {unknown[0]}", field=unknown[0])
+        found = audit.query(
+            wiring.deps(),
+            principal,
+            since=_time(params, "since"),
+            until=_time(params, "until"),
+            limit=100 if (limit := _number(params, "limit", int)) is None else limit,
+            token=params.get("next"),
+            **{key: params.get(key) for key in audit.FILTERS},
+        )
+        return _json(200, found)
+
+    return _route(run)
 
 
 @api.route("/clusters/{name}", methods=["DELETE"], authorizer=iam)

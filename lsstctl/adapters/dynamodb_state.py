@@ -473,7 +473,7 @@ class DynamoStateStore:
     def delete_registration(self, key: str) -> None:
         self.table.delete_item(Key={"pk": f"PRINCIPAL#{key}", "sk": "PRINCIPAL"})
 
-    # ChatOps: Slack users, owners' channels, the audit log ------------------------------
+    # ChatOps: Slack users, owners' channels ------------------------------
     def get_chat_identity(self, team_id: str, user_id: str) -> ChatIdentity | None:
         item = self.table.get_item(Key={"pk": f"CHAT#{team_id}#{user_id}", "sk": "CHAT"}, ConsistentRead=True).get(
             "Item"
@@ -537,29 +537,6 @@ class DynamoStateStore:
 
     def release_once(self, key: str) -> None:
         self.table.delete_item(Key={"pk": key, "sk": "ONCE"})
-
-    def record_audit(self, entry: dict[str, Any]) -> None:
-        """One line of the audit log (who, what, when, outcome), by day; kept a year (TTL)."""
-        at = str(entry["at"])
-        self.table.put_item(
-            Item={
-                "pk": f"AUDIT#{at[:10]}",
-                "sk": f"{at}#{uuid.uuid4().hex[:8]}",
-                "kind": "AUDIT",
-                "expires_at": int(self._clock().timestamp()) + 366 * 86400,
-                "doc": json.loads(json.dumps(entry), parse_float=Decimal),
-            }
-        )
-
-    def list_audit(self, day: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(f"AUDIT#{day}"), "ConsistentRead": True}
-        while True:
-            page = self.table.query(**kwargs)
-            items += [_from_ddb(i["doc"]) for i in page["Items"]]
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # quotas ---------------------------------------------------------------------------
     # projects (grants) ----------------------------------------------------------------

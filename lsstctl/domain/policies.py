@@ -85,3 +85,38 @@ def head_node_metrics_policy() -> dict[str, Any]:
             }
         ],
     }
+
+
+def key_secret_policy(*, owner: str, readers: list[str], session_roles: list[str]) -> dict[str, Any]:
+    """The resource policy of a created user's key secret: nobody reads it but the owner's
+    own principals — the IAM user it holds the key of and the roles an admin registered as
+    acting for the owner (`readers`, as aws:PrincipalArn gives them), and sessions named
+    after the owner of the roles whose session name is trusted (`session_roles`). Admins
+    and the control plane itself are denied like everyone else; the principals admitted
+    still need an identity policy that allows `secretsmanager:GetSecretValue`."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "OnlyTheOwnersPrincipalsReadTheKey",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": "*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": sorted({*readers, *session_roles})}},
+        }
+    ]
+    if session_roles:
+        statements.append(
+            {
+                "Sid": "OnlyTheOwnersOwnSessions",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"aws:PrincipalArn": sorted(set(session_roles))},
+                    # An assumed role's user id is "<role id>:<session name>".
+                    "StringNotLike": {"aws:userid": f"*:{owner}"},
+                },
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}

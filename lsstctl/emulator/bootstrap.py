@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINES = ROOT / "statemachines"
 ACCOUNT = "123456789012"
 AUDIT_QUEUE = "lsstctl-events-audit"
+AUDIT_LOG_GROUP = "lsstctl-audit"  # the audit trail (the template's AuditLogGroup)
 
 FUNCTIONS = {
     "LaunchStepsFunctionArn": ("lsstctl-launch-steps", "lambdas.launch_steps.lambda_handler"),
@@ -215,6 +216,7 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     people = register_local_people(session)
     session.client("s3").create_bucket(Bucket="lsstctl-archive")
 
+    session.client("logs").create_log_group(logGroupName=AUDIT_LOG_GROUP)
     events = session.client("events")
     sqs = session.client("sqs")
     events.create_event_bus(Name="lsstctl-events")
@@ -331,6 +333,7 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         # Locally, replies and channel messages go to test servers on this machine.
         "LSSTCTL_CHAT_URL_PREFIX": "http://127.0.0.1:",
         "LSSTCTL_AUDIT_QUEUE_URL": queue_url,
+        "LSSTCTL_AUDIT_LOG_GROUP": AUDIT_LOG_GROUP,
         "LSSTCTL_NOTIFICATIONS_TOPIC_ARN": notifications,
         "LSSTCTL_NOTIFICATIONS_INBOX_URL": inbox_url,
         "LSSTCTL_BUDGET_ALERTS_TOPIC_ARN": budget_alerts,

@@ -32,6 +32,7 @@ from lsstctl.domain.chatops import (
 from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec, iso
 from lsstctl.errors import ControlPlaneError, NotFoundError, TransientError, UnauthenticatedError, ValidationError
 from lsstctl.observability import logger
+from lsstctl.services import audit as audit_trail
 from lsstctl.services import clusters, costs, jobs, ratelimit
 from lsstctl.services.deps import Deps
 from lsstctl.services.idempotency import once
@@ -114,16 +115,13 @@ def principal_of(identity: ChatIdentity) -> Principal:
 
 def audit(deps: Deps, request: dict[str, str], *, owner: str | None, outcome: str) -> None:
     """Who (Slack ids and the owner they act as), what, when, and how it ended."""
-    deps.store.record_audit(
-        {
-            "at": iso(deps.clock()),
-            "channel": "slack",
-            "team_id": request.get("team_id", ""),
-            "user_id": request.get("user_id", ""),
-            "owner": owner,
-            "command": request.get("text", "")[:500],
-            "outcome": outcome,
-        }
+    audit_trail.record(
+        deps,
+        f"slack:/lsst {request.get('text', '').split(' ', 1)[0]}".rstrip(),
+        outcome,
+        who=f"slack:{request.get('team_id', '')}:{request.get('user_id', '')}",
+        owner=owner,
+        command=request.get("text", "")[:500],
     )
 
 

@@ -14,7 +14,7 @@ from lsstctl.domain.policies import HEAD_NODE_METRICS_POLICY
 from lsstctl.domain.scripts import OS_DEFAULT_USER
 from lsstctl.errors import ConflictError, ControlPlaneError, InvalidTransitionError, NotFoundError, ValidationError
 from lsstctl.observability import logger, metrics, request_id
-from lsstctl.services import quotas
+from lsstctl.services import audit, quotas
 from lsstctl.services.budget import check_budget_is_enough
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
@@ -333,6 +333,7 @@ def request_teardown(deps: Deps, cid: str, *, reason: str, failure: dict[str, st
             cluster = transition(
                 deps, cid, ClusterState.TEARING_DOWN, reason, allowed_from=CLAIMABLE_FOR_TEARDOWN, updates=updates
             )
+            audit.record(deps, f"teardown:{reason}", "started", cluster=cid, owner=cluster.owner)
         except InvalidTransitionError:
             cluster = deps.store.get_cluster(cid)
             if cluster.state != ClusterState.TEARING_DOWN:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lsstctl.ports import (
+    AuditLog,
     ClusterEngine,
     ConfigValidator,
     EventPublisher,
@@ -35,6 +36,7 @@ class Deps:
     users: IdentityProvisioner
     events: EventPublisher
     workflows: WorkflowStarter
+    audit: AuditLog  # the append-only audit trail (lsstctl.services.audit)
     catalog: Any = None  # lsstctl.domain.pricing.PriceCatalog
     inventory: Any = None  # Ec2Inventory: what runs, by cluster
     monitor: Any = None  # CloudWatchMonitor: idle alarms and queue depth

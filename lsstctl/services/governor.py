@@ -24,6 +24,7 @@ from lsstctl.domain.models import Cluster, iso
 from lsstctl.domain.scripts import node_cap_applied, render_caps
 from lsstctl.errors import TransientError
 from lsstctl.observability import metrics
+from lsstctl.services import audit
 from lsstctl.services.budget import effective_caps, governor_record, queue_reach
 from lsstctl.services.clusters import node_root
 from lsstctl.services.deps import Deps
@@ -122,6 +123,7 @@ def apply_caps(
         cluster.id, {"governor": {**pending, "applied": True, "applied_caps": governance.caps}}
     )
     metrics.add_metric(name="GovernorCapsApplied", unit="Count", value=1)
+    audit.record(deps, "governor:caps", "applied", cluster=cluster.id, owner=cluster.owner, caps=governance.caps, by=by)
     _tell(deps, cluster, before, governance, report, notify=notify)
     return cluster
 

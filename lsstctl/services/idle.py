@@ -28,6 +28,7 @@ from lsstctl.domain.models import Cluster, from_iso, iso
 from lsstctl.domain.scripts import QueueProbe, parse_queue_probe
 from lsstctl.errors import AwsUnavailableError, TransientError
 from lsstctl.observability import logger, metrics
+from lsstctl.services import audit
 from lsstctl.services.clusters import node_root
 from lsstctl.services.deps import Deps
 from lsstctl.services.remote import tail, wait_short
@@ -97,6 +98,15 @@ def confirm_idle(deps: Deps, cluster: Cluster, *, source: Literal["alarm", "guar
         return check  # nothing learned: nothing written
     deps.store.update_cluster(cluster.id, {"idle_check": record})
     if check.verdict == "busy":
+        audit.record(
+            deps,
+            f"idle_check:{source}",
+            "busy: kept",
+            cluster=cluster.id,
+            owner=cluster.owner,
+            jobs=check.jobs,
+            publisher=check.publisher,
+        )
         repaired = {
             "restored": "its queue-depth publisher was restarted",
             "running": "its queue-depth publisher is running again",

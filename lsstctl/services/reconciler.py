@@ -36,8 +36,8 @@ from lsstctl.domain.models import ClusterState as S
 from lsstctl.domain.pcluster_config import OWNER_TAG
 from lsstctl.errors import ConflictError, InvalidTransitionError, TransientError
 from lsstctl.observability import logger, metrics
+from lsstctl.services import audit, stack_cache
 from lsstctl.services import clusters as cluster_service
-from lsstctl.services import stack_cache
 from lsstctl.services.deps import Deps
 
 T = TypeVar("T")
@@ -67,6 +67,7 @@ class Pass:
             seconds=s.archive_timeout_seconds + s.delete_timeout_seconds + s.stall_slack_seconds
         )
         self.unread: list[str] = []
+        self.unaudited = 0  # findings the audit trail could not take (each logged in full)
         # Reads and the pass's record: retried with backoff inside the pass's time budget.
         self.attempts = s.reconcile_read_attempts
         self.backoff = s.reconcile_read_backoff_seconds
@@ -76,6 +77,8 @@ class Pass:
         self.findings.append(finding)
         logger.warning("reconciler", extra=finding)
         metrics.add_metric(name=f"Reconciler{kind.title().replace('_', '')}", unit="Count", value=1)
+        if not audit.record(self.deps, f"reconciler:{action}", kind, cluster=name, **detail):
+            self.unaudited += 1
         try:
             self.deps.events.publish(RECONCILER_ACTION, {**finding, "at": iso(self.now)})
         except Exception:  # the record of the pass still has it
@@ -400,5 +403,6 @@ def reconcile(deps: Deps) -> dict[str, Any]:
         "clusters": len(records),
         "present_in_aws": len(present),
         "unread": run.unread,
+        "unaudited": run.unaudited,
         "findings": run.findings,
     }

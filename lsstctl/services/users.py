@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lsstctl.domain.models import User, UserSpec, iso
 from lsstctl.domain.pcluster_config import OWNER_TAG, PROJECT, PROJECT_TAG
-from lsstctl.domain.policies import user_policy
+from lsstctl.domain.policies import key_secret_policy, user_policy
 from lsstctl.errors import NotFoundError
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible, register_user
@@ -25,8 +27,21 @@ def create_user(deps: Deps, principal: Principal, spec: UserSpec) -> User:
         policy=user_policy(owner=spec.name, region=s.region, api_arn=api_arn, archive_bucket=s.archive_bucket),
         secret_name=f"{s.secret_prefix}{spec.name}",
         tags={OWNER_TAG: spec.name, PROJECT_TAG: PROJECT},
+        key_policy=lambda user_arn: key_policy(deps, spec.name, user_arn),
     )
     return _record(deps, spec.name, user_arn, secret_arn, by=principal.arn or principal.name)
+
+
+def key_policy(deps: Deps, owner: str, user_arn: str) -> dict[str, Any]:
+    """Who may read the owner's key: the IAM user itself and the roles registered for the
+    owner (every session of a role acting as the owner; only the owner's own sessions of a
+    role whose session name is trusted). Re-put on every create-user."""
+    registered = [r for r in deps.store.list_registrations() if r.kind == "role"]
+    return key_secret_policy(
+        owner=owner,
+        readers=[user_arn, *(r.arn for r in registered if r.owner == owner)],
+        session_roles=[r.arn for r in registered if r.trust_session_name],
+    )
 
 
 def _record(deps: Deps, name: str, user_arn: str, secret_arn: str, *, by: str) -> User:

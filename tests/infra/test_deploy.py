@@ -322,6 +322,8 @@ DEPLOYER_NEEDS: dict[str, list[tuple[str, str]]] = {
         ("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/lambda/lsstctl-api"),
         ("logs:PutRetentionPolicy", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/vendedlogs/states/lsstctl-launch"),
         ("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:/aws/apigateway/lsstctl-api"),
+        ("logs:CreateLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:lsstctl-audit"),
+        ("logs:PutRetentionPolicy", f"arn:aws:logs:us-east-1:{_A}log-group:lsstctl-audit"),
     ],
     "AWS::StepFunctions::StateMachine": [
         ("states:CreateStateMachine", f"arn:aws:states:us-east-1:{_A}stateMachine:lsstctl-launch"),
@@ -364,6 +366,8 @@ DEPLOY_SCRIPT_NEEDS = [
     ("s3:DeleteObjectVersion", "arn:aws:s3:::lsstctl-archive-123456789012-us-east-1/alice/x"),
 ]
 DEPLOYER_MUST_NOT = [
+    # the audit trail outlives the stack: deploying never deletes it
+    ("logs:DeleteLogGroup", f"arn:aws:logs:us-east-1:{_A}log-group:lsstctl-audit"),
     ("iam:CreateUser", f"arn:aws:iam::{_A}user/anyone"),
     ("iam:CreateRole", f"arn:aws:iam::{_A}role/Admin"),
     ("iam:PutRolePolicy", f"arn:aws:iam::{_A}role/OrganizationAccountAccessRole"),

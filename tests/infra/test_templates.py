@@ -958,7 +958,7 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
             ],
             *[
                 (f"secretsmanager:{a}", KEY_SECRET)
-                for a in ("DescribeSecret", "GetSecretValue", "CreateSecret", "PutSecretValue", "TagResource")
+                for a in ("DescribeSecret", "CreateSecret", "PutResourcePolicy", "PutSecretValue", "TagResource")
             ],
             *ENGINE,
             *METER,
@@ -1147,6 +1147,40 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
         [*REQUEST_TEARDOWN, ("dynamodb:Query", f"{TABLE}/index/by_billing"), ("sns:Publish", NOTIFICATIONS)],
     ),
 }
+# Every function that acts for a caller or on its own (a teardown, caps, a kept busy
+# cluster, a reconciler finding) adds to the audit trail (services/audit.py); the API reads it.
+AUDIT_GROUP = f"arn:aws:logs:{_ARN}:log-group:lsstctl-audit"
+AUDIT_STREAM = f"{AUDIT_GROUP}:log-stream:2026/12/06/lsstctl-guard"
+AUDIT_WRITERS = (
+    API_HANDLER,
+    "lambdas.chatops.lambda_handler",
+    "lambdas.launch_steps.lambda_handler",
+    "lambdas.teardown_steps.lambda_handler",
+    "lambdas.job_steps.lambda_handler",
+    "lambdas.guard.lambda_handler",
+    "lambdas.idle_alarm.lambda_handler",
+    "lambdas.reconciler.lambda_handler",
+    "lambdas.budget_alarm.lambda_handler",
+)
+for _writer in AUDIT_WRITERS:
+    NEEDS[_writer][0].add("AUDIT_LOG_GROUP")
+    NEEDS[_writer][1].extend([("logs:CreateLogStream", AUDIT_STREAM), ("logs:PutLogEvents", AUDIT_STREAM)])
+NEEDS[API_HANDLER][1].append(("logs:FilterLogEvents", f"{AUDIT_GROUP}:*"))
+# Nobody may change what the audit trail holds: no role of the stack may delete the group,
+# its streams or events, shorten its retention, export or re-key it.
+AUDIT_REWRITES = [
+    "logs:DeleteLogGroup",
+    "logs:DeleteLogStream",
+    "logs:PutRetentionPolicy",
+    "logs:DeleteRetentionPolicy",
+    "logs:AssociateKmsKey",
+    "logs:DisassociateKmsKey",
+    "logs:PutDataProtectionPolicy",
+    "logs:PutSubscriptionFilter",
+    "logs:CreateExportTask",
+    "logs:TagResource",
+]
+
 # Least privilege: what the trigger functions must not be able to do.
 TRIGGER_HANDLERS = (
     "lambdas.guard.lambda_handler",
@@ -1228,6 +1262,8 @@ def test_function_role_allows_what_its_code_calls(template: dict[str, Any], hand
                 ("iam:AttachUserPolicy", ASTRONOMER),
                 ("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/lsstctl/x"),
                 ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{_ARN}:secret:prod/db-AbCdEf"),
+                # It writes users' keys and never reads them back (their secrets' policies deny it too).
+                ("secretsmanager:GetSecretValue", KEY_SECRET),
                 ("ec2:TerminateInstances", f"arn:aws:ec2:{_ARN}:instance/i-1"),
                 ("ssm:SendCommand", f"arn:aws:ec2:{_ARN}:instance/i-1"),
                 ("dynamodb:Scan", TABLE),
@@ -1250,6 +1286,40 @@ def test_function_role_allows_what_its_code_calls(template: dict[str, Any], hand
             if allows(template, statements, a, r)
         ]
         assert excess == [], f"{role} allows more than the reconciler needs"
+
+
+def test_no_role_can_rewrite_the_audit_trail(template: dict[str, Any]) -> None:
+    group = template["Resources"]["AuditLogGroup"]
+    assert group["DeletionPolicy"] == "Retain" and group["UpdateReplacePolicy"] == "Retain"
+    assert sub_default(group["Properties"]["LogGroupName"], template) == "lsstctl-audit"
+    roles = resources_of(template, "AWS::IAM::Role")
+    assert len(roles) > 10
+    # API Gateway's logging role has AWS's managed policy: these actions, on "*".
+    push_to_logs = {
+        "Effect": "Allow",
+        "Resource": "*",
+        "Action": [
+            "logs:CreateLogGroup",
+            "logs:CreateLogStream",
+            "logs:DescribeLogGroups",
+            "logs:DescribeLogStreams",
+            "logs:PutLogEvents",
+            "logs:GetLogEvents",
+            "logs:FilterLogEvents",
+        ],
+    }
+    aws_managed = {"ApiGatewayCloudWatchRole": [push_to_logs]}
+    rewrites = [
+        (role, action, resource)
+        for role in roles
+        for action in AUDIT_REWRITES
+        for resource in (AUDIT_GROUP, f"{AUDIT_GROUP}:*", AUDIT_STREAM)
+        if allows(template, aws_managed.get(role) or role_statements(template, role), action, resource)
+    ]
+    assert rewrites == []
+    # ... and the check sees such a grant when there is one.
+    broad = [{"Effect": "Allow", "Action": "logs:*", "Resource": {"Fn::GetAtt": ["AuditLogGroup", "Arn"]}}]
+    assert allows(template, broad, "logs:DeleteLogStream", AUDIT_STREAM)
 
 
 def test_role_check_resolves_and_matches() -> None:

@@ -234,11 +234,12 @@ def _create_resources() -> dict[str, str]:
     """What the API touches: state and idempotency tables, event bus, state machines."""
     import boto3
 
-    from lsstctl.emulator.bootstrap import create_tables, register_local_people
+    from lsstctl.emulator.bootstrap import AUDIT_LOG_GROUP, create_tables, register_local_people
 
     create_tables(boto3.Session(region_name=REGION))
     people = register_local_people(boto3.Session(region_name=REGION))
     boto3.client("events", region_name=REGION).create_event_bus(Name="lsstctl-events")
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=AUDIT_LOG_GROUP)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     # Executions are recorded, never run: this test is about the HTTP contract.
     definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
@@ -255,6 +256,7 @@ def _create_resources() -> dict[str, str]:
             Name="lsstctl/chatops/slack-signing-secret", SecretString=json.dumps({"signing_secret": SLACK_SECRET})
         )["ARN"],
         "LSSTCTL_CHAT_URL_PREFIX": "https://hooks.slack.com/",
+        "LSSTCTL_AUDIT_LOG_GROUP": AUDIT_LOG_GROUP,
     }
 
 

@@ -183,7 +183,8 @@ def test_the_step_does_the_command_and_answers_at_the_response_url(
     linked: Api, inbox: SlackInbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lsstctl import wiring
-    from lsstctl.services import chatops
+    from lsstctl.services import audit, chatops
+    from lsstctl.services.identity import Principal
 
     linked.call("POST", "/clusters", body=cluster_spec("demo"))
     make_ready("demo")
@@ -210,9 +211,10 @@ def test_the_step_does_the_command_and_answers_at_the_response_url(
     request = {**request, "text": "down theirs", "response_url": inbox.url + "/r/2"}
     assert chatops.run_command(wiring.deps(), request, OWNER, False, "slack-10") == {"outcome": "error: not_found"}
     assert "✗ `/lsst down theirs`: " in inbox.texts("/r/2")[0]
-    day = wiring.deps().clock().strftime("%Y-%m-%d")
-    outcomes = [(e["command"], e["outcome"]) for e in wiring.deps().store.list_audit(day)]
-    assert ("down demo", "ok") in outcomes and ("down theirs", "error: not_found") in outcomes
+    trail = audit.query(wiring.deps(), Principal("admin", is_admin=True), action="slack:")["entries"]
+    outcomes = [(e["command"], e["outcome"], e["who"], e["owner"]) for e in trail]
+    assert ("down demo", "ok", f"slack:{TEAM}:{USER}", OWNER) in outcomes
+    assert ("down theirs", "error: not_found", f"slack:{TEAM}:{USER}", OWNER) in outcomes
 
 
 def test_notifications_go_to_the_owners_channel(

@@ -76,20 +76,20 @@ def test_a_key_that_cannot_be_stored_is_deleted(aws):
             self.real = boto3.client("secretsmanager")
             self.exceptions = self.real.exceptions
 
-        def get_secret_value(self, **kwargs):
-            return self.real.get_secret_value(**kwargs)
+        def __getattr__(self, name: str):
+            return getattr(self.real, name)
 
-        def create_secret(self, **kwargs):
+        def put_secret_value(self, **kwargs):
             from botocore.exceptions import ClientError
 
-            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "CreateSecret")
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "PutSecretValue")
 
     with pytest.raises(ClientError) as refused:
         ensure(IamUserProvisioner(path="/lsstctl/", secrets=BrokenSecrets()))
     # A permanent refusal: the API answers 502 aws_error with AWS's code, not a bare 500.
     mapped = classify(refused.value)
     assert isinstance(mapped, AwsError) and mapped.http_status == 502
-    assert mapped.details == {"aws_code": "AccessDeniedException", "operation": "CreateSecret"}
+    assert mapped.details == {"aws_code": "AccessDeniedException", "operation": "PutSecretValue"}
     assert keys() == []  # no key exists that nobody can retrieve
 
 
@@ -116,3 +116,48 @@ def test_the_policy_grants_nothing_broad():
     assert shell["Condition"] == {"StringEquals": {"aws:ResourceTag/lsstctl:owner": "alice"}}
     read = next(s for s in statements if s["Sid"] == "ReadOwnResults")
     assert read["Resource"] == "arn:aws:s3:::archive/alice/*"
+
+
+def test_the_key_is_readable_by_the_owners_principals_only_from_before_it_is_stored(aws):
+    """The secret's policy is put before the key is (the secret starts empty); the key's id
+    is the secret's tag, so the control plane never reads the key back."""
+    from lsstctl.domain.policies import key_secret_policy
+
+    calls: list[str] = []
+    client = boto3.client("secretsmanager")
+    client.meta.events.register("before-call.secrets-manager.*", lambda model, **_: calls.append(model.name))
+    role = "arn:aws:iam::123456789012:role/Pipelines"
+
+    def policy(user_arn: str) -> dict:
+        return key_secret_policy(owner="alice", readers=[user_arn, role], session_roles=[])
+
+    provisioner = IamUserProvisioner(path="/lsstctl/", secrets=client)
+    arn, secret_arn = provisioner.ensure_user(
+        name="lsst-alice",
+        owner="alice",
+        policy_name="p",
+        policy=POLICY,
+        secret_name="lsstctl/users/alice",
+        tags={"lsstctl:owner": "alice"},
+        key_policy=policy,
+    )
+    assert calls.index("PutResourcePolicy") < calls.index("PutSecretValue")
+    assert "GetSecretValue" not in calls
+    document = json.loads(client.get_resource_policy(SecretId=secret_arn)["ResourcePolicy"])
+    (deny,) = document["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "secretsmanager:GetSecretValue"
+    assert deny["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": sorted([arn, role])}}
+    tags = {t["Key"]: t["Value"] for t in client.describe_secret(SecretId=secret_arn)["Tags"]}
+    assert tags["lsstctl:access-key-id"] == stored_key() and keys() == [stored_key()]
+    # Repeated: the same key, no read of it either.
+    calls.clear()
+    assert provisioner.ensure_user(
+        name="lsst-alice",
+        owner="alice",
+        policy_name="p",
+        policy=POLICY,
+        secret_name="lsstctl/users/alice",
+        tags={"lsstctl:owner": "alice"},
+        key_policy=policy,
+    ) == (arn, secret_arn)
+    assert "GetSecretValue" not in calls and "PutSecretValue" not in calls and len(keys()) == 1

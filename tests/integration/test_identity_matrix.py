@@ -89,6 +89,7 @@ MATRIX: dict[tuple[str, str], tuple[dict[str, str], Any, dict[str, int]]] = {
     ),
     ("/principals", "POST"): ({}, {"arn": ROLE, "owner": OWNER}, {"other": 403, "owner": 403, "admin": 201}),
     ("/principals", "GET"): ({}, None, {"other": 403, "owner": 403, "admin": 200}),
+    ("/audit", "GET"): ({"?action": "POST"}, None, {"other": 403, "owner": 403, "admin": 200}),
     ("/principals", "DELETE"): ({"?arn": ROLE}, None, {"other": 403, "owner": 403, "admin": 200}),
     ("/chatops/identities", "GET"): ({}, None, {"other": 200, "owner": 200, "admin": 200}),
     ("/chatops/identities", "PUT"): (

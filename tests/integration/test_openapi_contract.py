@@ -56,7 +56,7 @@ def test_the_document_lists_exactly_the_registered_routes(spec: dict[str, Any], 
     # Then they are the same set
     assert documented - registered == set(), "documented but not routed"
     assert registered - documented == set(), "routed but not documented"
-    assert len(documented) == 31
+    assert len(documented) == 32
 
 
 def test_every_operation_documents_identity_idempotency_and_errors(spec: dict[str, Any]) -> None:
