@@ -10,7 +10,7 @@ RUBIN_VENV ?= .venv-rubin
 RUBIN_STAMP := $(RUBIN_VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve lint test package deploy destroy bench bench-cost bench-faults clean
+.PHONY: deps demo serve lint test package deploy destroy bench bench-cost bench-faults bench-perf clean
 
 deps: $(STAMP) $(TOOLS_STAMP) $(RUBIN_STAMP) $(SYSTEM_STAMP)
 
@@ -89,4 +89,8 @@ bench-cost: deps
 bench-faults: deps
 	$(PY) bench/fault_campaign.py
 
-bench: bench-cost bench-faults
+# Cold starts (issue: a lean control plane): each handler's import against bare boto3's.
+bench-perf: deps
+	$(PY) bench/perf.py
+
+bench: bench-cost bench-faults bench-perf

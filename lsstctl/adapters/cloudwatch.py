@@ -78,6 +78,46 @@ class CloudWatchMonitor:
         points = [p["Maximum"] for p in result.get("Datapoints", [])]
         return max(points) if points else None
 
+    def max_queue_depths(self, windows: dict[str, tuple[datetime, datetime]]) -> dict[str, float | None]:
+        """`max_queue_depth` for many clusters at once: GetMetricData, 500 metrics a call,
+        one call per distinct window in each page (the guard's clusters share few)."""
+        found: dict[str, float | None] = {}
+        by_window: dict[tuple[datetime, datetime], list[str]] = {}
+        for cluster, window in windows.items():
+            by_window.setdefault(window, []).append(cluster)
+        for (start, end), clusters in by_window.items():
+            for first in range(0, len(clusters), 500):
+                page = clusters[first : first + 500]
+                queries = [
+                    {
+                        "Id": f"q{i}",
+                        "MetricStat": {
+                            "Metric": {
+                                "Namespace": queue_depth_namespace(cluster),
+                                "MetricName": METRIC,
+                                "Dimensions": [{"Name": "Cluster", "Value": cluster}],
+                            },
+                            "Period": 60,
+                            "Stat": "Maximum",
+                        },
+                        "ReturnData": True,
+                    }
+                    for i, cluster in enumerate(page)
+                ]
+                values: dict[str, list[float]] = {}
+                kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end}
+                while True:
+                    answer = self.cloudwatch.get_metric_data(**kwargs)
+                    for result in answer.get("MetricDataResults", []):
+                        values.setdefault(result["Id"], []).extend(result.get("Values", []))
+                    if not answer.get("NextToken"):
+                        break
+                    kwargs["NextToken"] = answer["NextToken"]
+                for i, cluster in enumerate(page):
+                    points = values.get(f"q{i}", [])
+                    found[cluster] = max(points) if points else None
+        return found
+
     def publish_queue_depth(self, cluster: str, depth: int, at: datetime) -> None:
         """What the head node's publisher sends (used by the emulator and the simulation)."""
         self.cloudwatch.put_metric_data(

@@ -10,6 +10,7 @@ exactly one wins; the loser re-reads and fails unless the new state still allows
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -204,6 +205,32 @@ class DynamoStateStore:
             Key={"pk": f"CLUSTER#{cluster_id}", "sk": f"COST#{generation}"}, ConsistentRead=True
         ).get("Item")
         return json.loads(item["ledger"]) if item else None
+
+    def get_ledgers(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """Many ledgers in pages of 100 (BatchGetItem, strongly consistent); missing ones are
+        left out. Keys DynamoDB leaves unprocessed are asked again, with a short backoff."""
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        # The table's own client: it (de)serialises attribute values as the table does.
+        client, name = self.table.meta.client, self.table.name
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 100):
+            wanted = [{"pk": f"CLUSTER#{c}", "sk": f"COST#{g}"} for c, g in unique[start : start + 100]]
+            for attempt in range(8):
+                page = client.batch_get_item(
+                    RequestItems={
+                        name: {"Keys": wanted, "ConsistentRead": True, "ProjectionExpression": "pk, sk, ledger"}
+                    }
+                )
+                for item in page.get("Responses", {}).get(name, []):
+                    key = (item["pk"].removeprefix("CLUSTER#"), int(item["sk"].removeprefix("COST#")))
+                    found[key] = json.loads(item["ledger"])
+                wanted = page.get("UnprocessedKeys", {}).get(name, {}).get("Keys", [])
+                if not wanted:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise TransientError(f"DynamoDB left {len(wanted)} ledgers unread after 8 tries")
+        return found
 
     def put_ledger(self, cluster_id: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:
         self.table.put_item(

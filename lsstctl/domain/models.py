@@ -45,8 +45,14 @@ def from_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _Model(BaseModel):
+    # Validators are built on a model's first use, not at import: a handler's cold start pays
+    # only for the models its path uses.
+    model_config = ConfigDict(defer_build=True)
+
+
+class _Strict(_Model):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
 
 class QueueSpec(_Strict):
@@ -177,13 +183,13 @@ class ClusterState(str, Enum):
     FAILED = "failed"
 
 
-class Transition(BaseModel):
+class Transition(_Model):
     state: str
     at: str
     reason: str
 
 
-class Cluster(BaseModel):
+class Cluster(_Model):
     """The record of one cluster generation (a name can be reused once deleted).
 
     `name` is the owner's name for it; `id` (lsstctl.domain.models.cluster_id) is what the
@@ -348,7 +354,7 @@ class JobSpec(_Strict):
         return "command" if self.command is not None else "pipetask" if self.pipetask is not None else "bps"
 
 
-class Quanta(BaseModel):
+class Quanta(_Model):
     """A pipeline's quanta, from the middleware's own report (`pipetask report`)."""
 
     expected: int = 0
@@ -361,7 +367,7 @@ class Quanta(BaseModel):
         return max(0, self.expected - self.succeeded - self.failed - self.blocked)
 
 
-class Job(BaseModel):
+class Job(_Model):
     job_id: str
     cluster: str  # the owner's name for it
     cluster_id: str = ""  # the record's key (see Cluster.id)
@@ -400,7 +406,7 @@ class UserSpec(_Strict):
     name: str = Field(pattern=USER_NAME_RE)
 
 
-class User(BaseModel):
+class User(_Model):
     name: str
     owner: str
     iam_user_name: str
@@ -445,7 +451,7 @@ class ProjectSpec(_Strict):
         return self
 
 
-class Project(BaseModel):
+class Project(_Model):
     name: str
     members: list[str]
     budget_usd: float
@@ -455,7 +461,7 @@ class Project(BaseModel):
     set_at: str
 
 
-class Quota(BaseModel):
+class Quota(_Model):
     owner: str
     live_clusters: int
     total_nodes: int

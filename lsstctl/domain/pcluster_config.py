@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from lsstctl.domain.models import ClusterSpec, QueueSpec
 
 OWNER_TAG = "lsstctl:owner"
@@ -132,4 +130,6 @@ def render_cluster_config(
 
 
 def to_yaml(config: dict[str, Any]) -> str:
+    import yaml  # here: only the engine's paths write YAML (a cold start spared the import)
+
     return yaml.safe_dump(config, sort_keys=False)

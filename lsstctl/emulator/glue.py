@@ -328,6 +328,11 @@ def install_eventbridge_targets() -> None:
     lock = threading.Lock()
 
     def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        # A schedule rule (no event pattern) takes no events: moto matched it to every event
+        # on its bus, so each alarm change on the default bus also ran the guard and the
+        # reconciler, out of schedule and at once with the ones the scheduler runs.
+        if self.scheduled_expression and not self.event_pattern._raw_pattern:
+            return
         if not self.event_pattern.matches_event(original_event):
             return
         ours = [t for t in self.targets if t["Arn"].split(":")[2] in _DELIVERED]

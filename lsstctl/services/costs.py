@@ -156,12 +156,19 @@ def meter_unexplained(
 
 
 def meter(
-    deps: Deps, cluster: Cluster, observed: list[Any], now: datetime, spot: SpotBook | None = None
+    deps: Deps,
+    cluster: Cluster,
+    observed: list[Any],
+    now: datetime,
+    spot: SpotBook | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> SpendReport:
     """Measure one cluster and write its ledger. Resources seen before but gone now (a
     deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
-    without a recorded end is charged until now, never less than it may have cost."""
-    previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+    without a recorded end is charged until now, never less than it may have cost.
+    `previous`: its last ledger, when the caller read it already ({} for none)."""
+    if previous is None:
+        previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {}, previous)}
     report = measure(_with_gone(previous, seen, now), now, potential_compute_usd_per_hour=0.0)
     # What it can reach before the next tick: its queues' node caps, or what bills if more.
@@ -182,17 +189,39 @@ def meter(
     return report
 
 
-def _idle(deps: Deps, cluster: Cluster, now: datetime) -> bool:
-    """The guard's double-check of the idle alarm: no job in the idle window, or no data."""
+def idle_window(cluster: Cluster, now: datetime) -> tuple[datetime, datetime] | None:
+    """The window whose queue depth decides whether the cluster is idle; None when the
+    question does not arise (not ready, ready for less than its idle period, or Slurm said
+    busy less than an idle period ago)."""
     ready = cluster.entered(S.READY)
     window = timedelta(minutes=cluster.spec.idle_minutes)
     if cluster.state != S.READY or ready is None or now - ready < window or recently_busy(cluster, now):
+        return None
+    return now - window, now
+
+
+def _idle(deps: Deps, cluster: Cluster, now: datetime, depths: dict[str, float | None] | None = None) -> bool:
+    """The guard's double-check of the idle alarm: no job in the idle window, or no data.
+    `depths`: the pass's batched answers (else asked for this cluster alone)."""
+    window = idle_window(cluster, now)
+    if window is None:
         return False
-    depth = deps.monitor.max_queue_depth(cluster.id, now - window, now)
+    depth = (
+        depths[cluster.id]
+        if depths is not None and cluster.id in depths
+        else deps.monitor.max_queue_depth(cluster.id, *window)
+    )
     return depth is None or depth <= 0
 
 
-def decide(deps: Deps, cluster: Cluster, report: SpendReport, now: datetime, timing: TeardownTiming) -> str | None:
+def decide(
+    deps: Deps,
+    cluster: Cluster,
+    report: SpendReport,
+    now: datetime,
+    timing: TeardownTiming,
+    depths: dict[str, float | None] | None = None,
+) -> str | None:
     created = from_iso(cluster.created_at)
     if now >= created + timedelta(hours=cluster.spec.max_lifetime_hours):
         return "lifetime"
@@ -200,7 +229,7 @@ def decide(deps: Deps, cluster: Cluster, report: SpendReport, now: datetime, tim
         report, cluster.spec.budget_usd, guard_interval_seconds=deps.settings.guard_interval_seconds, timing=timing
     ):
         return "budget"
-    if _idle(deps, cluster, now):
+    if _idle(deps, cluster, now, depths):
         return "idle"
     return None
 
@@ -227,22 +256,32 @@ def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
 
 def guard_tick(deps: Deps) -> dict[str, Any]:
     """One pass over every cluster that may bill: meter it, then end it if its budget,
-    lifetime or idleness says so, else cap the nodes its remaining budget can carry. Cost: one index query, one paginated EC2 listing."""
+    lifetime or idleness says so, else cap the nodes its remaining budget can carry.
+
+    Reads are batched: one index query for the records, the EC2 listings (by page), the
+    ledgers 100 to a call (BatchGetItem) and the queue depths 500 to a call (GetMetricData);
+    then one ledger write per cluster. A cluster being torn down is read on its own (the
+    teardown's last measurement may write its ledger meanwhile)."""
     now = deps.clock()
     clusters = deps.store.list_billing_clusters()
     observed = deps.inventory.observe(now)
     spot = spot_book(deps, [o for obs in observed.values() for o in obs])
     timing = teardown_timing(deps)
+    steady = [c for c in clusters if c.state in ACTIVE]
+    ledgers = deps.store.get_ledgers([(c.id, c.generation) for c in steady]) if steady else {}
+    windows = {c.id: w for c in steady if (w := idle_window(c, now)) is not None}
+    depths = deps.monitor.max_queue_depths(windows) if windows else {}
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
     started = time.monotonic()
     for cluster in clusters:
         try:
-            report = meter(deps, cluster, observed.get(cluster.id, []), now, spot)
+            previous = ledgers.get((cluster.id, cluster.generation), {}) if cluster.state in ACTIVE else None
+            report = meter(deps, cluster, observed.get(cluster.id, []), now, spot, previous)
             if cluster.state not in ACTIVE:
                 continue
             if crossed := warn(deps, cluster, report):
                 summary["warnings"][cluster.id] = crossed
-            reason = decide(deps, cluster, report, now, timing)
+            reason = decide(deps, cluster, report, now, timing, depths)
             # A hung head node makes a question (is it idle? apply these caps) last up to
             # `short_command_seconds`: past the pass's allowance, the rest wait for the next pass.
             may_ask = time.monotonic() - started < deps.settings.guard_idle_questions_seconds

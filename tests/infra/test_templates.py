@@ -42,6 +42,7 @@ UNSCOPED_READS = (
     "ssm:ListCommands",
     "cloudformation:ListStacks",
     "cloudwatch:GetMetricStatistics",  # the guard's idle double-check (queue depth)
+    "cloudwatch:GetMetricData",  # the same, for many clusters at once
 )
 TERMINAL_TYPES = {"Succeed", "Fail"}
 API_HANDLER = "app.app"
@@ -1069,6 +1070,8 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
             *METER,
             ("ec2:DescribeSpotPriceHistory", "*"),
             ("cloudwatch:GetMetricStatistics", "*"),
+            ("cloudwatch:GetMetricData", "*"),
+            ("dynamodb:BatchGetItem", TABLE),
             ("sns:Publish", NOTIFICATIONS),
             *QUEUE_PROBE,
             *NODE_CAP,

@@ -76,3 +76,22 @@ def test_concurrent_invocations_keep_their_own_log_context():
         else:
             assert line["function_name"] == f"step-{tag}" and line["correlation_id"] == f"exec-{tag}", line
             assert "cluster" not in line
+
+
+def test_without_tracing_the_tracer_leaves_functions_as_they_are(monkeypatch) -> None:
+    from lsstctl.observability import LazyTracer, tracing_on
+
+    def handler(event, context):
+        return event
+
+    tracer = LazyTracer("lsstctl")
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    assert not tracing_on()  # not in a Lambda
+    assert tracer.capture_lambda_handler(capture_response=False)(handler) is handler
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "lsstctl-guard")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    assert not tracing_on()  # the template's default
+    assert tracer.capture_method(capture_response=False)(handler) is handler
+    assert tracer._tracer is None  # nor was Powertools' Tracer built
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    assert tracing_on()  # TraceHandlers=true
