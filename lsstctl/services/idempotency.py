@@ -11,12 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
-
 from lsstctl.errors import IdempotencyKeyReuseError, RequestInProgressError, ValidationError
 
 KEY_TTL_SECONDS = 24 * 3600
@@ -37,6 +31,13 @@ def once(
         return operation()
     if len(key) > 255:
         raise ValidationError("Idempotency-Key is longer than 255 characters", field="Idempotency-Key")
+    # Here, not at import: Powertools' idempotency brings boto3's DynamoDB persistence, which
+    # requests without a key (and cold starts) do without.
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
 
     config = IdempotencyConfig(
         event_key_jmespath="key",
