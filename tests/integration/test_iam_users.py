@@ -22,7 +22,7 @@ POLICY = user_policy(
 )
 
 
-def ensure(provisioner: IamUserProvisioner):
+def ensure(provisioner: IamUserProvisioner, key_policy=None):
     return provisioner.ensure_user(
         name="lsst-alice",
         owner="alice",
@@ -30,6 +30,7 @@ def ensure(provisioner: IamUserProvisioner):
         policy=POLICY,
         secret_name="lsstctl/users/alice",
         tags={"lsstctl:owner": "alice", "lsstctl:project": "lsst"},
+        key_policy=key_policy,
     )
 
 
@@ -132,15 +133,7 @@ def test_the_key_is_readable_by_the_owners_principals_only_from_before_it_is_sto
         return key_secret_policy(owner="alice", readers=[user_arn, role], session_roles=[])
 
     provisioner = IamUserProvisioner(path="/lsstctl/", secrets=client)
-    arn, secret_arn = provisioner.ensure_user(
-        name="lsst-alice",
-        owner="alice",
-        policy_name="p",
-        policy=POLICY,
-        secret_name="lsstctl/users/alice",
-        tags={"lsstctl:owner": "alice"},
-        key_policy=policy,
-    )
+    arn, secret_arn = ensure(provisioner, key_policy=policy)
     assert calls.index("PutResourcePolicy") < calls.index("PutSecretValue")
     assert "GetSecretValue" not in calls
     document = json.loads(client.get_resource_policy(SecretId=secret_arn)["ResourcePolicy"])
@@ -151,13 +144,5 @@ def test_the_key_is_readable_by_the_owners_principals_only_from_before_it_is_sto
     assert tags["lsstctl:access-key-id"] == stored_key() and keys() == [stored_key()]
     # Repeated: the same key, no read of it either.
     calls.clear()
-    assert provisioner.ensure_user(
-        name="lsst-alice",
-        owner="alice",
-        policy_name="p",
-        policy=POLICY,
-        secret_name="lsstctl/users/alice",
-        tags={"lsstctl:owner": "alice"},
-        key_policy=policy,
-    ) == (arn, secret_arn)
+    assert ensure(provisioner, key_policy=policy) == (arn, secret_arn)
     assert "GetSecretValue" not in calls and "PutSecretValue" not in calls and len(keys()) == 1
