@@ -261,21 +261,22 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
     Reads are batched: one index query for the records, the EC2 listings (by page), the
     ledgers 100 to a call (BatchGetItem) and the queue depths 500 to a call (GetMetricData);
     then one ledger write per cluster. A cluster being torn down is read on its own (the
-    teardown's last measurement may write its ledger meanwhile)."""
+    teardown's last measurement may write its ledger meanwhile), and so is every cluster
+    when a batched read fails: one failure never costs the pass its clusters."""
     now = deps.clock()
     clusters = deps.store.list_billing_clusters()
     observed = deps.inventory.observe(now)
     spot = spot_book(deps, [o for obs in observed.values() for o in obs])
     timing = teardown_timing(deps)
     steady = [c for c in clusters if c.state in ACTIVE]
-    ledgers = deps.store.get_ledgers([(c.id, c.generation) for c in steady]) if steady else {}
-    windows = {c.id: w for c in steady if (w := idle_window(c, now)) is not None}
-    depths = deps.monitor.max_queue_depths(windows) if windows else {}
+    ledgers, depths = _batched_reads(deps, steady, now)
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
     started = time.monotonic()
     for cluster in clusters:
         try:
-            previous = ledgers.get((cluster.id, cluster.generation), {}) if cluster.state in ACTIVE else None
+            previous = None  # read on its own (a teardown may be writing it; or the batch failed)
+            if ledgers is not None and cluster.state in ACTIVE:
+                previous = ledgers.get((cluster.id, cluster.generation), {})
             report = meter(deps, cluster, observed.get(cluster.id, []), now, spot, previous)
             if cluster.state not in ACTIVE:
                 continue
@@ -314,6 +315,29 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
             logger.exception("guard failed on unexplained resources", extra={"cluster": name})
             summary.setdefault("errors", []).append(name)
     return summary
+
+
+def _batched_reads(
+    deps: Deps, steady: list[Cluster], now: datetime
+) -> tuple[dict[tuple[str, int], dict[str, Any]] | None, dict[str, float | None] | None]:
+    """The pass's ledgers and queue depths in few calls; None for either whose batched read
+    failed (each cluster's is then read on its own)."""
+    ledgers: dict[tuple[str, int], dict[str, Any]] | None = {}
+    depths: dict[str, float | None] | None = {}
+    try:
+        if steady:
+            ledgers = deps.store.get_ledgers([(c.id, c.generation) for c in steady])
+    except Exception:
+        logger.warning("batched ledger read failed; each cluster's is read on its own", exc_info=True)
+        ledgers = None
+    try:
+        windows = {c.id: w for c in steady if (w := idle_window(c, now)) is not None}
+        if windows:
+            depths = deps.monitor.max_queue_depths(windows)
+    except Exception:
+        logger.warning("batched queue-depth read failed; each cluster's is read on its own", exc_info=True)
+        depths = None
+    return ledgers, depths
 
 
 def _govern(

@@ -566,3 +566,26 @@ def test_a_patched_max_nodes_is_applied_on_the_head_node_and_can_be_raised_back(
         with pytest.raises(ValidationError) as refused:
             clusters.change_cluster(deps, alice, "limited", ClusterChange(max_nodes=bad))
         assert refused.value.field == "max_nodes"
+
+
+def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane):
+    """The pass reads ledgers and queue depths in batches; when a batch fails (AWS kept
+    failing it), each cluster's is read on its own and every cluster is still metered."""
+    from lsstctl.emulator.faults import FaultInjector
+
+    for name in ("batched1", "batched2"):
+        ready(name, plane, budget_usd=100, idle_minutes=10)
+    for _ in range(12):
+        publish_busy("batched1", plane)
+        publish_busy("batched2", plane)
+        tick(plane)
+    before = {n: wiring.deps().store.get_ledger(cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
+    batched = {"BatchGetItem", "GetMetricData"}
+    publish_busy("batched1", plane)
+    publish_busy("batched2", plane)
+    with FaultInjector(plan=lambda call: call.operation in batched) as faults:
+        summary = tick(plane)
+    assert {f.operation for f in faults.log} == batched
+    assert summary["clusters"] == 2 and not summary.get("errors") and summary["teardowns"] == {}
+    after = {n: wiring.deps().store.get_ledger(cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
+    assert all(after[n] > before[n] for n in before), (before, after)
