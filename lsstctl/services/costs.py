@@ -262,7 +262,10 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
     ledgers 100 to a call (BatchGetItem) and the queue depths 500 to a call (GetMetricData);
     then one ledger write per cluster. A cluster being torn down is read on its own (the
     teardown's last measurement may write its ledger meanwhile), and so is every cluster
-    when a batched read fails: one failure never costs the pass its clusters."""
+    when a batched read fails: one failure never costs the pass its clusters. The pass's own
+    duration is a metric (GuardPassSeconds); one longer than the guard's interval is logged
+    as an error and counted (GuardPassOverran)."""
+    began = time.monotonic()
     now = deps.clock()
     clusters = deps.store.list_billing_clusters()
     observed = deps.inventory.observe(now)
@@ -314,6 +317,16 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
         except Exception:
             logger.exception("guard failed on unexplained resources", extra={"cluster": name})
             summary.setdefault("errors", []).append(name)
+    seconds = time.monotonic() - began
+    summary["pass_seconds"] = round(seconds, 3)
+    metrics.add_metric(name="GuardPassSeconds", unit="Seconds", value=seconds)
+    if seconds > deps.settings.guard_interval_seconds:
+        summary["overran"] = True
+        logger.error(
+            "the guard's pass overran its interval",
+            extra={"seconds": round(seconds, 1), "interval_seconds": deps.settings.guard_interval_seconds},
+        )
+        metrics.add_metric(name="GuardPassOverran", unit="Count", value=1)
     return summary
 
 

@@ -589,3 +589,14 @@ def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane):
     assert summary["clusters"] == 2 and not summary.get("errors") and summary["teardowns"] == {}
     after = {n: wiring.deps().store.get_ledger(cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
     assert all(after[n] > before[n] for n in before), (before, after)
+
+
+def test_the_pass_records_its_duration_and_says_when_it_overran(plane, monkeypatch):
+    ready("timed", plane, budget_usd=100)
+    summary = tick(plane)
+    assert summary["pass_seconds"] > 0 and "overran" not in summary
+    deps = wiring.deps()
+    # An interval shorter than any pass: the overrun is reported (logged and counted).
+    monkeypatch.setattr(deps, "settings", deps.settings.model_copy(update={"guard_interval_seconds": 0}))
+    plane.advance(60)
+    assert costs.guard_tick(deps)["overran"] is True
