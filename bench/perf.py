@@ -137,7 +137,7 @@ def guard_pass(clusters: int) -> tuple[float, int, dict[str, int]]:
                 state=ClusterState.READY,
                 created_at=iso(ready_at - timedelta(minutes=10)),
                 updated_at=iso(ready_at),
-                history=[Transition(state=s.value, at=iso(ready_at), reason="perf") for s in (ClusterState.READY,)],
+                history=[Transition(state=ClusterState.READY.value, at=iso(ready_at), reason="perf")],
             )
             head = ec2.run_instances(
                 ImageId=image,

@@ -85,8 +85,6 @@ class StateStore(Protocol):
 class AuditLog(Protocol):
     """The audit trail: entries added, never changed (lsstctl.adapters.audit_log)."""
 
-    @property
-    def enabled(self) -> bool: ...
     def record(self, entry: dict[str, Any]) -> None: ...
     def read(
         self, start: datetime, end: datetime, *, token: str | None = None, limit: int = 1000

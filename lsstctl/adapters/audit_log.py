@@ -39,10 +39,6 @@ class CloudWatchAuditLog:
         self._streams: set[str] = set()
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._group)
-
     def record(self, entry: dict[str, Any]) -> None:
         """Add one entry. Its event's time is the time of writing (CloudWatch Logs refuses
         events more than two hours ahead or two weeks behind); the entry says when it happened."""
