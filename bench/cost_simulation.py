@@ -273,7 +273,7 @@ def run_phase(
     from lsstctl.emulator.clock import VirtualClock
     from lsstctl.emulator.runtime import Emulator
     from lsstctl.errors import QuotaExceededError
-    from lsstctl.services import clusters, quotas
+    from lsstctl.services import clusters, ledgers, quotas
     from lsstctl.services.identity import Principal
 
     workdir = Path(tempfile.mkdtemp(prefix="lsstctl-bench-"))
@@ -362,7 +362,7 @@ def run_phase(
                 if nodes.get(name) != want:
                     nodes[name] = deps.engine.set_compute_nodes(name, "compute", out.scenario.compute, want)
                 if out.scenario.traced or out.scenario.preset:
-                    ledger = deps.store.get_ledger(name, record.generation) or {}
+                    ledger = ledgers.current(deps, name, record.generation) or {}
                     out.trace = (out.trace or []) + [
                         [
                             round(hours, 4),
@@ -405,7 +405,7 @@ def run_phase(
             summary = record.teardown or {}
             out.reason, out.outcome = record.teardown_reason, summary.get("outcome")
             out.final_spend = summary.get("final_spend_usd")
-            ledger = deps.store.get_ledger(name, record.generation) or {}
+            ledger = ledgers.current(deps, name, record.generation) or {}
             out.ledger_spend = ledger.get("spend_usd")
             if out.scenario.spot:
                 subnet = boto3.client("ec2").describe_subnets(SubnetIds=[deps.settings.cluster_subnet_id])

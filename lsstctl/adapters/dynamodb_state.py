@@ -248,6 +248,22 @@ class DynamoStateStore:
         """Every cluster generation's ledger (of one owner, or of all)."""
         return [json.loads(i["ledger"]) for i in self._query_index(owner, "COST")]
 
+    def record_guard_pass(self, at: str) -> None:
+        """When the guard last measured every live cluster (ledgers unchanged since their own
+        measurement hold as of then). A late, older pass never moves it back."""
+        try:
+            self.table.put_item(
+                Item={"pk": "GUARD", "sk": "PASS", "kind": "GUARD", "at": at},
+                ConditionExpression=Attr("at").not_exists() | Attr("at").lt(at),
+            )
+        except ClientError as error:
+            if not _conditional_failed(error):
+                raise
+
+    def guard_pass_at(self) -> str | None:
+        item = self.table.get_item(Key={"pk": "GUARD", "sk": "PASS"}, ConsistentRead=True).get("Item")
+        return str(item["at"]) if item else None
+
     def claim_warning(self, cluster_id: str, generation: int, threshold: int) -> bool:
         """Record that the owner was warned at `threshold` percent; False if already done
         (so repeated ticks and duplicate triggers warn once)."""

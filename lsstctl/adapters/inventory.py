@@ -66,7 +66,8 @@ class Ec2Inventory:
         has_tag = [{"Name": "tag-key", "Values": [NAME_TAG]}]
         # Terminated instances are listed too (EC2 keeps them about an hour): a node that
         # lived between two ticks still bills its minute, and its end time is exact.
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=has_tag):
+        pages = {"PaginationConfig": {"PageSize": 1000}}  # EC2's largest: few calls at thousands of nodes
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=has_tag, **pages):
             for reservation in page["Reservations"]:
                 for i in reservation["Instances"]:
                     tags = _tags(i)
@@ -86,7 +87,7 @@ class Ec2Inventory:
                             queue=tags.get(QUEUE_TAG, ""),
                         )
                     )
-        for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag):
+        for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag, **pages):
             for v in page["Volumes"]:
                 tags = _tags(v)
                 found[tags[NAME_TAG]].append(

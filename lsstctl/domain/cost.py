@@ -87,7 +87,7 @@ def measure(resources: list[Resource], now: datetime, *, potential_compute_usd_p
                 "role": r.role,
                 "type": r.type,
                 "pricing": r.pricing,
-                "hourly_usd": round(r.hourly_usd, 6),
+                "hourly_usd": r.hourly_usd,  # unrounded: a later spend is computed from it
                 "spend_usd": round(r.spend(now), 6),
                 "billing": running,
                 "started_at": r.started_at.isoformat(),
@@ -103,6 +103,52 @@ def measure(resources: list[Resource], now: datetime, *, potential_compute_usd_p
         max_burn_usd_per_hour=base + potential_compute_usd_per_hour,
         breakdown=breakdown,
     )
+
+
+def resource_from(data: dict[str, Any]) -> Resource:
+    """A resource as a ledger's breakdown holds it."""
+    return Resource(
+        id=data["id"],
+        kind=data["kind"],
+        role=data["role"],
+        type=data["type"],
+        hourly_usd=data["hourly_usd"],
+        started_at=datetime.fromisoformat(data["started_at"]),
+        ended_at=datetime.fromisoformat(data["ended_at"]) if data.get("ended_at") else None,
+        pricing=data.get("pricing", "on-demand"),
+    )
+
+
+# A ledger is written when what it says changes, not at every measurement: while the same
+# resources bill at the same prices (and its budget, state, caps and warnings stay), what it
+# has cost by any later time follows from its breakdown alone (`ledger_as_of`).
+_MOVING = frozenset({"measured_at", "spend_usd", "projected_budget_at", "budget_used_percent", "history"})
+
+
+def _standing(ledger: dict[str, Any]) -> dict[str, Any]:
+    """What a ledger says apart from the passing of time."""
+    standing = {k: v for k, v in ledger.items() if k not in _MOVING and k != "breakdown"}
+    standing["breakdown"] = [{k: v for k, v in r.items() if k != "spend_usd"} for r in ledger.get("breakdown", [])]
+    return standing
+
+
+def ledger_changed(previous: dict[str, Any] | None, ledger: dict[str, Any]) -> bool:
+    """True when `ledger` says something `previous` did not, beyond the time passed since."""
+    return not previous or _standing(previous) != _standing(ledger)
+
+
+def ledger_as_of(ledger: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The ledger carried forward to `at`, when nothing in it changed since it was measured
+    (the caller knows: the guard measured it unchanged at `at`): each resource's spend to
+    `at` from its own start, end and price, exactly as a measurement at `at` would give."""
+    measured = ledger.get("measured_at")
+    if not measured or at <= datetime.fromisoformat(measured):
+        return ledger
+    report = measure([resource_from(r) for r in ledger.get("breakdown", [])], at, potential_compute_usd_per_hour=0.0)
+    budget = ledger.get("budget_usd")
+    carried = {**ledger, **report.to_dict(budget)}
+    carried["max_burn_usd_per_hour"] = ledger.get("max_burn_usd_per_hour", report.max_burn_usd_per_hour)
+    return carried
 
 
 @dataclass(frozen=True)

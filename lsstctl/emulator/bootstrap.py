@@ -300,6 +300,9 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
     sns.subscribe(TopicArn=notifications, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
     budget_alerts = sns.create_topic(Name="lsstctl-budget-alerts")["TopicArn"]
     sns.subscribe(TopicArn=budget_alerts, Protocol="lambda", Endpoint=triggers["budget"])
+    # The operator's topic, as the template's (its CloudWatch alarms on the guard's own
+    # metrics are the template's: moto evaluates no alarm).
+    sns.create_topic(Name="lsstctl-operator-alarms")
 
     # The one command the guard and the idle alarm may run on head nodes (as the template's).
     probe = session.client("ssm").create_document(

@@ -18,6 +18,7 @@ from lsstctl.services import audit, quotas
 from lsstctl.services.budget import check_budget_is_enough
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_may_act_for, ensure_visible
+from lsstctl.services.ledgers import current
 
 CLUSTER_STATE_CHANGED = "Cluster State Changed"
 TEARDOWN_COMPLETED = "Teardown Completed"
@@ -240,7 +241,7 @@ def change_cluster(
     spec = ClusterSpec.model_validate({**cluster.spec.model_dump(mode="json"), **wanted})
     changed = cluster.model_copy(update={"spec": spec})
     if "budget_usd" in wanted:
-        ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+        ledger = current(deps, cluster.id, cluster.generation) or {}
         spent = float(ledger.get("spend_usd") or 0.0)
         if spec.budget_usd <= spent:
             raise ValidationError(

@@ -12,8 +12,10 @@ from lsstctl.domain.cost import (
     Resource,
     SpendReport,
     TeardownTiming,
+    ledger_changed,
     measure,
     must_stop_for_budget,
+    resource_from,
     thresholds_crossed,
     with_sample,
 )
@@ -30,6 +32,7 @@ from lsstctl.services.deps import Deps
 from lsstctl.services.governor import apply_caps, needs_applying, queues_of, running_by_queue, steer
 from lsstctl.services.identity import Principal
 from lsstctl.services.idle import confirm_idle, recently_busy
+from lsstctl.services.ledgers import current, current_all, pass_stamp
 
 SPEND_WARNING = "Spend Warning"
 
@@ -109,23 +112,10 @@ def _priced(
     return resources
 
 
-def _resource_from(data: dict[str, Any]) -> Resource:
-    return Resource(
-        id=data["id"],
-        kind=data["kind"],
-        role=data["role"],
-        type=data["type"],
-        hourly_usd=data["hourly_usd"],
-        started_at=datetime.fromisoformat(data["started_at"]),
-        ended_at=datetime.fromisoformat(data["ended_at"]) if data.get("ended_at") else None,
-        pricing=data.get("pricing", "on-demand"),
-    )
-
-
 def _with_gone(previous: dict[str, Any], seen: dict[str, Resource], now: datetime) -> list[Resource]:
     for data in previous.get("breakdown", []):
         if data["id"] not in seen:
-            gone = _resource_from(data)
+            gone = resource_from(data)
             seen[gone.id] = gone if gone.ended_at else replace(gone, ended_at=now)
     return list(seen.values())
 
@@ -163,10 +153,24 @@ def meter(
     spot: SpotBook | None = None,
     previous: dict[str, Any] | None = None,
 ) -> SpendReport:
-    """Measure one cluster and write its ledger. Resources seen before but gone now (a
+    """Measure one cluster and keep its ledger. Resources seen before but gone now (a
     deleted volume, an instance EC2 no longer lists) keep their cost; one that vanished
     without a recorded end is charged until now, never less than it may have cost.
     `previous`: its last ledger, when the caller read it already ({} for none)."""
+    return _metered(deps, cluster, observed, now, spot, previous)[0]
+
+
+def _metered(
+    deps: Deps,
+    cluster: Cluster,
+    observed: list[Any],
+    now: datetime,
+    spot: SpotBook | None,
+    previous: dict[str, Any] | None,
+) -> tuple[SpendReport, dict[str, Any]]:
+    """The measurement and the ledger kept. A live cluster's ledger is written only when it
+    changed (`ledger_changed`): readers carry an unchanged one forward to the guard's last
+    pass (`ledger.current`). Any other's (being torn down, deleted) is written each time."""
     if previous is None:
         previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {}, previous)}
@@ -182,11 +186,14 @@ def meter(
         "project": cluster.spec.project,
         "generation": cluster.generation,
         "state": cluster.state.value,
+        # The spend thresholds its owner has been warned of (`warn`).
+        "warned": previous.get("warned", []),
         # The series GET .../cost/history answers (and `lsstctl cost NAME --plot` draws).
         "history": with_sample(previous.get("history"), now, report.spend_usd, report.burn_usd_per_hour),
     }
-    deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
-    return report
+    if cluster.state not in ACTIVE or ledger_changed(previous, ledger):
+        deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
+    return report, ledger
 
 
 def idle_window(cluster: Cluster, now: datetime) -> tuple[datetime, datetime] | None:
@@ -234,9 +241,13 @@ def decide(
     return None
 
 
-def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
+def warn(deps: Deps, cluster: Cluster, report: SpendReport, ledger: dict[str, Any] | None = None) -> list[int]:
+    """Tell the owner of each spend threshold newly crossed, once. `ledger`: the one just
+    kept, which then records the thresholds reached (so later passes ask nothing)."""
+    already = set((ledger or {}).get("warned", []))
+    reached = thresholds_crossed(report.spend_usd, cluster.spec.budget_usd, already)
     crossed = []
-    for threshold in thresholds_crossed(report.spend_usd, cluster.spec.budget_usd, set()):
+    for threshold in reached:
         if deps.store.claim_warning(cluster.id, cluster.generation, threshold):
             detail = {
                 "cluster": cluster.name,
@@ -251,6 +262,9 @@ def warn(deps: Deps, cluster: Cluster, report: SpendReport) -> list[int]:
             deps.notifier.notify(cluster.owner, f"{cluster.name}: {threshold}% of its budget spent", detail)
             deps.events.publish(SPEND_WARNING, detail)
             crossed.append(threshold)
+    if ledger is not None and reached:
+        ledger["warned"] = sorted(already | set(reached))
+        deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
     return crossed
 
 
@@ -280,10 +294,10 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
             previous = None  # read on its own (a teardown may be writing it; or the batch failed)
             if ledgers is not None and cluster.state in ACTIVE:
                 previous = ledgers.get((cluster.id, cluster.generation), {})
-            report = meter(deps, cluster, observed.get(cluster.id, []), now, spot, previous)
+            report, ledger = _metered(deps, cluster, observed.get(cluster.id, []), now, spot, previous)
             if cluster.state not in ACTIVE:
                 continue
-            if crossed := warn(deps, cluster, report):
+            if crossed := warn(deps, cluster, report, ledger):
                 summary["warnings"][cluster.id] = crossed
             reason = decide(deps, cluster, report, now, timing, depths)
             # A hung head node makes a question (is it idle? apply these caps) last up to
@@ -317,6 +331,8 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
         except Exception:
             logger.exception("guard failed on unexplained resources", extra={"cluster": name})
             summary.setdefault("errors", []).append(name)
+    # Every live cluster measured as of `now`: unchanged ledgers hold until then.
+    deps.store.record_guard_pass(pass_stamp(now))
     seconds = time.monotonic() - began
     summary["pass_seconds"] = round(seconds, 3)
     metrics.add_metric(name="GuardPassSeconds", unit="Seconds", value=seconds)
@@ -392,7 +408,7 @@ def final_spend(deps: Deps, cluster: Cluster) -> SpendReport:
 # queries -------------------------------------------------------------------------------
 def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> dict[str, Any]:
     cluster = get_cluster(deps, principal, name, owner)
-    ledger = deps.store.get_ledger(cluster.id, cluster.generation)
+    ledger = current(deps, cluster.id, cluster.generation)
     if ledger is None:
         return {
             "cluster": name,
@@ -414,8 +430,14 @@ def cost_history(deps: Deps, principal: Principal, name: str, owner: str | None 
     """The guard's measurements of the cluster's current generation, oldest first: spend so far
     and burn rate at each, against its budget (points thin out as it ages: `step_seconds`)."""
     cluster = get_cluster(deps, principal, name, owner)
-    ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
-    history = ledger.get("history") or {}
+    ledger = current(deps, cluster.id, cluster.generation) or {}
+    history = (
+        with_sample(
+            ledger["history"], from_iso(ledger["measured_at"]), ledger["spend_usd"], ledger["burn_usd_per_hour"]
+        )
+        if ledger.get("history")
+        else {}
+    )
     return {
         "cluster": cluster.name,
         "cluster_id": cluster.id,
@@ -443,7 +465,7 @@ COST_SUMMARY = (
 def cluster_view(deps: Deps, principal: Principal, name: str, owner: str | None = None) -> dict[str, Any]:
     """The cluster record with its spend so far (as of the guard's last measurement)."""
     cluster = get_cluster(deps, principal, name, owner)
-    ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+    ledger = current(deps, cluster.id, cluster.generation) or {}
     summary: dict[str, Any] = {key: ledger.get(key) for key in COST_SUMMARY}
     summary["budget_usd"] = cluster.spec.budget_usd
     summary["spend_usd"] = float(summary["spend_usd"] or 0.0)
@@ -476,7 +498,7 @@ CLUSTER_COST_ROW = (
 def costs_by_owner(deps: Deps, principal: Principal) -> dict[str, Any]:
     totals: dict[str, dict[str, Any]] = {}
     rows = []
-    for ledger in deps.store.list_ledgers(None if principal.is_admin else principal.name):
+    for ledger in current_all(deps, None if principal.is_admin else principal.name):
         rows.append({key: ledger.get(key) for key in CLUSTER_COST_ROW})
         entry = totals.setdefault(
             ledger["owner"], {"owner": ledger["owner"], "spend_usd": 0.0, "burn_usd_per_hour": 0.0, "clusters": 0}

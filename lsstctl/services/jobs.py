@@ -27,6 +27,7 @@ from lsstctl.services import stack_cache
 from lsstctl.services.clusters import get_cluster, job_user, poll_settings, shared_dir
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
+from lsstctl.services.ledgers import current
 from lsstctl.services.remote import check_deadline, deadline_after, error_message, run_short, tail
 
 JOB_STATE_CHANGED = "Job State Changed"
@@ -211,7 +212,7 @@ def with_costs(deps: Deps, cluster: Cluster, jobs: list[Job]) -> tuple[list[Job]
     """Each job with its cost and share of the cluster generation's spend (its ledger, as the
     guard last measured it); and the totals: what jobs used, and what was idle (head node,
     storage and compute no job used): jobs_usd + idle_usd = spend_usd."""
-    ledger = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+    ledger = current(deps, cluster.id, cluster.generation) or {}
     spend = float(ledger.get("spend_usd") or 0.0)
     measured = from_iso(ledger["measured_at"]) if ledger.get("measured_at") else deps.clock()
     priced: list[Job] = []

@@ -43,6 +43,7 @@ from lsstctl.domain.principals import OWNER_NAME
 from lsstctl.errors import ForbiddenError, NotFoundError, QuotaExceededError, ValidationError
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
+from lsstctl.services.ledgers import current_all
 
 
 def quota_of(deps: Deps, owner: str) -> Quota:
@@ -80,7 +81,7 @@ def committed(
             if c.state in RESERVING and (project is None or c.spec.project == project)
         }
         total += sum(c.spec.budget_usd for c in reserving.values() if c.id != except_id)
-        for ledger in deps.store.list_ledgers(owner):
+        for ledger in current_all(deps, owner):
             if project is not None and ledger.get("project") != project:
                 continue
             key, generation = ledger.get("cluster_id"), ledger.get("generation")

@@ -39,6 +39,8 @@ UNSUPPORTED_LOCALLY = {
     "AWS::ApiGateway::Stage": "throttling, access logs and tracing of the stage; locally the API is `chalice local`",
     "AWS::ApiGateway::Account": "the account's CloudWatch role for API Gateway logs; no logs are written locally",
     "AWS::SecretsManager::Secret": "the Slack signing secret; the emulator's bootstrap creates it with a fresh value",
+    "AWS::CloudWatch::Alarm": "the operator's alarms on the guard's own metrics; tests/infra checks they watch the "
+    "metrics the guard emits",
 }
 
 
@@ -299,6 +301,10 @@ DEPLOYER_NEEDS: dict[str, list[tuple[str, str]]] = {
     "AWS::SNS::Topic": [("sns:CreateTopic", f"arn:aws:sns:us-east-1:{_A}lsstctl-notifications")],
     "AWS::SNS::TopicPolicy": [("sns:SetTopicAttributes", f"arn:aws:sns:us-east-1:{_A}lsstctl-budget-alerts")],
     "AWS::SNS::Subscription": [("sns:Subscribe", f"arn:aws:sns:us-east-1:{_A}lsstctl-budget-alerts")],
+    "AWS::CloudWatch::Alarm": [
+        ("cloudwatch:PutMetricAlarm", f"arn:aws:cloudwatch:us-east-1:{_A}alarm:lsstctl-guard-pass-overran"),
+        ("cloudwatch:DeleteAlarms", f"arn:aws:cloudwatch:us-east-1:{_A}alarm:lsstctl-guard-silent"),
+    ],
     "AWS::IAM::ManagedPolicy": [("iam:CreatePolicy", f"arn:aws:iam::{_A}policy/lsstctl-StepsCorePolicy-ABC")],
     "AWS::IAM::Role": [
         ("iam:CreateRole", f"arn:aws:iam::{_A}role/lsstctl-ApiRole-ABC"),

@@ -579,7 +579,11 @@ def test_template_creates_what_the_emulator_creates(template: dict[str, Any]) ->
         _, props = machines[f"{key}.asl.json"]
         assert sub_default(props["StateMachineName"], template) == machine_name
 
-    assert set(names("AWS::SNS::Topic", "TopicName")) == {"lsstctl-notifications", "lsstctl-budget-alerts"}
+    assert set(names("AWS::SNS::Topic", "TopicName")) == {
+        "lsstctl-notifications",
+        "lsstctl-budget-alerts",
+        "lsstctl-operator-alarms",
+    }
 
     tables = names("AWS::DynamoDB::Table", "TableName")
     assert set(tables) == {default["state_table"], default["idempotency_table"]}
@@ -816,6 +820,24 @@ def test_guard_schedule_matches_its_interval(template: dict[str, Any]) -> None:
     assert guard["Timeout"] <= int(parameter["Default"]), "a tick must end before the next one"
 
 
+def test_the_guards_alarms_watch_what_the_guard_emits(template: dict[str, Any]) -> None:
+    """The overrun and silence alarms name the metrics, namespace and dimension the guard's
+    pass emits (Powertools: the service is the one dimension), and tell the operator."""
+    from lsstctl.observability import NAMESPACE, SERVICE
+
+    emitted = set(re.findall(r'add_metric\(name="(\w+)"', (ROOT / "lsstctl" / "services" / "costs.py").read_text()))
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    assert {a["Properties"]["MetricName"] for a in alarms.values()} == {"GuardPassOverran", "GuardPassSeconds"}
+    for alarm in alarms.values():
+        props = alarm["Properties"]
+        assert props["MetricName"] in emitted
+        assert props["Namespace"] == NAMESPACE and props["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+        assert props["AlarmActions"] == props["OKActions"] == [{"Ref": "OperatorAlarmsTopic"}]
+        assert props["Period"] * props["EvaluationPeriods"] <= 300  # told within five minutes
+    silent = next(a["Properties"] for a in alarms.values() if a["Properties"]["MetricName"] == "GuardPassSeconds")
+    assert silent["TreatMissingData"] == "breaching" and silent["Statistic"] == "SampleCount"
+
+
 def test_arns_built_from_names_point_at_real_resources(template: dict[str, Any]) -> None:
     """ARNs written out with !Sub (to avoid cycles) must name what the template creates,
     and alarm names must use the code's prefix."""
@@ -838,13 +860,21 @@ def test_arns_built_from_names_point_at_real_resources(template: dict[str, Any])
         for text in walk(resource.get("Properties", {})):
             if ":stateMachine:" in text:
                 assert text in machines, f"{name}: {text} is not a state machine of this template"
-            if ":alarm:" in text and name != "ClusterEnginePolicy":
+            if ":alarm:" in text and name not in ("ClusterEnginePolicy", "OperatorAlarmsTopicPolicy"):
                 alarm_arns.add(text)
     assert alarm_arns == {f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{ALARM_PREFIX}*"}
     # ParallelCluster's template names its own alarms after the cluster (any name): the
     # engine's policy is the one place alarms are not ours by prefix.
     engine_alarms = {t for t in walk(template["Resources"]["ClusterEnginePolicy"]["Properties"]) if ":alarm:" in t}
     assert engine_alarms == {f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:*"}
+    # The operator's topic takes what the guard's alarms publish, and no other alarm's.
+    publishers = set(walk(template["Resources"]["OperatorAlarmsTopicPolicy"]["Properties"]))
+    guard_alarms = [
+        f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{resolve(template, a['Properties']['AlarmName'])}"
+        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+    ]
+    assert len(publishers) == 1 and all(fnmatch.fnmatchcase(a, next(iter(publishers))) for a in guard_alarms)
+    assert not fnmatch.fnmatchcase(f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{ALARM_PREFIX}x", *publishers)
     assert template["Resources"]["IdleAlarmRule"]["Properties"]["EventPattern"]["detail"]["alarmName"] == [
         {"prefix": ALARM_PREFIX}
     ]

@@ -14,7 +14,7 @@ from lsstctl.domain.cost import spend_ceiling
 from lsstctl.domain.models import ClusterSpec, ClusterState
 from lsstctl.emulator.clock import VirtualClock
 from lsstctl.errors import ValidationError
-from lsstctl.services import clusters, costs, triggers
+from lsstctl.services import clusters, costs, ledgers, triggers
 from lsstctl.services.budget import teardown_timing
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec
@@ -55,7 +55,7 @@ def test_budget_teardown_starts_before_spend_can_reach_the_budget(plane):
     assert summary["teardowns"] == {cid("tight"): "budget"}
     record = deps.store.get_cluster(cid("tight"))
     assert record.state == ClusterState.TEARING_DOWN and record.teardown_reason == "budget"
-    ledger = deps.store.get_ledger(cid("tight"), cluster.generation)
+    ledger = ledgers.current(deps, cid("tight"), cluster.generation)
     assert ledger["spend_usd"] < 1.0
     report_ceiling = spend_ceiling(
         costs.meter(deps, record, deps.inventory.observe(plane()).get(cid("tight"), []), plane()),
@@ -190,7 +190,7 @@ def test_the_final_spend_is_the_ledgers_last_measurement_for_spot_and_on_demand_
         publish_busy("fleet", plane)
         tick(plane)
     record = deps.store.get_cluster(cid("fleet"))
-    last = deps.store.get_ledger(cid("fleet"), record.generation)
+    last = ledgers.current(deps, cid("fleet"), record.generation)
     compute = [b for b in last["breakdown"] if b["role"] == "compute"]
     on_demand = deps.catalog.instance_hourly("us-east-1", "c5.2xlarge")
     expected = SPOT_FLOOR_FRACTION * on_demand if capacity == "spot" else on_demand
@@ -351,7 +351,7 @@ def test_a_patched_budget_and_lifetime_take_effect_at_the_guards_next_pass(plane
         assert tick(plane)["teardowns"] == {}
     clusters.change_cluster(deps, alice, "grown", ClusterChange(budget_usd=3, max_lifetime_hours=2))
     # Lowering a budget to what is already spent is refused, naming the field.
-    spent = deps.store.get_ledger(cid("grown"), 1)["spend_usd"]
+    spent = ledgers.current(deps, cid("grown"), 1)["spend_usd"]
     with pytest.raises(ValidationError) as refused:
         clusters.change_cluster(deps, alice, "grown", ClusterChange(budget_usd=round(spent * 0.9, 4)))
     assert refused.value.field == "budget_usd" and "spent" in refused.value.message
@@ -363,7 +363,7 @@ def test_a_patched_budget_and_lifetime_take_effect_at_the_guards_next_pass(plane
         minutes += 1
     # The $1 budget would have ended it before its first hour; the old lifetime at 60 minutes.
     assert ended == {cid("grown"): "lifetime"} and minutes == 120  # two hours after the launch
-    ledger = deps.store.get_ledger(cid("grown"), 1)
+    ledger = ledgers.current(deps, cid("grown"), 1)
     assert 1.0 < ledger["spend_usd"] < 3.0
 
 
@@ -420,7 +420,7 @@ def run_busy_fleet(plane, head: CapHead, name: str, until_minute: int = 600) -> 
         caps_seen.append(cap)
         publish_busy(name, plane)
         summary = tick(plane)
-        ledger = deps.store.get_ledger(cid(name), record.generation)
+        ledger = ledgers.current(deps, cid(name), record.generation)
         assert ledger["spend_usd"] < record.spec.budget_usd
         if summary["teardowns"]:
             break
@@ -440,7 +440,7 @@ def test_the_governor_caps_a_busy_fleet_as_its_budget_runs_down_and_uses_all_of_
     summary, caps = run_busy_fleet(plane, head, "fleet")
     deps = wiring.deps()
     record = deps.store.get_cluster(cid("fleet"))
-    used = deps.store.get_ledger(cid("fleet"), 1)["spend_usd"] / 3
+    used = ledgers.current(deps, cid("fleet"), 1)["spend_usd"] / 3
     assert summary["teardowns"] == {cid("fleet"): "budget"}
     if not governor:
         assert caps == [] and record.governor is None and used < 0.95
@@ -504,7 +504,7 @@ def test_caps_the_head_node_did_not_apply_keep_the_larger_reserve(plane, monkeyp
     assert summary["teardowns"] == {cid("stuck"): "budget"}
     assert deferred and set(deferred) == {cid("stuck")} and head.sent == len(deferred)
     assert record.governor["capped"] and not record.governor["applied"]
-    ledger = deps.store.get_ledger(cid("stuck"), 1)
+    ledger = ledgers.current(deps, cid("stuck"), 1)
     assert ledger["max_burn_usd_per_hour"] - ledger["base_burn_usd_per_hour"] == pytest.approx(full)
 
 
@@ -554,7 +554,7 @@ def test_a_patched_max_nodes_is_applied_on_the_head_node_and_can_be_raised_back(
     assert head.cap_of(record) == 3 and record.governor["applied"] and not record.governor["capped"]
     publish_busy("limited", plane)
     assert tick(plane).get("caps") is None  # held: nothing to apply again
-    ledger = deps.store.get_ledger(cid("limited"), 1)
+    ledger = ledgers.current(deps, cid("limited"), 1)
     node = deps.catalog.instance_hourly("us-east-1", "c5.2xlarge")
     assert ledger["max_burn_usd_per_hour"] - ledger["base_burn_usd_per_hour"] == pytest.approx(3 * node)
     # Raised back to what it launched with
@@ -579,7 +579,7 @@ def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane):
         publish_busy("batched1", plane)
         publish_busy("batched2", plane)
         tick(plane)
-    before = {n: wiring.deps().store.get_ledger(cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
+    before = {n: ledgers.current(wiring.deps(), cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
     batched = {"BatchGetItem", "GetMetricData"}
     publish_busy("batched1", plane)
     publish_busy("batched2", plane)
@@ -587,7 +587,7 @@ def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane):
         summary = tick(plane)
     assert {f.operation for f in faults.log} == batched
     assert summary["clusters"] == 2 and not summary.get("errors") and summary["teardowns"] == {}
-    after = {n: wiring.deps().store.get_ledger(cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
+    after = {n: ledgers.current(wiring.deps(), cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
     assert all(after[n] > before[n] for n in before), (before, after)
 
 
@@ -600,3 +600,57 @@ def test_the_pass_records_its_duration_and_says_when_it_overran(plane, monkeypat
     monkeypatch.setattr(deps, "settings", deps.settings.model_copy(update={"guard_interval_seconds": 0}))
     plane.advance(60)
     assert costs.guard_tick(deps)["overran"] is True
+
+
+def test_the_guard_writes_a_ledger_only_when_it_changes_and_readers_see_it_as_of_the_last_pass(plane, monkeypatch):
+    """A steady cluster's ledger is written once, then again only when a node starts or a
+    warning is given; what the API shows is carried forward to the guard's last pass, equal to
+    measuring then, and stays there when the guard stops (no guess past what it saw)."""
+    ready("steady", plane, budget_usd=2, idle_minutes=600)
+    deps = wiring.deps()
+    writes: list[str] = []
+    put = deps.store.put_ledger
+    monkeypatch.setattr(
+        deps.store, "put_ledger", lambda cid_, gen, owner, ledger: (writes.append(cid_), put(cid_, gen, owner, ledger))
+    )
+    alice = ALICE
+    for _ in range(30):
+        plane.advance(60)
+        publish_busy("steady", plane)
+        costs.guard_tick(deps)
+    assert writes == [cid("steady")]  # the first measurement; nothing changed since
+    shown = costs.cluster_view(deps, alice, "steady")["cost"]
+    history = costs.cost_history(deps, alice, "steady")["points"]
+    # As of the last pass: what measuring then says
+    record = deps.store.get_cluster(cid("steady"))
+    measured = costs.meter(deps, record, deps.inventory.observe(plane()).get(cid("steady"), []), plane())
+    assert shown["spend_usd"] == pytest.approx(measured.spend_usd, abs=1e-9) and measured.spend_usd > 0
+    assert shown["measured_at"] == plane().isoformat()
+    assert history[-1]["spend_usd"] == pytest.approx(measured.spend_usd, abs=1e-6)
+    assert writes == [cid("steady")]
+    # A compute node starts: written once more
+    writes.clear()
+    assert deps.engine.set_compute_nodes(cid("steady"), "compute", "c5.large", 2) == 2
+    for _ in range(3):
+        plane.advance(60)
+        publish_busy("steady", plane)
+        costs.guard_tick(deps)
+    assert writes == [cid("steady")]
+    # The guard stops: readers stay at its last pass
+    frozen = costs.cluster_view(deps, alice, "steady")["cost"]["spend_usd"]
+    plane.advance(3600)
+    assert costs.cluster_view(deps, alice, "steady")["cost"]["spend_usd"] == frozen
+
+
+def test_a_warning_is_asked_for_once_not_at_every_pass(plane, monkeypatch):
+    ready("warned", plane, budget_usd=1, idle_minutes=600, queues=FAST_QUEUE)
+    deps = wiring.deps()
+    claims: list[int] = []
+    claim = deps.store.claim_warning
+    monkeypatch.setattr(deps.store, "claim_warning", lambda c, g, t: (claims.append(t), claim(c, g, t))[1])
+    for _ in range(200):
+        publish_busy("warned", plane)
+        if tick(plane)["teardowns"]:
+            break
+    assert sorted(claims) == [50, 80, 90]
+    assert ledgers.current(deps, cid("warned"), 1)["warned"] == [50, 80, 90]

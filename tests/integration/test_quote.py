@@ -7,7 +7,7 @@ import pytest
 from lsstctl import wiring
 from lsstctl.domain.presets import PRESETS
 from lsstctl.errors import ValidationError
-from lsstctl.services import quotes
+from lsstctl.services import ledgers, quotes
 from tests.integration.plane import ALICE, cid, ready, tick
 from tests.integration.test_guard import CapHead, answering, publish_busy
 
@@ -23,11 +23,11 @@ def test_a_quote_matches_what_the_ledger_records_over_those_hours(plane, nodes, 
     name = f"quoted-{nodes}"
     ready(name, plane, preset="small", **small, budget_usd=500, idle_minutes=24 * 60, max_lifetime_hours=24)
     tick(plane)
-    before = deps.store.get_ledger(cid(name), 1)["spend_usd"]
+    before = ledgers.current(deps, cid(name), 1)["spend_usd"]
     for _ in range(hours * 60):
         publish_busy(name, plane)
         tick(plane)
-    spent = deps.store.get_ledger(cid(name), 1)["spend_usd"] - before
+    spent = ledgers.current(deps, cid(name), 1)["spend_usd"] - before
     # Then the ledger's spend over those hours is the quote's, within 2 %
     assert spent == pytest.approx(quote["run_usd"], rel=0.02), (spent, quote)
     assert quote["in_use_usd_per_hour"] == pytest.approx(

@@ -7,6 +7,8 @@ import pytest
 from lsstctl.domain.cost import (
     Resource,
     TeardownTiming,
+    ledger_as_of,
+    ledger_changed,
     measure,
     must_stop_for_budget,
     spend_ceiling,
@@ -147,3 +149,42 @@ def test_the_cost_history_takes_a_repeated_tick_once_and_keeps_only_the_newest_o
     # Two more within a step: the first stays, the newest replaces the one in between
     two = with_sample(with_sample(one, at + timedelta(seconds=20), 1.1, 0.5), at + timedelta(seconds=40), 1.2, 0.5)
     assert [p[1] for p in two["points"]] == [1.0, 1.2]
+
+
+def _ledger(resources: list[Resource], at: datetime, budget: float = 10.0, **extra: object) -> dict:
+    return {**measure(resources, at, potential_compute_usd_per_hour=0.0).to_dict(budget), **extra}
+
+
+def test_an_unchanged_ledger_carried_forward_is_what_a_measurement_then_would_say():
+    # A head node, a node that ended at 20 min and one that started 30 s before the measurement
+    # (still inside its one-minute minimum): carried to 3 h, each bills from its own start.
+    young = Resource(
+        id="young", kind="instance", role="compute", type="x", hourly_usd=0.7, started_at=T0 + timedelta(seconds=90)
+    )
+    resources = [instance("head", 0.0416, 0, role="head"), instance("gone", 0.34, 0, ended=20), young]
+    written = _ledger(resources, T0 + timedelta(minutes=2), state="ready")
+    later = T0 + timedelta(hours=3)
+    carried = ledger_as_of(written, later)
+    fresh = _ledger(resources, later, state="ready")
+    assert carried["spend_usd"] == pytest.approx(fresh["spend_usd"], abs=1e-9)
+    assert carried["spend_usd"] == pytest.approx(0.0416 * 3 + 0.34 / 3 + 0.7 * (3 - 1.5 / 60), abs=1e-9)
+    assert carried["measured_at"] == later.isoformat()
+    assert carried["budget_used_percent"] == fresh["budget_used_percent"]
+    assert carried["projected_budget_at"] == fresh["projected_budget_at"]
+    assert [r["spend_usd"] for r in carried["breakdown"]] == [r["spend_usd"] for r in fresh["breakdown"]]
+    # Never carried backwards
+    assert ledger_as_of(written, T0) is written
+
+
+def test_a_ledger_changes_with_what_bills_not_with_time():
+    resources = [instance("head", 0.0416, 0, role="head"), instance("n1", 0.34, 0)]
+    first = _ledger(resources, T0 + timedelta(minutes=5), state="ready", warned=[])
+    same_later = _ledger(resources, T0 + timedelta(hours=2), state="ready", warned=[])
+    assert not ledger_changed(first, same_later)
+    assert ledger_changed(None, first) and ledger_changed({}, first)
+    ended = _ledger([resources[0], instance("n1", 0.34, 0, ended=60)], T0 + timedelta(hours=2), state="ready")
+    added = _ledger([*resources, instance("n2", 0.34, 0)], T0 + timedelta(hours=2), state="ready", warned=[])
+    assert ledger_changed(first, {**ended, "warned": []}) and ledger_changed(first, added)
+    assert ledger_changed(first, _ledger(resources, T0 + timedelta(hours=2), budget=20, state="ready", warned=[]))
+    assert ledger_changed(first, {**same_later, "warned": [50]})
+    assert ledger_changed(first, {**same_later, "state": "tearing_down"})

@@ -14,7 +14,7 @@ import pytest
 from lsstctl import wiring
 from lsstctl.domain.models import ClusterSpec, ClusterState, JobSpec
 from lsstctl.emulator.clock import VirtualClock
-from lsstctl.services import clusters, jobs
+from lsstctl.services import clusters, jobs, ledgers
 from lsstctl.services.identity import Principal
 from tests.conftest import cluster_spec, live_instances, wait_execution
 from tests.integration.test_guard import BUDGET_MESSAGE
@@ -164,7 +164,7 @@ def test_a_failed_archive_stops_compute_keeps_storage_and_tells_the_owner(emulat
     assert output.read_text() == "precious\n"
     # ...its ongoing cost (storage only) is reported, and the owner is told
     assert record.teardown["outcome"] == "failed"
-    storage_only = [b for b in wiring.deps().store.get_ledger(cid, record.generation)["breakdown"] if b["billing"]]
+    storage_only = [b for b in ledgers.current(wiring.deps(), cid, record.generation)["breakdown"] if b["billing"]]
     assert [b["role"] for b in storage_only] == ["storage"]
     assert record.teardown["remaining_burn_usd_per_hour"] == pytest.approx(storage_only[0]["hourly_usd"], rel=1e-3)
     sqs = boto3.client("sqs")
@@ -205,7 +205,7 @@ def test_the_head_nodes_publisher_reports_queue_depth_each_minute(emulator):
         Statistics=["Maximum"],
     )["Datapoints"]
     assert points and points[0]["Maximum"] >= 0
-    ledger = wiring.deps().store.get_ledger(cid, 1)
+    ledger = ledgers.current(wiring.deps(), cid, 1)
     assert ledger["spend_usd"] > 0 and ledger["state"] == "ready"
     clusters.request_teardown(wiring.deps(), cid, reason="user")
     wait_state(cid, {ClusterState.DELETED})
