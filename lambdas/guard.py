@@ -1,5 +1,6 @@
 """Scheduled every minute (EventBridge): meter every cluster, end those over budget,
-past their lifetime, or idle."""
+past their lifetime, or idle. Invoked by itself with {"guard_shard": ...}: one share of a
+pass over more clusters than one invocation meters (lsstctl.services.costs.guard_tick)."""
 
 from typing import Any
 
@@ -10,7 +11,7 @@ from lsstctl.services.costs import guard_tick
 
 
 def _tick(event: dict[str, Any]) -> dict[str, Any]:
-    summary = guard_tick(wiring.deps())
+    summary = guard_tick(wiring.deps(), shard=event.get("guard_shard"))
     logger.info("guard tick", extra=summary)
     return summary
 

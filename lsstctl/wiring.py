@@ -75,6 +75,7 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.dynamodb_state import DynamoStateStore
     from lsstctl.adapters.efs_cache import EfsStackCache
     from lsstctl.adapters.eventbridge import EventBridgePublisher
+    from lsstctl.adapters.guard_shards import LambdaGuardShards
     from lsstctl.adapters.iam_users import IamUserProvisioner
     from lsstctl.adapters.inventory import Ec2Inventory, InstanceSizes
     from lsstctl.adapters.job_function import JobStepsFunction
@@ -109,6 +110,7 @@ def build(settings: Settings) -> Deps:
         idempotency=_idempotency(settings),
         stack_cache=EfsStackCache(),
         chat=SlackChat(settings.slack_signing_secret_arn),
+        guard_shards=LambdaGuardShards(settings.guard_function_name) if settings.guard_function_name else None,
     )
 
 

@@ -188,6 +188,22 @@ class DynamoStateStore:
         kwargs: dict[str, Any] = {"IndexName": BY_BILLING, "KeyConditionExpression": Key("billing").eq("1")}
         return [Cluster.model_validate(_from_ddb(i["doc"])) for i in self._paged_query(kwargs)]
 
+    def list_billing_cluster_ids(self) -> list[str]:
+        """The ids of the clusters not yet deleted, sorted: the index's keys only (a pass over
+        thousands reads each record where it is metered)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": BY_BILLING,
+            "KeyConditionExpression": Key("billing").eq("1"),
+            "ProjectionExpression": "pk",
+        }
+        return sorted(i["pk"].removeprefix("CLUSTER#") for i in self._paged_query(kwargs))
+
+    def get_billing_clusters(self, cluster_ids: list[str]) -> list[Cluster]:
+        """These clusters' records (strongly consistent, 100 to a call), those not yet deleted."""
+        items = self._batch_get([(f"CLUSTER#{c}", "CLUSTER") for c in dict.fromkeys(cluster_ids)], "doc")
+        found = (Cluster.model_validate(_from_ddb(item["doc"])) for item in items.values())
+        return sorted((c for c in found if c.state != ClusterState.DELETED), key=lambda c: c.id)
+
     def _paged_query(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         while True:
@@ -208,28 +224,41 @@ class DynamoStateStore:
 
     def get_ledgers(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
         """Many ledgers in pages of 100 (BatchGetItem, strongly consistent); missing ones are
-        left out. Keys DynamoDB leaves unprocessed are asked again, with a short backoff."""
-        found: dict[tuple[str, int], dict[str, Any]] = {}
+        left out."""
+        wanted = [(f"CLUSTER#{c}", f"COST#{g}") for c, g in dict.fromkeys(keys)]
+        return {
+            (pk.removeprefix("CLUSTER#"), int(sk.removeprefix("COST#"))): json.loads(item["ledger"])
+            for (pk, sk), item in self._batch_get(wanted, "ledger").items()
+        }
+
+    def _batch_get(self, keys: list[tuple[str, str]], attribute: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """Items by (pk, sk), 100 to a call (BatchGetItem, strongly consistent), with their
+        keys and `attribute` only. Keys DynamoDB leaves unprocessed are asked again, with a
+        short backoff."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
         # The table's own client: it (de)serialises attribute values as the table does.
         client, name = self.table.meta.client, self.table.name
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 100):
-            wanted = [{"pk": f"CLUSTER#{c}", "sk": f"COST#{g}"} for c, g in unique[start : start + 100]]
+        for start in range(0, len(keys), 100):
+            wanted = [{"pk": pk, "sk": sk} for pk, sk in keys[start : start + 100]]
             for attempt in range(8):
                 page = client.batch_get_item(
                     RequestItems={
-                        name: {"Keys": wanted, "ConsistentRead": True, "ProjectionExpression": "pk, sk, ledger"}
+                        name: {
+                            "Keys": wanted,
+                            "ConsistentRead": True,
+                            "ProjectionExpression": "pk, sk, #a",
+                            "ExpressionAttributeNames": {"#a": attribute},
+                        }
                     }
                 )
                 for item in page.get("Responses", {}).get(name, []):
-                    key = (item["pk"].removeprefix("CLUSTER#"), int(item["sk"].removeprefix("COST#")))
-                    found[key] = json.loads(item["ledger"])
+                    found[(item["pk"], item["sk"])] = item
                 wanted = page.get("UnprocessedKeys", {}).get(name, {}).get("Keys", [])
                 if not wanted:
                     break
                 time.sleep(min(0.05 * 2**attempt, 1.0))
             else:
-                raise TransientError(f"DynamoDB left {len(wanted)} ledgers unread after 8 tries")
+                raise TransientError(f"DynamoDB left {len(wanted)} items unread after 8 tries")
         return found
 
     def put_ledger(self, cluster_id: str, generation: int, owner: str, ledger: dict[str, Any]) -> None:

@@ -61,9 +61,17 @@ class Ec2Inventory:
     def __init__(self, ec2: Any = None):
         self.ec2 = ec2
 
-    def observe(self, now: datetime) -> dict[str, list[Observed]]:
+    def observe(self, now: datetime, clusters: list[str] | None = None) -> dict[str, list[Observed]]:
+        """Every cluster's resources, or those of `clusters` only (at most 200 names: one EC2
+        filter's most)."""
         found: dict[str, list[Observed]] = defaultdict(list)
-        has_tag = [{"Name": "tag-key", "Values": [NAME_TAG]}]
+        if clusters is not None and not clusters:
+            return {}
+        has_tag = (
+            [{"Name": f"tag:{NAME_TAG}", "Values": list(clusters)}]
+            if clusters is not None
+            else [{"Name": "tag-key", "Values": [NAME_TAG]}]
+        )
         # Terminated instances are listed too (EC2 keeps them about an hour): a node that
         # lived between two ticks still bills its minute, and its end time is exact.
         pages = {"PaginationConfig": {"PageSize": 1000}}  # EC2's largest: few calls at thousands of nodes

@@ -237,6 +237,27 @@ def install_fast_dispatch() -> None:
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 
 
+def install_ec2_tag_index() -> None:
+    """moto finds one EC2 resource's tags by matching every tag of the account against its
+    id (a regular expression per tag): listing N tagged nodes costs N x all tags, minutes at
+    a few thousand clusters. A resource's tags are a lookup in the same table."""
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    if "ec2_tags" in _state:
+        return
+    _state["ec2_tags"] = TaggedEC2Resource.get_tags
+
+    def get_tags(self: Any) -> list[dict[str, str]]:
+        if not self.id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+        tags = self.ec2_backend.tags.get(self.id) or {}
+        return [{"resource_id": self.id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
+
+    TaggedEC2Resource.get_tags = get_tags
+
+
 def _applies_to_callers(statement: dict[str, Any]) -> bool:
     """Whether a bucket-policy statement can concern the control plane's own calls: not one
     for a service principal (logs.amazonaws.com), not the TLS-only deny (AWS's SDKs speak
@@ -527,6 +548,7 @@ def install(shell: HeadNodeShell) -> None:
     install_eventbridge_targets()
     install_alarm_events()
     install_fast_dispatch()
+    install_ec2_tag_index()
     install_bucket_policy_scope()
     _state.setdefault(
         "config",
@@ -612,6 +634,10 @@ def uninstall() -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
         DomainDispatcherApplication.get_backend_for_host = _state.pop("dispatch")
+    if "ec2_tags" in _state:
+        from moto.ec2.models.core import TaggedEC2Resource
+
+        TaggedEC2Resource.get_tags = _state.pop("ec2_tags")
     if "bucket_policy" in _state:
         from moto.s3.models import FakeBucket
 

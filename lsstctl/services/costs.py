@@ -268,22 +268,124 @@ def warn(deps: Deps, cluster: Cluster, report: SpendReport, ledger: dict[str, An
     return crossed
 
 
-def guard_tick(deps: Deps) -> dict[str, Any]:
+def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any]:
     """One pass over every cluster that may bill: meter it, then end it if its budget,
     lifetime or idleness says so, else cap the nodes its remaining budget can carry.
 
-    Reads are batched: one index query for the records, the EC2 listings (by page), the
-    ledgers 100 to a call (BatchGetItem) and the queue depths 500 to a call (GetMetricData);
-    then one ledger write per cluster. A cluster being torn down is read on its own (the
-    teardown's last measurement may write its ledger meanwhile), and so is every cluster
-    when a batched read fails: one failure never costs the pass its clusters. The pass's own
-    duration is a metric (GuardPassSeconds); one longer than the guard's interval is logged
-    as an error and counted (GuardPassOverran)."""
+    Reads are batched: the live clusters' ids (one index query, keys only), their records and
+    ledgers 100 to a call (BatchGetItem), the EC2 listings (1000 to a page) and the queue
+    depths 500 to a call (GetMetricData); a ledger is written only when it changed. A cluster
+    being torn down is read on its own (the teardown's last measurement may write its ledger
+    meanwhile), and so is every cluster when a batched read fails: one failure never costs the
+    pass its clusters.
+
+    Over `guard_shard_size` clusters, the pass is shared (`shard`: one share, as sent): this
+    invocation meters the first share and sends each other one to the guard's own function,
+    all measured as of the same instant; a share lists only its clusters' nodes. A share that
+    cannot be sent is metered here. The tagged resources of no live record are looked for by a
+    share of their own (it lists every node), or here when the pass is not shared. Each
+    invocation's duration is in its summary (`pass_seconds`; Lambda's Duration metric, which
+    alarms near the function's limit: GuardPassSlowAlarm); one longer than the guard's interval
+    is logged as an error and counted (GuardPassOverran)."""
     began = time.monotonic()
+    if shard is not None:
+        now = from_iso(shard["at"])
+        if shard.get("unexplained"):
+            summary: dict[str, Any] = {"at": now.isoformat(), "shard": "unexplained"}
+            live = set(deps.store.list_billing_cluster_ids())
+            _meter_unexplained(deps, live, deps.inventory.observe(now), now, summary)
+        else:
+            ids = list(shard["clusters"])
+            summary = _meter_clusters(deps, _records(deps, ids), deps.inventory.observe(now, clusters=ids), now)
+            summary["shard"] = f"{shard['index']}/{shard['of']}"
+        return _timed(deps, summary, began)
     now = deps.clock()
-    clusters = deps.store.list_billing_clusters()
-    observed = deps.inventory.observe(now)
-    spot = spot_book(deps, [o for obs in observed.values() for o in obs])
+    stamp = pass_stamp(now)
+    ids = deps.store.list_billing_cluster_ids()
+    size = deps.settings.guard_shard_size
+    shares = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
+    mine, sent = list(shares[0]), 0
+    for index, share in enumerate(shares[1:], start=1):
+        if _dispatched(deps, {"at": stamp, "index": index, "of": len(shares), "clusters": share}):
+            sent += 1
+        else:
+            mine += share
+    # Every node is listed where the resources of no live record are looked for: here, unless
+    # the pass is shared (then by a share of its own, so that this one lists only its nodes).
+    everything_here = len(mine) > size or not (
+        len(shares) > 1 and _dispatched(deps, {"at": stamp, "unexplained": True})
+    )
+    sent += 0 if everything_here else 1
+    observed = deps.inventory.observe(now) if everything_here else deps.inventory.observe(now, clusters=mine)
+    summary = _meter_clusters(deps, _records(deps, mine), observed, now)
+    summary["clusters_live"] = len(ids)
+    summary["shares_sent"] = sent
+    if everything_here:
+        _meter_unexplained(deps, set(ids), observed, now, summary)
+    # Every live cluster measured as of `now` (shares sent are at it within seconds):
+    # unchanged ledgers hold until then. With none, nothing to say (an idle plane writes nothing).
+    if ids:
+        deps.store.record_guard_pass(stamp)
+    return _timed(deps, summary, began)
+
+
+def _meter_unexplained(
+    deps: Deps, live: set[str], observed: dict[str, list[Any]], now: datetime, summary: dict[str, Any]
+) -> None:
+    """Meter the tagged resources of no live record (`meter_unexplained`)."""
+    for name, items in sorted(observed.items()):
+        if name in live or not any(o.exists for o in items):
+            continue
+        try:
+            report = meter_unexplained(deps, name, items, now, spot_book(deps, items))
+            summary.setdefault("unexplained", {})[name] = round(report.burn_usd_per_hour, 6)
+        except Exception:
+            logger.exception("guard failed on unexplained resources", extra={"cluster": name})
+            summary.setdefault("errors", []).append(name)
+
+
+def _records(deps: Deps, ids: list[str]) -> list[Cluster]:
+    """The records of `ids` not yet deleted: 100 to a call, or each on its own when the batch
+    fails (one failure never costs the pass its clusters)."""
+    if not ids:
+        return []
+    try:
+        return deps.store.get_billing_clusters(ids)
+    except Exception:
+        logger.warning("batched record read failed; each record is read on its own", exc_info=True)
+    found = (deps.store.find_cluster(i) for i in ids)
+    return [c for c in found if c is not None and c.state != S.DELETED]
+
+
+def _dispatched(deps: Deps, share: dict[str, Any]) -> bool:
+    if deps.guard_shards is None:
+        return False
+    try:
+        deps.guard_shards.dispatch(share)
+        return True
+    except Exception:
+        logger.warning("a share of the pass could not be sent; metered here", exc_info=True)
+        return False
+
+
+def _timed(deps: Deps, summary: dict[str, Any], began: float) -> dict[str, Any]:
+    seconds = time.monotonic() - began
+    summary["pass_seconds"] = round(seconds, 3)  # Lambda's own Duration metric has it too (not billed)
+    if seconds > deps.settings.guard_interval_seconds:
+        summary["overran"] = True
+        logger.error(
+            "the guard's pass overran its interval",
+            extra={"seconds": round(seconds, 1), "interval_seconds": deps.settings.guard_interval_seconds},
+        )
+        metrics.add_metric(name="GuardPassOverran", unit="Count", value=1)
+    return summary
+
+
+def _meter_clusters(
+    deps: Deps, clusters: list[Cluster], observed: dict[str, list[Any]], now: datetime
+) -> dict[str, Any]:
+    """Meter and decide for each of `clusters` (its nodes in `observed`), as of `now`."""
+    spot = spot_book(deps, [o for c in clusters for o in observed.get(c.id, [])])
     timing = teardown_timing(deps)
     steady = [c for c in clusters if c.state in ACTIVE]
     ledgers, depths = _batched_reads(deps, steady, now)
@@ -321,28 +423,6 @@ def guard_tick(deps: Deps) -> dict[str, Any]:
         except Exception:  # one broken cluster must not stop the guard for the others
             logger.exception("guard failed on a cluster", extra={"cluster": cluster.id})
             summary.setdefault("errors", []).append(cluster.id)
-    watched = {c.id for c in clusters}
-    for name, items in sorted(observed.items()):
-        if name in watched or not any(o.exists for o in items):
-            continue
-        try:
-            report = meter_unexplained(deps, name, items, now, spot)
-            summary.setdefault("unexplained", {})[name] = round(report.burn_usd_per_hour, 6)
-        except Exception:
-            logger.exception("guard failed on unexplained resources", extra={"cluster": name})
-            summary.setdefault("errors", []).append(name)
-    # Every live cluster measured as of `now`: unchanged ledgers hold until then.
-    deps.store.record_guard_pass(pass_stamp(now))
-    seconds = time.monotonic() - began
-    summary["pass_seconds"] = round(seconds, 3)
-    metrics.add_metric(name="GuardPassSeconds", unit="Seconds", value=seconds)
-    if seconds > deps.settings.guard_interval_seconds:
-        summary["overran"] = True
-        logger.error(
-            "the guard's pass overran its interval",
-            extra={"seconds": round(seconds, 1), "interval_seconds": deps.settings.guard_interval_seconds},
-        )
-        metrics.add_metric(name="GuardPassOverran", unit="Count", value=1)
     return summary
 
 
@@ -422,7 +502,8 @@ def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None 
         }
     # What its jobs used of the spend, and what was idle (head node, storage, unused nodes).
     _priced, split = jobs.with_costs(deps, cluster, jobs.generation_jobs(deps, cluster))
-    measured = {k: v for k, v in ledger.items() if k != "history"}  # GET .../cost/history has it
+    # GET .../cost/history has the series; the thresholds warned of are the guard's bookkeeping.
+    measured = {k: v for k, v in ledger.items() if k not in ("history", "warned")}
     return {**measured, "jobs_usd": split["jobs_usd"], "idle_usd": split["idle_usd"]}
 
 

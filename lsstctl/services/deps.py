@@ -13,6 +13,7 @@ from lsstctl.ports import (
     ClusterEngine,
     ConfigValidator,
     EventPublisher,
+    GuardShards,
     IdentityProvisioner,
     JobSteps,
     RemoteRunner,
@@ -50,5 +51,6 @@ class Deps:
     job_steps: JobSteps | None = None
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters
     chat: Any = None  # SlackChat: slash-command signatures, replies and channel messages
+    guard_shards: GuardShards | None = None  # where a pass sends its other shares (None: none)
     clock: Callable[[], datetime] = field(default=_now)
     sleep: Callable[[float], None] = field(default=time.sleep)

@@ -820,22 +820,24 @@ def test_guard_schedule_matches_its_interval(template: dict[str, Any]) -> None:
     assert guard["Timeout"] <= int(parameter["Default"]), "a tick must end before the next one"
 
 
-def test_the_guards_alarms_watch_what_the_guard_emits(template: dict[str, Any]) -> None:
-    """The overrun and silence alarms name the metrics, namespace and dimension the guard's
-    pass emits (Powertools: the service is the one dimension), and tell the operator."""
-    from lsstctl.observability import NAMESPACE, SERVICE
-
-    emitted = set(re.findall(r'add_metric\(name="(\w+)"', (ROOT / "lsstctl" / "services" / "costs.py").read_text()))
-    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
-    assert {a["Properties"]["MetricName"] for a in alarms.values()} == {"GuardPassOverran", "GuardPassSeconds"}
-    for alarm in alarms.values():
-        props = alarm["Properties"]
-        assert props["MetricName"] in emitted
-        assert props["Namespace"] == NAMESPACE and props["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+def test_the_guards_alarms_watch_the_guards_function(template: dict[str, Any]) -> None:
+    """A slow pass and a silent guard alarm on Lambda's own metrics of the guard's function
+    (none billed as a custom metric), within five minutes, and tell the operator."""
+    alarms = {
+        a["Properties"]["MetricName"]: a["Properties"]
+        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+    }
+    assert set(alarms) == {"Duration", "Invocations"}
+    guard = template["Resources"]["GuardFunction"]["Properties"]
+    for props in alarms.values():
+        assert props["Namespace"] == "AWS/Lambda"
+        assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "GuardFunction"}}]
         assert props["AlarmActions"] == props["OKActions"] == [{"Ref": "OperatorAlarmsTopic"}]
-        assert props["Period"] * props["EvaluationPeriods"] <= 300  # told within five minutes
-    silent = next(a["Properties"] for a in alarms.values() if a["Properties"]["MetricName"] == "GuardPassSeconds")
-    assert silent["TreatMissingData"] == "breaching" and silent["Statistic"] == "SampleCount"
+        assert props["Period"] * props["EvaluationPeriods"] <= 300
+    slow = alarms["Duration"]
+    assert slow["Statistic"] == "Maximum" and slow["Threshold"] < 1000 * guard["Timeout"]
+    silent = alarms["Invocations"]
+    assert silent["TreatMissingData"] == "breaching" and silent["ComparisonOperator"] == "LessThanThreshold"
 
 
 def test_arns_built_from_names_point_at_real_resources(template: dict[str, Any]) -> None:
@@ -1093,10 +1095,12 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
             "GUARD_INTERVAL_SECONDS",
             "QUEUE_PROBE_DOCUMENT",
             "NODE_CAP_DOCUMENT",
+            "GUARD_FUNCTION_NAME",
         },
         [
             *REQUEST_TEARDOWN,
             ("dynamodb:Query", f"{TABLE}/index/by_billing"),
+            ("lambda:InvokeFunction", f"arn:aws:lambda:{_ARN}:function:lsstctl-guard"),
             *METER,
             ("ec2:DescribeSpotPriceHistory", "*"),
             ("cloudwatch:GetMetricStatistics", "*"),

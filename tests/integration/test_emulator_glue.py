@@ -184,3 +184,50 @@ def test_the_emulator_evaluates_idle_alarms_as_cloudwatch_would(aws):
         assert state("lsstctl-idle-c1") == "ALARM"  # unchanged, so not reported again
     finally:
         glue.uninstall()
+
+
+def test_the_ec2_tag_index_answers_as_moto_does(aws):
+    """Tags looked up by id (the glue) give every listing and filter moto's own answer."""
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    for name, count in (("c1", 3), ("c2", 2), ("c10", 1)):
+        ec2.run_instances(
+            ImageId=image,
+            InstanceType="t3.micro",
+            MinCount=count,
+            MaxCount=count,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "parallelcluster:cluster-name", "Value": name}]}
+            ],
+        )
+        ec2.create_volume(
+            AvailabilityZone="us-east-1a",
+            Size=8,
+            TagSpecifications=[
+                {"ResourceType": "volume", "Tags": [{"Key": "parallelcluster:cluster-name", "Value": name}]}
+            ],
+        )
+    ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)  # untagged
+
+    def answers() -> list:
+        asked = []
+        for filters in (
+            [],
+            [{"Name": "tag-key", "Values": ["parallelcluster:cluster-name"]}],
+            [{"Name": "tag:parallelcluster:cluster-name", "Values": ["c1", "c10"]}],
+            [{"Name": "tag:parallelcluster:cluster-name", "Values": ["c2"]}],
+        ):
+            instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+            volumes = ec2.describe_volumes(Filters=filters)["Volumes"]
+            asked.append(
+                sorted((x.get("InstanceId") or x["VolumeId"], str(x.get("Tags"))) for x in instances + volumes)
+            )
+        return asked
+
+    before = answers()
+    glue.install_ec2_tag_index()
+    try:
+        assert answers() == before
+        assert len(before[2]) == 6 and len(before[3]) == 3  # c1 and c10: 4 nodes, 2 volumes
+    finally:
+        glue.uninstall()

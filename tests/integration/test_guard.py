@@ -654,3 +654,90 @@ def test_a_warning_is_asked_for_once_not_at_every_pass(plane, monkeypatch):
             break
     assert sorted(claims) == [50, 80, 90]
     assert ledgers.current(deps, cid("warned"), 1)["warned"] == [50, 80, 90]
+
+
+class InProcessGuardFunction:
+    """Lambda's Invoke of the guard's function, run in this process (the transport only: the
+    adapter, the handler and its wiring are the product's)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> dict:
+        from lambdas.guard import lambda_handler
+        from lsstctl.emulator.glue import LambdaContext
+
+        assert (FunctionName, InvocationType) == ("lsstctl-guard", "Event")
+        event = json.loads(Payload)
+        self.sent.append(event["guard_shard"])
+        arn = f"arn:aws:lambda:us-east-1:123456789012:function:{FunctionName}"
+        lambda_handler(event, LambdaContext(function_name=FunctionName, invoked_function_arn=arn))
+        return {"StatusCode": 202}
+
+
+def test_a_pass_over_more_clusters_than_a_share_sends_the_rest_to_the_guards_own_function(plane, monkeypatch):
+    """Five clusters, shares of two: this invocation meters two and sends the others to the
+    guard's own function (asynchronously), measured as of the same instant: every cluster is
+    metered once, none skipped; a share that cannot be sent is metered here."""
+    from lsstctl.adapters.guard_shards import LambdaGuardShards
+
+    names = [f"share{i}" for i in range(5)]
+    ids = sorted(cid(n) for n in names)
+    for name in names:
+        ready(name, plane, budget_usd=100, idle_minutes=600)
+    deps = wiring.deps()
+    assert deps.settings.guard_function_name == "lsstctl-guard"  # as the template names it
+    function = InProcessGuardFunction()
+    monkeypatch.setattr(deps, "guard_shards", LambdaGuardShards("lsstctl-guard", client=function))
+    monkeypatch.setattr(deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2}))
+    metered: list[str] = []
+    put = deps.store.put_ledger
+    monkeypatch.setattr(
+        deps.store, "put_ledger", lambda c, g, owner, ledger: (metered.append(c), put(c, g, owner, ledger))[1]
+    )
+    for name in names:
+        publish_busy(name, plane)
+    summary = tick(plane)
+    # Two shares of clusters, and one that looks for the resources of no live record
+    assert summary["clusters_live"] == 5 and summary["clusters"] == 2 and summary["shares_sent"] == 3
+    assert [s.get("clusters") for s in function.sent] == [ids[2:4], ids[4:], None]
+    assert function.sent[-1]["unexplained"] is True
+    assert {s["at"] for s in function.sent} == {ledgers.pass_stamp(plane())}
+    assert sorted(metered) == ids  # each once: none skipped, none twice
+    for name in names:
+        assert ledgers.current(deps, cid(name), 1)["measured_at"] == plane().isoformat()
+
+    # A share that cannot be sent is metered here
+    def refused(**call: object) -> dict:
+        raise RuntimeError("Lambda refused the invoke")
+
+    monkeypatch.setattr(function, "invoke", refused)
+    plane.advance(60)
+    summary = costs.guard_tick(deps)
+    assert summary["clusters"] == 5 and summary["shares_sent"] == 0 and not summary.get("errors")
+
+
+def test_a_shared_pass_still_meters_the_resources_of_no_live_record(plane, monkeypatch):
+    """A node tagged for a cluster no record holds: the share that lists every node meters it."""
+    from lsstctl.adapters.guard_shards import LambdaGuardShards
+
+    for name in ("left1", "left2", "left3"):
+        ready(name, plane, budget_usd=100, idle_minutes=600)
+    deps = wiring.deps()
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "parallelcluster:cluster-name", "Value": "nobody-0"}, {"Key": "lsstctl:owner", "Value": "eve"}]
+    ec2.run_instances(
+        ImageId=image,
+        InstanceType="t3.medium",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
+    function = InProcessGuardFunction()
+    monkeypatch.setattr(deps, "guard_shards", LambdaGuardShards("lsstctl-guard", client=function))
+    monkeypatch.setattr(deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2}))
+    summary = tick(plane)
+    assert "unexplained" not in summary and summary["shares_sent"] == 2
+    orphan = ledgers.current(deps, "nobody-0", 0)
+    assert orphan["state"] == "orphan" and orphan["owner"] == "eve" and orphan["burn_usd_per_hour"] > 0

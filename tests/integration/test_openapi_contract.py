@@ -236,13 +236,17 @@ def test_the_cost_history_is_the_guards_measurements(api: Api) -> None:
     # Before the guard measured it: no points
     empty = api.call("GET", "/clusters/{name}/cost/history", name=CLUSTER)
     assert empty.status == 200 and empty.body["points"] == [] and empty.body["step_seconds"] is None
-    # When the guard measures it three times, a minute apart
+    # When the guard measures it three times, a minute apart, with nothing changed in between:
+    # a point where the ledger was written (the first) and one at the latest measurement
+    # (spend between them grows at the one burn rate)
     start = datetime.now(UTC)
     for minute in (1, 2, 3):
         costs.guard_tick(replace(wiring.deps(), clock=lambda m=minute: start + timedelta(minutes=m)))
     history = api.call("GET", "/clusters/{name}/cost/history", name=CLUSTER)
     points = history.body["points"]
-    assert history.status == 200 and len(points) == 3 and history.body["budget_usd"] == cluster_spec()["budget_usd"]
+    assert history.status == 200 and len(points) == 2 and history.body["budget_usd"] == cluster_spec()["budget_usd"]
+    assert [datetime.fromisoformat(p["at"]) for p in points] == [start + timedelta(minutes=m) for m in (1, 3)]
+    assert points[0]["burn_usd_per_hour"] == points[1]["burn_usd_per_hour"]
     assert [p["at"] for p in points] == sorted(p["at"] for p in points)
     assert points[-1]["spend_usd"] == api.call("GET", "/clusters/{name}/cost", name=CLUSTER).body["spend_usd"]
     # The ledger's answer does not carry the series; another owner gets 404
