@@ -58,12 +58,39 @@ def _engine(settings: Settings) -> Any:
     )
 
 
-def _idempotency(settings: Settings) -> Any:
-    from lsstctl.adapters.aws import default_client
-    from lsstctl.adapters.idempotency_store import IdempotencyStore
+def _idempotency(settings: Settings) -> Callable[[], Any]:
+    """Powertools' idempotency store, built at the first request that carries an
+    Idempotency-Key (with its DynamoDB client): a cold start without one pays for neither."""
 
-    # Our client: the same retry policy as every other call.
-    return IdempotencyStore(table_name=settings.idempotency_table, boto3_client=default_client("dynamodb"))
+    @cache
+    def store() -> Any:
+        from lsstctl.adapters.aws import default_client
+        from lsstctl.adapters.idempotency_store import IdempotencyStore
+
+        # Our client: the same retry policy as every other call.
+        return IdempotencyStore(table_name=settings.idempotency_table, boto3_client=default_client("dynamodb"))
+
+    return store
+
+
+class _BuiltOnFirstUse:
+    """An adapter made (its library imported) at its first use: Slack's SDK is for the paths
+    that talk to Slack, not for every cold start."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
+
+
+def _slack(settings: Settings) -> Any:
+    from lsstctl.adapters.slack import SlackChat
+
+    return SlackChat(settings.slack_signing_secret_arn)
 
 
 def build(settings: Settings) -> Deps:
@@ -80,7 +107,6 @@ def build(settings: Settings) -> Deps:
     from lsstctl.adapters.inventory import Ec2Inventory, InstanceSizes
     from lsstctl.adapters.job_function import JobStepsFunction
     from lsstctl.adapters.price_list import SpotPrices
-    from lsstctl.adapters.slack import SlackChat
     from lsstctl.adapters.sns_notifier import SnsNotifier
     from lsstctl.adapters.ssm_runner import SsmRunner
     from lsstctl.adapters.stepfunctions import StepFunctionsStarter
@@ -109,7 +135,7 @@ def build(settings: Settings) -> Deps:
         job_steps=JobStepsFunction(settings.job_steps_function_name) if settings.job_steps_function_name else None,
         idempotency=_idempotency(settings),
         stack_cache=EfsStackCache(),
-        chat=SlackChat(settings.slack_signing_secret_arn),
+        chat=_BuiltOnFirstUse(lambda: _slack(settings)),
         guard_shards=LambdaGuardShards(settings.guard_function_name) if settings.guard_function_name else None,
     )
 

@@ -46,7 +46,7 @@ class Deps:
     spot_prices: Callable[[list[str]], dict[tuple[str, str], float]] = field(default=lambda types: {})
     # instance type -> (vCPUs, memory MiB) of the types asked for (unknown types left out)
     instance_sizes: Callable[[list[str]], dict[str, tuple[int, int]]] = field(default=lambda types: {})
-    idempotency: Any = None  # Powertools persistence layer, or None to disable
+    idempotency: Callable[[], Any] | None = None  # builds Powertools' persistence layer; None: off
     # JobStepsFunction: where the API cancels jobs and reads logs (None: here, through runner)
     job_steps: JobSteps | None = None
     stack_cache: Any = None  # StackCacheStorage: installed stacks kept between clusters

@@ -18,7 +18,7 @@ Response = dict[str, Any]
 
 
 def once(
-    persistence: Any,
+    persistence: Callable[[], Any] | None,
     *,
     key: str | None,
     scope: str,
@@ -26,7 +26,8 @@ def once(
     operation: Callable[[], Response],
     lambda_context: Any = None,
 ) -> Response:
-    """Run `operation` at most once per (scope, key). `scope` names the caller and route."""
+    """Run `operation` at most once per (scope, key). `scope` names the caller and route.
+    `persistence`: what builds Powertools' persistence layer (at the first keyed request)."""
     if not key or persistence is None:
         return operation()
     if len(key) > 255:
@@ -47,12 +48,13 @@ def once(
     )
     # Lets Powertools expire an in-progress record once this request can no longer be
     # running (a killed process cannot release it).
-    request_context = getattr(persistence, "request_context", None)
+    store = persistence()
+    request_context = getattr(store, "request_context", None)
     context = request_context(lambda_context) if request_context else lambda_context
     if context is not None:
         config.register_lambda_context(context)
 
-    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)  # type: ignore[untyped-decorator]
+    @idempotent_function(data_keyword_argument="request", persistence_store=store, config=config)  # type: ignore[untyped-decorator]
     def run(request: dict[str, Any]) -> Response:
         return operation()
 
