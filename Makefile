@@ -10,7 +10,7 @@ RUBIN_VENV ?= .venv-rubin
 RUBIN_STAMP := $(RUBIN_VENV)/.installed
 SYSTEM_STAMP := .emulator/.system-packages
 
-.PHONY: deps demo serve lint test package deploy destroy bench bench-cost bench-faults bench-perf clean
+.PHONY: deps demo serve lint test package deploy destroy bench bench-cost bench-faults bench-perf bench-load clean
 
 deps: $(STAMP) $(TOOLS_STAMP) $(RUBIN_STAMP) $(SYSTEM_STAMP)
 
@@ -92,5 +92,9 @@ bench-faults: deps
 # Cold starts (issue: a lean control plane): each handler's import against bare boto3's.
 bench-perf: deps
 	$(PY) bench/perf.py
+
+# Many clusters at once against serve (OWNERS x CLUSTERS, default 5 x 10).
+bench-load: deps
+	$(PY) bench/load.py --owners $(or $(OWNERS),5) --clusters $(or $(CLUSTERS),10)
 
 bench: bench-cost bench-faults bench-perf

@@ -29,6 +29,19 @@ RUBIN_MIDDLEWARE = Path(os.environ.get("LSSTCTL_RUBIN_MIDDLEWARE", ROOT / ".venv
 PRINCIPAL_HEADER = "X-Lsst-Principal"
 
 
+def api_server_class() -> type:
+    """`chalice local`'s threaded server, with a listen backlog for bursts: socketserver's is 5,
+    and fifty clients connecting at once while the API was busy had a third of their
+    connections reset (`make bench-load`)."""
+    from chalice.local import ThreadedHTTPServer
+
+    class Server(ThreadedHTTPServer):
+        request_queue_size = 256
+        daemon_threads = True  # a stop never waits on a client's open connection
+
+    return Server
+
+
 class Emulator:
     def __init__(
         self,
@@ -187,7 +200,12 @@ class Emulator:
 
     def _start_api(self, port: int) -> None:
         from chalice.config import Config
-        from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
+        from chalice.local import (
+            ChaliceRequestHandler,
+            CustomLocalChalice,
+            LocalChalice,
+            LocalDevServer,
+        )
 
         class QuietHandler(ChaliceRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -212,7 +230,9 @@ class Emulator:
         if not isinstance(module.app, CustomLocalChalice):
             CustomLocalChalice.__bases__ = (LocalChalice, module.app.__class__)
             module.app.__class__ = CustomLocalChalice
-        self._api = LocalDevServer(module.app, config, "127.0.0.1", port, handler_cls=QuietHandler)
+
+        server = api_server_class()
+        self._api = LocalDevServer(module.app, config, "127.0.0.1", port, handler_cls=QuietHandler, server_cls=server)
         self.api_port = self._api.server.server_address[1]
         self._api_thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
         self._api_thread.start()
