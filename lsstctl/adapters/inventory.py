@@ -74,8 +74,10 @@ class Ec2Inventory:
         )
         # Terminated instances are listed too (EC2 keeps them about an hour): a node that
         # lived between two ticks still bills its minute, and its end time is exact.
-        pages = {"PaginationConfig": {"PageSize": 1000}}  # EC2's largest: few calls at thousands of nodes
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=has_tag, **pages):
+        # EC2's largest pages (DescribeInstances 1000, DescribeVolumes 500): few calls at thousands of nodes.
+        for page in self.ec2.get_paginator("describe_instances").paginate(
+            Filters=has_tag, PaginationConfig={"PageSize": 1000}
+        ):
             for reservation in page["Reservations"]:
                 for i in reservation["Instances"]:
                     tags = _tags(i)
@@ -95,7 +97,9 @@ class Ec2Inventory:
                             queue=tags.get(QUEUE_TAG, ""),
                         )
                     )
-        for page in self.ec2.get_paginator("describe_volumes").paginate(Filters=has_tag, **pages):
+        for page in self.ec2.get_paginator("describe_volumes").paginate(
+            Filters=has_tag, PaginationConfig={"PageSize": 500}
+        ):
             for v in page["Volumes"]:
                 tags = _tags(v)
                 found[tags[NAME_TAG]].append(

@@ -170,7 +170,7 @@ def _metered(
 ) -> tuple[SpendReport, dict[str, Any]]:
     """The measurement and the ledger kept. A live cluster's ledger is written only when it
     changed (`ledger_changed`): readers carry an unchanged one forward to the guard's last
-    pass (`ledger.current`). Any other's (being torn down, deleted) is written each time."""
+    pass (`ledgers.current`). Any other's (being torn down, deleted) is written each time."""
     if previous is None:
         previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {}, previous)}
