@@ -273,11 +273,11 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     lifetime or idleness says so, else cap the nodes its remaining budget can carry.
 
     Reads are batched: the live clusters' ids (one index query, keys only), their records and
-    ledgers 100 to a call (BatchGetItem), the EC2 listings (1000 to a page) and the queue
-    depths 500 to a call (GetMetricData); a ledger is written only when it changed. A cluster
-    being torn down is read on its own (the teardown's last measurement may write its ledger
-    meanwhile), and so is every cluster when a batched read fails: one failure never costs the
-    pass its clusters.
+    ledgers 100 to a call (BatchGetItem), the EC2 listings (1000 instances, 500 volumes to a
+    page) and the queue depths 500 to a call (GetMetricData); a ledger is written only when it
+    changed. A cluster being torn down is read on its own (the teardown's last measurement may
+    write its ledger meanwhile), and so is every cluster when a batched read fails: one failure
+    never costs the pass its clusters.
 
     Over `guard_shard_size` clusters, the pass is shared (`shard`: one share, as sent): this
     invocation meters the first share and sends each other one to the guard's own function,
