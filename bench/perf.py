@@ -436,6 +436,7 @@ class Served:
         self.proc: subprocess.Popen[str] | None = None
         self.endpoint = ""
         self.output: list[str] = []
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Served:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LSSTCTL_", "MOTO_", "AWS_ENDPOINT"))}
@@ -463,7 +464,18 @@ class Served:
                 self.output.append(line)
 
         threading.Thread(target=keep, daemon=True).start()
-        return self
+        from lsstctl.emulator.demo import Api
+
+        deadline = time.monotonic() + 180
+        while True:  # its API answers once its Slurm, moto and validators are up
+            try:
+                if Api(self.base).call("GET", "/clusters")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("serve did not answer within 180 s")
+            time.sleep(0.3)
 
     def __exit__(self, *exc: object) -> None:
         import signal
@@ -485,17 +497,7 @@ def api_and_lifecycle(clients: int, rounds: int) -> dict[str, Any]:
 
     name = CLUSTER["name"]
     with tempfile.TemporaryDirectory() as tmp, Served(Path(tmp) / "serve") as served:
-        api = Api(f"http://127.0.0.1:{served.port}")
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if api.call("GET", "/clusters")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not answer")
-            time.sleep(0.3)
+        api = Api(served.base)
         api.expect(201, "POST", "/users", {"name": OWNER})
         api.expect(202, "POST", "/clusters", CLUSTER)
         api.wait_for(f"/clusters/{name}", "state", {"ready"}, {"failed", "deleted"}, timeout=300)
