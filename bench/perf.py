@@ -265,7 +265,8 @@ def guard_pass(clusters: int) -> GuardPass:
 
     os.environ.update({"AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "ERROR"})
     os.environ.pop("AWS_ENDPOINT_URL", None)
-    glue.install_ec2_tag_index()  # the emulator's own speed-up (moto's tag lookup is quadratic)
+    glue.install_ec2_tag_index()  # the emulator's own speed-ups (moto's tag lookup is quadratic,
+    glue.install_cloudwatch_metric_index()  # and its GetMetricData compares every query with every datapoint)
     with mock_aws():
         env = bootstrap(boto3.Session(region_name="us-east-1"), "us-east-1")
         os.environ.update(env)
@@ -586,9 +587,11 @@ HOURS_PER_MONTH = 730
 MINUTES_PER_MONTH = 43_800
 AWS_CALL_SECONDS = 0.02  # an in-region AWS API call's answer, added to the code's own time
 LOG_BYTES_PER_INVOCATION = 1200  # START/END/REPORT lines and the pass's one summary line
-# A ParallelCluster launch, an install from the stack cache and a teardown on AWS (minutes),
-# polled every `poll_seconds` (a Wait, a Task and a Choice each time).
-AWS_WORKFLOW_MINUTES = {"launch": 15, "install": 5, "teardown": 10}
+# A ParallelCluster launch, an install from the stack cache and a teardown (its archive and
+# the deletion) on AWS, in minutes; each polled at the product's pace (a Wait, a Task and a
+# Choice each time: lsstctl.domain.lifecycle.next_poll_seconds).
+AWS_WORKFLOW_MINUTES = {"launch": 15, "install": 5, "archive": 2, "delete": 8}
+LEDGER_WRITE_UNITS = 16  # a ledger with its history, up to 16 KB
 
 
 def _memory_gb(function: str) -> float:
@@ -598,6 +601,18 @@ def _memory_gb(function: str) -> float:
     template, _matches = decode(str(ROOT / "infra" / "control-plane.yaml"))
     assert template is not None
     return int(template["Resources"][function]["Properties"]["MemorySize"]) / 1024
+
+
+def _polls(minutes: float, settings: Any) -> tuple[int, float]:
+    """How many polls a wait of `minutes` costs at the product's pace, and how late the last
+    one sees its end (seconds, at most)."""
+    from lsstctl.domain.lifecycle import next_poll_seconds
+
+    at, polls = 0.0, 0
+    while at < minutes * 60:
+        wait = next_poll_seconds(at, settings.poll_seconds, settings.poll_max_seconds)
+        at, polls = at + wait, polls + 1
+    return polls, float(wait)
 
 
 def _invocation_usd(own_seconds: float, calls: int, memory_gb: float, reads: int = 0, writes: int = 0) -> float:
@@ -682,7 +697,10 @@ def control_plane_cost(passes: dict[int, GuardPass], lifecycle: dict[str, Any] |
         * guard_gb
         * LAMBDA_GB_SECOND,
         "guard: record and ledger reads": 60 * 2 * 4 * DDB_READ_UNIT,  # two items, up to 16 KB each
-        "guard: the idle check's metric": 60 * CW_METRICS_READ,
+        # A busy cluster is asked about once an idle period (services.costs.idle_not_before),
+        # and its ledger written with the answer.
+        "guard: the idle check's metric": 60 / CLUSTER["idle_minutes"] * CW_METRICS_READ,
+        "guard: the answer kept": 60 / CLUSTER["idle_minutes"] * LEDGER_WRITE_UNITS * DDB_WRITE_UNIT,
         "head node: queue depth sent": 60 * CW_PUT_REQUEST,
         "head node: its metric": CW_METRIC_MONTH / HOURS_PER_MONTH,
         "its idle alarm": CW_ALARM_MONTH / HOURS_PER_MONTH,
@@ -694,7 +712,9 @@ def control_plane_cost(passes: dict[int, GuardPass], lifecycle: dict[str, Any] |
     print(f"  {'total':<32} ${hourly:11.8f}")
     ok = idle < 1
     if lifecycle is not None:
-        polls = sum(AWS_WORKFLOW_MINUTES.values()) * 60 / settings.poll_seconds
+        paced = {phase: _polls(minutes, settings) for phase, minutes in AWS_WORKFLOW_MINUTES.items()}
+        polls = sum(n for n, _ in paced.values())
+        every = sum(AWS_WORKFLOW_MINUTES.values()) * 60 / settings.poll_seconds
         mean_task = lifecycle["task_seconds"] / max(1, lifecycle["tasks"])
         once = (lifecycle["transitions"] + 3 * polls) * SFN_TRANSITION + (lifecycle["tasks"] + polls) * (
             LAMBDA_REQUEST + mean_task * steps_gb * LAMBDA_GB_SECOND
@@ -708,8 +728,13 @@ def control_plane_cost(passes: dict[int, GuardPass], lifecycle: dict[str, Any] |
         overhead = once + hours * hourly
         print(
             f"a lifecycle (launch, install, teardown): {lifecycle['transitions']} transitions and {lifecycle['tasks']} "
-            f"Lambda tasks counted here, plus {polls:.0f} polls at AWS's pace ({sum(AWS_WORKFLOW_MINUTES.values())} "
-            f"minutes every {settings.poll_seconds} s) -> ${once:.4f}"
+            f"Lambda tasks counted here, plus {polls} polls at AWS's pace ({sum(AWS_WORKFLOW_MINUTES.values())} "
+            f"minutes, every {settings.poll_seconds} s slowing to {settings.poll_max_seconds} s; {every:.0f} at a "
+            f"steady {settings.poll_seconds} s) -> ${once:.4f}"
+        )
+        print(
+            "  polls a phase: "
+            + ", ".join(f"{phase} {n} (its end seen at most {late:.0f} s late)" for phase, (n, late) in paced.items())
         )
         for nodes in (queue["min_nodes"], queue["max_nodes"]):
             spend = hours * (rest + nodes * node)

@@ -43,6 +43,7 @@ class StepEvent(BaseModel):
     reason: str | None = None
     poll: dict[str, int] = {}
     deadline: str | None = None
+    since: str | None = None  # a poll's: when the waiting began (remote.paced)
     command_id: str | None = None
     error: dict[str, Any] | None = None
     lines: int = 100  # the `log` action: how many of the log's last lines

@@ -167,6 +167,15 @@ class ConfigValidator(Protocol):
 
 
 @dataclass(frozen=True)
+class QueueDepth:
+    """A cluster's published queue depth over a window: its peak (None: nothing published)
+    and the last minute that had a job pending or running (None: none did)."""
+
+    peak: float | None
+    busy_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class CommandResult:
     command_id: str
     status: str  # Pending | InProgress | Success | Failed | TimedOut | Cancelled ...

@@ -99,8 +99,11 @@ class Settings(BaseModel):
     quota_monthly_budget_usd: float = Field(5000, ge=0)
     # Mutating API requests (POST, PUT, DELETE) one owner may send per minute; 0: no limit.
     rate_limit_per_minute: int = Field(60, ge=0)
-    # Default poll intervals (seconds) for workflows; tests and the demo compress them.
-    poll_seconds: int = 15
+    # How workflows poll what they wait for (seconds): every `poll_seconds` at first, then a
+    # quarter of the wait so far, at most `poll_max_seconds` (domain.lifecycle.next_poll_seconds).
+    # Tests and the demo compress them.
+    poll_seconds: int = Field(15, ge=1)
+    poll_max_seconds: int = Field(60, ge=1)
     launch_timeout_seconds: int = 3600
     install_timeout_seconds: int = 3 * 3600
     archive_timeout_seconds: int = 3600

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from lsstctl.adapters.aws import LazyClient
 from lsstctl.domain.scripts import QUEUE_DEPTH_METRIC as METRIC
 from lsstctl.domain.scripts import queue_depth_namespace
+from lsstctl.ports import QueueDepth
 
 ALARM_PREFIX = "lsstctl-idle-"
 
@@ -78,10 +79,11 @@ class CloudWatchMonitor:
         points = [p["Maximum"] for p in result.get("Datapoints", [])]
         return max(points) if points else None
 
-    def max_queue_depths(self, windows: dict[str, tuple[datetime, datetime]]) -> dict[str, float | None]:
-        """`max_queue_depth` for many clusters at once: GetMetricData, 500 metrics a call,
-        one call per distinct window in each page (the guard's clusters share few)."""
-        found: dict[str, float | None] = {}
+    def queue_depths(self, windows: dict[str, tuple[datetime, datetime]]) -> dict[str, QueueDepth]:
+        """Each cluster's queue depth over its window (peak, last busy minute): GetMetricData,
+        500 metrics a call, one call per distinct window in each page (the guard's clusters
+        share few)."""
+        found: dict[str, QueueDepth] = {}
         by_window: dict[tuple[datetime, datetime], list[str]] = {}
         for cluster, window in windows.items():
             by_window.setdefault(window, []).append(cluster)
@@ -104,18 +106,23 @@ class CloudWatchMonitor:
                     }
                     for i, cluster in enumerate(page)
                 ]
-                values: dict[str, list[float]] = {}
+                points: dict[str, list[tuple[datetime, float]]] = {}
                 kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end}
                 while True:
                     answer = self.cloudwatch.get_metric_data(**kwargs)
                     for result in answer.get("MetricDataResults", []):
-                        values.setdefault(result["Id"], []).extend(result.get("Values", []))
+                        answered = zip(result.get("Timestamps", []), result.get("Values", []), strict=True)
+                        points.setdefault(result["Id"], []).extend(answered)
                     if not answer.get("NextToken"):
                         break
                     kwargs["NextToken"] = answer["NextToken"]
                 for i, cluster in enumerate(page):
-                    points = values.get(f"q{i}", [])
-                    found[cluster] = max(points) if points else None
+                    series = points.get(f"q{i}", [])
+                    busy = [at for at, value in series if value > 0]
+                    found[cluster] = QueueDepth(
+                        peak=max(value for _, value in series) if series else None,
+                        busy_at=max(busy) if busy else None,
+                    )
         return found
 
     def publish_queue_depth(self, cluster: str, depth: int, at: datetime) -> None:

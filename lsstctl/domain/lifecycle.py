@@ -46,3 +46,12 @@ def stopped_reason(cluster: Cluster, job_id: str) -> str | None:
     if job_id in ending.get("held", []):
         return f"held at the cluster's end ({why}): never started"
     return None
+
+
+def next_poll_seconds(age_seconds: float, first: int, most: int) -> int:
+    """How long a workflow waits before asking again about something it began `age_seconds`
+    ago (a launch, an install, an archive, a deletion, a job): `first` at the start, then a
+    quarter of the age, never more than `most`. A 15-minute launch polled every 15 s costs 60
+    polls; paced this way (15 s, at most 60 s) it costs 21 and is seen ready at most 60 s late."""
+    most = max(first, most)
+    return int(min(most, max(first, age_seconds // 4)))

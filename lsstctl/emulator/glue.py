@@ -258,6 +258,53 @@ def install_ec2_tag_index() -> None:
     TaggedEC2Resource.get_tags = get_tags
 
 
+class _Only:
+    """A CloudWatch backend as one query sees it: only its own metric's datapoints."""
+
+    def __init__(self, data: list[Any]):
+        self.data = data
+
+    def get_all_metrics(self) -> list[Any]:
+        return self.data
+
+
+def install_cloudwatch_metric_index() -> None:
+    """moto's GetMetricData compares every query, in every period of its window, with every
+    datapoint of every metric in the window: the guard's one call about 500 clusters' queue
+    depths over 30 minutes costs 500 x 30 x all their datapoints (hours at 10,000 clusters).
+    Each single-dimension query (the queue depth's) is answered by moto's own code from its
+    own metric's datapoints, found by lookup; any other query goes to moto as it came."""
+    from moto.cloudwatch.models import CloudWatchBackend
+
+    if "cloudwatch_index" in _state:
+        return
+    original = _state["cloudwatch_index"] = CloudWatchBackend.get_metric_data
+
+    def get_metric_data(
+        self: Any, queries: list[dict[str, Any]], start_time: Any, end_time: Any, scan_by: str = "TimestampAscending"
+    ) -> list[dict[str, Any]]:
+        def single(query: dict[str, Any]) -> bool:
+            dimensions = query.get("MetricStat", {}).get("Metric", {}).get("Dimensions", [])
+            return len(dimensions) == 1 and dimensions[0].get("Value") is not None
+
+        if not queries or not all(single(q) for q in queries):
+            return original(self, queries, start_time, end_time, scan_by)
+        index: dict[tuple[str, str, str], list[Any]] = {}
+        for datum in self.get_all_metrics():
+            if len(datum.dimensions) == 1:
+                dimension = datum.dimensions[0]
+                index.setdefault((datum.name, dimension.name, dimension.value), []).append(datum)
+        answers = []
+        for query in queries:
+            metric = query["MetricStat"]["Metric"]
+            dimension = metric["Dimensions"][0]
+            own = index.get((metric["MetricName"], dimension["Name"], dimension["Value"]), [])
+            answers += original(_Only(own), [query], start_time, end_time, scan_by)
+        return answers
+
+    CloudWatchBackend.get_metric_data = get_metric_data
+
+
 def _applies_to_callers(statement: dict[str, Any]) -> bool:
     """Whether a bucket-policy statement can concern the control plane's own calls: not one
     for a service principal (logs.amazonaws.com), not the TLS-only deny (AWS's SDKs speak
@@ -549,6 +596,7 @@ def install(shell: HeadNodeShell) -> None:
     install_alarm_events()
     install_fast_dispatch()
     install_ec2_tag_index()
+    install_cloudwatch_metric_index()
     install_bucket_policy_scope()
     _state.setdefault(
         "config",
@@ -638,6 +686,10 @@ def uninstall() -> None:
         from moto.ec2.models.core import TaggedEC2Resource
 
         TaggedEC2Resource.get_tags = _state.pop("ec2_tags")
+    if "cloudwatch_index" in _state:
+        from moto.cloudwatch.models import CloudWatchBackend
+
+        CloudWatchBackend.get_metric_data = _state.pop("cloudwatch_index")
     if "bucket_policy" in _state:
         from moto.s3.models import FakeBucket
 

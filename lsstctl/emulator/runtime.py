@@ -49,6 +49,7 @@ class Emulator:
         *,
         region: str = "us-east-1",
         poll_seconds: int = 1,
+        poll_max_seconds: int | None = None,
         provision_seconds: float = 0,
         slurm: bool = True,
         api_port: int | None = None,
@@ -57,7 +58,9 @@ class Emulator:
         faults: Any = None,
     ):
         """`persist`: keep the AWS state in the work directory across stops and starts
-        (`make serve`); `faults`: a FaultInjector for the control plane's AWS calls."""
+        (`make serve`); `faults`: a FaultInjector for the control plane's AWS calls;
+        `poll_max_seconds`: how far workflows' polls slow down as they wait (default: not at
+        all, every `poll_seconds`: an emulated launch takes seconds, not AWS's 15 minutes)."""
         self.workdir = Path(workdir)
         self.persist = persist
         self.faults = faults
@@ -67,6 +70,7 @@ class Emulator:
         self._ticks = 0
         self.region = region
         self.poll_seconds = poll_seconds
+        self.poll_max_seconds = poll_max_seconds or poll_seconds
         self.provision_seconds = provision_seconds
         self.use_slurm = slurm
         self.api_port = api_port
@@ -160,6 +164,7 @@ class Emulator:
             {
                 **self.settings_env,
                 "LSSTCTL_POLL_SECONDS": str(self.poll_seconds),
+                "LSSTCTL_POLL_MAX_SECONDS": str(self.poll_max_seconds),
                 # Running jobs' grace at teardown, compressed like the polls (60 s on AWS).
                 "LSSTCTL_TEARDOWN_GRACE_SECONDS": str(min(60, max(1, self.poll_seconds))),
                 "LSSTCTL_LOCAL_PROVISION_SECONDS": str(self.provision_seconds),

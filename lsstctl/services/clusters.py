@@ -27,7 +27,6 @@ TEARDOWN_COMPLETED = "Teardown Completed"
 def poll_settings(deps: Deps) -> dict[str, int]:
     s = deps.settings
     return {
-        "seconds": s.poll_seconds,
         "launch_timeout": s.launch_timeout_seconds,
         "install_timeout": s.install_timeout_seconds,
         "archive_timeout": s.archive_timeout_seconds,

@@ -20,11 +20,12 @@ from lsstctl.domain.cost import (
     with_sample,
 )
 from lsstctl.domain.lifecycle import ACTIVE
-from lsstctl.domain.models import Cluster, from_iso
+from lsstctl.domain.models import Cluster, from_iso, iso
 from lsstctl.domain.models import ClusterState as S
 from lsstctl.domain.pricing import SpotBook, gb_month_to_hourly, spot_hourly
 from lsstctl.errors import TransientError
 from lsstctl.observability import logger, metrics
+from lsstctl.ports import QueueDepth
 from lsstctl.services import jobs, stack_cache
 from lsstctl.services.budget import potential_compute_hourly, teardown_timing
 from lsstctl.services.clusters import get_cluster, request_teardown
@@ -167,12 +168,15 @@ def _metered(
     now: datetime,
     spot: SpotBook | None,
     previous: dict[str, Any] | None,
+    depth: QueueDepth | None = None,
 ) -> tuple[SpendReport, dict[str, Any]]:
     """The measurement and the ledger kept. A live cluster's ledger is written only when it
     changed (`ledger_changed`): readers carry an unchanged one forward to the guard's last
-    pass (`ledgers.current`). Any other's (being torn down, deleted) is written each time."""
+    pass (`ledgers.current`). Any other's (being torn down, deleted) is written each time.
+    `depth`: this pass's queue-depth answer for it (kept as `idle_not_before`)."""
     if previous is None:
         previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
+    not_before = idle_not_before(cluster, previous, depth)
     seen = {r.id: r for r in _priced(deps, cluster, observed, spot or {}, previous)}
     report = measure(_with_gone(previous, seen, now), now, potential_compute_usd_per_hour=0.0)
     # What it can reach before the next tick: its queues' node caps, or what bills if more.
@@ -191,34 +195,61 @@ def _metered(
         # The series GET .../cost/history answers (and `lsstctl cost NAME --plot` draws).
         "history": with_sample(previous.get("history"), now, report.spend_usd, report.burn_usd_per_hour),
     }
+    if not_before is not None:
+        ledger["idle_not_before"] = iso(not_before)  # the idle question waits until then
     if cluster.state not in ACTIVE or ledger_changed(previous, ledger):
         deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
     return report, ledger
 
 
-def idle_window(cluster: Cluster, now: datetime) -> tuple[datetime, datetime] | None:
+def idle_window(
+    cluster: Cluster, now: datetime, not_before: datetime | None = None
+) -> tuple[datetime, datetime] | None:
     """The window whose queue depth decides whether the cluster is idle; None when the
-    question does not arise (not ready, ready for less than its idle period, or Slurm said
-    busy less than an idle period ago)."""
+    question does not arise (not ready, ready for less than its idle period, Slurm said busy
+    less than an idle period ago, or a job was seen in the queue less than an idle period ago:
+    `not_before`, see `idle_not_before`)."""
     ready = cluster.entered(S.READY)
     window = timedelta(minutes=cluster.spec.idle_minutes)
     if cluster.state != S.READY or ready is None or now - ready < window or recently_busy(cluster, now):
         return None
+    if not_before is not None and now < not_before:
+        return None
     return now - window, now
 
 
-def _idle(deps: Deps, cluster: Cluster, now: datetime, depths: dict[str, float | None] | None = None) -> bool:
+def idle_not_before(cluster: Cluster, previous: dict[str, Any] | None, depth: QueueDepth | None) -> datetime | None:
+    """Until when the cluster cannot be idle: a minute with a job in its queue stays inside
+    every idle window that ends less than an idle period after it. So one answer with a job
+    spares the guard's question (GetMetricData, billed per metric asked) until then: a busy
+    cluster is asked about once an idle period, not every minute. `depth`: this pass's answer
+    (None: not asked; the ledger's `idle_not_before` then holds)."""
+    if depth is None:
+        kept = (previous or {}).get("idle_not_before")
+        return from_iso(kept) if kept else None
+    if depth.busy_at is None:
+        return None
+    return depth.busy_at + timedelta(minutes=cluster.spec.idle_minutes)
+
+
+def _idle(
+    deps: Deps,
+    cluster: Cluster,
+    now: datetime,
+    depths: dict[str, QueueDepth] | None = None,
+    not_before: datetime | None = None,
+) -> bool:
     """The guard's double-check of the idle alarm: no job in the idle window, or no data.
-    `depths`: the pass's batched answers (else asked for this cluster alone)."""
-    window = idle_window(cluster, now)
+    `depths`: the pass's batched answers (else asked for this cluster alone); `not_before`:
+    its `idle_not_before`."""
+    window = idle_window(cluster, now, not_before)
     if window is None:
         return False
-    depth = (
-        depths[cluster.id]
-        if depths is not None and cluster.id in depths
-        else deps.monitor.max_queue_depth(cluster.id, *window)
-    )
-    return depth is None or depth <= 0
+    if depths is not None and cluster.id in depths:
+        peak = depths[cluster.id].peak
+    else:
+        peak = deps.monitor.max_queue_depth(cluster.id, *window)
+    return peak is None or peak <= 0
 
 
 def decide(
@@ -227,7 +258,8 @@ def decide(
     report: SpendReport,
     now: datetime,
     timing: TeardownTiming,
-    depths: dict[str, float | None] | None = None,
+    depths: dict[str, QueueDepth] | None = None,
+    not_before: datetime | None = None,
 ) -> str | None:
     created = from_iso(cluster.created_at)
     if now >= created + timedelta(hours=cluster.spec.max_lifetime_hours):
@@ -236,7 +268,7 @@ def decide(
         report, cluster.spec.budget_usd, guard_interval_seconds=deps.settings.guard_interval_seconds, timing=timing
     ):
         return "budget"
-    if _idle(deps, cluster, now, depths):
+    if _idle(deps, cluster, now, depths, not_before):
         return "idle"
     return None
 
@@ -396,12 +428,14 @@ def _meter_clusters(
             previous = None  # read on its own (a teardown may be writing it; or the batch failed)
             if ledgers is not None and cluster.state in ACTIVE:
                 previous = ledgers.get((cluster.id, cluster.generation), {})
-            report, ledger = _metered(deps, cluster, observed.get(cluster.id, []), now, spot, previous)
+            depth = depths.get(cluster.id) if depths is not None else None
+            report, ledger = _metered(deps, cluster, observed.get(cluster.id, []), now, spot, previous, depth)
             if cluster.state not in ACTIVE:
                 continue
             if crossed := warn(deps, cluster, report, ledger):
                 summary["warnings"][cluster.id] = crossed
-            reason = decide(deps, cluster, report, now, timing, depths)
+            not_before = from_iso(ledger["idle_not_before"]) if "idle_not_before" in ledger else None
+            reason = decide(deps, cluster, report, now, timing, depths, not_before)
             # A hung head node makes a question (is it idle? apply these caps) last up to
             # `short_command_seconds`: past the pass's allowance, the rest wait for the next pass.
             may_ask = time.monotonic() - started < deps.settings.guard_idle_questions_seconds
@@ -428,11 +462,12 @@ def _meter_clusters(
 
 def _batched_reads(
     deps: Deps, steady: list[Cluster], now: datetime
-) -> tuple[dict[tuple[str, int], dict[str, Any]] | None, dict[str, float | None] | None]:
+) -> tuple[dict[tuple[str, int], dict[str, Any]] | None, dict[str, QueueDepth] | None]:
     """The pass's ledgers and queue depths in few calls; None for either whose batched read
-    failed (each cluster's is then read on its own)."""
+    failed (each cluster's is then read on its own). Queue depths only of the clusters whose
+    ledger does not say they were busy less than an idle period ago (`idle_not_before`)."""
     ledgers: dict[tuple[str, int], dict[str, Any]] | None = {}
-    depths: dict[str, float | None] | None = {}
+    depths: dict[str, QueueDepth] | None = {}
     try:
         if steady:
             ledgers = deps.store.get_ledgers([(c.id, c.generation) for c in steady])
@@ -440,9 +475,13 @@ def _batched_reads(
         logger.warning("batched ledger read failed; each cluster's is read on its own", exc_info=True)
         ledgers = None
     try:
-        windows = {c.id: w for c in steady if (w := idle_window(c, now)) is not None}
+        windows = {}
+        for c in steady:
+            kept = idle_not_before(c, ledgers.get((c.id, c.generation)), None) if ledgers is not None else None
+            if (window := idle_window(c, now, kept)) is not None:
+                windows[c.id] = window
         if windows:
-            depths = deps.monitor.max_queue_depths(windows)
+            depths = deps.monitor.queue_depths(windows)
     except Exception:
         logger.warning("batched queue-depth read failed; each cluster's is read on its own", exc_info=True)
         depths = None
@@ -503,7 +542,7 @@ def cluster_cost(deps: Deps, principal: Principal, name: str, owner: str | None 
     # What its jobs used of the spend, and what was idle (head node, storage, unused nodes).
     _priced, split = jobs.with_costs(deps, cluster, jobs.generation_jobs(deps, cluster))
     # GET .../cost/history has the series; the thresholds warned of are the guard's bookkeeping.
-    measured = {k: v for k, v in ledger.items() if k not in ("history", "warned")}
+    measured = {k: v for k, v in ledger.items() if k not in ("history", "warned", "idle_not_before")}
     return {**measured, "jobs_usd": split["jobs_usd"], "idle_usd": split["idle_usd"]}
 
 

@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from lsstctl.adapters.aws import retrying
+from lsstctl.domain.lifecycle import next_poll_seconds
+from lsstctl.domain.models import from_iso, iso
 from lsstctl.errors import PollTimeoutError, TransientError
 from lsstctl.ports import CommandResult
 from lsstctl.services.deps import Deps
@@ -67,6 +69,17 @@ def tail(text: str, chars: int = 600) -> str:
 
 def deadline_after(deps: Deps, seconds: int) -> str:
     return (deps.clock() + timedelta(seconds=seconds)).isoformat()
+
+
+def paced(deps: Deps, result: dict[str, Any], since: str | None) -> dict[str, Any]:
+    """A start or poll step's answer with the pace of the next poll: `since`, when the waiting
+    began (the first step of a wait passes None; later polls pass it back), and `wait`, the
+    seconds the workflow's Wait state waits before the next poll."""
+    now = deps.clock()
+    began = from_iso(since) if since else now
+    s = deps.settings
+    wait = next_poll_seconds((now - began).total_seconds(), s.poll_seconds, s.poll_max_seconds)
+    return {**result, "since": iso(began), "wait": wait}
 
 
 def check_deadline(deps: Deps, deadline: str | None, what: str) -> None:

@@ -272,6 +272,36 @@ def test_definition_structure(path: Path) -> None:
     assert asl_problems(definition) == []
 
 
+def test_polls_are_paced_by_their_own_answers() -> None:
+    """Every poll loop (a Wait, then a Task that asks again before a deadline) waits as long
+    as the previous answer said (`wait`, growing as the wait ages: remote.paced) and hands
+    back when the waiting began (`since`), so the pace survives each poll."""
+    loops = 0
+    for path in ASL_FILES:
+        states = load_asl(path)["States"]
+        for name, state in states.items():
+            poll = states.get(state.get("Next", ""), {})
+            if state["Type"] != "Wait" or "deadline.$" not in poll.get("Parameters", {}):
+                continue
+            loops += 1
+            key = poll["ResultPath"]
+            assert state["SecondsPath"] == f"{key}.wait", f"{path.name}:{name}"
+            assert poll["Parameters"]["since.$"] == f"{key}.since", f"{path.name}:{state['Next']}"
+            assert poll["Parameters"]["deadline.$"] == f"{key}.deadline", f"{path.name}:{state['Next']}"
+    assert loops == 5  # launch, install, archive, delete, a job
+
+
+@pytest.mark.parametrize("path", sorted((STATEMACHINES / "samples").glob("*.input.json")), ids=lambda p: p.name)
+def test_sample_inputs_carry_what_the_workflows_are_started_with(path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lsstctl.services.clusters import poll_settings
+    from lsstctl.settings import Settings
+
+    sample = json.loads(path.read_text())
+    assert sample["poll"] == poll_settings(SimpleNamespace(settings=Settings()))  # type: ignore[arg-type]
+
+
 def _minimal() -> dict[str, Any]:
     from lsstctl.errors import PERMANENT_STEP_ERRORS
 

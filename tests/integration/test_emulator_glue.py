@@ -233,6 +233,75 @@ def test_the_ec2_tag_index_answers_as_moto_does(aws):
         glue.uninstall()
 
 
+def test_the_cloudwatch_metric_index_answers_as_moto_does(aws):
+    """GetMetricData with each query's datapoints found by lookup (the glue) gives moto's own
+    answer: single-dimension queries (the queue depth's), others, units, both orders."""
+    from datetime import UTC, datetime, timedelta
+
+    cloudwatch = boto3.client("cloudwatch")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for minute in range(12):
+        at = now - timedelta(minutes=minute)
+        for cluster, depth in (("c1", minute % 3), ("c2", 0), ("c10", 5)):
+            cloudwatch.put_metric_data(
+                Namespace=f"LSST/{cluster}",
+                MetricData=[
+                    {
+                        "MetricName": "QueueDepth",
+                        "Dimensions": [{"Name": "Cluster", "Value": cluster}],
+                        "Timestamp": at,
+                        "Value": depth,
+                        "Unit": "Count",
+                    }
+                ],
+            )
+        cloudwatch.put_metric_data(
+            Namespace="Other",
+            MetricData=[
+                {
+                    "MetricName": "QueueDepth",
+                    "Dimensions": [{"Name": "Cluster", "Value": "c1"}, {"Name": "Queue", "Value": "q"}],
+                    "Timestamp": at,
+                    "Value": 7,
+                },
+                {"MetricName": "Plain", "Timestamp": at, "Value": minute},
+            ],
+        )
+
+    def stat(i: int, namespace: str, name: str, dimensions: list[dict[str, str]], **extra: str) -> dict:
+        metric = {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions}
+        return {"Id": f"q{i}", "MetricStat": {"Metric": metric, "Period": 60, "Stat": "Maximum", **extra}}
+
+    def one(cluster: str) -> list[dict[str, str]]:
+        return [{"Name": "Cluster", "Value": cluster}]
+
+    asked = [
+        [stat(i, f"LSST/{c}", "QueueDepth", one(c)) for i, c in enumerate(("c1", "c2", "c10", "c3"))],
+        [stat(0, "LSST/c1", "QueueDepth", one("c1"), Unit="Count"), stat(1, "LSST/c2", "QueueDepth", one("c2"))],
+        [stat(0, "Other", "QueueDepth", [*one("c1"), {"Name": "Queue", "Value": "q"}]), stat(1, "Other", "Plain", [])],
+    ]
+
+    def answers() -> list:
+        found = []
+        for queries in asked:
+            for order in ("TimestampAscending", "TimestampDescending"):
+                for start in (now - timedelta(minutes=30), now - timedelta(minutes=4)):
+                    answer = cloudwatch.get_metric_data(
+                        MetricDataQueries=queries, StartTime=start, EndTime=now + timedelta(minutes=1), ScanBy=order
+                    )
+                    found.append([(r["Id"], r["Timestamps"], r["Values"]) for r in answer["MetricDataResults"]])
+        return found
+
+    before = answers()
+    glue.install_cloudwatch_metric_index()
+    try:
+        assert answers() == before
+        busy = before[0]  # c1, c2, c10, c3 over 30 minutes
+        assert [len(values) for _, _, values in busy] == [12, 12, 12, 0] and max(busy[2][2]) == 5
+    finally:
+        glue.uninstall()
+
+
 def _connections_queued(server_class: type, clients: int = 50) -> int:
     """How many of `clients` connecting at once get through while the server accepts none
     (as when the API is busy): the listen backlog decides."""

@@ -4,6 +4,7 @@ idle (alarm and missing data), AWS Budgets notifications, warnings, and their re
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import boto3
 import pytest
@@ -88,6 +89,34 @@ def test_missing_queue_data_counts_as_idle_and_busy_queues_do_not(plane):
         seen.update(tick(plane)["teardowns"])
     assert seen == {cid("quiet"): "idle"}
     assert wiring.deps().store.get_cluster(cid("busy")).state == ClusterState.READY
+
+
+def test_a_busy_cluster_is_asked_about_once_an_idle_period_and_still_ends_on_the_minute(plane, monkeypatch):
+    # Given a cluster whose queue has jobs every minute, idle after 10 quiet minutes
+    ready("steady", plane, idle_minutes=10, budget_usd=100)
+    key, deps = cid("steady"), wiring.deps()
+    monitor = type(deps.monitor)
+    asked: list[str] = []
+    real = monitor.queue_depths
+    monkeypatch.setattr(monitor, "queue_depths", lambda self, windows: asked.extend(windows) or real(self, windows))
+    # When the guard ticks for 40 minutes
+    for _ in range(40):
+        publish_busy("steady", plane)
+        assert tick(plane)["teardowns"] == {}
+    # Then CloudWatch (billed per metric asked) was asked about it once an idle period, not
+    # every minute after its first idle period (30 times)
+    assert asked.count(key) in range(3, 6), asked
+    assert "idle_not_before" in deps.store.get_ledger(key, 1)
+    # When its queue empties, the guard ends it on the minute a check every minute would
+    for _ in range(30):
+        summary = tick(plane)
+        now = plane()
+        every_minute = deps.monitor.max_queue_depth(key, now - timedelta(minutes=10), now)
+        if summary["teardowns"]:
+            break
+        assert every_minute is not None and every_minute > 0, f"idle at {now}, the guard did not see it"
+    assert summary["teardowns"] == {key: "idle"}
+    assert every_minute is None or every_minute <= 0
 
 
 def test_idle_alarm_events_end_the_cluster_once(plane):
