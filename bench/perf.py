@@ -265,8 +265,11 @@ def guard_pass(clusters: int) -> GuardPass:
 
     os.environ.update({"AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "ERROR"})
     os.environ.pop("AWS_ENDPOINT_URL", None)
-    glue.install_ec2_tag_index()  # the emulator's own speed-ups (moto's tag lookup is quadratic,
-    glue.install_cloudwatch_metric_index()  # and its GetMetricData compares every query with every datapoint)
+    # The emulator's own speed-ups: moto's tag lookup and its instance lookup are quadratic, and
+    # its GetMetricData compares every query with every datapoint.
+    glue.install_ec2_tag_index()
+    glue.install_ec2_instance_lookup()
+    glue.install_cloudwatch_metric_index()
     with mock_aws():
         env = bootstrap(boto3.Session(region_name="us-east-1"), "us-east-1")
         os.environ.update(env)
@@ -603,14 +606,14 @@ def _memory_gb(function: str) -> float:
     return int(template["Resources"][function]["Properties"]["MemorySize"]) / 1024
 
 
-def _polls(minutes: float, settings: Any) -> tuple[int, float]:
+def _polls(minutes: float, settings: Any, most: int | None = None) -> tuple[int, float]:
     """How many polls a wait of `minutes` costs at the product's pace, and how late the last
     one sees its end (seconds, at most)."""
     from lsstctl.domain.lifecycle import next_poll_seconds
 
-    at, polls = 0.0, 0
+    at, polls, wait = 0.0, 0, 0
     while at < minutes * 60:
-        wait = next_poll_seconds(at, settings.poll_seconds, settings.poll_max_seconds)
+        wait = next_poll_seconds(at, settings.poll_seconds, most or settings.poll_max_seconds)
         at, polls = at + wait, polls + 1
     return polls, float(wait)
 
@@ -735,6 +738,13 @@ def control_plane_cost(passes: dict[int, GuardPass], lifecycle: dict[str, Any] |
         print(
             "  polls a phase: "
             + ", ".join(f"{phase} {n} (its end seen at most {late:.0f} s late)" for phase, (n, late) in paced.items())
+        )
+        job_polls, _ = _polls(60, settings, most=settings.job_poll_max_seconds)
+        job_hour = job_polls * (3 * SFN_TRANSITION + LAMBDA_REQUEST + mean_task * steps_gb * LAMBDA_GB_SECOND)
+        print(
+            f"a job running for an hour: {job_polls} polls (every {settings.poll_seconds} s slowing to "
+            f"{settings.job_poll_max_seconds} s) -> ${job_hour:.4f}, "
+            f"{100 * job_hour / (rest + queue['min_nodes'] * node):.2f}% of the demo cluster's hour at its minimum"
         )
         for nodes in (queue["min_nodes"], queue["max_nodes"]):
             spend = hours * (rest + nodes * node)

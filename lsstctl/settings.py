@@ -104,6 +104,8 @@ class Settings(BaseModel):
     # Tests and the demo compress them.
     poll_seconds: int = Field(15, ge=1)
     poll_max_seconds: int = Field(60, ge=1)
+    # A job may run for hours: its polls slow down further (a 2-hour job: 38 polls, not 127).
+    job_poll_max_seconds: int = Field(300, ge=1)
     launch_timeout_seconds: int = 3600
     install_timeout_seconds: int = 3 * 3600
     archive_timeout_seconds: int = 3600

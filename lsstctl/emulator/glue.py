@@ -23,6 +23,7 @@ All patches are idempotent (install() may be called more than once) and reversib
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -256,6 +257,53 @@ def install_ec2_tag_index() -> None:
         return [{"resource_id": self.id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
 
     TaggedEC2Resource.get_tags = get_tags
+
+    # And a tag filter compiled each of its values to a regular expression for every resource
+    # it looked at (a share of the guard's pass: 200 names x every instance): once per filter.
+    from moto.ec2 import utils
+
+    _state["ec2_tag_filter"] = utils.tag_filter_matches
+
+    @functools.lru_cache(maxsize=256)
+    def matcher(values: tuple[str, ...]) -> tuple[frozenset[str], Any]:
+        literal = frozenset(v for v in values if not any(c in v for c in "*?[\\"))
+        patterns = [utils.simple_aws_filter_to_re(v) for v in values if v not in literal]
+        return frozenset(values), re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+    def tag_filter_matches(obj: Any, filter_name: str, filter_values: list[str]) -> bool:
+        if filter_name == "tag-key":
+            tag_values: Any = utils.get_obj_tag_names(obj)
+        elif filter_name == "tag-value":
+            tag_values = utils.get_obj_tag_values(obj)
+        elif filter_name.startswith("tag:"):
+            tag_values = utils.get_obj_tag_values(obj, key=filter_name[4:])
+        else:
+            tag_values = [utils.get_obj_tag(obj, filter_name) or ""]
+        exact, pattern = matcher(tuple(filter_values))
+        return any(v in exact or (pattern is not None and pattern.match(v)) for v in tag_values)
+
+    utils.tag_filter_matches = tag_filter_matches
+
+
+def install_ec2_instance_lookup() -> None:
+    """moto finds an instance by id by copying every reservation of the account and scanning
+    them from the oldest (every instance launched attaches its root volume that way: making N
+    instances costs N x N). The same scan, from the newest, without the copies."""
+    from moto.ec2.exceptions import InvalidInstanceIdError
+    from moto.ec2.models.instances import InstanceBackend
+
+    if "ec2_instance" in _state:
+        return
+    _state["ec2_instance"] = InstanceBackend.get_instance
+
+    def get_instance(self: Any, instance_id: str) -> Any:
+        for reservation in reversed(list(self.reservations.values())):
+            for instance in reservation.instances:
+                if instance.id == instance_id:
+                    return instance
+        raise InvalidInstanceIdError(instance_id)
+
+    InstanceBackend.get_instance = get_instance
 
 
 class _Only:
@@ -596,6 +644,7 @@ def install(shell: HeadNodeShell) -> None:
     install_alarm_events()
     install_fast_dispatch()
     install_ec2_tag_index()
+    install_ec2_instance_lookup()
     install_cloudwatch_metric_index()
     install_bucket_policy_scope()
     _state.setdefault(
@@ -686,6 +735,13 @@ def uninstall() -> None:
         from moto.ec2.models.core import TaggedEC2Resource
 
         TaggedEC2Resource.get_tags = _state.pop("ec2_tags")
+        from moto.ec2 import utils
+
+        utils.tag_filter_matches = _state.pop("ec2_tag_filter")
+    if "ec2_instance" in _state:
+        from moto.ec2.models.instances import InstanceBackend
+
+        InstanceBackend.get_instance = _state.pop("ec2_instance")
     if "cloudwatch_index" in _state:
         from moto.cloudwatch.models import CloudWatchBackend
 

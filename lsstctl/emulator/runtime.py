@@ -165,6 +165,7 @@ class Emulator:
                 **self.settings_env,
                 "LSSTCTL_POLL_SECONDS": str(self.poll_seconds),
                 "LSSTCTL_POLL_MAX_SECONDS": str(self.poll_max_seconds),
+                "LSSTCTL_JOB_POLL_MAX_SECONDS": str(self.poll_max_seconds),
                 # Running jobs' grace at teardown, compressed like the polls (60 s on AWS).
                 "LSSTCTL_TEARDOWN_GRACE_SECONDS": str(min(60, max(1, self.poll_seconds))),
                 "LSSTCTL_LOCAL_PROVISION_SECONDS": str(self.provision_seconds),

@@ -4,7 +4,7 @@ keeps spend under each cluster's budget (and ends clusters past their lifetime o
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -328,7 +328,9 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
             _meter_unexplained(deps, live, deps.inventory.observe(now), now, summary)
         else:
             ids = list(shard["clusters"])
-            summary = _meter_clusters(deps, _records(deps, ids), deps.inventory.observe(now, clusters=ids), now)
+            timing = TeardownTiming(**shard["timing"]) if shard.get("timing") else None
+            observed = deps.inventory.observe(now, clusters=ids)
+            summary = _meter_clusters(deps, _records(deps, ids), observed, now, timing)
             summary["shard"] = f"{shard['index']}/{shard['of']}"
         return _timed(deps, summary, began)
     now = deps.clock()
@@ -337,8 +339,11 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     size = deps.settings.guard_shard_size
     shares = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
     mine, sent = list(shares[0]), 0
+    timing = teardown_timing(deps) if len(shares) > 1 else None  # read once, sent with each share
+    known = asdict(timing) if timing else None
     for index, share in enumerate(shares[1:], start=1):
-        if _dispatched(deps, {"at": stamp, "index": index, "of": len(shares), "clusters": share}):
+        sharing = {"at": stamp, "index": index, "of": len(shares), "clusters": share, "timing": known}
+        if _dispatched(deps, sharing):
             sent += 1
         else:
             mine += share
@@ -349,7 +354,7 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     )
     sent += 0 if everything_here else 1
     observed = deps.inventory.observe(now) if everything_here else deps.inventory.observe(now, clusters=mine)
-    summary = _meter_clusters(deps, _records(deps, mine), observed, now)
+    summary = _meter_clusters(deps, _records(deps, mine), observed, now, timing)
     summary["clusters_live"] = len(ids)
     summary["shares_sent"] = sent
     if everything_here:
@@ -414,11 +419,16 @@ def _timed(deps: Deps, summary: dict[str, Any], began: float) -> dict[str, Any]:
 
 
 def _meter_clusters(
-    deps: Deps, clusters: list[Cluster], observed: dict[str, list[Any]], now: datetime
+    deps: Deps,
+    clusters: list[Cluster],
+    observed: dict[str, list[Any]],
+    now: datetime,
+    timing: TeardownTiming | None = None,
 ) -> dict[str, Any]:
-    """Meter and decide for each of `clusters` (its nodes in `observed`), as of `now`."""
+    """Meter and decide for each of `clusters` (its nodes in `observed`), as of `now`.
+    `timing`: the teardown timing the pass read (else read here)."""
     spot = spot_book(deps, [o for c in clusters for o in observed.get(c.id, [])])
-    timing = teardown_timing(deps)
+    timing = timing or teardown_timing(deps)
     steady = [c for c in clusters if c.state in ACTIVE]
     ledgers, depths = _batched_reads(deps, steady, now)
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}

@@ -23,7 +23,7 @@ from lsstctl.domain.scripts import (
 )
 from lsstctl.errors import ConflictError, JobSubmitError, TransientError, ValidationError
 from lsstctl.observability import metrics, request_id
-from lsstctl.services import stack_cache
+from lsstctl.services import remote, stack_cache
 from lsstctl.services.clusters import get_cluster, job_user, poll_settings, shared_dir
 from lsstctl.services.deps import Deps
 from lsstctl.services.identity import Principal, ensure_visible
@@ -349,6 +349,12 @@ def _record(deps: Deps, job: Job, state: JobState, reason: str, **updates: Any) 
     if changed.state != job.state:
         publish_job(deps, changed)
     return changed
+
+
+def paced(deps: Deps, result: dict[str, Any], since: str | None) -> dict[str, Any]:
+    """A submit or poll step's answer with the pace of the next poll (`remote.paced`): a job
+    may run for hours, so its polls slow down further than a launch's."""
+    return remote.paced(deps, result, since, most=deps.settings.job_poll_max_seconds)
 
 
 def _tracking_deadline(deps: Deps, job: Job) -> str:

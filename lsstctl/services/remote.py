@@ -71,14 +71,15 @@ def deadline_after(deps: Deps, seconds: int) -> str:
     return (deps.clock() + timedelta(seconds=seconds)).isoformat()
 
 
-def paced(deps: Deps, result: dict[str, Any], since: str | None) -> dict[str, Any]:
+def paced(deps: Deps, result: dict[str, Any], since: str | None, *, most: int | None = None) -> dict[str, Any]:
     """A start or poll step's answer with the pace of the next poll: `since`, when the waiting
     began (the first step of a wait passes None; later polls pass it back), and `wait`, the
-    seconds the workflow's Wait state waits before the next poll."""
+    seconds the workflow's Wait state waits before the next poll (at most `most`, else
+    `poll_max_seconds`)."""
     now = deps.clock()
     began = from_iso(since) if since else now
     s = deps.settings
-    wait = next_poll_seconds((now - began).total_seconds(), s.poll_seconds, s.poll_max_seconds)
+    wait = next_poll_seconds((now - began).total_seconds(), s.poll_seconds, most or s.poll_max_seconds)
     return {**result, "since": iso(began), "wait": wait}
 
 

@@ -216,6 +216,8 @@ def test_the_ec2_tag_index_answers_as_moto_does(aws):
             [{"Name": "tag-key", "Values": ["parallelcluster:cluster-name"]}],
             [{"Name": "tag:parallelcluster:cluster-name", "Values": ["c1", "c10"]}],
             [{"Name": "tag:parallelcluster:cluster-name", "Values": ["c2"]}],
+            [{"Name": "tag:parallelcluster:cluster-name", "Values": ["c1*", "x"]}],
+            [{"Name": "tag-value", "Values": ["c?"]}],
         ):
             instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
             volumes = ec2.describe_volumes(Filters=filters)["Volumes"]
@@ -229,6 +231,41 @@ def test_the_ec2_tag_index_answers_as_moto_does(aws):
     try:
         assert answers() == before
         assert len(before[2]) == 6 and len(before[3]) == 3  # c1 and c10: 4 nodes, 2 volumes
+        assert len(before[4]) == 6 and len(before[5]) == 7  # patterns: c1 and c10; c1 and c2
+    finally:
+        glue.uninstall()
+
+
+def test_the_ec2_instance_lookup_answers_as_moto_does(aws):
+    """An instance found by id from the newest reservation (the glue): moto's own answers."""
+    from botocore.exceptions import ClientError
+
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ids = [
+        i["InstanceId"]
+        for kind in ("t3.micro", "t3.small", "t3.medium")
+        for i in ec2.run_instances(ImageId=image, InstanceType=kind, MinCount=2, MaxCount=2)["Instances"]
+    ]
+
+    def answers() -> list:
+        found = [ec2.describe_instance_attribute(InstanceId=i, Attribute="instanceType")["InstanceType"] for i in ids]
+        try:
+            ec2.describe_instance_attribute(InstanceId="i-0123456789abcdef0", Attribute="instanceType")
+        except ClientError as error:
+            found.append(error.response["Error"]["Code"])
+        return found
+
+    before = answers()
+    glue.install_ec2_instance_lookup()
+    try:
+        assert answers() == before
+        assert before[0]["Value"] == "t3.micro" and before[-2]["Value"] == "t3.medium"
+        assert before[-1] == "InvalidInstanceID.NotFound"
+        volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+        ec2.attach_volume(VolumeId=volume, InstanceId=ids[2], Device="/dev/sdf")  # found through the glue
+        attached = ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]["Attachments"]
+        assert [a["InstanceId"] for a in attached] == [ids[2]]
     finally:
         glue.uninstall()
 

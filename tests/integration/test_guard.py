@@ -732,6 +732,11 @@ def test_a_pass_over_more_clusters_than_a_share_sends_the_rest_to_the_guards_own
     assert [s.get("clusters") for s in function.sent] == [ids[2:4], ids[4:], None]
     assert function.sent[-1]["unexplained"] is True
     assert {s["at"] for s in function.sent} == {ledgers.pass_stamp(plane())}
+    # each share decides with the teardown timing the pass read once (not read again)
+    timing = teardown_timing(deps)
+    assert [s["timing"] for s in function.sent[:2]] == 2 * [
+        {"stop_compute_seconds": timing.stop_compute_seconds, "total_seconds": timing.total_seconds}
+    ]
     assert sorted(metered) == ids  # each once: none skipped, none twice
     for name in names:
         assert ledgers.current(deps, cid(name), 1)["measured_at"] == plane().isoformat()

@@ -93,3 +93,15 @@ def test_paced_answers_carry_when_the_wait_began_and_the_next_wait():
     assert (polled["since"], polled["wait"]) == (started["since"], 30)
     now[0] += timedelta(minutes=30)
     assert paced(deps, {}, started["since"])["wait"] == 60  # type: ignore[arg-type]
+
+
+def test_a_long_job_is_looked_at_every_five_minutes_not_every_minute():
+    from lsstctl.services import jobs
+    from lsstctl.settings import Settings
+
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    deps = SimpleNamespace(clock=lambda: now[0], settings=Settings(poll_max_seconds=60, job_poll_max_seconds=300))
+    submitted = jobs.paced(deps, {"terminal": False}, None)  # type: ignore[arg-type]
+    now[0] += timedelta(hours=2)
+    assert jobs.paced(deps, {}, submitted["since"])["wait"] == 300  # type: ignore[arg-type]
+    assert polls_until(2 * 3600, 15, 300) == 38 and polls_until(2 * 3600, 15, 60) == 127
