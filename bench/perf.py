@@ -266,11 +266,13 @@ def guard_pass(clusters: int) -> GuardPass:
 
     os.environ.update({"AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "ERROR"})
     os.environ.pop("AWS_ENDPOINT_URL", None)
-    # The emulator's own speed-ups: moto's tag lookup and its instance lookup are quadratic, and
-    # its GetMetricData compares every query with every datapoint.
+    # The emulator's own speed-ups: moto's tag lookup and its instance lookup are quadratic, its
+    # GetMetricData compares every query with every datapoint, and it walks every DynamoDB
+    # value it answers through botocore's shape.
     glue.install_ec2_tag_index()
     glue.install_ec2_instance_lookup()
     glue.install_cloudwatch_metric_index()
+    glue.install_dynamodb_value_passthrough()
     with mock_aws():
         env = bootstrap(boto3.Session(region_name="us-east-1"), "us-east-1")
         os.environ.update(env)
@@ -602,7 +604,11 @@ LOG_BYTES_PER_INVOCATION = 1200  # START/END/REPORT lines and the pass's one sum
 # the deletion) on AWS, in minutes; each polled at the product's pace (a Wait, a Task and a
 # Choice each time: lsstctl.domain.lifecycle.next_poll_seconds).
 AWS_WORKFLOW_MINUTES = {"launch": 15, "install": 5, "archive": 2, "delete": 8}
-LEDGER_WRITE_UNITS = 16  # a ledger with its history, up to 16 KB
+LEDGER_KB = 16  # a ledger with its history, up to 16 KB
+RECORD_KB = 4  # a cluster's record
+# A live ledger's write: the table and the three indexes it is on (by_owner, by_kind,
+# by_billing; all project every attribute), 1 KB a write unit each.
+LEDGER_WRITE_UNITS = 4 * LEDGER_KB
 
 
 def _memory_gb(function: str) -> float:
@@ -707,7 +713,10 @@ def control_plane_cost(passes: dict[int, GuardPass], lifecycle: dict[str, Any] |
         * (per_pass_own + per_pass_calls * AWS_CALL_SECONDS)
         * guard_gb
         * LAMBDA_GB_SECOND,
-        "guard: record and ledger reads": 60 * 2 * 4 * DDB_READ_UNIT,  # two items, up to 16 KB each
+        # Read with the index's pages (eventually consistent: half a unit per 4 KB, summed over
+        # the page); a share of a pass over more than 1000 reads them 100 to a BatchGetItem
+        # (strongly consistent, a unit per 4 KB of each item): 10 units, not 2.5.
+        "guard: record and ledger reads": 60 * (RECORD_KB + LEDGER_KB) / 4 * 0.5 * DDB_READ_UNIT,
         # A busy cluster is asked about once an idle period (services.costs.idle_not_before),
         # and its ledger written with the answer.
         "guard: the idle check's metric": 60 / CLUSTER["idle_minutes"] * CW_METRICS_READ,

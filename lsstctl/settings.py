@@ -145,12 +145,15 @@ class Settings(BaseModel):
     # How long one guard pass (a 60 s Lambda) may spend asking head nodes before it defers the
     # remaining questions to the next pass.
     guard_idle_questions_seconds: float = Field(25, ge=0)
-    # A pass over more live clusters than `guard_shard_size` is shared: this invocation meters
-    # the first share and asks the guard's own function (`guard_function_name`, asynchronously)
-    # for each other, so a pass takes about as long at ten thousand clusters as at two hundred.
+    # A pass over more live clusters than `guard_single_pass_clusters` is shared in shares of
+    # `guard_shard_size`: this invocation meters the first share and asks the guard's own
+    # function (`guard_function_name`, asynchronously) for each other, so a pass takes about as
+    # long at ten thousand clusters as at a thousand. Up to a thousand, one invocation reads
+    # every record and ledger in a few pages and lists every node once (seconds on AWS).
     # 200: the most names one EC2 tag filter takes (a share lists only its own nodes).
     # No function name: one invocation meters every cluster (the emulator's default).
     guard_function_name: str = ""
+    guard_single_pass_clusters: int = Field(1000, ge=1)
     guard_shard_size: int = Field(200, ge=1, le=200)
     # A workflow step whose AWS call failed transiently is re-run in place this many times
     # (jittered backoff from this many seconds, doubling) before Step Functions' Retry sees it.

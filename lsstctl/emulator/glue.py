@@ -353,6 +353,47 @@ def install_cloudwatch_metric_index() -> None:
     CloudWatchBackend.get_metric_data = get_metric_data
 
 
+_WIRE_SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
+
+
+def _in_wire_form(value: Any) -> bool:
+    """A DynamoDB attribute value already as the wire carries it, with no binary in it (B
+    and BS are base64 on the wire; moto keeps them otherwise)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    ((kind, inner),) = value.items()
+    if kind in _WIRE_SCALARS:
+        return isinstance(inner, _WIRE_SCALARS[kind])
+    if kind in ("SS", "NS"):
+        return isinstance(inner, list) and all(isinstance(v, str) for v in inner)
+    if kind == "M":
+        return isinstance(inner, dict) and all(_in_wire_form(v) for v in inner.values())
+    if kind == "L":
+        return isinstance(inner, list) and all(_in_wire_form(v) for v in inner)
+    return False
+
+
+def install_dynamodb_value_passthrough() -> None:
+    """moto answers a DynamoDB read by walking every attribute value through botocore's
+    AttributeValue shape, member by member (ten members, each through a value picker): a
+    Query of a thousand records with their nested documents costs seconds. moto keeps item
+    values in the wire's form already ({"S": ...}, {"N": "1"}, {"M": {...}}): such a value is
+    answered as it is; any other (binary in it) takes moto's walk."""
+    from moto.core.serialize import JSONSerializer
+
+    if "dynamodb_values" in _state:
+        return
+    original = _state["dynamodb_values"] = JSONSerializer._serialize_type_structure
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _in_wire_form(value):
+            serialized[self.get_serialized_name(shape, key)] = value
+            return
+        original(self, serialized, value, shape, key)
+
+    JSONSerializer._serialize_type_structure = serialize_structure
+
+
 def _applies_to_callers(statement: dict[str, Any]) -> bool:
     """Whether a bucket-policy statement can concern the control plane's own calls: not one
     for a service principal (logs.amazonaws.com), not the TLS-only deny (AWS's SDKs speak
@@ -646,6 +687,7 @@ def install(shell: HeadNodeShell) -> None:
     install_ec2_tag_index()
     install_ec2_instance_lookup()
     install_cloudwatch_metric_index()
+    install_dynamodb_value_passthrough()
     install_bucket_policy_scope()
     _state.setdefault(
         "config",
@@ -746,6 +788,10 @@ def uninstall() -> None:
         from moto.cloudwatch.models import CloudWatchBackend
 
         CloudWatchBackend.get_metric_data = _state.pop("cloudwatch_index")
+    if "dynamodb_values" in _state:
+        from moto.core.serialize import JSONSerializer
+
+        JSONSerializer._serialize_type_structure = _state.pop("dynamodb_values")
     if "bucket_policy" in _state:
         from moto.s3.models import FakeBucket
 

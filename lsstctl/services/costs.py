@@ -169,10 +169,12 @@ def _metered(
     spot: SpotBook | None,
     previous: dict[str, Any] | None,
     depth: QueueDepth | None = None,
+    rewrite: bool = False,
 ) -> tuple[SpendReport, dict[str, Any]]:
     """The measurement and the ledger kept. A live cluster's ledger is written only when it
-    changed (`ledger_changed`): readers carry an unchanged one forward to the guard's last
-    pass (`ledgers.current`). Any other's (being torn down, deleted) is written each time.
+    changed (`ledger_changed`), or `rewrite` (it is not on the billing index yet): readers
+    carry an unchanged one forward to the guard's last pass (`ledgers.current`). Any other's
+    (being torn down, deleted) is written each time.
     `depth`: this pass's queue-depth answer for it (kept as `idle_not_before`)."""
     if previous is None:
         previous = deps.store.get_ledger(cluster.id, cluster.generation) or {}
@@ -197,7 +199,7 @@ def _metered(
     }
     if not_before is not None:
         ledger["idle_not_before"] = iso(not_before)  # the idle question waits until then
-    if cluster.state not in ACTIVE or ledger_changed(previous, ledger):
+    if cluster.state not in ACTIVE or rewrite or ledger_changed(previous, ledger):
         deps.store.put_ledger(cluster.id, cluster.generation, cluster.owner, ledger)
     return report, ledger
 
@@ -304,18 +306,20 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     """One pass over every cluster that may bill: meter it, then end it if its budget,
     lifetime or idleness says so, else cap the nodes its remaining budget can carry.
 
-    Reads are batched: the live clusters' ids (one index query, keys only), their records and
-    ledgers 100 to a call (BatchGetItem), the EC2 listings (1000 instances, 500 volumes to a
-    page) and the queue depths 500 to a call (GetMetricData); a ledger is written only when it
-    changed. A cluster being torn down is read on its own (the teardown's last measurement may
-    write its ledger meanwhile), and so is every cluster when a batched read fails: one failure
-    never costs the pass its clusters.
+    Reads are by the page, not by the cluster: up to `guard_single_pass_clusters`, the records
+    and live ledgers in one paged read of the billing index (1 MB a page), the EC2 listings
+    (1000 instances, 500 volumes to a page) and the queue depths 500 to a call (GetMetricData);
+    a ledger is written only when it changed. A cluster being torn down is read on its own,
+    strongly consistent (the teardown's last measurement may write its ledger meanwhile), and
+    so is every cluster when a batched read fails: one failure never costs the pass its clusters.
 
-    Over `guard_shard_size` clusters, the pass is shared (`shard`: one share, as sent): this
-    invocation meters the first share and sends each other one to the guard's own function,
-    all measured as of the same instant; a share lists only its clusters' nodes. A share that
-    cannot be sent is metered here. The tagged resources of no live record are looked for by a
-    share of their own (it lists every node), or here when the pass is not shared. Each
+    Over `guard_single_pass_clusters` clusters, the pass is shared (`shard`: one share, as
+    sent): this invocation reads the live ids (the index's keys), meters the first share of
+    `guard_shard_size` and sends each other one to the guard's own function, all measured as of
+    the same instant; a share reads its records and ledgers 100 to a call (BatchGetItem) and
+    lists only its clusters' nodes. A share that cannot be sent is metered here. The tagged
+    resources of no live record are looked for by a share of their own (it lists every node),
+    or here when the pass is not shared. Each
     invocation's duration is in its summary (`pass_seconds`; Lambda's Duration metric, which
     alarms near the function's limit: GuardPassSlowAlarm); one longer than the guard's interval
     is logged as an error and counted (GuardPassOverran)."""
@@ -335,6 +339,8 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
         return _timed(deps, summary, began)
     now = deps.clock()
     stamp = pass_stamp(now)
+    if (whole := _single_pass(deps, now, began)) is not None:
+        return whole
     ids = deps.store.list_billing_cluster_ids()
     size = deps.settings.guard_shard_size
     shares = [ids[i : i + size] for i in range(0, len(ids), size)] or [[]]
@@ -364,6 +370,49 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     if ids:
         deps.store.record_guard_pass(stamp)
     return _timed(deps, summary, began)
+
+
+def _single_pass(deps: Deps, now: datetime, began: float) -> dict[str, Any] | None:
+    """The pass in this one invocation, when it is no bigger than `guard_single_pass_clusters`
+    (or there is no function to share it with): every record and live ledger in one paged
+    read, every node listed once. None when the pass is to be shared, or the paged read
+    failed (the shared path then reads as it does, by id)."""
+    most = deps.settings.guard_single_pass_clusters if deps.guard_shards is not None else None
+    try:
+        found = deps.store.billing_clusters_and_ledgers(most)
+    except Exception:
+        logger.warning("the paged read of records and ledgers failed; read by id", exc_info=True)
+        return None
+    if found is None:
+        return None
+    clusters, ledgers = found
+    # Those being torn down again, strongly consistent (a teardown writes them meanwhile).
+    leaving = [c.id for c in clusters if c.state not in ACTIVE]
+    if leaving:
+        fresh = {c.id: c for c in _records(deps, leaving)}  # those now deleted left out
+        clusters = [c if c.state in ACTIVE else fresh[c.id] for c in clusters if c.state in ACTIVE or c.id in fresh]
+    observed = deps.inventory.observe(now)
+    summary = _meter_clusters(deps, clusters, observed, now, None, ledgers)
+    summary["clusters_live"] = len(clusters)
+    summary["shares_sent"] = 0
+    _meter_unexplained(deps, {c.id for c in clusters}, observed, now, summary)
+    _unlist_stale_ledgers(deps, clusters, ledgers)
+    if clusters:
+        deps.store.record_guard_pass(pass_stamp(now))
+    return _timed(deps, summary, began)
+
+
+def _unlist_stale_ledgers(deps: Deps, clusters: list[Cluster], ledgers: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """A ledger left on the billing index by a generation no longer live (its teardown never
+    wrote it again) is taken off, so the index holds what bills and no more."""
+    live = {(c.id, c.generation) for c in clusters}
+    for cluster_id, generation in sorted(set(ledgers) - live):
+        if any(c.id == cluster_id and c.generation < generation for c in clusters):
+            continue  # a newer ledger than the record read: the index's lag, not a stale one
+        try:
+            deps.store.unlist_ledger(cluster_id, generation)
+        except Exception:
+            logger.warning("a stale ledger stays on the billing index", extra={"cluster": cluster_id}, exc_info=True)
 
 
 def _meter_unexplained(
@@ -424,13 +473,15 @@ def _meter_clusters(
     observed: dict[str, list[Any]],
     now: datetime,
     timing: TeardownTiming | None = None,
+    known: dict[tuple[str, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Meter and decide for each of `clusters` (its nodes in `observed`), as of `now`.
-    `timing`: the teardown timing the pass read (else read here)."""
+    `timing`: the teardown timing the pass read (else read here); `known`: the live ledgers
+    read with the records (else read here)."""
     spot = spot_book(deps, [o for c in clusters for o in observed.get(c.id, [])])
     timing = timing or teardown_timing(deps)
     steady = [c for c in clusters if c.state in ACTIVE]
-    ledgers, depths = _batched_reads(deps, steady, now)
+    ledgers, depths, unindexed = _batched_reads(deps, steady, now, known)
     summary: dict[str, Any] = {"at": now.isoformat(), "clusters": len(clusters), "teardowns": {}, "warnings": {}}
     started = time.monotonic()
     for cluster in clusters:
@@ -439,7 +490,8 @@ def _meter_clusters(
             if ledgers is not None and cluster.state in ACTIVE:
                 previous = ledgers.get((cluster.id, cluster.generation), {})
             depth = depths.get(cluster.id) if depths is not None else None
-            report, ledger = _metered(deps, cluster, observed.get(cluster.id, []), now, spot, previous, depth)
+            rewrite = (cluster.id, cluster.generation) in unindexed
+            report, ledger = _metered(deps, cluster, observed.get(cluster.id, []), now, spot, previous, depth, rewrite)
             if cluster.state not in ACTIVE:
                 continue
             if crossed := warn(deps, cluster, report, ledger):
@@ -471,16 +523,30 @@ def _meter_clusters(
 
 
 def _batched_reads(
-    deps: Deps, steady: list[Cluster], now: datetime
-) -> tuple[dict[tuple[str, int], dict[str, Any]] | None, dict[str, QueueDepth] | None]:
+    deps: Deps,
+    steady: list[Cluster],
+    now: datetime,
+    known: dict[tuple[str, int], dict[str, Any]] | None = None,
+) -> tuple[dict[tuple[str, int], dict[str, Any]] | None, dict[str, QueueDepth] | None, set[tuple[str, int]]]:
     """The pass's ledgers and queue depths in few calls; None for either whose batched read
     failed (each cluster's is then read on its own). Queue depths only of the clusters whose
-    ledger does not say they were busy less than an idle period ago (`idle_not_before`)."""
+    ledger does not say they were busy less than an idle period ago (`idle_not_before`).
+    `known`: the ledgers read with the records; those not among them (a new cluster's, or one
+    kept before ledgers were on the billing index) are read by key, and returned as the third
+    item, to be written back whether or not they changed (so that they are on it)."""
     ledgers: dict[tuple[str, int], dict[str, Any]] | None = {}
     depths: dict[str, QueueDepth] | None = {}
+    keys = [(c.id, c.generation) for c in steady]
+    unindexed: set[tuple[str, int]] = set()
     try:
-        if steady:
-            ledgers = deps.store.get_ledgers([(c.id, c.generation) for c in steady])
+        if known is not None:
+            ledgers = {k: known[k] for k in keys if k in known}
+            if missing := [k for k in keys if k not in known]:
+                fetched = deps.store.get_ledgers(missing)
+                ledgers.update(fetched)
+                unindexed = set(fetched)
+        elif steady:
+            ledgers = deps.store.get_ledgers(keys)
     except Exception:
         logger.warning("batched ledger read failed; each cluster's is read on its own", exc_info=True)
         ledgers = None
@@ -495,7 +561,7 @@ def _batched_reads(
     except Exception:
         logger.warning("batched queue-depth read failed; each cluster's is read on its own", exc_info=True)
         depths = None
-    return ledgers, depths
+    return ledgers, depths, unindexed
 
 
 def _govern(

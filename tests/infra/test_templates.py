@@ -1136,6 +1136,7 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
             ("cloudwatch:GetMetricStatistics", "*"),
             ("cloudwatch:GetMetricData", "*"),
             ("dynamodb:BatchGetItem", TABLE),
+            ("dynamodb:UpdateItem", TABLE),
             ("sns:Publish", NOTIFICATIONS),
             *QUEUE_PROBE,
             *NODE_CAP,

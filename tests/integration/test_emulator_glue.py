@@ -339,6 +339,63 @@ def test_the_cloudwatch_metric_index_answers_as_moto_does(aws):
         glue.uninstall()
 
 
+def test_dynamodb_values_answered_as_kept_read_as_moto_answers_them(aws):
+    """Attribute values moto keeps in the wire's form answered as they are (the glue) read
+    back exactly as moto's own walk answers them: every type, nested, empty, binary (walked)."""
+    from decimal import Decimal
+
+    from lsstctl.adapters.dynamodb_state import table_definition
+
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(**table_definition("glue-values"))
+    table = boto3.resource("dynamodb").Table("glue-values")
+    doc = {
+        "name": "c1",
+        "n": Decimal("1.5"),
+        "whole": 3,
+        "flag": True,
+        "none": None,
+        "empty": "",
+        "list": [1, "two", {"three": [Decimal("3.25"), False]}, []],
+        "map": {"inner": {"deeper": {"s": "x", "n": -7}}, "nothing": {}},
+        "strings": {"a", "b"},
+        "numbers": {1, 2},
+    }
+    for i in range(5):
+        table.put_item(Item={"pk": f"CLUSTER#c{i}", "sk": "CLUSTER", "billing": "1", "doc": doc, "i": i})
+    table.put_item(Item={"pk": "CLUSTER#bin", "sk": "CLUSTER", "billing": "1", "raw": b"\x00\xff", "set": {b"a"}})
+    keys = [{"pk": f"CLUSTER#c{i}", "sk": "CLUSTER"} for i in range(5)] + [{"pk": "CLUSTER#bin", "sk": "CLUSTER"}]
+
+    def answers() -> list:
+        found = [dynamodb.get_item(TableName="glue-values", Key={k: {"S": v} for k, v in key.items()}) for key in keys]
+        found.append(dynamodb.scan(TableName="glue-values"))
+        found.append(
+            dynamodb.query(
+                TableName="glue-values",
+                IndexName="by_billing",
+                KeyConditionExpression="billing = :b",
+                ExpressionAttributeValues={":b": {"S": "1"}},
+            )
+        )
+        wanted = [{k: {"S": v} for k, v in key.items()} for key in keys]
+        found.append(dynamodb.batch_get_item(RequestItems={"glue-values": {"Keys": wanted}})["Responses"])
+        found.append([table.get_item(Key=key)["Item"] for key in keys])  # and through the resource
+        for answer in found:
+            if isinstance(answer, dict):
+                answer.pop("ResponseMetadata", None)
+        return found
+
+    before = answers()
+    glue.install_dynamodb_value_passthrough()
+    try:
+        after = answers()
+        assert after == before
+        assert after[-1][0]["doc"] == doc and after[-1][-1]["raw"].value == b"\x00\xff"
+    finally:
+        glue.uninstall()
+    assert glue._state.get("dynamodb_values") is None
+
+
 def _connections_queued(server_class: type, clients: int = 50) -> int:
     """How many of `clients` connecting at once get through while the server accepts none
     (as when the API is busy): the listen backlog decides."""

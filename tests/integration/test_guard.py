@@ -4,6 +4,7 @@ idle (alarm and missing data), AWS Budgets notifications, warnings, and their re
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 
 import boto3
@@ -597,10 +598,13 @@ def test_a_patched_max_nodes_is_applied_on_the_head_node_and_can_be_raised_back(
         assert refused.value.field == "max_nodes"
 
 
-def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane):
-    """The pass reads ledgers and queue depths in batches; when a batch fails (AWS kept
-    failing it), each cluster's is read on its own and every cluster is still metered."""
+@pytest.mark.parametrize("paged_read", ["answers", "fails"])
+def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane, monkeypatch, paged_read):
+    """The pass reads records and ledgers in pages and queue depths in batches; when one of
+    these fails (AWS kept failing it), the pass reads by id, or each cluster's on its own, and
+    every cluster is still metered."""
     from lsstctl.emulator.faults import FaultInjector
+    from lsstctl.errors import TransientError
 
     for name in ("batched1", "batched2"):
         ready(name, plane, budget_usd=100, idle_minutes=10)
@@ -609,10 +613,18 @@ def test_a_failed_batched_read_costs_the_pass_none_of_its_clusters(plane):
         publish_busy("batched2", plane)
         tick(plane)
     before = {n: ledgers.current(wiring.deps(), cid(n), 1)["spend_usd"] for n in ("batched1", "batched2")}
-    batched = {"BatchGetItem", "GetMetricData"}
+    # Then the records and ledgers by id (BatchGetItem), failing too
+    batched = {"GetMetricData"} if paged_read == "answers" else {"BatchGetItem", "GetMetricData"}
+
+    def failed(most: int | None = None) -> None:
+        raise TransientError("DynamoDB kept failing the query")
+
+    plane.advance(600)  # an idle period since their queues were last asked about: asked now
     publish_busy("batched1", plane)
     publish_busy("batched2", plane)
     with FaultInjector(plan=lambda call: call.operation in batched) as faults:
+        if paged_read == "fails":  # (the injector's clients are new ones)
+            monkeypatch.setattr(wiring.deps().store, "billing_clusters_and_ledgers", failed)
         summary = tick(plane)
     assert {f.operation for f in faults.log} == batched
     assert summary["clusters"] == 2 and not summary.get("errors") and summary["teardowns"] == {}
@@ -718,7 +730,9 @@ def test_a_pass_over_more_clusters_than_a_share_sends_the_rest_to_the_guards_own
     assert deps.settings.guard_function_name == "lsstctl-guard"  # as the template names it
     function = InProcessGuardFunction()
     monkeypatch.setattr(deps, "guard_shards", LambdaGuardShards("lsstctl-guard", client=function))
-    monkeypatch.setattr(deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2}))
+    monkeypatch.setattr(
+        deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2, "guard_single_pass_clusters": 2})
+    )
     metered: list[str] = []
     put = deps.store.put_ledger
     monkeypatch.setattr(
@@ -770,8 +784,80 @@ def test_a_shared_pass_still_meters_the_resources_of_no_live_record(plane, monke
     )
     function = InProcessGuardFunction()
     monkeypatch.setattr(deps, "guard_shards", LambdaGuardShards("lsstctl-guard", client=function))
-    monkeypatch.setattr(deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2}))
+    monkeypatch.setattr(
+        deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2, "guard_single_pass_clusters": 2})
+    )
     summary = tick(plane)
     assert "unexplained" not in summary and summary["shares_sent"] == 2
     orphan = ledgers.current(deps, "nobody-0", 0)
     assert orphan["state"] == "orphan" and orphan["owner"] == "eve" and orphan["burn_usd_per_hour"] > 0
+
+
+def _calls_of_a_pass(plane) -> Counter:
+    from lsstctl.emulator.faults import FaultInjector, recording
+
+    seen: list = []
+    with FaultInjector(plan=recording(seen)):
+        summary = tick(plane)
+    assert not summary.get("errors") and not summary["teardowns"], summary
+    return Counter(c.operation for c in seen)
+
+
+def test_a_pass_reads_its_records_and_ledgers_by_the_page_not_by_the_cluster(plane):
+    """Up to a thousand clusters one invocation reads every record and live ledger in one
+    paged read of the billing index: a pass over nine clusters makes the very calls a pass
+    over three makes (no read by id, one query)."""
+    for i in range(3):
+        ready(f"paged{i}", plane, budget_usd=100, idle_minutes=600)
+    tick(plane)  # their first measurements
+    few = _calls_of_a_pass(plane)
+    for i in range(3, 9):
+        ready(f"paged{i}", plane, budget_usd=100, idle_minutes=600)
+    tick(plane)
+    many = _calls_of_a_pass(plane)
+    assert many == few
+    assert many["Query"] == 1 and "BatchGetItem" not in many and "PutItem" in many  # the pass's stamp
+    deps = wiring.deps()
+    clusters_read, ledgers_read = deps.store.billing_clusters_and_ledgers()
+    assert [c.id for c in clusters_read] == sorted(cid(f"paged{i}") for i in range(9))
+    assert set(ledgers_read) == {(cid(f"paged{i}"), 1) for i in range(9)}
+    assert all(ledgers.current(deps, cid(f"paged{i}"), 1)["measured_at"] == plane().isoformat() for i in range(9))
+    # More than the pass takes alone: the read says so (the pass is then shared)
+    assert deps.store.billing_clusters_and_ledgers(most=8) is None
+
+
+def test_a_ledger_is_on_the_billing_index_while_its_cluster_is_live_and_no_longer(plane):
+    """A ledger measured while its cluster is live is read with the records; its teardown's
+    measurement takes it off; one left there by a generation no longer live is taken off by
+    the next pass, and one kept before ledgers were on the index is read by key once, then
+    written back onto it."""
+    ready("kept", plane, budget_usd=100, idle_minutes=600)
+    ready("leaving", plane, budget_usd=100, idle_minutes=600)
+    tick(plane)
+    deps = wiring.deps()
+    assert set(deps.store.billing_clusters_and_ledgers()[1]) == {(cid("kept"), 1), (cid("leaving"), 1)}
+    # Torn down: its ledger is written at every measurement, now off the index
+    clusters.request_teardown(deps, cid("leaving"), reason="user")
+    tick(plane)
+    assert set(deps.store.billing_clusters_and_ledgers()[1]) == {(cid("kept"), 1)}
+    assert ledgers.current(deps, cid("leaving"), 1)["state"] == "tearing_down"
+    # A ledger of a generation no record holds live, left on the index: taken off, kept
+    ghost = {**ledgers.current(deps, cid("kept"), 1), "cluster_id": "ghost-0", "state": "ready"}
+    deps.store.put_ledger("ghost-0", 1, "eve", ghost)
+    assert ("ghost-0", 1) in deps.store.billing_clusters_and_ledgers()[1]
+    tick(plane)
+    assert ("ghost-0", 1) not in deps.store.billing_clusters_and_ledgers()[1]
+    assert deps.store.get_ledger("ghost-0", 1)["state"] == "ready"
+    # A ledger as kept before (not on the index): read by key once, then written onto it
+    steady = _calls_of_a_pass(plane)["BatchGetItem"]  # the record being torn down, read by id
+    table = boto3.resource("dynamodb").Table(deps.settings.state_table)
+    key = {"pk": f"CLUSTER#{cid('kept')}", "sk": "COST#1"}
+    item = table.get_item(Key=key)["Item"]
+    table.put_item(Item={k: v for k, v in item.items() if k != "billing"})
+    assert set(deps.store.billing_clusters_and_ledgers()[1]) == set()
+    first_point = costs.cost_history(deps, ALICE, "kept")["points"][0]
+    assert _calls_of_a_pass(plane)["BatchGetItem"] == steady + 1
+    assert costs.cost_history(deps, ALICE, "kept")["points"][0] == first_point  # carried on, not begun again
+    assert first_point["at"] < plane().isoformat()
+    assert set(deps.store.billing_clusters_and_ledgers()[1]) == {(cid("kept"), 1)}
+    assert _calls_of_a_pass(plane)["BatchGetItem"] == steady
