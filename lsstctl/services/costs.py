@@ -318,24 +318,19 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     `guard_shard_size` and sends each other one to the guard's own function, all measured as of
     the same instant; a share reads its records and ledgers 100 to a call (BatchGetItem) and
     lists only its clusters' nodes. A share that cannot be sent is metered here. The tagged
-    resources of no live record are looked for by a share of their own (it lists every node),
-    or here when the pass is not shared. Each
+    resources of no live record are metered where every node is listed: here when the pass is
+    not shared, else by the reconciler (every five minutes, as it removes them). Each
     invocation's duration is in its summary (`pass_seconds`; Lambda's Duration metric, which
     alarms near the function's limit: GuardPassSlowAlarm); one longer than the guard's interval
     is logged as an error and counted (GuardPassOverran)."""
     began = time.monotonic()
     if shard is not None:
         now = from_iso(shard["at"])
-        if shard.get("unexplained"):
-            summary: dict[str, Any] = {"at": now.isoformat(), "shard": "unexplained"}
-            live = set(deps.store.list_billing_cluster_ids())
-            _meter_unexplained(deps, live, deps.inventory.observe(now), now, summary)
-        else:
-            ids = list(shard["clusters"])
-            timing = TeardownTiming(**shard["timing"]) if shard.get("timing") else None
-            observed = deps.inventory.observe(now, clusters=ids)
-            summary = _meter_clusters(deps, _records(deps, ids), observed, now, timing)
-            summary["shard"] = f"{shard['index']}/{shard['of']}"
+        ids = list(shard["clusters"])
+        timing = TeardownTiming(**shard["timing"]) if shard.get("timing") else None
+        observed = deps.inventory.observe(now, clusters=ids)
+        summary = _meter_clusters(deps, _records(deps, ids), observed, now, timing)
+        summary["shard"] = f"{shard['index']}/{shard['of']}"
         return _timed(deps, summary, began)
     now = deps.clock()
     stamp = pass_stamp(now)
@@ -353,12 +348,10 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
             sent += 1
         else:
             mine += share
-    # Every node is listed where the resources of no live record are looked for: here, unless
-    # the pass is shared (then by a share of its own, so that this one lists only its nodes).
-    everything_here = len(mine) > size or not (
-        len(shares) > 1 and _dispatched(deps, {"at": stamp, "unexplained": True})
-    )
-    sent += 0 if everything_here else 1
+    # A shared pass lists only its own nodes: the resources of no live record are then left to
+    # the reconciler, which lists every node on its own beat (services.reconciler). Here only
+    # when no share could be sent, or more than one tag filter takes (every node listed anyway).
+    everything_here = sent == 0 or len(mine) > size
     observed = deps.inventory.observe(now) if everything_here else deps.inventory.observe(now, clusters=mine)
     summary = _meter_clusters(deps, _records(deps, mine), observed, now, timing)
     summary["clusters_live"] = len(ids)

@@ -14,8 +14,9 @@ Each pass:
 - moves a launch that stalled (its execution ended without an outcome, or ran past its
   deadlines) to teardown, resumes one that was only interrupted (the emulator restarting),
   and withdraws a request whose workflow never started;
-- tears down what the engine or EC2 still has under a name no live record holds, and
-  deletes idle alarms of clusters that are not running;
+- tears down what the engine or EC2 still has under a name no live record holds (its cost
+  so far measured into a ledger each pass until it is gone), and deletes idle alarms of
+  clusters that are not running;
 - recreates a missing idle alarm, adopts an IAM user created for a request that failed
   afterwards, and settles jobs whose workflow never started or was interrupted;
 - deletes the stack cache when no cluster used it for its retention period.
@@ -320,6 +321,21 @@ def _hourly(deps: Deps, observed: list[Any]) -> float:
     return total
 
 
+def _meter_orphan(deps: Deps, name: str, items: list[Any], now: datetime) -> None:
+    """What it has cost, into its ledger (`costs.meter_unexplained`), each pass until it is
+    gone: the guard lists only its clusters' nodes when its pass is shared (over a thousand
+    clusters), so this pass, which lists every node, keeps the account of what no record
+    explains. A failure here never keeps an orphan from being removed."""
+    if not any(o.exists for o in items):
+        return
+    from lsstctl.services import costs  # only with an orphan (the guard's module is large)
+
+    try:
+        costs.meter_unexplained(deps, name, items, now, costs.spot_book(deps, items))
+    except Exception:
+        logger.warning("an orphan's cost was not measured", extra={"cluster": name}, exc_info=True)
+
+
 def reconcile(deps: Deps) -> dict[str, Any]:
     """One pass (see the module docstring). Safe to run twice at once: every action is a
     conditional write or a converging call.
@@ -363,6 +379,7 @@ def reconcile(deps: Deps) -> dict[str, Any]:
             if record is not None and record.state != S.DELETED:
                 continue  # written after the index was read: next pass
             items = (observed or {}).get(name, [])
+            _meter_orphan(deps, name, items, run.now)
             run.orphan(name, record, items, _hourly(deps, items))
 
     orphans = {f["cluster"] for f in run.findings if f["kind"] == "orphan"}

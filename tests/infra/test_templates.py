@@ -1164,6 +1164,7 @@ NEEDS: dict[str, tuple[set[str], list[tuple[str, str]]]] = {
             ("dynamodb:Query", f"{TABLE}/index/by_kind"),
             ("dynamodb:Query", TABLE),
             *METER,
+            ("ec2:DescribeSpotPriceHistory", "*"),  # an orphan's spot nodes, priced into its ledger
             *ENGINE,
             ("elasticfilesystem:DeleteMountTarget", CACHE_FS),
             ("elasticfilesystem:DeleteFileSystem", CACHE_FS),

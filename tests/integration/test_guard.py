@@ -741,10 +741,9 @@ def test_a_pass_over_more_clusters_than_a_share_sends_the_rest_to_the_guards_own
     for name in names:
         publish_busy(name, plane)
     summary = tick(plane)
-    # Two shares of clusters, and one that looks for the resources of no live record
-    assert summary["clusters_live"] == 5 and summary["clusters"] == 2 and summary["shares_sent"] == 3
-    assert [s.get("clusters") for s in function.sent] == [ids[2:4], ids[4:], None]
-    assert function.sent[-1]["unexplained"] is True
+    # Two shares of clusters (the resources of no live record are the reconciler's then)
+    assert summary["clusters_live"] == 5 and summary["clusters"] == 2 and summary["shares_sent"] == 2
+    assert [s.get("clusters") for s in function.sent] == [ids[2:4], ids[4:]]
     assert {s["at"] for s in function.sent} == {ledgers.pass_stamp(plane())}
     # each share decides with the teardown timing the pass read once (not read again)
     timing = teardown_timing(deps)
@@ -765,9 +764,12 @@ def test_a_pass_over_more_clusters_than_a_share_sends_the_rest_to_the_guards_own
     assert summary["clusters"] == 5 and summary["shares_sent"] == 0 and not summary.get("errors")
 
 
-def test_a_shared_pass_still_meters_the_resources_of_no_live_record(plane, monkeypatch):
-    """A node tagged for a cluster no record holds: the share that lists every node meters it."""
+def test_a_shared_pass_leaves_the_resources_of_no_live_record_to_the_reconciler(plane, monkeypatch):
+    """A node tagged for a cluster no record holds: a shared pass lists only its clusters'
+    nodes (none of its invocations lists every node), and the reconciler, which does, meters
+    it into an orphan ledger each pass as it removes it."""
     from lsstctl.adapters.guard_shards import LambdaGuardShards
+    from lsstctl.services import reconciler
 
     for name in ("left1", "left2", "left3"):
         ready(name, plane, budget_usd=100, idle_minutes=600)
@@ -788,9 +790,14 @@ def test_a_shared_pass_still_meters_the_resources_of_no_live_record(plane, monke
         deps, "settings", deps.settings.model_copy(update={"guard_shard_size": 2, "guard_single_pass_clusters": 2})
     )
     summary = tick(plane)
-    assert "unexplained" not in summary and summary["shares_sent"] == 2
-    orphan = ledgers.current(deps, "nobody-0", 0)
+    assert "unexplained" not in summary and summary["shares_sent"] == 1
+    assert deps.store.get_ledger("nobody-0", 0) is None
+    plane.advance(600)
+    found = reconciler.reconcile(deps)
+    assert [f["cluster"] for f in found["findings"] if f["kind"] == "orphan"] == ["nobody-0"]
+    orphan = deps.store.get_ledger("nobody-0", 0)
     assert orphan["state"] == "orphan" and orphan["owner"] == "eve" and orphan["burn_usd_per_hour"] > 0
+    assert orphan["spend_usd"] > 0 and orphan["measured_at"] == plane().isoformat()
 
 
 def _calls_of_a_pass(plane) -> Counter:
