@@ -341,7 +341,7 @@ def bootstrap(session: Any, region: str) -> dict[str, str]:
         "LSSTCTL_NOTIFICATIONS_INBOX_URL": inbox_url,
         "LSSTCTL_BUDGET_ALERTS_TOPIC_ARN": budget_alerts,
         "LSSTCTL_GUARD_FUNCTION_ARN": triggers["guard"],
-        # A pass over more than guard_shard_size clusters sends its other shares here.
+        # A pass over more than guard_single_pass_clusters clusters sends its other shares here.
         "LSSTCTL_GUARD_FUNCTION_NAME": TRIGGER_FUNCTIONS["guard"][0],
         "LSSTCTL_RECONCILER_FUNCTION_ARN": triggers["reconciler"],
         "LSSTCTL_QUEUE_PROBE_DOCUMENT": probe,
