@@ -326,6 +326,8 @@ def guard_tick(deps: Deps, shard: dict[str, Any] | None = None) -> dict[str, Any
     began = time.monotonic()
     if shard is not None:
         now = from_iso(shard["at"])
+        if "clusters" not in shard:  # a share only an earlier version sent ("unexplained"): the reconciler's now
+            return _timed(deps, {"at": now.isoformat(), "shard": "none", "clusters": 0}, began)
         ids = list(shard["clusters"])
         timing = TeardownTiming(**shard["timing"]) if shard.get("timing") else None
         observed = deps.inventory.observe(now, clusters=ids)

@@ -792,6 +792,9 @@ def test_a_shared_pass_leaves_the_resources_of_no_live_record_to_the_reconciler(
     summary = tick(plane)
     assert "unexplained" not in summary and summary["shares_sent"] == 1
     assert deps.store.get_ledger("nobody-0", 0) is None
+    # The share an earlier version sent for them, arriving during a deploy: nothing to do
+    late = costs.guard_tick(deps, shard={"at": ledgers.pass_stamp(plane()), "unexplained": True})
+    assert late["clusters"] == 0 and not late.get("errors") and deps.store.get_ledger("nobody-0", 0) is None
     plane.advance(600)
     found = reconciler.reconcile(deps)
     assert [f["cluster"] for f in found["findings"] if f["kind"] == "orphan"] == ["nobody-0"]
