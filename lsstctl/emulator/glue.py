@@ -743,6 +743,19 @@ def install(shell: HeadNodeShell) -> None:
     SimpleSystemManagerBackend.send_command = send_command
 
 
+# The patches that replace one attribute of one moto class, each kept in `_state` under its
+# key by its install_*: (key, module, class, attribute), restored by `uninstall`.
+_ONE_ATTRIBUTE_PATCHES = (
+    ("events", "moto.events.models", "Rule", "send_to_targets"),
+    ("alarm", "moto.cloudwatch.models", "Alarm", "update_state"),
+    ("dispatch", "moto.moto_server.werkzeug_app", "DomainDispatcherApplication", "get_backend_for_host"),
+    ("ec2_instance", "moto.ec2.models.instances", "InstanceBackend", "get_instance"),
+    ("cloudwatch_index", "moto.cloudwatch.models", "CloudWatchBackend", "get_metric_data"),
+    ("dynamodb_values", "moto.core.serialize", "JSONSerializer", "_serialize_type_structure"),
+    ("bucket_policy", "moto.s3.models", "FakeBucket", "get_permission"),
+)
+
+
 def uninstall() -> None:
     from moto.awslambda.models import LambdaFunction
     from moto.core.config import default_user_config
@@ -761,18 +774,9 @@ def uninstall() -> None:
         SimpleSystemManagerBackend.send_command = _state.pop("ssm")
     for name, original in _state.pop("dynamodb", {}).items():
         setattr(DynamoDBBackend, name, original)
-    if "events" in _state:
-        from moto.events.models import Rule
-
-        Rule.send_to_targets = _state.pop("events")
-    if "alarm" in _state:
-        from moto.cloudwatch.models import Alarm
-
-        Alarm.update_state = _state.pop("alarm")
-    if "dispatch" in _state:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-        DomainDispatcherApplication.get_backend_for_host = _state.pop("dispatch")
+    for key, module, owner, name in _ONE_ATTRIBUTE_PATCHES:
+        if key in _state:
+            setattr(getattr(importlib.import_module(module), owner), name, _state.pop(key))
     if "ec2_tags" in _state:
         from moto.ec2.models.core import TaggedEC2Resource
 
@@ -780,22 +784,6 @@ def uninstall() -> None:
         from moto.ec2 import utils
 
         utils.tag_filter_matches = _state.pop("ec2_tag_filter")
-    if "ec2_instance" in _state:
-        from moto.ec2.models.instances import InstanceBackend
-
-        InstanceBackend.get_instance = _state.pop("ec2_instance")
-    if "cloudwatch_index" in _state:
-        from moto.cloudwatch.models import CloudWatchBackend
-
-        CloudWatchBackend.get_metric_data = _state.pop("cloudwatch_index")
-    if "dynamodb_values" in _state:
-        from moto.core.serialize import JSONSerializer
-
-        JSONSerializer._serialize_type_structure = _state.pop("dynamodb_values")
-    if "bucket_policy" in _state:
-        from moto.s3.models import FakeBucket
-
-        FakeBucket.get_permission = _state.pop("bucket_policy")
     for owner, name, original in _state.pop("cloudformation", []):
         if original is None:
             delattr(owner, name)
